@@ -1,0 +1,350 @@
+"""The area: where each region lives on the device, and opening it safely.
+
+Layout (every region starts on a 4 KiB boundary; one record per sector):
+
+    sector 0           primary superblock
+    heartbeat          node_count slots
+    mailbox            node_count slots
+    lease              resource_count leases
+    resource           resource_count x 2 copies (A, B) x resource_chunks sectors
+    log:<name> ...     one region per named log disk, log_size entries each
+    last device sector backup superblock
+
+The layout is a pure function of the counts (``compute_layout``); the
+superblock stores the offsets for readers and tools, and ``Area.open`` checks
+them against the recomputed layout, so a superblock whose checksum holds but
+whose numbers do not is still refused.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from shareddisk.device import BlockDevice
+from shareddisk.errors import (
+    BadLayout,
+    BadMagic,
+    FormatError,
+    SectorSizeMismatch,
+    Truncated,
+    UsageError,
+)
+from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock
+from shareddisk.format.record import SECTOR_SIZES, RecordCodec, is_blank
+
+REGION_ALIGN = 4096
+MAX_NODES = 2048
+MAX_RESOURCES = 4096
+MAX_LOG_ENTRIES = 1 << 20
+DEFAULT_RESOURCES = 16
+DEFAULT_LOG_DISKS = ("log0",)
+DEFAULT_LOG_SIZE = 256
+DEFAULT_INTERVAL_MS = 1000
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SUPERBLOCK_PROBE = 4096  # bytes read at offset 0: holds the superblock at any sector size
+
+# Region names as the CLI and JSON use them, with the codec of their records.
+FIXED_REGIONS: dict[str, RecordCodec] = {
+    "heartbeat": heartbeat.CODEC,
+    "mailbox": mailbox.CODEC,
+    "lease": lease.CODEC,
+    "resource": resource.CODEC,
+}
+LOG_PREFIX = "log:"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A run of equal records: one sector each, ``count`` of them from ``offset``."""
+
+    name: str
+    codec: RecordCodec
+    offset: int
+    count: int
+    stride: int
+
+    @property
+    def length(self) -> int:
+        return self.count * self.stride
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    def record_offset(self, index: int) -> int:
+        if not 0 <= index < self.count:
+            raise UsageError(f"{self.name} index {index} out of range 0..{self.count - 1}")
+        return self.offset + index * self.stride
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What an area is made of: the inputs of the layout."""
+
+    sector_size: int
+    node_count: int
+    resource_count: int = DEFAULT_RESOURCES
+    log_disks: tuple[str, ...] = DEFAULT_LOG_DISKS
+    log_size: int = DEFAULT_LOG_SIZE
+    resource_chunks: int = resource.DEFAULT_CHUNKS
+    interval_ms: int = DEFAULT_INTERVAL_MS
+
+    def validate(self) -> None:
+        """Raise UsageError naming the first bad value."""
+        if self.sector_size not in SECTOR_SIZES:
+            raise UsageError(f"sector size {self.sector_size} not supported (use 512 or 4096)")
+        if not 1 <= self.node_count <= MAX_NODES:
+            raise UsageError(f"node count {self.node_count} out of range 1..{MAX_NODES}")
+        if not 0 <= self.resource_count <= MAX_RESOURCES:
+            raise UsageError(f"resource count {self.resource_count} out of range 0..{MAX_RESOURCES}")
+        if not 1 <= self.resource_chunks <= 255:
+            raise UsageError(f"resource chunks {self.resource_chunks} out of range 1..255")
+        if len(self.log_disks) > superblock.MAX_LOG_DISKS:
+            raise UsageError(f"{len(self.log_disks)} log disks: at most {superblock.MAX_LOG_DISKS}")
+        if len(set(self.log_disks)) != len(self.log_disks):
+            raise UsageError(f"log disk names repeat: {','.join(self.log_disks)}")
+        for name in self.log_disks:
+            check_name(name, "log disk name", superblock.NAME_BYTES)
+        if self.log_disks and not 1 <= self.log_size <= MAX_LOG_ENTRIES:
+            raise UsageError(f"log size {self.log_size} out of range 1..{MAX_LOG_ENTRIES}")
+        if not 50 <= self.interval_ms <= 60_000:
+            raise UsageError(f"interval {self.interval_ms} ms out of range 50..60000")
+
+
+def check_name(name: str, what: str, max_bytes: int) -> None:
+    if not NAME_RE.match(name) or len(name.encode()) > max_bytes:
+        raise UsageError(
+            f"bad {what} {name!r}: use 1-{max_bytes} letters, digits, '_', '.', '-',"
+            " starting with a letter or digit"
+        )
+
+
+@dataclass(frozen=True)
+class Layout:
+    geometry: Geometry
+    regions: dict[str, Region]
+    area_size: int  # bytes needed, the backup superblock sector included
+
+    @property
+    def sector_size(self) -> int:
+        return self.geometry.sector_size
+
+
+def _align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+def compute_layout(geometry: Geometry) -> Layout:
+    """Place every region; the single source of truth for offsets."""
+    geometry.validate()
+    s = geometry.sector_size
+    align = max(REGION_ALIGN, s)
+    offset = s  # sector 0: primary superblock
+    counts: list[tuple[str, RecordCodec, int]] = [
+        ("heartbeat", heartbeat.CODEC, geometry.node_count),
+        ("mailbox", mailbox.CODEC, geometry.node_count),
+        ("lease", lease.CODEC, geometry.resource_count),
+        ("resource", resource.CODEC, geometry.resource_count * 2 * geometry.resource_chunks),
+    ] + [(LOG_PREFIX + name, logrecord.CODEC, geometry.log_size) for name in geometry.log_disks]
+    regions = {}
+    for name, codec, count in counts:
+        offset = _align(offset, align)
+        regions[name] = Region(name, codec, offset, count, s)
+        offset += count * s
+    area_size = _align(offset, align) + s  # + backup superblock sector
+    return Layout(geometry, regions, area_size)
+
+
+def superblock_values(layout: Layout, *, cluster_uuid: bytes, cluster_name: str,
+                      created_ns: int, backup_offset: int) -> dict[str, Any]:
+    """The superblock fields that describe ``layout``."""
+    g = layout.geometry
+    check_name(cluster_name, "cluster name", superblock.CLUSTER_NAME_BYTES)
+    regions = layout.regions
+
+    def entry(name: str) -> dict[str, int]:
+        r = regions[name]
+        return dict(offset=r.offset, count=r.count, stride=r.stride)
+
+    logs = [dict(name=n, offset=regions[LOG_PREFIX + n].offset, count=g.log_size)
+            for n in g.log_disks]
+    logs += [dict(name="", offset=0, count=0)] * (superblock.MAX_LOG_DISKS - len(logs))
+    return dict(
+        sector_size=g.sector_size, flags=0, cluster_uuid=cluster_uuid,
+        cluster_name=cluster_name, created_ns=created_ns, area_size=layout.area_size,
+        backup_offset=backup_offset, node_count=g.node_count,
+        resource_count=g.resource_count, resource_chunks=g.resource_chunks,
+        log_disk_count=len(g.log_disks), interval_ms=g.interval_ms,
+        io_timeout_ms=g.interval_ms, heartbeat=entry("heartbeat"), mailbox=entry("mailbox"),
+        lease=entry("lease"), resource=entry("resource"), log_disks=logs,
+    )
+
+
+def layout_from_superblock(sb: dict[str, Any], where: str) -> Layout:
+    """Recompute the layout from a superblock's counts and check its stored offsets."""
+    names = tuple(d["name"] for d in sb["log_disks"][: sb["log_disk_count"]])
+    log_size = sb["log_disks"][0]["count"] if names else DEFAULT_LOG_SIZE
+    geometry = Geometry(
+        sector_size=sb["sector_size"], node_count=sb["node_count"],
+        resource_count=sb["resource_count"], log_disks=names, log_size=log_size,
+        resource_chunks=sb["resource_chunks"], interval_ms=sb["interval_ms"],
+    )
+    try:
+        layout = compute_layout(geometry)
+    except UsageError as exc:
+        raise BadLayout(f"{where}: impossible superblock values: {exc}") from None
+    expected = superblock_values(layout, cluster_uuid=sb["cluster_uuid"],
+                                 cluster_name=sb["cluster_name"] or "x",
+                                 created_ns=sb["created_ns"],
+                                 backup_offset=sb["backup_offset"])
+    for key in ("area_size", "heartbeat", "mailbox", "lease", "resource", "log_disks"):
+        if sb[key] != expected[key]:
+            raise BadLayout(f"{where}: region table entry {key!r} disagrees with the counts "
+                            f"(stored {sb[key]}, expected {expected[key]})")
+    if sb["backup_offset"] % geometry.sector_size or sb["backup_offset"] < layout.area_size - geometry.sector_size:
+        raise BadLayout(f"{where}: backup superblock offset {sb['backup_offset']} is not "
+                        f"a sector after the regions")
+    return layout
+
+
+@dataclass
+class SuperblockCopy:
+    """What was found at one superblock location."""
+
+    name: str           # "primary" or "backup"
+    offset: int
+    values: dict[str, Any] | None = None
+    error: FormatError | None = None
+
+
+@dataclass
+class Area:
+    """An opened area: its device, decoded superblock and region layout."""
+
+    device: BlockDevice
+    superblock: dict[str, Any]
+    layout: Layout
+    primary: SuperblockCopy
+    backup: SuperblockCopy
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return "primary" if self.primary.error is None else "backup"
+
+    @property
+    def sector_size(self) -> int:
+        return self.layout.sector_size
+
+    @property
+    def regions(self) -> dict[str, Region]:
+        return self.layout.regions
+
+    @property
+    def cluster_uuid(self) -> str:
+        return str(uuidlib.UUID(bytes=self.superblock["cluster_uuid"]))
+
+    def region(self, name: str) -> Region:
+        try:
+            return self.layout.regions[name]
+        except KeyError:
+            choices = ", ".join(["superblock", *self.layout.regions])
+            raise UsageError(f"no region {name!r} in this area (choose from {choices})") from None
+
+    def read_region(self, name: str) -> bytes:
+        """All records of a region in one read."""
+        r = self.region(name)
+        return self.device.read(r.offset, r.length) if r.count else b""
+
+    def read_record(self, name: str, index: int) -> bytes:
+        r = self.region(name)
+        return self.device.read(r.record_offset(index), r.stride)
+
+    def where(self, name: str, index: int) -> str:
+        r = self.region(name)
+        return f"{self.device.path}: {name} record {index} at offset {r.record_offset(index)}"
+
+    @classmethod
+    def open(cls, device: BlockDevice) -> "Area":
+        """Read and check the superblock (falling back to the backup) and the layout."""
+        path = device.path
+        primary = SuperblockCopy("primary", 0)
+        probe = min(SUPERBLOCK_PROBE, device.size // device.sector_size * device.sector_size)
+        if probe < superblock.CODEC.size:
+            raise Truncated(f"{path}: device holds {device.size} bytes, too small for a "
+                            f"shareddisk superblock")
+        head = device.read(0, probe)
+        _decode_copy(primary, head, 0, f"{path}: primary superblock at offset 0")
+        backup = _find_backup(device, primary.values)
+        chosen = primary if primary.error is None else backup
+        if chosen.values is None:
+            if is_blank(head[:superblock.CODEC.size]):
+                raise BadMagic(f"{path}: no shareddisk area here (sector 0 is blank and no "
+                               f"backup superblock was found at the device end)")
+            assert primary.error is not None
+            raise primary.error
+        sb = chosen.values
+        where = f"{path}: {chosen.name} superblock at offset {chosen.offset}"
+        layout = layout_from_superblock(sb, where)
+        s = layout.sector_size
+        if s < device.sector_size:
+            raise SectorSizeMismatch(
+                f"{path}: area sector size {s} is smaller than the device's logical "
+                f"sector size {device.sector_size}; re-create the area with "
+                f"--sector-size {device.sector_size}")
+        if device.size < layout.area_size:
+            raise Truncated(f"{path}: area needs {layout.area_size} bytes but the device "
+                            f"holds {device.size} (truncated device?)")
+        area = cls(device, sb, layout, primary, backup)
+        if primary.error is not None:
+            area.notes.append(f"primary superblock damaged ({primary.error}); using the backup "
+                              f"at offset {backup.offset}")
+        elif backup.error is not None:
+            area.notes.append(f"backup superblock damaged: {backup.error}")
+        return area
+
+
+def _decode_copy(copy: SuperblockCopy, buf: bytes, offset: int, where: str) -> None:
+    try:
+        copy.values = superblock.CODEC.decode(buf, offset, where)
+    except FormatError as exc:
+        copy.error = exc
+
+
+def _find_backup(device: BlockDevice, primary: dict[str, Any] | None) -> SuperblockCopy:
+    """Decode the backup superblock: where the primary says, else in the last sector."""
+    path = device.path
+    if primary is not None:
+        offset = primary["backup_offset"]
+        copy = SuperblockCopy("backup", offset)
+        s = primary["sector_size"]
+        if offset + s > device.size or s < device.sector_size or offset % device.sector_size:
+            copy.error = Truncated(f"{path}: backup superblock at offset {offset} lies beyond "
+                                   f"the device end ({device.size} bytes)")
+            return copy
+        _decode_copy(copy, device.read(offset, s), 0,
+                     f"{path}: backup superblock at offset {offset}")
+        return copy
+    # No primary: try the last sector for each supported sector size.
+    copy = SuperblockCopy("backup", -1)
+    for s in sorted(SECTOR_SIZES, reverse=True):
+        offset = (device.size // s) * s - s
+        if offset <= 0 or s < device.sector_size:
+            continue
+        candidate = SuperblockCopy("backup", offset)
+        _decode_copy(candidate, device.read(offset, s), 0,
+                     f"{path}: backup superblock at offset {offset}")
+        if candidate.values is not None and candidate.values["backup_offset"] == offset \
+                and candidate.values["sector_size"] == s:
+            return candidate
+        if copy.error is None:
+            copy = candidate
+    if copy.error is None and copy.values is None:
+        copy.error = Truncated(f"{path}: no room for a backup superblock")
+    elif copy.values is not None:  # valid record, wrong place: not ours to trust
+        copy = SuperblockCopy("backup", copy.offset, error=BadLayout(
+            f"{path}: superblock at offset {copy.offset} does not belong there"))
+    return copy

@@ -1,0 +1,13 @@
+"""On-disk formats: one module per structure, each declared once with construct."""
+
+from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock
+from shareddisk.format.record import Kind, RecordCodec
+
+CODECS: dict[Kind, RecordCodec] = {
+    Kind.SUPERBLOCK: superblock.CODEC,
+    Kind.HEARTBEAT: heartbeat.CODEC,
+    Kind.MAILBOX: mailbox.CODEC,
+    Kind.LEASE: lease.CODEC,
+    Kind.RESOURCE: resource.CODEC,
+    Kind.LOG: logrecord.CODEC,
+}

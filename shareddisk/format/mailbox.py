@@ -1,0 +1,37 @@
+"""Mailboxes: one per node, written by a sender to tell the node something.
+
+The target acknowledges by copying ``seq`` into its own heartbeat slot
+(``mailbox_ack``), so each sector keeps a single writer at a time.
+"""
+
+import enum
+
+import construct as cs
+
+from shareddisk.format.record import Kind, RecordCodec
+
+
+class Message(enum.IntEnum):
+    NONE = 0
+    TEST = 1
+    RESET = 2
+    OFF = 3
+    CLEAR = 4
+
+
+MAILBOX = cs.Struct(
+    "node_id" / cs.Int16ul,   # the target: slot index + 1
+    "message" / cs.Int8ul,    # Message
+    "flags" / cs.Int8ul,
+    "sender_id" / cs.Int16ul,
+    "reserved" / cs.Int16ul,
+    "seq" / cs.Int64ul,       # increases with every message to this node
+    "sent_ns" / cs.Int64ul,   # sender's wall clock, informational
+)
+
+CODEC = RecordCodec(Kind.MAILBOX, "mailbox", MAILBOX)
+
+
+def empty(node_id: int) -> dict:
+    return dict(node_id=node_id, message=Message.NONE, flags=0, sender_id=0,
+                reserved=0, seq=0, sent_ns=0)
