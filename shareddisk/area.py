@@ -111,7 +111,8 @@ class Geometry:
         if self.log_disks and not 1 <= self.log_size <= MAX_LOG_ENTRIES:
             raise UsageError(f"log size {self.log_size} out of range 1..{MAX_LOG_ENTRIES}")
         if not 50 <= self.interval_ms <= 60_000:
-            raise UsageError(f"interval {self.interval_ms} ms out of range 50..60000")
+            raise UsageError(f"heartbeat interval {self.interval_ms / 1000:g} s out of range "
+                             f"0.05..60 s")
 
 
 def check_name(name: str, what: str, max_bytes: int) -> None:
@@ -194,12 +195,12 @@ def layout_from_superblock(sb: dict[str, Any], where: str) -> Layout:
     )
     try:
         layout = compute_layout(geometry)
+        expected = superblock_values(layout, cluster_uuid=sb["cluster_uuid"],
+                                     cluster_name=sb["cluster_name"],
+                                     created_ns=sb["created_ns"],
+                                     backup_offset=sb["backup_offset"])
     except UsageError as exc:
         raise BadLayout(f"{where}: impossible superblock values: {exc}") from None
-    expected = superblock_values(layout, cluster_uuid=sb["cluster_uuid"],
-                                 cluster_name=sb["cluster_name"] or "x",
-                                 created_ns=sb["created_ns"],
-                                 backup_offset=sb["backup_offset"])
     for key in ("area_size", "heartbeat", "mailbox", "lease", "resource", "log_disks"):
         if sb[key] != expected[key]:
             raise BadLayout(f"{where}: region table entry {key!r} disagrees with the counts "
@@ -296,8 +297,11 @@ class Area:
                 f"sector size {device.sector_size}; re-create the area with "
                 f"--sector-size {device.sector_size}")
         if device.size < layout.area_size:
-            raise Truncated(f"{path}: area needs {layout.area_size} bytes but the device "
-                            f"holds {device.size} (truncated device?)")
+            cut = next((r for r in layout.regions.values() if r.end > device.size), None)
+            what = (f"region {cut.name} (offset {cut.offset}..{cut.end}) is cut off"
+                    if cut is not None else "the backup superblock sector is missing")
+            raise Truncated(f"{path}: truncated device: the area needs {layout.area_size} "
+                            f"bytes but the device holds {device.size}; {what}")
         area = cls(device, sb, layout, primary, backup)
         if primary.error is not None:
             area.notes.append(f"primary superblock damaged ({primary.error}); using the backup "
@@ -308,10 +312,14 @@ class Area:
 
 
 def _decode_copy(copy: SuperblockCopy, buf: bytes, offset: int, where: str) -> None:
+    """Decode one superblock copy; a copy whose numbers do not add up is damaged too."""
     try:
-        copy.values = superblock.CODEC.decode(buf, offset, where)
+        values = superblock.CODEC.decode(buf, offset, where)
+        layout_from_superblock(values, where)
     except FormatError as exc:
         copy.error = exc
+    else:
+        copy.values = values
 
 
 def _find_backup(device: BlockDevice, primary: dict[str, Any] | None) -> SuperblockCopy:

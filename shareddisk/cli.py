@@ -7,19 +7,44 @@ becomes one line on stderr and the exit code its class names (README.md).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import logging
+import os
 import re
+import signal
 import sys
+import uuid as uuidlib
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from shareddisk import render
+from shareddisk.area import Area, check_name
+from shareddisk.format.superblock import CLUSTER_NAME_BYTES
+from shareddisk.clock import SystemClock
 from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES, Geometry, compute_layout
-from shareddisk.create import create_area
+from shareddisk.create import check_device, create_area
 from shareddisk.device import open_device
-from shareddisk.errors import EXIT_DAMAGE, DeviceTooSmall, ShareddiskError, UsageError
+from shareddisk.errors import (
+    EXIT_CONFLICT,
+    EXIT_DAMAGE,
+    DeviceTooSmall,
+    ShareddiskError,
+    UsageError,
+)
+from shareddisk.fencing import FENCE_ACTIONS
 from shareddisk.inspect import dump_area, record_bytes, verify_area
+from shareddisk.messages import send_message, wait_for_ack
+from shareddisk import config
+from shareddisk.attributes import find, parse_assignment, read_all
+from shareddisk.confsync import default_state_dir, read_local
+from shareddisk.daemon import Daemon
+from shareddisk.session import Session, local_daemons
+from shareddisk.notify import sd_notify
+from shareddisk.status import StatusReader
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -35,6 +60,20 @@ def parse_size(text: str) -> int:
 
 class _Group(click.Group):
     """Turns library errors into one stderr line and the documented exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see: {exc.ctx.command_path} --help)"
+            _fail(exc.format_message() + hint, exc.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -64,7 +103,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("device")
+@click.argument("devices", nargs=-1, required=True)
 @click.option("--nodes", type=click.IntRange(1), required=True, help="Heartbeat slots (node ids 1..N).")
 @click.option("--resources", type=click.IntRange(0), default=DEFAULT_RESOURCES, show_default=True,
               help="Resource records and leases.")
@@ -78,36 +117,62 @@ def main() -> None:
               help="Heartbeat interval in seconds (0.05..60); timeouts derive from it.")
 @click.option("--cluster-name", default="cluster", show_default=True)
 @click.option("--size", "size_text", default=None,
-              help="Create a missing file image of this size (bytes, or 64M, 1G ...).")
+              help="Create missing file images of this size (bytes, or 64M, 1G ...).")
 @click.option("--force", is_flag=True, help="Overwrite a device that already holds data.")
 @json_option
-def init(device: str, nodes: int, resources: int, log_disks: str, log_size: int,
+def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, log_size: int,
          sector_size: str | None, interval: float, cluster_name: str, size_text: str | None,
          force: bool, as_json: bool) -> None:
-    """Create an empty area on DEVICE (a file image or block device)."""
+    """Create an empty area on each of DEVICES (file images or block devices).
+
+    Several devices become the disks of one cluster (one cluster uuid); a
+    node given all of them keeps quorum while it can write a majority.
+    Every device is checked before anything is written to any of them.
+    """
     names = tuple(n.strip() for n in log_disks.split(",") if n.strip())
     size = parse_size(size_text) if size_text is not None else None
     geometry = Geometry(sector_size=int(sector_size or 512), node_count=nodes,
                         resource_count=resources, log_disks=names, log_size=log_size,
                         interval_ms=round(interval * 1000))
     needed = compute_layout(geometry).area_size  # validates before anything is created
+    check_name(cluster_name, "cluster name", CLUSTER_NAME_BYTES)
     if size is not None and size < needed:
-        raise DeviceTooSmall(f"{device}: --size {size} is too small, the area needs {needed} "
-                             f"bytes", needed=needed, available=size)
-    with open_device(device, create_size=size) as dev:
-        if sector_size is None and dev.sector_size > 512:
-            geometry = Geometry(**{**geometry.__dict__, "sector_size": dev.sector_size})
-        if size is not None and dev.size < size:
-            raise UsageError(f"{device}: exists with {dev.size} bytes; --size {size} only "
-                             f"creates a missing image")
-        created = create_area(dev, geometry, cluster_name=cluster_name, force=force)
-    layout = created.layout
-    data = {"device": device, "cluster_uuid": created.cluster_uuid, "area_size": layout.area_size,
-            "sector_size": layout.sector_size, "nodes": nodes, "resources": resources,
-            "log_disks": list(names), "backup_superblock_offset": created.backup_offset}
+        raise DeviceTooSmall(f"{', '.join(devices)}: --size {size} is too small, the area "
+                             f"needs {needed} bytes",
+                             needed=needed, available=size)
+    if len(set(devices)) != len(devices):
+        raise UsageError("a device is named twice")
+    missing = [d for d in devices if not os.path.exists(d)]
+    with contextlib.ExitStack() as stack:
+        opened = []
+        try:
+            for path in devices:
+                dev = stack.enter_context(open_device(path, create_size=size))
+                if size is not None and dev.size < size:
+                    raise UsageError(f"{path}: exists with {dev.size} bytes; --size {size} only "
+                                     f"creates a missing image")
+                opened.append(dev)
+            if sector_size is None:
+                widest = max(dev.sector_size for dev in opened)
+                geometry = dataclasses.replace(geometry, sector_size=max(512, widest))
+            for dev in opened:
+                check_device(dev, geometry, force=force)
+        except ShareddiskError:
+            for path in missing:  # we created them: leave nothing behind on refusal
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        cluster_uuid = uuidlib.uuid4()
+        results = [create_area(dev, geometry, cluster_name=cluster_name, force=True,
+                               cluster_uuid=cluster_uuid) for dev in opened]
+    layout = results[0].layout
+    data = {"devices": list(devices), "cluster_uuid": str(cluster_uuid),
+            "area_size": layout.area_size, "sector_size": layout.sector_size, "nodes": nodes,
+            "resources": resources, "log_disks": list(names),
+            "backup_superblock_offsets": [r.backup_offset for r in results]}
     _emit(as_json, data,
-          f"{device}: created area {created.cluster_uuid}: {nodes} nodes, {resources} resources, "
-          f"log disks {', '.join(names) or 'none'}; {layout.area_size} bytes in "
+          f"{', '.join(devices)}: created area {cluster_uuid}: {nodes} nodes, {resources} "
+          f"resources, log disks {', '.join(names) or 'none'}; {layout.area_size} bytes in "
           f"{layout.sector_size}-byte records")
 
 
@@ -117,7 +182,8 @@ def init(device: str, nodes: int, resources: int, log_disks: str, log_size: int,
               help="Only this region: superblock, heartbeat, mailbox, lease, resource, log:NAME.")
 @click.option("--index", type=click.IntRange(0), default=None, help="Only this record of --region.")
 @click.option("--hex", "as_hex", is_flag=True,
-              help="Annotated hex of the record given by --region and --index.")
+              help="Annotated hex of the record given by --region and --index "
+                   "(for the resource region, --index counts chunk records).")
 @json_option
 def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_json: bool) -> None:
     """Decode every region of DEVICE (exit 3 after printing if a record is damaged)."""
@@ -153,6 +219,300 @@ def verify(device: str, as_json: bool) -> None:
     _emit(as_json, report, render.verify_text(report))
     if not report["clean"]:
         sys.exit(EXIT_DAMAGE)
+
+
+class _Areas:
+    """Open several devices as areas and close them all on exit."""
+
+    def __init__(self, paths: tuple[str, ...], writable: bool):
+        self.paths, self.writable, self.devices = paths, writable, []
+
+    def __enter__(self) -> list[Area]:
+        try:
+            for path in self.paths:
+                self.devices.append(open_device(path, writable=self.writable))
+            return [Area.open(d) for d in self.devices]
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for d in self.devices:
+            d.close()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
+        format="ts=%(asctime)s level=%(levelname)s %(message)s",
+    )
+
+
+@main.command()
+@click.argument("devices", nargs=-1, required=True)
+@click.option("--node-id", type=int, required=True, help="This node's id (1..node count).")
+@click.option("--name", default="", help="Node name shown to peers (default: node<ID>).")
+@click.option("--interval", type=float, default=None,
+              help="Heartbeat interval in seconds (default: the area's, set at init).")
+@click.option("--fence", "fence_name", type=click.Choice(sorted(FENCE_ACTIONS)), default="exit",
+              show_default=True, help="What to do when this node must fence itself.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the local copy of the resource records lives "
+                   "(default: /var/lib/shareddisk/<cluster-uuid>/node<ID>).")
+@click.option("-v", "--verbose", is_flag=True)
+def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | None,
+        fence_name: str, state_dir: Path | None, verbose: bool) -> None:
+    """Run the node daemon on DEVICES (one or more areas of one cluster)."""
+    _setup_logging(verbose)
+    stop = {"now": False}
+
+    def on_term(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    with _Areas(devices, writable=True) as areas:
+        daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
+                        fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir)
+        daemon.run(lambda: stop["now"], on_ready=lambda: sd_notify("READY=1"))
+
+
+@main.command()
+@click.argument("devices", nargs=-1, required=True)
+@click.option("--window", type=float, default=None,
+              help="Seconds to watch the slots (default: the suspect timeout, 2 x interval + io timeout).")
+@click.option("--watch", is_flag=True, help="Keep watching and print a new report every interval.")
+@json_option
+def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json: bool) -> None:
+    """Members with state, incarnation and age, and quorum."""
+    with _Areas(devices, writable=False) as areas:
+        reader = StatusReader(areas, SystemClock())
+        reader.observe(window)
+        while True:
+            report = reader.report()
+            _emit(as_json, report, render.status_text(report))
+            if not watch:
+                break
+            reader.observe(reader.timeouts.interval)
+            if not as_json:
+                click.echo()
+
+
+@main.command()
+@click.argument("device")
+@click.argument("node", type=int)
+@click.argument("message", type=click.Choice(["test", "reset", "off", "clear"]))
+@click.option("--wait", is_flag=True, help="Wait for the node to acknowledge.")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds to wait with --wait (default: the dead timeout).")
+@json_option
+def message(device: str, node: int, message: str, wait: bool, timeout: float | None,
+            as_json: bool) -> None:
+    """Send MESSAGE to node NODE's mailbox."""
+    clock = SystemClock()
+    with _Areas((device,), writable=True) as areas:
+        sent = send_message(areas, node, message, clock=clock)
+        acked = wait_for_ack(areas, node, sent.seq, clock=clock, timeout=timeout) if wait else None
+    data = {"node": node, "message": sent.message, "seq": sent.seq, "acknowledged": acked}
+    text = f"sent {sent.message} to node {node} (seq {sent.seq})"
+    if wait:
+        text += ": acknowledged" if acked else ": NOT acknowledged before the timeout"
+    _emit(as_json, data, text)
+    if wait and not acked:
+        sys.exit(EXIT_CONFLICT)
+
+
+# --- resources and attributes -------------------------------------------------
+
+node_option = click.option(
+    "--node-id", type=int, default=None, envvar="SHAREDDISK_NODE_ID",
+    help="Act as this node (default: $SHAREDDISK_NODE_ID, else the node whose daemon runs "
+         "on this host).")
+
+
+def _acting_node(area: Area, node_id: int | None) -> int:
+    if node_id is not None:
+        return node_id
+    local = local_daemons(area)
+    if len(local) == 1:
+        return local[0]
+    if not local:
+        raise UsageError("give --node-id (or set SHAREDDISK_NODE_ID): no shareddisk daemon "
+                         "runs on this host to act as")
+    raise UsageError(f"give --node-id: daemons of nodes {', '.join(map(str, local))} run here")
+
+
+@contextlib.contextmanager
+def _session(device: str, node_id: int | None):
+    with _Areas((device,), writable=True) as areas:
+        area = areas[0]
+        with Session(area, _acting_node(area, node_id), SystemClock()) as session:
+            yield session
+
+
+def _record_text(r: dict[str, Any]) -> str:
+    owner = r["owner_host"]
+    lines = [f"{r['name']} (resource {r['index']}, type {r['type']}, version {r['version']})",
+             f"  state            {r['state']}",
+             f"  owner_host       " + ("-" if owner is None else
+                                       f"{owner['name']} (node {owner['id']}, incarnation "
+                                       f"{owner['incarnation']})"),
+             f"  active_log_disk  {r['active_log_disk'] or '-'}",
+             f"  failover_nodes   {','.join(map(str, r['failover_nodes'])) or '-'}"]
+    lines += [f"  {k:<16} {v}" for k, v in r["attributes"].items()]
+    return "\n".join(lines)
+
+
+@main.group()
+def resource() -> None:
+    """Add, remove and list resources (lock-protected)."""
+
+
+@resource.command("add")
+@click.argument("device")
+@click.argument("name")
+@click.option("--type", "type_", required=True, help="Resource type, e.g. storage-group.")
+@click.option("--failover-nodes", default="", help="Comma-separated node ids, in priority order.")
+@click.option("--attr", "attrs", multiple=True, help="KEY=VALUE or KEY:TYPE=VALUE (str, int, bool, list).")
+@node_option
+@json_option
+def resource_add(device: str, name: str, type_: str, failover_nodes: str, attrs: tuple[str, ...],
+                 node_id: int | None, as_json: bool) -> None:
+    """Create resource NAME."""
+    changes = dict(parse_assignment(a) for a in attrs)
+    failover = [n for n in failover_nodes.split(",") if n.strip()]
+    with _session(device, node_id) as session:
+        record = config.add_resource(session, name, type_, failover=failover, attributes=changes)
+    data = record.to_json()
+    _emit(as_json, data, _record_text(data))
+
+
+@resource.command("remove")
+@click.argument("device")
+@click.argument("name")
+@node_option
+def resource_remove(device: str, name: str, node_id: int | None) -> None:
+    """Remove resource NAME."""
+    with _session(device, node_id) as session:
+        index = config.remove_resource(session, name)
+    click.echo(f"removed {name} (resource {index})")
+
+
+@resource.command("list")
+@click.argument("device")
+@json_option
+def resource_list(device: str, as_json: bool) -> None:
+    """Every resource with its state, owner and version."""
+    with _Areas((device,), writable=False) as areas:
+        records = [s.record.to_json() for s in read_all(areas[0]) if s.record is not None]
+    rows = [(r["index"], r["name"], r["type"], r["state"],
+             r["owner_host"]["name"] if r["owner_host"] else None, r["active_log_disk"],
+             ",".join(map(str, r["failover_nodes"])) or None, r["version"]) for r in records]
+    _emit(as_json, {"resources": records},
+          render.table(("index", "name", "type", "state", "owner", "active_log_disk",
+                        "failover", "version"), rows) if rows else "no resources")
+
+
+@main.group()
+def attr() -> None:
+    """Get, set, unset and list a resource's attributes (lock-protected)."""
+
+
+@attr.command("get")
+@click.argument("device")
+@click.argument("resource_name")
+@click.argument("key")
+@click.option("--local", "local", is_flag=True,
+              help="Read this host's synchronized copy (works while the disk is unreachable).")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="The daemon's --state-dir (with --local).")
+@node_option
+@json_option
+def attr_get(device: str, resource_name: str, key: str, local: bool, state_dir: Path | None,
+             node_id: int | None, as_json: bool) -> None:
+    """Print one attribute (or built-in field) of RESOURCE_NAME."""
+    if local:
+        data = _local_copy(device, state_dir, node_id)
+        record = next((r for r in data["resources"] if r["name"] == resource_name), None)
+        if record is None:
+            raise UsageError(f"no resource named {resource_name!r} in the local copy")
+        age = data["age_seconds"]
+    else:
+        with _Areas((device,), writable=False) as areas:
+            record = find(areas[0], resource_name).to_json()
+        age = None
+    value = record["attributes"].get(key, record.get(key, _MISSING))
+    if value is _MISSING:
+        raise UsageError(f"resource {resource_name!r} has no attribute {key!r}")
+    out = {"resource": resource_name, "key": key, "value": value, "version": record["version"],
+           "source": "local" if local else "disk", "age_seconds": age}
+    text = json.dumps(value) if not isinstance(value, str) else value
+    if local:
+        text += f"    (local copy, confirmed {age:.1f}s ago)"
+    _emit(as_json, out, text)
+
+
+_MISSING = object()
+
+
+def _local_copy(device: str, state_dir: Path | None, node_id: int | None) -> dict[str, Any]:
+    clock = SystemClock()
+    if state_dir is None:
+        try:
+            with _Areas((device,), writable=False) as areas:
+                uuid = areas[0].cluster_uuid
+                node = _acting_node(areas[0], node_id)
+        except ShareddiskError as exc:
+            raise UsageError(f"cannot find the local copy without the disk ({exc}); "
+                             f"give --state-dir") from None
+        state_dir = default_state_dir(uuid, node)
+    return read_local(state_dir, clock)
+
+
+@attr.command("set")
+@click.argument("device")
+@click.argument("resource_name")
+@click.argument("assignments", nargs=-1, required=True)
+@click.option("--expect-version", type=int, default=None,
+              help="Only if the record is still at this version (else exit 5).")
+@node_option
+@json_option
+def attr_set(device: str, resource_name: str, assignments: tuple[str, ...],
+             expect_version: int | None, node_id: int | None, as_json: bool) -> None:
+    """Set KEY=VALUE (or KEY:TYPE=VALUE) attributes of RESOURCE_NAME."""
+    changes = dict(parse_assignment(a) for a in assignments)
+    with _session(device, node_id) as session:
+        record = config.update_resource(session, resource_name, changes,
+                                        expect_version=expect_version)
+    data = record.to_json()
+    _emit(as_json, data, f"{resource_name}: version {record.version}")
+
+
+@attr.command("unset")
+@click.argument("device")
+@click.argument("resource_name")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--expect-version", type=int, default=None)
+@node_option
+@json_option
+def attr_unset(device: str, resource_name: str, keys: tuple[str, ...],
+               expect_version: int | None, node_id: int | None, as_json: bool) -> None:
+    """Remove attributes KEYS of RESOURCE_NAME."""
+    with _session(device, node_id) as session:
+        record = config.update_resource(session, resource_name, {}, unset=keys,
+                                        expect_version=expect_version)
+    _emit(as_json, record.to_json(), f"{resource_name}: version {record.version}")
+
+
+@attr.command("list")
+@click.argument("device")
+@click.argument("resource_name")
+@json_option
+def attr_list(device: str, resource_name: str, as_json: bool) -> None:
+    """Every attribute and built-in field of RESOURCE_NAME."""
+    with _Areas((device,), writable=False) as areas:
+        data = find(areas[0], resource_name).to_json()
+    _emit(as_json, data, _record_text(data))
 
 
 __all__ = ["main", "parse_size"]

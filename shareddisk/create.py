@@ -44,17 +44,14 @@ def existing_signatures(device: BlockDevice) -> list[signatures.Signature]:
     return signatures.detect_signatures(head, tail, device.size // s * s)
 
 
-def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = "cluster",
-                cluster_uuid: uuidlib.UUID | None = None, force: bool = False,
-                clock: Clock | None = None) -> Created:
-    """Write a fresh, empty area on ``device``; see the module docstring for the checks."""
+def check_device(device: BlockDevice, geometry: Geometry, *, force: bool = False) -> Layout:
+    """Everything that makes ``init`` refuse a device, checked without writing."""
     layout = compute_layout(geometry)
     s = geometry.sector_size
     if s < device.sector_size:
         raise UsageError(f"{device.path}: sector size {s} is smaller than the device's logical "
                          f"sector size {device.sector_size}; use --sector-size {device.sector_size}")
-    usable = device.size // s * s
-    if usable < layout.area_size:
+    if device.size // s * s < layout.area_size:
         raise DeviceTooSmall(
             f"{device.path}: device holds {device.size} bytes, the area needs "
             f"{layout.area_size} ({_mib(layout.area_size)})", needed=layout.area_size,
@@ -65,6 +62,16 @@ def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = 
             listed = "; ".join(sig.description for sig in found)
             raise SignatureFound(f"{device.path}: already holds data ({listed}); "
                                  f"not overwriting without --force", [sig.name for sig in found])
+    return layout
+
+
+def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = "cluster",
+                cluster_uuid: uuidlib.UUID | None = None, force: bool = False,
+                clock: Clock | None = None) -> Created:
+    """Write a fresh, empty area on ``device``; see the module docstring for the checks."""
+    layout = check_device(device, geometry, force=force)
+    s = geometry.sector_size
+    usable = device.size // s * s
     clock = clock or SystemClock()
     cluster_uuid = cluster_uuid or uuidlib.uuid4()
     backup_offset = usable - s

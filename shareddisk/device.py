@@ -446,8 +446,15 @@ def open_device(
     except OSError as exc:
         raise DeviceError(f"{path}: cannot access: {_errno_text(exc)}") from exc
 
+    device: BlockDevice
     if stat.S_ISBLK(st.st_mode):
-        return BlockDeviceNode(path, writable=writable)
-    if stat.S_ISREG(st.st_mode):
-        return FileImage(path, writable=writable, sector_size=sector_size)
-    raise DeviceError(f"{path}: not a regular file or block device")
+        device = BlockDeviceNode(path, writable=writable)
+    elif stat.S_ISREG(st.st_mode):
+        device = FileImage(path, writable=writable, sector_size=sector_size)
+    else:
+        raise DeviceError(f"{path}: not a regular file or block device")
+    if os.environ.get("SHAREDDISK_FAULTS"):  # fault testing only: see shareddisk/faults.py
+        from shareddisk.faults import wrap_from_env  # late: faults imports this module
+
+        device = wrap_from_env(device)
+    return device

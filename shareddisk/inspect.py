@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from shareddisk.area import LOG_PREFIX, Area, Region
 from shareddisk.crc import crc32c
@@ -170,11 +170,12 @@ def record_json(checked: Checked) -> dict[str, Any]:
     assert values is not None
     region = checked.region
     for key, value in values.items():
-        if key in ("flags", "reserved", "data"):
+        if key in ("flags", "reserved", "data", "dead_map"):
             continue
         out[key] = value
     if region == "heartbeat":
         out["state"] = _enum_name(heartbeat.SlotState, values["state"])
+        out["declared_dead"] = heartbeat.dead_ids(values["dead_map"])
         out["wall_time"] = _time(values["wall_ns"])
     elif region == "mailbox":
         out["message"] = _enum_name(mailbox.Message, values["message"])
@@ -213,11 +214,18 @@ class ResourceView:
     notes: list[str] = field(default_factory=list)
 
 
-def resource_views(area: Area, checked: list[Checked]) -> list[ResourceView]:
-    """Group chunk records into resources and pick the newest whole copy of each."""
+def resource_views(area: Area, checked: list[Checked | None],
+                   resources: Iterable[int] | None = None) -> list[ResourceView]:
+    """Group chunk records into resources and pick the newest whole copy of each.
+
+    ``checked`` is indexed by chunk record; ``resources`` limits the view to
+    those resource indexes (only their chunks need to be present).
+    """
     k = area.superblock["resource_chunks"]
     views = []
-    for r in range(area.superblock["resource_count"]):
+    if resources is None:
+        resources = range(area.superblock["resource_count"])
+    for r in resources:
         base = r * 2 * k
         view = ResourceView(r, checked[base].offset)
         best: tuple[int, bytes, str] | None = None
@@ -244,7 +252,7 @@ def resource_views(area: Area, checked: list[Checked]) -> list[ResourceView]:
                                       f"(A and B both torn)", "BadLayout"))
         if best is not None:
             view.version, body, view.current = best
-            if view.version:
+            if view.version and body:  # an empty body: a removed resource
                 try:
                     view.record = resource.decode_body(
                         body, f"{area.device.path}: resource {r} copy {view.current}")
@@ -279,20 +287,28 @@ def dump_area(device: BlockDevice, region: str | None = None,
     }
     if index is not None and region is None:
         raise UsageError("--index needs --region")
+    # A damaged superblock copy is a damaged record like any other (dump exits
+    # 3), even though the other copy keeps the area readable.
+    damaged = sum(copy.error is not None for copy in (area.primary, area.backup))
+    for copy in (area.primary, area.backup):  # padding, as verify checks it
+        problem = _superblock_padding(area, copy)
+        if problem is not None:
+            damaged += 1
+            out["notes"].append(problem)
     if region == "superblock":
+        out["damaged_records"] = damaged
         return out
     names = [region] if region else list(area.regions)
-    damaged = 0
     for name in names:
         r = area.region(name)
         if name == "resource":
             indexes = _resource_range(area, index)
             checked = list(iter_region(area, r, indexes))
+            wanted = None
             if index is not None:  # place the chunks where resource_views expects them
                 checked = [None] * indexes.start + checked  # type: ignore[list-item]
-            views = resource_views(area, checked)
-            if index is not None:
-                views = views[index:index + 1]
+                wanted = range(index, index + 1)
+            views = resource_views(area, checked, wanted)
             out["resource"] = [_resource_json(v) for v in views]
             damaged += sum(len(v.damage) for v in views)
             damaged += sum(1 for c in checked if c is not None and c.damage)
@@ -359,6 +375,18 @@ class VerifyReport:
                 "damage": [asdict(d) for d in self.damage], "notes": self.notes}
 
 
+def _superblock_padding(area: Area, copy: Any) -> str | None:
+    """What is wrong with a readable superblock copy's padding, or None."""
+    if copy.error is not None:
+        return None
+    buf = area.device.read(copy.offset, area.sector_size)
+    pad = superblock.CODEC.padding_problem(buf, 0, area.sector_size)
+    if pad is None:
+        return None
+    return (f"{area.device.path}: {copy.name} superblock: non-zero byte in padding at "
+            f"record offset {pad} (absolute {copy.offset + pad})")
+
+
 def verify_area(device: BlockDevice) -> VerifyReport:
     """Check every checksum, padding and placement; raises only if no superblock is usable."""
     area = Area.open(device)
@@ -375,13 +403,11 @@ def verify_area(device: BlockDevice) -> VerifyReport:
                                         copy.offset, str(copy.error), type(copy.error).__name__,
                                         expected, found))
         else:
-            pad = superblock.CODEC.padding_problem(device.read(copy.offset, area.sector_size),
-                                                   0, area.sector_size)
-            if pad is not None:
+            problem = _superblock_padding(area, copy)
+            if problem is not None:
                 report.damage.append(Damage(
                     "superblock", 0 if copy.name == "primary" else 1, copy.offset,
-                    f"{device.path}: {copy.name} superblock: non-zero byte in padding at "
-                    f"record offset {pad} (absolute {copy.offset + pad})", "BadLayout"))
+                    problem, "BadLayout"))
     if area.primary.values and area.backup.values and area.primary.values != area.backup.values:
         report.damage.append(Damage("superblock", 1, area.backup.offset,
                                     f"{device.path}: backup superblock differs from the primary",

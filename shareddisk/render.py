@@ -166,3 +166,40 @@ def verify_text(report: dict[str, Any]) -> str:
                              d["found_crc"], d["problem"]) for d in damage]))
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)
+
+
+def _age(node: dict[str, Any]) -> str:
+    if node["age"] is not None:
+        return f"{node['age']:.1f}s ago"
+    return f"not in {node['unchanged_for_at_least']:.1f}s"
+
+
+def status_text(report: dict[str, Any]) -> str:
+    q = report["quorum"]
+    t = report["timeouts"]
+    lines = [
+        f"Cluster  {report['cluster_name']}  {report['cluster_uuid']}",
+        f"Disks    {q['readable']} of {q['disks']} readable (need {q['needed']}): "
+        f"{'quorum' if q['ok'] else 'NO QUORUM'}",
+        f"Timing   interval {t['interval']:g}s, suspect after {t['suspect']:g}s, "
+        f"dead after {t['dead']:g}s; watched {report['watched_seconds']:g}s",
+        f"Members  {report['alive']} alive",
+        "",
+    ]
+    for d in report["devices"]:
+        if not d["readable"]:
+            lines.insert(2, f"         {d['path']}: {d['error']}")
+    rows = [(n["id"], n["name"], n["state"], n["incarnation"], n["counter"], _age(n),
+             ",".join(map(str, n["declared_dead_by"])) or None) for n in report["nodes"]]
+    lines.append(table(("id", "name", "state", "incarnation", "counter", "counter changed",
+                        "declared dead by"), rows) if rows else "no node has joined yet")
+    resources = [r for r in report.get("resources", []) if "error" not in r]
+    lines += [f"resources: {r['error']}" for r in report.get("resources", []) if "error" in r]
+    if resources:
+        rows = [(r["name"], r["type"], r["state"],
+                 f"{r['owner_host']['name']} ({r['owner_id']})" if r["owner_host"] else None,
+                 f"node {r['lease']['holder_id']} gen {r['lease']['generation']}" if r["lease"]
+                 else None, r["active_log_disk"], r["version"]) for r in resources]
+        lines += ["", table(("resource", "type", "state", "owner", "lease", "active_log_disk",
+                             "version"), rows)]
+    return "\n".join(lines)

@@ -7,12 +7,14 @@ believes of itself.
 """
 
 import enum
+from typing import Iterable
 
 import construct as cs
 
 from shareddisk.format.record import Kind, RecordCodec
 
 NODE_NAME_BYTES = 64
+DEAD_MAP_BYTES = 256   # one bit per node id 1..2048
 
 
 class SlotState(enum.IntEnum):
@@ -32,7 +34,12 @@ HEARTBEAT = cs.Struct(
     "config_generation" / cs.Int64ul,  # bumped when this node changed a resource record
     "mailbox_ack" / cs.Int64ul,       # seq of the last mailbox message acted on
     "wall_ns" / cs.Int64ul,
+    "interval_ms" / cs.Int32ul,       # the writer's timing: peers derive its
+    "io_timeout_ms" / cs.Int32ul,     # deadlines from these (docs/TIMEOUTS.md)
     "name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
+    # Bit (id-1) set: this node has declared node `id` dead.  Lets `status`
+    # report a verdict that needs more history than one reader has.
+    "dead_map" / cs.Bytes(DEAD_MAP_BYTES),
 )
 
 CODEC = RecordCodec(Kind.HEARTBEAT, "heartbeat", HEARTBEAT)
@@ -40,4 +47,20 @@ CODEC = RecordCodec(Kind.HEARTBEAT, "heartbeat", HEARTBEAT)
 
 def empty(node_id: int) -> dict:
     return dict(node_id=node_id, state=SlotState.EMPTY, flags=0, incarnation=0,
-                counter=0, config_generation=0, mailbox_ack=0, wall_ns=0, name="")
+                counter=0, config_generation=0, mailbox_ack=0, wall_ns=0,
+                interval_ms=0, io_timeout_ms=0, name="",
+                dead_map=bytes(DEAD_MAP_BYTES))
+
+
+def dead_map(node_ids: Iterable[int]) -> bytes:
+    """The dead_map bytes naming ``node_ids``."""
+    bits = bytearray(DEAD_MAP_BYTES)
+    for node_id in node_ids:
+        bits[(node_id - 1) // 8] |= 1 << ((node_id - 1) % 8)
+    return bytes(bits)
+
+
+def dead_ids(bits: bytes) -> list[int]:
+    """The node ids a dead_map names."""
+    return [i * 8 + b + 1 for i, byte in enumerate(bits) if byte
+            for b in range(8) if byte >> b & 1]

@@ -2,7 +2,7 @@
 
     offset  size  field
     0       4     magic    b"SHDK"
-    4       2     version  format version (1), little endian
+    4       2     format_version  (1), little endian
     6       2     kind     which structure follows (Kind)
     8       N     payload  fixed size per kind, declared with construct
     8+N     4     crc32c   CRC32C of bytes [0, 8+N): every meaningful byte
@@ -44,13 +44,14 @@ SECTOR_SIZES = (512, 4096)
 
 HEADER = cs.Struct(
     "magic" / cs.Bytes(4),
-    "version" / cs.Int16ul,
+    "format_version" / cs.Int16ul,
     "kind" / cs.Int16ul,
 )
 HEADER_SIZE = HEADER.sizeof()
 CRC_SIZE = 4
 _HEADER_FAST = struct.Struct("<4sHH")
 _CRC_FAST = struct.Struct("<I")
+_BY_KIND: dict[int, "RecordCodec"] = {}  # every codec, to name a misdirected record
 
 
 class Kind(enum.IntEnum):
@@ -148,6 +149,7 @@ class RecordCodec:
 
     def __init__(self, kind: Kind, name: str, payload: cs.Struct):
         self.kind = kind
+        _BY_KIND[kind] = self
         self.name = name
         self.payload = payload
         self.payload_size = payload.sizeof()
@@ -159,11 +161,17 @@ class RecordCodec:
         self.layout = cs.Struct(
             "header" / HEADER, "payload" / payload, "crc32c" / cs.Int32ul
         )
-        self.fields = [
-            Field(f.name.split(".", 1)[-1], f.offset, f.size, f.type)
-            for f in fields_of(self.layout)
-        ]
+        leaves = fields_of(self.layout)
+        short = [f.name.split(".", 1)[-1] for f in leaves]
+        # Drop the "header."/"payload." prefix unless two fields would share a name.
+        self.fields = [Field(name if short.count(name) == 1 else f.name, f.offset, f.size, f.type)
+                       for f, name in zip(leaves, short)]
         self._fast = _FastDecoder(payload) if _is_flat(payload) else None
+        if self._fast is not None:
+            # The whole record (header, payload, crc) as one struct, for hot
+            # loops that check many records without building dicts.
+            self.raw = struct.Struct("<4sHH" + self._fast.struct.format.lstrip("<") + "I")
+            self.raw_index = {name: 3 + i for i, name in enumerate(self._fast.names)}
 
     # -- encoding ---------------------------------------------------------
 
@@ -172,8 +180,9 @@ class RecordCodec:
         """Build a full sector: header, payload, CRC32C, zero padding."""
         try:
             payload = self.payload.build(values)
-        except (cs.ConstructError, ValueError, TypeError, UnicodeError, struct.error) as exc:
-            raise BadLayout(f"cannot encode {self.name} record: {exc}") from None
+        except (cs.ConstructError, ValueError, TypeError, UnicodeError, struct.error,
+                KeyError) as exc:
+            raise BadLayout(f"cannot encode {self.name} record: {exc!s}") from None
         body = _HEADER_FAST.pack(MAGIC, version, self.kind) + payload
         return body + _CRC_FAST.pack(crc32c(body)) + bytes(sector_size - self.size)
 
@@ -195,6 +204,14 @@ class RecordCodec:
                 f"{where}: format version {version} is not supported "
                 f"(this build reads version {FORMAT_VERSION})"
             )
+        if kind != self.kind:
+            # A whole, valid record of another kind (a misdirected write) is
+            # named as such; a damaged kind field still reads as a bad checksum.
+            other = _BY_KIND.get(kind)
+            if other is not None and len(buf) - offset >= other.size and \
+                    _CRC_FAST.unpack_from(buf, offset + other.crc_offset)[0] == \
+                    crc32c(buf[offset:offset + other.crc_offset]):
+                raise BadMagic(f"{where}: holds a {other.name} record, expected {self.name}")
         if stored != actual:
             raise ChecksumMismatch(
                 f"{where}: checksum mismatch: stored 0x{stored:08x}, computed 0x{actual:08x}",
@@ -203,6 +220,11 @@ class RecordCodec:
         if kind != self.kind:
             found = Kind(kind).name.lower() if kind in Kind._value2member_map_ else str(kind)
             raise BadMagic(f"{where}: holds a {found} record, expected {self.name}")
+
+    def raw_valid(self, raw: tuple, buf: bytes, offset: int) -> bool:
+        """True when an unpacked ``raw`` tuple of buf[offset:] is a valid record."""
+        return (raw[0] == MAGIC and raw[1] == FORMAT_VERSION and raw[2] == self.kind
+                and raw[-1] == crc32c(buf[offset:offset + self.crc_offset]))
 
     def decode(self, buf: bytes | memoryview, offset: int = 0,
                where: str | None = None) -> dict[str, Any]:

@@ -55,12 +55,13 @@ _LONG_TEXT = cs.PascalString(cs.Int16ul, "utf8")
 
 VALUE = cs.Struct(
     "type" / cs.Int8ul,
+    # An unknown type is an error, not a value None that a later write cannot encode.
     "value" / cs.Switch(cs.this.type, {
         ValueType.STRING: _LONG_TEXT,
         ValueType.INTEGER: cs.Int64sl,
         ValueType.BOOLEAN: cs.Flag,
         ValueType.LIST: cs.PrefixedArray(cs.Int16ul, _LONG_TEXT),
-    }),
+    }, default=cs.Error),
 )
 
 RESOURCE_BODY = cs.Struct(

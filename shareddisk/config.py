@@ -1,0 +1,138 @@
+"""Resource configuration operations: add, remove, set and unset attributes.
+
+Each is one lease-protected compare-and-swap (shareddisk/attributes.py) made
+by a node (shareddisk/session.py).  These are the functions the CLI's
+``resource`` and ``attr`` commands call, and what tests call directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable
+
+from shareddisk.attributes import (
+    READ_ONLY_FIELDS,
+    ResourceRecord,
+    Value,
+    check_key,
+    check_resource_name,
+    check_value,
+    find,
+    guarded_write,
+    read_all,
+    read_stored,
+)
+from shareddisk.errors import ConflictError, StaleVersion, UsageError
+from shareddisk.session import Session
+
+
+def _failover(session: Session, nodes: Iterable[int | str]) -> list[tuple[int, int]]:
+    count = session.area.superblock["node_count"]
+    out = []
+    for priority, raw in enumerate(nodes):
+        try:
+            node_id = int(raw)
+        except ValueError:
+            raise UsageError(f"bad failover node {raw!r}: give node ids") from None
+        if not 1 <= node_id <= count:
+            raise UsageError(f"failover node {node_id} out of range 1..{count}")
+        if any(n == node_id for n, _ in out):
+            raise UsageError(f"failover node {node_id} listed twice")
+        out.append((node_id, priority))
+    return out
+
+
+def _check_log_disk(session: Session, name: str) -> None:
+    names = session.area.layout.geometry.log_disks
+    if name and name not in names:
+        raise UsageError(f"no log disk named {name!r} (log disks: {', '.join(names) or 'none'})")
+
+
+def apply(session: Session, record: ResourceRecord, changes: dict[str, Value],
+          unset: Iterable[str] = ()) -> ResourceRecord:
+    """The record with ``changes`` set and ``unset`` removed (validated, not written)."""
+    attributes = dict(record.attributes)
+    record = replace(record, attributes=attributes)
+    for key, value in changes.items():
+        check_key(key)
+        if key in READ_ONLY_FIELDS:
+            raise UsageError(f"{key!r} is managed by the cluster and cannot be set")
+        if key == "active_log_disk":
+            if not isinstance(value, str):
+                raise UsageError("active_log_disk takes a log disk name")
+            _check_log_disk(session, value)
+            record.active_log_disk = value
+        elif key == "failover_nodes":
+            record.failover = _failover(session, value if isinstance(value, list) else [value])
+        else:
+            check_value(value)
+            attributes[key] = value
+    for key in unset:
+        check_key(key)
+        if key == "active_log_disk":
+            record.active_log_disk = ""
+        elif key in attributes:
+            del attributes[key]
+        else:
+            raise UsageError(f"resource {record.name!r} has no attribute {key!r}")
+    return record
+
+
+def add_resource(session: Session, name: str, type_: str, *,
+                 failover: Iterable[int | str] = (), attributes: dict[str, Value] | None = None
+                 ) -> ResourceRecord:
+    """Create resource ``name`` in the first free record."""
+    check_resource_name(name)
+    check_resource_name(type_)
+    stored = read_all(session.area)
+    if any(s.record is not None and s.record.name == name for s in stored):
+        raise ConflictError(f"{session.area.device.path}: resource {name!r} already exists")
+    template = ResourceRecord(index=-1, name=name, type=type_)
+    template = apply(session, template, {"failover_nodes": [str(n) for n in failover]}
+                     if failover else {})
+    template = apply(session, template, attributes or {})
+    for candidate in (s.index for s in stored if s.record is None):
+        with session.leased(candidate) as generation:
+            now = read_stored(session.area, candidate)
+            if now.record is not None:
+                continue  # taken meanwhile: try the next one
+            version = guarded_write(session.area, session.leases, session.holder, generation,
+                                    template, candidate, now.version)
+            return read_stored(session.area, candidate).record or _lost(name, version)
+    raise UsageError(f"{session.area.device.path}: all {len(stored)} resource records are in "
+                     f"use (init with more --resources)")
+
+
+def _lost(name: str, version: int) -> ResourceRecord:
+    raise StaleVersion(f"resource {name!r} changed right after version {version} was written")
+
+
+def update_resource(session: Session, name: str, changes: dict[str, Value],
+                    unset: Iterable[str] = (), expect_version: int | None = None) -> ResourceRecord:
+    """Set and unset attributes of ``name`` (compare-and-swap with ``expect_version``)."""
+    index = find(session.area, name).index
+    with session.leased(index) as generation:
+        current = read_stored(session.area, index).record
+        if current is None or current.name != name:
+            raise ConflictError(f"resource {name!r} was removed meanwhile")
+        if expect_version is not None and current.version != expect_version:
+            raise StaleVersion(f"{session.area.device.path}: resource {name!r} is at version "
+                               f"{current.version}, not {expect_version}; nothing written")
+        updated = apply(session, current, changes, unset)
+        guarded_write(session.area, session.leases, session.holder, generation, updated,
+                      index, current.version)
+    record = read_stored(session.area, index).record
+    assert record is not None
+    return record
+
+
+def remove_resource(session: Session, name: str) -> int:
+    """Free the record of ``name``; returns the index it had."""
+    record = find(session.area, name)
+    with session.leased(record.index) as generation:
+        current = read_stored(session.area, record.index)
+        if current.record is None or current.record.name != name:
+            raise ConflictError(f"resource {name!r} was removed meanwhile")
+        guarded_write(session.area, session.leases, session.holder, generation, None,
+                      record.index, current.version)
+    return record.index

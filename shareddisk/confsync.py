@@ -1,0 +1,158 @@
+"""The resource configuration manager: every node's synchronized local copy.
+
+Each interval the daemon reads the lease region (one sector per resource,
+one read) and compares it with the previous read.  Every record write bumps
+``record_version`` in its resource's lease, so a changed lease sector is the
+signal to reload that one record.  A change made on any node is thus in
+every live node's memory, and in its local state file, at its next read:
+within one interval.
+
+The state file (``<state dir>/resources.json``, written atomically with a
+temporary file and rename when a record changes, and its mtime touched after
+every read that confirmed it) lets ``attr get --local`` answer while the
+disk is unreachable, with the age of what it shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from shareddisk.area import Area
+from shareddisk.attributes import ResourceRecord, read_all, read_stored
+from shareddisk.clock import Clock
+from shareddisk.errors import DeviceError, FormatError, UsageError
+
+log = logging.getLogger("shareddisk.config")
+STATE_FILE = "resources.json"
+DEFAULT_STATE_ROOT = "/var/lib/shareddisk"
+
+# (record or None when removed, changed keys) for one resource index
+ChangeHook = Callable[[int, "ResourceRecord | None", set[str]], None]
+
+
+def default_state_dir(cluster_uuid: str, node_id: int) -> Path:
+    return Path(DEFAULT_STATE_ROOT) / cluster_uuid / f"node{node_id}"
+
+
+def changed_keys(old: ResourceRecord | None, new: ResourceRecord | None) -> set[str]:
+    """Names of what differs: attribute keys and built-in fields."""
+    if old is None or new is None:
+        return {"*"} if old is not new else set()
+    keys = {k for k in old.attributes.keys() | new.attributes.keys()
+            if old.attributes.get(k) != new.attributes.get(k)}
+    for name in ("name", "type", "state", "owner", "active_log_disk", "failover"):
+        if getattr(old, name) != getattr(new, name):
+            keys.add("owner_host" if name == "owner" else name)
+    return keys
+
+
+@dataclass
+class ConfigSync:
+    """Keeps ``records`` equal to the disk, one interval behind at most."""
+
+    area: Area
+    clock: Clock
+    state_dir: Path | None = None
+    records: dict[int, ResourceRecord] = field(default_factory=dict)
+    hooks: list[ChangeHook] = field(default_factory=list)
+    _leases: bytes | None = None
+
+    def load(self) -> None:
+        """Read every record (at start)."""
+        self._leases = self.area.read_region("lease")
+        self.records = {s.index: s.record for s in read_all(self.area) if s.record is not None}
+        self._save()
+
+    def poll(self) -> list[int]:
+        """One read of the lease region; reload records whose lease sector changed."""
+        if self._leases is None:
+            self.load()
+            return sorted(self.records)
+        leases = self.area.read_region("lease")
+        previous = self._leases
+        self._leases = leases
+        self._touch()
+        if previous == leases:
+            return []
+        stride = self.area.sector_size
+        changed = [i for i in range(self.area.superblock["resource_count"])
+                   if leases[i * stride:(i + 1) * stride] != previous[i * stride:(i + 1) * stride]]
+        reloaded = []
+        for index in changed:
+            try:
+                record = read_stored(self.area, index).record
+            except (FormatError, DeviceError) as exc:
+                log.warning("event=record-unreadable resource=%d error=%r", index, str(exc))
+                continue
+            old = self.records.get(index)
+            if old is not None and record is not None and old.version == record.version:
+                continue  # a lease change without a new record version
+            if record is None:
+                self.records.pop(index, None)
+            else:
+                self.records[index] = record
+            keys = changed_keys(old, record)
+            if keys:
+                reloaded.append(index)
+                log.info("event=record-changed resource=%d version=%s keys=%s", index,
+                         record.version if record else "removed", ",".join(sorted(keys)))
+                for hook in self.hooks:
+                    hook(index, record, keys)
+        if reloaded:
+            self._save()
+        return reloaded
+
+    def _touch(self) -> None:
+        """Mark the local copy as confirmed now (its mtime is its age)."""
+        if self.state_dir is not None:
+            with contextlib.suppress(OSError):
+                os.utime(self.state_dir / STATE_FILE)
+
+    def _save(self) -> None:
+        if self.state_dir is None:
+            return
+        data = {
+            "cluster_uuid": self.area.cluster_uuid,
+            "device": self.area.device.path,
+            "written_wall": self.clock.wall(),
+            "resources": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.index)],
+        }
+        write_atomically(self.state_dir / STATE_FILE, json.dumps(data, indent=1))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_local(state_dir: Path, clock: Clock) -> dict[str, Any]:
+    """The local copy as a daemon last wrote it, with its age in seconds."""
+    path = state_dir / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no local copy (is `shareddisk run` running with this "
+                         f"--state-dir?)") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: unreadable local copy: {exc}") from None
+    # The daemon touches the file after every read that confirmed it.
+    data["age_seconds"] = round(max(0.0, clock.wall() - path.stat().st_mtime), 3)
+    return data

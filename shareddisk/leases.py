@@ -1,0 +1,144 @@
+"""On-disk resource leases: who owns a resource and may write its record.
+
+A lease is a delta lease: it names its holder's node id and heartbeat
+incarnation, and stays valid while that incarnation keeps its heartbeat
+(nobody renews the lease itself).  Taking a lease:
+
+1. read it; if a live holder other than us has it, refuse (LockHeld);
+2. write ourselves in with ``generation + 1``;
+3. wait ``settle`` (the I/O timeout), read it again: if another acquirer's
+   write landed after ours, it won and we refuse.
+
+An acquirer that needed longer than ``settle`` between its read and its
+write gives up, so two acquirers that both saw the lease free cannot both
+pass step 3.  The generation is the fencing token: every guarded write
+re-reads the lease and is refused (LeaseLost) unless it still names the
+writer's node, incarnation and generation.  A holder frozen past its dead
+timeout therefore finds, when it wakes, a newer generation and writes
+nothing.  Same-host writers are serialized first by a byte-range lock on the
+lease sector (shareddisk/locks.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from shareddisk.area import Area
+from shareddisk.clock import Clock
+from shareddisk.errors import LeaseLost, LockHeld, UsageError
+from shareddisk.format import lease
+from shareddisk.locks import host_lock
+from shareddisk.timeouts import Timeouts
+
+# (node_id, incarnation) -> True alive, False gone
+Liveness = Callable[[int, int], bool]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who acts: a node id, its heartbeat incarnation, and its name."""
+
+    node_id: int
+    incarnation: int
+    name: str = ""
+
+
+def check_resource_index(area: Area, index: int) -> None:
+    count = area.superblock["resource_count"]
+    if not 0 <= index < count:
+        raise UsageError(f"resource index {index} out of range 0..{count - 1}")
+
+
+def read_lease(area: Area, index: int) -> dict[str, Any]:
+    check_resource_index(area, index)
+    buf = area.read_record("lease", index)
+    return lease.CODEC.decode(buf, 0, area.where("lease", index))
+
+
+def _write_lease(area: Area, index: int, values: dict[str, Any]) -> None:
+    area.device.write(area.regions["lease"].record_offset(index),
+                      lease.CODEC.encode(values, area.sector_size))
+    area.device.flush()
+
+
+def holds(values: dict[str, Any], holder: Holder, generation: int | None = None) -> bool:
+    return (values["owner_id"], values["owner_incarnation"]) == (holder.node_id, holder.incarnation) \
+        and (generation is None or values["generation"] == generation)
+
+
+@contextlib.contextmanager
+def resource_lock(area: Area, index: int, clock: Clock | None = None,
+                  timeout: float = 10.0) -> Iterator[None]:
+    """The same-host lock for resource ``index`` (on its lease sector)."""
+    check_resource_index(area, index)
+    offset = area.regions["lease"].record_offset(index)
+    with host_lock(area.device.path, offset, area.sector_size,
+                   what=f"resource {index}", timeout=timeout, clock=clock):
+        yield
+
+
+class Leases:
+    """Acquire, check and release resource leases on one area."""
+
+    def __init__(self, area: Area, clock: Clock, timeouts: Timeouts):
+        self.area = area
+        self.clock = clock
+        self.timeouts = timeouts
+
+    @property
+    def settle(self) -> float:
+        return self.timeouts.io_timeout
+
+    def acquire(self, index: int, holder: Holder, alive: Liveness) -> int:
+        """Take the lease (or confirm we hold it); returns its generation."""
+        started = self.clock.monotonic()
+        current = read_lease(self.area, index)
+        if holds(current, holder):
+            return current["generation"]
+        if current["owner_id"] and alive(current["owner_id"], current["owner_incarnation"]):
+            raise LockHeld(f"{self.area.device.path}: resource {index} is leased by node "
+                           f"{current['owner_id']} ({current['owner_name'] or '?'}, incarnation "
+                           f"{current['owner_incarnation']}, generation {current['generation']})")
+        mine = dict(current, owner_id=holder.node_id, owner_incarnation=holder.incarnation,
+                    generation=current["generation"] + 1, owner_name=holder.name,
+                    acquired_ns=int(self.clock.wall() * 1e9))
+        if self.clock.monotonic() - started > self.settle:
+            raise LockHeld(f"{self.area.device.path}: resource {index}: reading the lease took "
+                           f"longer than {self.settle:g} s; not taking it on stale data")
+        _write_lease(self.area, index, mine)
+        if self.clock.monotonic() - started > self.settle:
+            raise LockHeld(f"{self.area.device.path}: resource {index}: taking the lease took "
+                           f"longer than {self.settle:g} s; another node may have raced us")
+        self.clock.sleep(self.settle)
+        after = read_lease(self.area, index)
+        if not holds(after, holder, mine["generation"]):
+            raise LockHeld(f"{self.area.device.path}: resource {index}: lost the lease to node "
+                           f"{after['owner_id']} (generation {after['generation']})")
+        return mine["generation"]
+
+    def verify(self, index: int, holder: Holder, generation: int) -> dict[str, Any]:
+        """The lease record, if it still names us at ``generation``; else LeaseLost."""
+        current = read_lease(self.area, index)
+        if not holds(current, holder, generation):
+            raise LeaseLost(
+                f"{self.area.device.path}: resource {index}: lease generation {generation} of "
+                f"node {holder.node_id} is no longer valid (now node {current['owner_id']}, "
+                f"incarnation {current['owner_incarnation']}, generation "
+                f"{current['generation']}); nothing written")
+        return current
+
+    def record_written(self, index: int, holder: Holder, generation: int, version: int) -> None:
+        """Publish the new record version in the lease, so peers reload it."""
+        current = self.verify(index, holder, generation)
+        _write_lease(self.area, index, dict(current, record_version=version))
+
+    def release(self, index: int, holder: Holder, generation: int) -> None:
+        """Give the lease up (no-op if it is no longer ours)."""
+        try:
+            current = self.verify(index, holder, generation)
+        except LeaseLost:
+            return
+        _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,
+                                            owner_name=""))

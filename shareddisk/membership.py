@@ -1,0 +1,162 @@
+"""Who is alive, judged on the observer's own monotonic clock.
+
+A peer is alive while its (incarnation, counter) keeps changing.  The time
+of a change is when the read that showed it *completed* (never earlier than
+the write started: see shareddisk/timeouts.py).  The deadlines for a peer
+come from the interval and I/O timeout it publishes in its own slot, so a
+peer running with a longer interval is never declared dead too early.
+
+Views from several disks merge naturally: each disk's slots are fed in turn
+and a change seen on any disk counts.
+
+States: empty (slot never used), joining, alive, suspect, dead, fenced,
+left.  Dead is sticky for an incarnation: a late write from a node already
+declared dead (it was frozen, say) does not bring it back; only a new
+incarnation does.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from shareddisk.format import heartbeat
+from shareddisk.timeouts import Timeouts
+
+_IDX = heartbeat.CODEC.raw_index
+_STATE, _INCARNATION, _COUNTER = _IDX["state"], _IDX["incarnation"], _IDX["counter"]
+_CONFIG, _ACK = _IDX["config_generation"], _IDX["mailbox_ack"]
+_INTERVAL, _IO_TIMEOUT = _IDX["interval_ms"], _IDX["io_timeout_ms"]
+_NAME, _DEAD_MAP = _IDX["name"], _IDX["dead_map"]
+
+
+class PeerState(str, enum.Enum):
+    EMPTY = "empty"
+    JOINING = "joining"
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    FENCED = "fenced"
+    LEFT = "left"
+
+
+_SLOT_STATES = {
+    heartbeat.SlotState.EMPTY: PeerState.EMPTY,
+    heartbeat.SlotState.JOINING: PeerState.JOINING,
+    heartbeat.SlotState.ALIVE: PeerState.ALIVE,
+    heartbeat.SlotState.LEFT: PeerState.LEFT,
+    heartbeat.SlotState.FENCED: PeerState.FENCED,
+}
+
+
+@dataclass
+class Peer:
+    """What this observer knows of one node."""
+
+    node_id: int
+    name: str = ""
+    incarnation: int = 0
+    counter: int = 0
+    slot_state: int = heartbeat.SlotState.EMPTY
+    config_generation: int = 0
+    mailbox_ack: int = 0
+    declared_dead: frozenset[int] = frozenset()
+    timeouts: Timeouts | None = None
+    first_seen: float | None = None       # observer clock
+    last_change: float | None = None      # observer clock: read that showed a change completed
+    dead_incarnation: int | None = None   # incarnation we declared dead
+    state: PeerState = PeerState.EMPTY
+
+    def age(self, now: float) -> float | None:
+        """Seconds since a change was seen (since first sight when none was)."""
+        since = self.last_change if self.last_change is not None else self.first_seen
+        return None if since is None else max(0.0, now - since)
+
+
+@dataclass(frozen=True)
+class Transition:
+    node_id: int
+    old: PeerState
+    new: PeerState
+    incarnation: int
+
+
+@dataclass
+class Membership:
+    """The peers as seen from one node (or one ``status`` reader)."""
+
+    self_id: int | None
+    default_timeouts: Timeouts
+    peers: dict[int, Peer] = field(default_factory=dict)
+    last_read: float | None = None
+
+    def observe(self, raws: list[tuple | None], completed_at: float) -> None:
+        """Feed one scan of a heartbeat region (raw tuples by slot index)."""
+        self.last_read = completed_at
+        for index, raw in enumerate(raws):
+            node_id = index + 1
+            if raw is None or node_id == self.self_id:
+                continue  # damaged slot, or ourselves: the writer knows its own state
+            peer = self.peers.get(node_id)
+            if peer is None:
+                peer = self.peers[node_id] = Peer(node_id)
+            key = (raw[_INCARNATION], raw[_COUNTER])
+            if peer.first_seen is None:
+                peer.first_seen = completed_at
+            elif key > (peer.incarnation, peer.counter):
+                peer.last_change = completed_at
+            if key < (peer.incarnation, peer.counter):
+                continue  # an older copy on a lagging disk: the newer one stands
+            peer.incarnation, peer.counter = key
+            peer.slot_state = raw[_STATE]
+            peer.config_generation = raw[_CONFIG]
+            peer.mailbox_ack = raw[_ACK]
+            peer.name = raw[_NAME].rstrip(b"\0").decode("utf-8", "replace")
+            dead_map = raw[_DEAD_MAP]
+            peer.declared_dead = frozenset(heartbeat.dead_ids(dead_map)) \
+                if dead_map.count(0) != len(dead_map) else frozenset()
+            if raw[_INTERVAL]:
+                try:
+                    peer.timeouts = Timeouts.from_interval(raw[_INTERVAL] / 1000,
+                                                           raw[_IO_TIMEOUT] / 1000 or None)
+                except ValueError:
+                    peer.timeouts = None
+
+    def evaluate(self, now: float) -> list[Transition]:
+        """Recompute every peer's state at ``now``; return the changes."""
+        changes = []
+        for peer in self.peers.values():
+            new = self._state_of(peer, now)
+            if new is PeerState.DEAD:
+                peer.dead_incarnation = peer.incarnation
+            if new is not peer.state:
+                changes.append(Transition(peer.node_id, peer.state, new, peer.incarnation))
+                peer.state = new
+        return changes
+
+    def _state_of(self, peer: Peer, now: float) -> PeerState:
+        slot = _SLOT_STATES.get(peer.slot_state, PeerState.SUSPECT)
+        if slot in (PeerState.EMPTY, PeerState.LEFT, PeerState.FENCED):
+            return slot
+        if peer.dead_incarnation == peer.incarnation:
+            return PeerState.DEAD
+        t = peer.timeouts or self.default_timeouts
+        age = peer.age(now)
+        assert age is not None
+        if age >= t.dead and self._reads_fresh(now, t):
+            return PeerState.DEAD
+        if age >= t.suspect:
+            return PeerState.SUSPECT
+        return slot
+
+    def _reads_fresh(self, now: float, t: Timeouts) -> bool:
+        """Only a reader that can still read may call a peer dead."""
+        return self.last_read is not None and now - self.last_read <= t.interval + t.io_timeout \
+            + self.default_timeouts.interval
+
+    def dead_ids(self) -> list[int]:
+        return sorted(p.node_id for p in self.peers.values() if p.state is PeerState.DEAD)
+
+    def alive_ids(self) -> list[int]:
+        return sorted(p.node_id for p in self.peers.values()
+                      if p.state in (PeerState.ALIVE, PeerState.JOINING))

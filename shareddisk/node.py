@@ -1,0 +1,374 @@
+"""The node's heartbeat loop: watch the others, write our slot, fence if we must.
+
+One ``step`` per interval:
+
+1. If the last heartbeat that reached a majority of disks *started* more
+   than ``renew_fail`` ago, fence before doing anything else (this is how a
+   node frozen with SIGSTOP notices, on its monotonic clock, that it woke
+   late).
+2. Read the slot region and our mailbox on every disk (one read each) and
+   update membership.  Reading before writing means a node that slept
+   through a restart of its own id sees the newer incarnation in its slot,
+   and fences, before it writes over it.
+3. Check the deadline again, act on a new mailbox message.
+4. Write our slot on every disk; a write counts when it finished within the
+   I/O timeout.  A majority of counted writes renews us.  Check again.
+
+Every disk has its own I/O worker (shareddisk/diskio.py), so one hung disk
+does not stall a round.  The loop takes an injected clock and injected
+devices, so the same code runs in the deterministic simulation (I/O in line)
+and as the ``run`` daemon (I/O on worker threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from typing import Callable
+
+from shareddisk.area import Area
+from shareddisk.clock import Clock
+from shareddisk.diskio import DiskWorker, Outcome, run_round
+from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, QuorumLost, UsageError
+from shareddisk.fencing import ExitFence, FenceAction
+from shareddisk.format import heartbeat, mailbox
+from shareddisk.membership import Membership, Transition
+from shareddisk.slots import SlotScanner
+from shareddisk.timeouts import Timeouts
+
+log = logging.getLogger("shareddisk.node")
+_IDX = heartbeat.CODEC.raw_index
+
+
+@dataclass
+class Disk:
+    """One area the node writes its heartbeat to."""
+
+    area: Area
+    scanner: SlotScanner
+    worker: DiskWorker | None = None
+    write_ok: bool = True
+    read_ok: bool = True
+    error: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.area.device.path
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+def open_disks(areas: list[Area]) -> list[Disk]:
+    """Check that the areas are one cluster, each given once, and wrap them as disks."""
+    if not areas:
+        raise UsageError("no devices given")
+    uuids = {a.cluster_uuid for a in areas}
+    if len(uuids) != 1:
+        listed = ", ".join(f"{a.device.path}={a.cluster_uuid}" for a in areas)
+        raise UsageError(f"devices belong to different clusters ({listed})")
+    counts = {a.superblock["node_count"] for a in areas}
+    if len(counts) != 1:
+        raise UsageError("devices disagree on the node count")
+    seen: dict[object, str] = {}
+    for a in areas:
+        key = _identity(a)
+        if key in seen:
+            raise UsageError(f"{a.device.path} and {seen[key]} are the same disk; a disk "
+                             f"counts once toward the majority")
+        seen[key] = a.device.path
+    return [Disk(a, SlotScanner(a)) for a in areas]
+
+
+def _identity(area: Area) -> object:
+    """What makes two opened areas the same disk."""
+    path = area.device.path
+    if path.startswith("<"):  # an in-memory device is itself
+        return id(area.device)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return ("rdev", st.st_rdev) if stat.S_ISBLK(st.st_mode) else ("file", st.st_dev, st.st_ino)
+
+
+class Node:
+    """A cluster member's heartbeat, membership, mailbox and self-fencing."""
+
+    def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
+                 interval: float | None = None, fence: FenceAction | None = None,
+                 threaded_io: bool = False):
+        self.disks = open_disks(areas)
+        for disk in self.disks:
+            disk.worker = DiskWorker(disk.path, clock, threaded_io)
+        first = self.disks[0].area
+        node_count = first.superblock["node_count"]
+        if not 1 <= node_id <= node_count:
+            raise UsageError(f"node id {node_id} out of range 1..{node_count}")
+        self.node_id = node_id
+        self.name = name or f"node{node_id}"
+        if len(self.name.encode()) > heartbeat.NODE_NAME_BYTES or "\0" in self.name:
+            raise UsageError(f"node name {self.name!r} is longer than "
+                             f"{heartbeat.NODE_NAME_BYTES} bytes or holds a NUL")
+        self.clock = clock
+        interval = interval if interval is not None else first.superblock["interval_ms"] / 1000
+        try:
+            self.timeouts = Timeouts.from_interval(interval)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        self.fence_action = fence or ExitFence()
+        self.membership = Membership(node_id, self.timeouts)
+        self.incarnation = 0
+        self.counter = 0
+        self.state = heartbeat.SlotState.JOINING
+        self.config_generation = 0
+        self.mailbox_ack = 0
+        self.last_renew_start: float | None = None
+        self.stop_hooks: list[Callable[[str], None]] = []
+        self.transition_hooks: list[Callable[[Transition], None]] = []
+        self.after_step: list[Callable[[], None]] = []  # e.g. the configuration sync
+        self.fenced = False
+
+    # -- start and stop ---------------------------------------------------
+
+    def start(self) -> None:
+        """Refuse a second writer of our id, pick our incarnation, write JOINING."""
+        reads = self._read_round()
+        own = {d.path: self._own_raw(d, o) for d, o in zip(self.disks, reads) if o.ok}
+        busy = {path: raw for path, raw in own.items() if raw is not None and raw[_IDX["state"]]
+                in (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)}
+        if busy:
+            self._watch_for_other_writer(busy)
+        self.incarnation = 1 + max((raw[_IDX["incarnation"]] for raw in own.values() if raw),
+                                   default=0)
+        self.mailbox_ack = max((m[0] for m in self._mailboxes(reads)), default=0)
+        log.info("event=start node=%d name=%s incarnation=%d disks=%d interval=%.3f dead_after=%.3f",
+                 self.node_id, self.name, self.incarnation, len(self.disks),
+                 self.timeouts.interval, self.timeouts.dead)
+        if not self._write_all(self.clock.monotonic()):
+            raise QuorumLost(f"node {self.node_id}: could not write its slot on a majority of "
+                             f"{len(self.disks)} disks ({self._disk_errors()})")
+
+    def _watch_for_other_writer(self, seen: dict[str, tuple]) -> None:
+        end = self.clock.monotonic() + self.timeouts.join_wait
+        while self.clock.monotonic() < end:
+            self.clock.sleep(self.timeouts.interval / 2)
+            for disk, outcome in zip(self.disks, self._read_round()):
+                before = seen.get(disk.path)
+                raw = self._own_raw(disk, outcome) if outcome.ok else None
+                if raw is None or before is None:
+                    continue
+                if (raw[_IDX["incarnation"]], raw[_IDX["counter"]]) != \
+                        (before[_IDX["incarnation"]], before[_IDX["counter"]]):
+                    name = raw[_IDX["name"]].rstrip(b"\0").decode("utf-8", "replace")
+                    raise LockHeld(
+                        f"node id {self.node_id} is already running (its slot on {disk.path} "
+                        f"is being written: name {name!r}, incarnation "
+                        f"{raw[_IDX['incarnation']]}); refusing to start a second writer")
+
+    def leave(self) -> None:
+        """Write LEFT so peers see a clean stop at once (best effort)."""
+        if self.fenced:
+            return
+        self.state = heartbeat.SlotState.LEFT
+        self._write_all(self.clock.monotonic())
+        log.info("event=left node=%d incarnation=%d", self.node_id, self.incarnation)
+        self.close()
+
+    def close(self) -> None:
+        for disk in self.disks:
+            if disk.worker is not None:
+                disk.worker.close()
+
+    # -- the loop ---------------------------------------------------------
+
+    def step(self) -> list[Transition]:
+        """One interval of work (see the module docstring)."""
+        self._check_deadline()
+        reads = self._read_round()
+        changes = self._observe(reads)
+        self._check_deadline()
+        self._check_mailbox(reads)
+        if self._write_all(self.clock.monotonic()) and self.state == heartbeat.SlotState.JOINING:
+            self.state = heartbeat.SlotState.ALIVE
+            log.info("event=joined node=%d incarnation=%d", self.node_id, self.incarnation)
+        self._check_deadline()
+        for hook in self.after_step:
+            try:
+                hook()
+            except DeviceError as exc:
+                log.warning("event=step-hook-failed node=%d error=%r", self.node_id, str(exc))
+        return changes
+
+    def run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:
+        """start, then step every interval until should_stop(), then leave."""
+        try:
+            self.start()
+            ready = False
+            next_tick = self.clock.monotonic()
+            while not should_stop():
+                self.step()
+                if not ready and self.state == heartbeat.SlotState.ALIVE:
+                    ready = True
+                    on_ready()
+                next_tick += self.timeouts.interval
+                now = self.clock.monotonic()
+                if next_tick < now:  # we fell behind; do not try to catch up in a burst
+                    next_tick = now
+                self.clock.sleep(next_tick - now)
+            self.leave()
+        finally:
+            self.close()
+
+    # -- pieces -----------------------------------------------------------
+
+    def _check_deadline(self) -> None:
+        if self.last_renew_start is None:
+            return
+        late = self.clock.monotonic() - self.last_renew_start
+        if late >= self.timeouts.renew_fail:
+            self.fence(f"no heartbeat reached a majority of disks for {late:.3f} s "
+                       f"(limit {self.timeouts.renew_fail:.3f} s)")
+
+    def _slot_values(self) -> dict:
+        return dict(
+            node_id=self.node_id, state=self.state, flags=0, incarnation=self.incarnation,
+            counter=self.counter, config_generation=self.config_generation,
+            mailbox_ack=self.mailbox_ack, wall_ns=int(self.clock.wall() * 1e9),
+            interval_ms=round(self.timeouts.interval * 1000),
+            io_timeout_ms=round(self.timeouts.io_timeout * 1000), name=self.name,
+            dead_map=heartbeat.dead_map(self.membership.dead_ids()))
+
+    def _round(self, requests: list[Callable[[], object]]) -> list[Outcome]:
+        return run_round([d.worker for d in self.disks], requests,  # type: ignore[misc]
+                         self.clock, self.timeouts.io_timeout)
+
+    def _read_round(self) -> list[Outcome]:
+        """(slot region bytes, our mailbox sector) from every disk."""
+        def request(area: Area) -> Callable[[], tuple[bytes, bytes]]:
+            return lambda: (area.read_region("heartbeat"),
+                            area.read_record("mailbox", self.node_id - 1))
+
+        outcomes = self._round([request(d.area) for d in self.disks])
+        for disk, outcome in zip(self.disks, outcomes):
+            if outcome.ok and not disk.read_ok:
+                log.info("event=read-ok node=%d disk=%s", self.node_id, disk.path)
+            elif not outcome.ok and (disk.read_ok or disk.error != outcome.error):
+                log.warning("event=read-failed node=%d disk=%s reason=%r", self.node_id,
+                            disk.path, outcome.error)
+                disk.error = outcome.error
+            disk.read_ok = outcome.ok
+        return outcomes
+
+    def _write_all(self, round_start: float) -> bool:
+        """Write our slot everywhere; True (and renewed) when a majority made it in time."""
+        self.counter += 1
+        values = self._slot_values()
+
+        def request(area: Area) -> Callable[[], None]:
+            record = heartbeat.CODEC.encode(values, area.sector_size)
+            offset = area.regions["heartbeat"].record_offset(self.node_id - 1)
+            return lambda: area.device.write(offset, record)
+
+        self._check_deadline()  # we may have been frozen since the round began
+        outcomes = self._round([request(d.area) for d in self.disks])
+        done = 0
+        for disk, outcome in zip(self.disks, outcomes):
+            if not outcome.ok:
+                self._disk_failed(disk, f"write failed: {outcome.error}")
+                continue
+            if not disk.write_ok:
+                log.info("event=disk-ok node=%d disk=%s", self.node_id, disk.path)
+            disk.write_ok, disk.error = True, None
+            done += 1
+        if done >= majority(len(self.disks)):
+            self.last_renew_start = round_start
+            return True
+        log.warning("event=renew-failed node=%d written=%d needed=%d", self.node_id, done,
+                    majority(len(self.disks)))
+        return False
+
+    def _disk_failed(self, disk: Disk, why: str) -> None:
+        if disk.write_ok or disk.error != why:
+            log.warning("event=disk-failed node=%d disk=%s reason=%r", self.node_id, disk.path, why)
+        disk.write_ok, disk.error = False, why
+
+    def _disk_errors(self) -> str:
+        return "; ".join(f"{d.path}: {d.error}" for d in self.disks if d.error) or "no error"
+
+    def _observe(self, reads: list[Outcome]) -> list[Transition]:
+        for disk, outcome in zip(self.disks, reads):
+            if not outcome.ok:
+                continue
+            result = disk.scanner.update(outcome.value[0])
+            for index, exc in result.damaged.items():
+                log.warning("event=slot-damaged node=%d disk=%s slot=%d error=%r",
+                            self.node_id, disk.path, index, str(exc))
+            self._check_own_slot(disk)
+            self.membership.observe(disk.scanner.raw, self.clock.monotonic())
+        changes = self.membership.evaluate(self.clock.monotonic())
+        for change in changes:
+            log.info("event=peer node=%d peer=%d from=%s to=%s incarnation=%d", self.node_id,
+                     change.node_id, change.old.value, change.new.value, change.incarnation)
+            for hook in self.transition_hooks:
+                hook(change)
+        return changes
+
+    def _check_own_slot(self, disk: Disk) -> None:
+        """Another writer of our id took over our slot: stop at once."""
+        raw = disk.scanner.raw[self.node_id - 1]
+        if raw is not None and raw[_IDX["incarnation"]] > self.incarnation:
+            self.fence(f"another process writes node id {self.node_id} with incarnation "
+                       f"{raw[_IDX['incarnation']]} on {disk.path}")
+
+    def _own_raw(self, disk: Disk, outcome: Outcome) -> tuple | None:
+        """Our own slot out of a read round's region bytes (None if invalid)."""
+        data = outcome.value[0]
+        offset = (self.node_id - 1) * disk.area.sector_size
+        raw = heartbeat.CODEC.raw.unpack_from(data, offset)
+        return raw if heartbeat.CODEC.raw_valid(raw, data, offset) else None
+
+    def _mailboxes(self, reads: list[Outcome]) -> list[tuple[int, int, int]]:
+        """(seq, message, sender) of our mailbox on every disk read."""
+        out = []
+        for disk, outcome in zip(self.disks, reads):
+            if not outcome.ok:
+                continue
+            try:
+                values = mailbox.CODEC.decode(outcome.value[1], 0,
+                                              disk.area.where("mailbox", self.node_id - 1))
+            except FormatError:
+                continue
+            out.append((values["seq"], values["message"], values["sender_id"]))
+        return out
+
+    def _check_mailbox(self, reads: list[Outcome]) -> None:
+        seq, message, sender = max(self._mailboxes(reads), default=(0, 0, 0))
+        if seq <= self.mailbox_ack:
+            return
+        kind = mailbox.Message(message) if message in mailbox.Message._value2member_map_ \
+            else mailbox.Message.NONE
+        log.warning("event=message node=%d message=%s seq=%d sender=%d", self.node_id,
+                    kind.name.lower(), seq, sender)
+        self.mailbox_ack = seq  # acknowledged by this step's write
+        if kind in (mailbox.Message.RESET, mailbox.Message.OFF):
+            self.state = heartbeat.SlotState.FENCED
+            self._write_all(self.clock.monotonic())  # acknowledge before going
+            self.fence(f"{kind.name.lower()} message from node {sender}",
+                       power_off=kind is mailbox.Message.OFF)
+
+    def fence(self, reason: str, power_off: bool = False) -> None:
+        """Stop resources, then run the fence action (which does not return)."""
+        self.fenced = True
+        log.critical("event=fence node=%d incarnation=%d reason=%r", self.node_id,
+                     self.incarnation, reason)
+        for hook in self.stop_hooks:
+            try:
+                hook(reason)
+            except Exception as exc:  # a failing stop hook must not keep us from fencing
+                log.error("event=stop-hook-failed node=%d error=%r", self.node_id, exc)
+        self.fence_action(reason, power_off)
+        raise Fenced(f"node fenced: {reason}")  # an action that returned must not let us go on

@@ -1,0 +1,133 @@
+"""A command acting as a node: whose lease identity a CLI write uses.
+
+Leases are bound to a node's heartbeat incarnation, so whoever writes a
+record must be a node with a heartbeat.  A CLI command given ``--node-id N``:
+
+- when N's daemon runs on this host (it holds the same-host lock on its own
+  heartbeat slot), borrows the daemon's incarnation: the daemon's heartbeat
+  keeps the lease valid, and the same-host resource lock serializes the two;
+- otherwise becomes N for the length of the command: it starts a short-lived
+  incarnation (with the same duplicate-writer check as the daemon), and
+  writes ``left`` when done.  Another host cannot also be N: its start would
+  see our slot being written, and ours sees its.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from shareddisk.area import Area
+from shareddisk.clock import Clock
+from shareddisk.errors import FormatError, LockHeld, UsageError
+from shareddisk.format import heartbeat
+from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
+from shareddisk.liveness import by_watching
+from shareddisk.locks import host_lock, try_host_lock
+from shareddisk.node import Node
+from shareddisk.timeouts import Timeouts
+
+_STATE_OFFSET = next(f.offset for f in heartbeat.CODEC.fields if f.name == "state")
+SESSION_WAIT = 30.0  # seconds to wait for another session of the same node on this host
+
+
+def node_slot_lock(area: Area, node_id: int, timeout: float = 0.0,
+                   clock: Clock | None = None) -> contextlib.AbstractContextManager[None]:
+    """The same-host lock a daemon (or a session) of ``node_id`` holds on its slot."""
+    offset = area.regions["heartbeat"].record_offset(node_id - 1)
+    return host_lock(area.device.path, offset, area.sector_size,
+                     what=f"node {node_id}", timeout=timeout, clock=clock)
+
+
+class Session:
+    """Acts as node ``node_id`` on ``area`` for the duration of a ``with`` block."""
+
+    def __init__(self, area: Area, node_id: int, clock: Clock):
+        count = area.superblock["node_count"]
+        if not 1 <= node_id <= count:
+            raise UsageError(f"node id {node_id} out of range 1..{count}")
+        self.area = area
+        self.node_id = node_id
+        self.clock = clock
+        self.timeouts = Timeouts.from_interval(area.superblock["interval_ms"] / 1000)
+        self.leases = Leases(area, clock, self.timeouts)
+        self.alive = by_watching(area, clock)
+        self.holder: Holder | None = None
+        self._stack = contextlib.ExitStack()
+        self._node: Node | None = None
+
+    def __enter__(self) -> "Session":
+        offset = self.area.regions["heartbeat"].record_offset(self.node_id - 1)
+        probe = try_host_lock(self.area.device.path, offset, self.area.sector_size,
+                              what=f"node {self.node_id}")
+        try:
+            if probe is None:
+                daemon = self._daemon_holder()
+                if daemon is not None:
+                    self.holder = daemon
+                    return self
+                probe = node_slot_lock(self.area, self.node_id, SESSION_WAIT, self.clock)
+                probe.__enter__()
+            self._stack.callback(probe.__exit__, None, None, None)
+            node = Node([self.area], self.node_id, clock=self.clock, name=f"cli-{self.node_id}")
+            node.start()
+            self._node = node
+            self.holder = Holder(self.node_id, node.incarnation, node.name)
+            return self
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _daemon_holder(self) -> Holder | None:
+        try:
+            buf = self.area.read_record("heartbeat", self.node_id - 1)
+            slot = heartbeat.CODEC.decode(buf, 0, self.area.where("heartbeat", self.node_id - 1))
+        except FormatError:
+            return None
+        if slot["state"] not in (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE):
+            return None
+        return Holder(self.node_id, slot["incarnation"], slot["name"])
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._node is not None:
+                self._node.leave()
+        finally:
+            self._stack.close()
+
+    @contextlib.contextmanager
+    def leased(self, index: int) -> Iterator[int]:
+        """Hold resource ``index``'s same-host lock and lease; yields the generation.
+
+        A lease this node already held (its daemon owns the resource) is kept;
+        one taken here is released at the end.
+        """
+        assert self.holder is not None, "use the session in a with block"
+        with resource_lock(self.area, index, self.clock):
+            held_before = holds(read_lease(self.area, index), self.holder)
+            generation = self.leases.acquire(index, self.holder, self.alive)
+            try:
+                yield generation
+            finally:
+                if not held_before:
+                    self.leases.release(index, self.holder, generation)
+
+
+__all__ = ["LockHeld", "Session", "node_slot_lock"]
+
+
+def local_daemons(area: Area) -> list[int]:
+    """Node ids whose daemon (or session) holds its slot lock on this host."""
+    found = []
+    region = area.regions["heartbeat"]
+    raw = area.read_region("heartbeat")
+    for i in range(region.count):
+        if raw[i * region.stride + _STATE_OFFSET] == heartbeat.SlotState.EMPTY:
+            continue
+        lock = try_host_lock(area.device.path, region.record_offset(i), region.stride,
+                             what=f"node {i + 1}")
+        if lock is None:
+            found.append(i + 1)
+        else:
+            lock.__exit__(None, None, None)
+    return found

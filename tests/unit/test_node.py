@@ -1,0 +1,517 @@
+"""Tests for shareddisk.node: the heartbeat loop and self-fencing, on a virtual clock.
+
+Everything runs in one process: memory devices (wrapped to inject write
+errors, slow writes and a second writer), a FakeClock that only moves when a
+test or a "slow disk" moves it, and nodes stepped by hand.  The property that
+matters most is the safety rule of docs/TIMEOUTS.md: a node that has not
+renewed on a majority of disks for renew_fail stops its resources and fences
+*without writing anything more*.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Callable
+
+import pytest
+
+from shareddisk.area import Area, Geometry
+from shareddisk.clock import FakeClock
+from shareddisk.create import create_area
+from shareddisk.device import MemoryDevice
+from shareddisk.errors import BadLayout, DeviceError, Fenced, LockHeld, QuorumLost, UsageError
+from shareddisk.format import heartbeat
+from shareddisk.membership import PeerState, Transition
+from shareddisk.node import Node, majority
+from shareddisk.timeouts import Timeouts
+
+NODES = 4
+S = heartbeat.SlotState
+T = Timeouts.from_interval(1.0)  # the area's interval: renew_fail 4, dead 7, join_wait 3
+
+
+class FaultyDevice:
+    """A MemoryDevice wrapper that fails, slows down or intercepts writes.
+
+    ``write_delay`` advances the FakeClock during a write, which is how a
+    slow disk looks to the node: the write returns, but late.
+    """
+
+    def __init__(self, inner: MemoryDevice, clock: FakeClock):
+        self.inner = inner
+        self.clock = clock
+        self.path = f"<faulty {id(self):x}>"
+        self.sector_size, self.size = inner.sector_size, inner.size
+        self.io_mode, self.writable = inner.io_mode, inner.writable
+        self.fail_writes = False
+        self.fail_reads = False
+        self.write_delay = 0.0
+        self.writes = 0
+        self.after_write: Callable[[int], None] | None = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.fail_reads:
+            raise DeviceError(f"{self.path}: read at offset {offset} failed: Input/output error")
+        return self.inner.read(offset, length)
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self.fail_writes:
+            raise DeviceError(f"{self.path}: write at offset {offset} failed: Input/output error")
+        if self.write_delay:
+            self.clock.advance(self.write_delay)
+        self.inner.write(offset, data)
+        self.writes += 1
+        if self.after_write is not None:
+            self.after_write(offset)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Fence:
+    """A fence action that records its calls, then raises like ExitFence."""
+
+    def __init__(self, log: list[str] | None = None):
+        self.calls: list[tuple[str, bool]] = []
+        self.log = log if log is not None else []
+
+    def __call__(self, reason: str, power_off: bool = False) -> None:
+        self.calls.append((reason, power_off))
+        self.log.append("fence")
+        raise Fenced(f"node fenced: {reason}")
+
+
+class Cluster:
+    """``n`` memory disks of one cluster, each behind a FaultyDevice."""
+
+    def __init__(self, disks: int = 1, clock: FakeClock | None = None):
+        self.clock = clock or FakeClock()
+        self.mems = []
+        for _ in range(disks):
+            mem = MemoryDevice(64 * 1024)
+            create_area(mem, Geometry(sector_size=512, node_count=NODES, resource_count=1,
+                                      log_disks=()),
+                        cluster_uuid=uuid.UUID(int=99), clock=FakeClock())
+            self.mems.append(mem)
+        self.devs = [FaultyDevice(m, self.clock) for m in self.mems]
+
+    def areas(self) -> list[Area]:
+        """A fresh set of Area objects: what another process would open."""
+        return [Area.open(d) for d in self.devs]
+
+    def node(self, node_id: int, **kw) -> Node:
+        kw.setdefault("fence", Fence())
+        return Node(self.areas(), node_id, clock=self.clock, **kw)
+
+    def slot(self, node_id: int, disk: int = 0) -> dict:
+        area = Area.open(self.mems[disk])
+        return heartbeat.CODEC.decode(area.read_record("heartbeat", node_id - 1))
+
+    def slot_bytes(self, node_id: int) -> list[bytes]:
+        out = []
+        for mem in self.mems:
+            offset = Area.open(mem).regions["heartbeat"].record_offset(node_id - 1)
+            out.append(bytes(mem.data[offset:offset + 512]))
+        return out
+
+    def write_slot(self, node_id: int, disk: int = 0, **values) -> None:
+        area = Area.open(self.mems[disk])
+        record = heartbeat.CODEC.encode(dict(heartbeat.empty(node_id), **values), 512)
+        self.mems[disk].write(area.regions["heartbeat"].record_offset(node_id - 1), record)
+
+
+# -- construction and start ------------------------------------------------
+
+
+def test_majority() -> None:
+    assert [majority(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("node_id", [0, -1, NODES + 1])
+def test_node_id_out_of_range(node_id: int) -> None:
+    with pytest.raises(UsageError, match="out of range"):
+        Cluster().node(node_id)
+
+
+def test_bad_interval_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="interval"):
+        Cluster().node(1, interval=0.001)
+
+
+def test_too_long_name_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        Cluster().node(1, name="x" * 65)
+
+
+def test_devices_of_different_clusters_are_refused() -> None:
+    one, other = Cluster(), Cluster()
+    mem = MemoryDevice(64 * 1024)
+    create_area(mem, Geometry(sector_size=512, node_count=NODES, resource_count=1, log_disks=()),
+                cluster_uuid=uuid.UUID(int=1), clock=FakeClock())
+    with pytest.raises(UsageError, match="different clusters"):
+        Node([one.areas()[0], Area.open(mem)], 1, clock=one.clock)
+    with pytest.raises(UsageError, match="no devices"):
+        Node([], 1, clock=other.clock)
+
+
+def test_the_same_device_twice_is_refused() -> None:
+    c = Cluster(disks=2)
+    with pytest.raises(UsageError):
+        Node([Area.open(c.devs[0]), Area.open(c.devs[0]), Area.open(c.devs[1])], 1, clock=c.clock)
+
+
+def test_start_writes_joining_with_incarnation_one_on_a_fresh_area() -> None:
+    c = Cluster(disks=3)
+    n = c.node(2, name="alpha")
+    n.start()
+    for disk in range(3):
+        slot = c.slot(2, disk)
+        assert (slot["state"], slot["incarnation"], slot["counter"]) == (S.JOINING, 1, 1)
+        assert (slot["name"], slot["interval_ms"], slot["io_timeout_ms"]) == ("alpha", 1000, 1000)
+        assert slot["wall_ns"] == int(c.clock.wall() * 1e9)
+
+
+def test_start_bumps_the_incarnation_over_every_disk() -> None:
+    """A restart is a new member, whatever copy of the old slot survived where."""
+    c = Cluster(disks=3)
+    c.write_slot(1, 0, state=S.LEFT, incarnation=5, counter=50)
+    c.write_slot(1, 1, state=S.FENCED, incarnation=7, counter=3)
+    c.write_slot(1, 2, state=S.LEFT, incarnation=6, counter=80)
+    n = c.node(1)
+    n.start()
+    assert n.incarnation == 8
+    assert {c.slot(1, d)["incarnation"] for d in range(3)} == {8}
+
+
+def test_start_waits_out_an_alive_slot_nobody_writes() -> None:
+    """A slot left ALIVE by a crashed process: watch join_wait, then take it over."""
+    c = Cluster()
+    c.write_slot(1, state=S.ALIVE, incarnation=3, counter=9)
+    n = c.node(1)
+    before = c.clock.monotonic()
+    n.start()
+    assert c.clock.monotonic() - before >= T.join_wait
+    assert n.incarnation == 4
+    assert c.slot(1)["incarnation"] == 4
+
+
+def test_start_without_a_majority_of_disks_is_quorum_lost() -> None:
+    c = Cluster(disks=3)
+    c.devs[0].fail_writes = c.devs[2].fail_writes = True
+    with pytest.raises(QuorumLost, match="majority"):
+        c.node(1).start()
+
+
+# -- the renew loop -----------------------------------------------------------
+
+
+def test_step_writes_counter_plus_one_on_every_disk() -> None:
+    c = Cluster(disks=3)
+    n = c.node(1)
+    n.start()
+    for k in range(2, 8):
+        c.clock.advance(T.interval)
+        n.step()
+        assert [c.slot(1, d)["counter"] for d in range(3)] == [k] * 3
+        assert all(dev.writes == k for dev in c.devs)
+    assert c.slot(1)["state"] == S.ALIVE and n.state == S.ALIVE
+    assert c.slot(1)["incarnation"] == 1
+
+
+def test_first_step_joins_and_later_steps_stay_alive() -> None:
+    c = Cluster()
+    n = c.node(1)
+    n.start()
+    assert n.state == S.JOINING
+    n.step()
+    assert n.state == S.ALIVE
+    n.step()
+    assert c.slot(1)["state"] == S.ALIVE
+
+
+def test_transition_hooks_see_a_peer_join_and_die() -> None:
+    c = Cluster()
+    watcher, peer = c.node(1), c.node(2)
+    seen: list[Transition] = []
+    watcher.transition_hooks.append(seen.append)
+    watcher.start()
+    watcher.step()
+    assert seen == []
+    peer.start()
+    c.clock.advance(1)
+    watcher.step()
+    peer.step()
+    peer.step()
+    c.clock.advance(1)
+    watcher.step()
+    assert seen == [Transition(2, PeerState.EMPTY, PeerState.JOINING, 1),
+                    Transition(2, PeerState.JOINING, PeerState.ALIVE, 1)]
+    for _ in range(int(T.dead)):
+        c.clock.advance(1)
+        watcher.step()
+    assert [t.new for t in seen[2:]] == [PeerState.SUSPECT, PeerState.DEAD]
+    c.clock.advance(1)
+    watcher.step()  # the verdict goes out with the next heartbeat, for status readers
+    assert heartbeat.dead_ids(c.slot(1)["dead_map"]) == [2]
+
+
+def test_run_steps_every_interval_reports_ready_once_and_leaves() -> None:
+    c = Cluster()
+    n = c.node(1)
+    ticks: list[float] = []
+    ready: list[float] = []
+
+    def should_stop() -> bool:
+        ticks.append(c.clock.monotonic())
+        return len(ticks) > 5
+
+    start = c.clock.monotonic()
+    n.run(should_stop, on_ready=lambda: ready.append(c.clock.monotonic()))
+    assert ticks == [start + k * T.interval for k in range(6)]
+    assert ready == [start]  # after the first step, which joins
+    slot = c.slot(1)
+    assert (slot["state"], slot["counter"]) == (S.LEFT, 7)  # start + 5 steps + leave
+
+
+def test_leave_writes_left_on_every_disk() -> None:
+    c = Cluster(disks=3)
+    n = c.node(1)
+    n.start()
+    n.step()
+    n.leave()
+    assert {c.slot(1, d)["state"] for d in range(3)} == {S.LEFT}
+    observer = c.node(2)
+    observer.start()
+    observer.step()
+    assert observer.membership.peers[1].state is PeerState.LEFT
+
+
+# -- self-fencing ---------------------------------------------------------------
+
+
+def test_sigstop_wake_after_renew_fail_fences_without_writing() -> None:
+    c = Cluster(disks=3)
+    order: list[str] = []
+    fence = Fence(order)
+    n = c.node(1, fence=fence)
+    n.stop_hooks.append(lambda reason: order.append("stop"))
+    n.start()
+    n.step()
+    before = c.slot_bytes(1)
+    writes = [d.writes for d in c.devs]
+    c.clock.advance(T.renew_fail)  # frozen (SIGSTOP) through the whole deadline
+    with pytest.raises(Fenced, match="no heartbeat reached a majority"):
+        n.step()
+    assert c.slot_bytes(1) == before
+    assert [d.writes for d in c.devs] == writes
+    assert order == ["stop", "fence"]
+    assert n.fenced
+    n.leave()  # a fenced node never writes again, not even LEFT
+    assert c.slot_bytes(1) == before
+
+
+def test_waking_just_before_renew_fail_renews() -> None:
+    c = Cluster()
+    n = c.node(1)
+    n.start()
+    n.step()
+    c.clock.advance(T.renew_fail - 0.5)
+    n.step()
+    assert not n.fenced
+    assert n.last_renew_start == c.clock.monotonic()
+
+
+def test_fence_runs_every_stop_hook_even_if_one_fails() -> None:
+    c = Cluster()
+    order: list[str] = []
+    n = c.node(1, fence=Fence(order))
+    n.stop_hooks += [lambda r: order.append("a"), lambda r: 1 / 0, lambda r: order.append("b")]
+    with pytest.raises(Fenced):
+        n.fence("test")
+    assert order == ["a", "b", "fence"]
+
+
+def test_a_fence_action_that_returns_still_stops_the_node() -> None:
+    c = Cluster()
+    calls = []
+    n = c.node(1, fence=lambda reason, power_off=False: calls.append(reason))
+    with pytest.raises(Fenced, match="why"):
+        n.fence("why")
+    assert calls == ["why"]
+
+
+def test_one_of_three_disks_failing_keeps_renewing() -> None:
+    c = Cluster(disks=3)
+    n = c.node(1)
+    n.start()
+    c.devs[1].fail_writes = True
+    for _ in range(20):
+        c.clock.advance(T.interval)
+        n.step()
+        assert n.last_renew_start == c.clock.monotonic()
+    assert not n.fenced
+    assert [d.write_ok for d in n.disks] == [True, False, True]
+    assert "write failed" in n.disks[1].error
+    assert c.slot(1, 0)["counter"] == c.slot(1, 2)["counter"] == 21
+    assert c.slot(1, 1)["counter"] == 1
+    # The disk comes back: it is written again at the next step.
+    c.devs[1].fail_writes = False
+    n.step()
+    assert n.disks[1].write_ok and c.slot(1, 1)["counter"] == 22
+
+
+def test_two_of_three_disks_failing_fences_after_renew_fail() -> None:
+    c = Cluster(disks=3)
+    stopped: list[str] = []
+    n = c.node(1)
+    n.stop_hooks.append(stopped.append)
+    n.start()
+    n.step()
+    renewed = c.clock.monotonic()
+    c.devs[0].fail_writes = c.devs[2].fail_writes = True
+    while c.clock.monotonic() + T.interval < renewed + T.renew_fail:
+        c.clock.advance(T.interval)
+        n.step()  # failing rounds, but the deadline has not passed
+        assert n.last_renew_start == renewed and stopped == []
+    good = c.slot_bytes(1)[1]
+    c.clock.advance(T.interval)
+    with pytest.raises(Fenced):
+        n.step()
+    assert len(stopped) == 1
+    assert c.slot_bytes(1)[1] == good  # the fencing step wrote nothing
+
+
+def test_a_write_slower_than_io_timeout_counts_as_failed() -> None:
+    c = Cluster(disks=3)
+    n = c.node(1)
+    n.start()
+    c.devs[2].write_delay = T.io_timeout * 1.5
+    c.clock.advance(T.interval)
+    n.step()
+    assert [d.write_ok for d in n.disks] == [True, True, False]
+    assert "io timeout" in n.disks[2].error
+    assert not n.fenced  # two fast disks still renew
+
+
+def test_two_slow_disks_of_three_fence() -> None:
+    c = Cluster(disks=3)
+    n = c.node(1)
+    n.start()
+    n.step()
+    renewed = n.last_renew_start
+    c.devs[0].write_delay = c.devs[1].write_delay = T.io_timeout * 1.25
+    with pytest.raises(Fenced):
+        for _ in range(10):
+            n.step()  # every write lands, late: no round counts
+            assert n.last_renew_start == renewed
+    assert c.clock.monotonic() - renewed >= T.renew_fail
+
+
+def test_a_write_round_stalling_past_renew_fail_fences_right_after_it() -> None:
+    """The deadline is checked again after the writes: the round itself may stall."""
+    c = Cluster()
+    stopped: list[str] = []
+    n = c.node(1)
+    n.stop_hooks.append(stopped.append)
+    n.start()
+    n.step()
+    c.devs[0].write_delay = T.renew_fail + 0.5
+    with pytest.raises(Fenced, match="no heartbeat"):
+        n.step()
+    assert stopped and n.fenced
+
+
+# -- a second writer of the same node id ------------------------------------------
+
+
+class BusyClock(FakeClock):
+    """A FakeClock whose sleep also lets other nodes take their steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.others: list[Node] = []
+
+    def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        super().sleep(seconds)
+        for node in self.others:
+            node.step()
+
+
+def test_second_writer_of_a_running_id_is_refused() -> None:
+    clock = BusyClock()
+    c = Cluster(clock=clock)
+    first = c.node(1)
+    first.start()
+    first.step()
+    clock.others.append(first)  # "time passes" with the first writer active
+    second = c.node(1, name="impostor")
+    with pytest.raises(LockHeld, match="node id 1 is already running"):
+        second.start()
+    slot = c.slot(1)
+    assert (slot["incarnation"], slot["name"]) == (1, "node1")  # second wrote nothing
+    counter = slot["counter"]
+    clock.others.clear()
+    clock.advance(1)
+    first.step()  # the first keeps going, untouched
+    assert not first.fenced and c.slot(1)["counter"] == counter + 1
+
+
+def test_second_writer_may_start_when_the_first_is_dead() -> None:
+    c = Cluster()
+    first = c.node(1)
+    first.start()
+    first.step()
+    second = c.node(1)  # the first never steps again
+    second.start()
+    assert second.incarnation == first.incarnation + 1
+    assert c.slot(1)["incarnation"] == 2
+
+
+def test_own_slot_with_a_higher_incarnation_fences() -> None:
+    """Another process's write lands after ours: our next step reads it and fences
+    before writing anything over it."""
+    c = Cluster()
+    stopped: list[str] = []
+    n = c.node(1)
+    n.stop_hooks.append(stopped.append)
+    n.start()
+    n.step()
+
+    def other_writer(offset: int) -> None:
+        c.devs[0].after_write = None
+        c.write_slot(1, state=S.ALIVE, incarnation=n.incarnation + 1, counter=1, name="other")
+
+    c.devs[0].after_write = other_writer
+    n.step()  # our write, then the other process's
+    with pytest.raises(Fenced, match="another process writes node id 1"):
+        n.step()
+    assert stopped
+    assert c.slot(1)["name"] == "other"  # we wrote nothing after seeing it
+
+
+def test_old_incarnation_waking_after_a_restart_fences_without_overwriting() -> None:
+    c = Cluster()
+    old = c.node(1)
+    old.start()
+    old.step()
+    new = c.node(1)
+    new.start()  # old is frozen: its slot does not move for join_wait
+    assert new.incarnation == old.incarnation + 1
+    with pytest.raises(Fenced):
+        for _ in range(5):  # both processes run on, interleaved
+            c.clock.advance(0.5)
+            old.step()
+            new.step()
+    assert old.fenced and not new.fenced
+    assert c.slot(1)["incarnation"] == new.incarnation

@@ -1,0 +1,92 @@
+"""Tests for shareddisk.timeouts: every deadline derives from I and T.
+
+The safety argument of the whole heartbeat design (docs/TIMEOUTS.md) is one
+inequality: a node that cannot renew has stopped its resources and fenced
+(renew_fail + fence_grace) strictly before any peer may call it dead, with
+T + I to spare.  It must hold for every interval and I/O timeout the module
+accepts, so it is checked over the whole allowed range with hypothesis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL, Timeouts
+
+intervals = st.floats(min_value=MIN_INTERVAL, max_value=MAX_INTERVAL,
+                      allow_nan=False, allow_infinity=False)
+CI = settings(deadline=None, derandomize=True, database=None, max_examples=300)
+
+
+@st.composite
+def interval_and_io(draw) -> tuple[float, float]:
+    """An interval in range and an I/O timeout in (0, 10 x interval]."""
+    interval = draw(intervals)
+    fraction = draw(st.floats(min_value=1e-6, max_value=1.0))
+    return interval, fraction * 10 * interval
+
+
+@CI
+@given(intervals)
+def test_default_io_timeout_is_the_interval(interval: float) -> None:
+    t = Timeouts.from_interval(interval)
+    assert t.io_timeout == interval
+    assert t.renew_fail == pytest.approx(4 * interval)
+    assert t.suspect == pytest.approx(3 * interval)
+    assert t.dead == pytest.approx(7 * interval)
+
+
+@CI
+@given(interval_and_io())
+def test_dead_exceeds_renew_fail_plus_fence_grace_by_t_plus_i(pair) -> None:
+    """The invariant, in floating point as the code computes it (no slack)."""
+    interval, io = pair
+    t = Timeouts.from_interval(interval, io)
+    assert t.dead > t.renew_fail + t.fence_grace
+    assert t.dead - (t.renew_fail + t.fence_grace) == pytest.approx(io + interval)
+    # The ordering every observer relies on: suspect first, then the node's
+    # own renew deadline, then dead.
+    assert 0 < t.suspect < t.renew_fail < t.renew_fail + t.fence_grace < t.dead
+    # A starting node watches its slot at least two writes of a live writer long.
+    assert t.join_wait >= 2 * interval
+
+
+@CI
+@given(interval_and_io())
+def test_as_dict_matches_the_properties(pair) -> None:
+    interval, io = pair
+    t = Timeouts.from_interval(interval, io)
+    d = t.as_dict()
+    assert set(d) == {"interval", "io_timeout", "renew_fail", "fence_grace", "suspect",
+                      "dead", "join_wait"}
+    for key, value in d.items():
+        assert value == getattr(t, key)
+
+
+def test_worked_timeline_at_one_second() -> None:
+    """The numbers docs/TIMEOUTS.md shows for I = T = 1 s."""
+    t = Timeouts.from_interval(1.0)
+    assert (t.renew_fail, t.fence_grace, t.suspect, t.dead, t.join_wait) == (4, 1, 3, 7, 3)
+
+
+def test_range_edges_are_accepted() -> None:
+    assert Timeouts.from_interval(MIN_INTERVAL).interval == MIN_INTERVAL
+    assert Timeouts.from_interval(MAX_INTERVAL).interval == MAX_INTERVAL
+    assert Timeouts.from_interval(1.0, 10.0).io_timeout == 10.0
+
+
+@pytest.mark.parametrize("interval", [0.0, -1.0, MIN_INTERVAL / 2, 0.0499, 60.001, 3600.0,
+                                      math.nan, math.inf])
+def test_interval_out_of_range_is_refused(interval: float) -> None:
+    with pytest.raises(ValueError, match="interval"):
+        Timeouts.from_interval(interval)
+
+
+@pytest.mark.parametrize("io_timeout", [0.0, -0.5, 10.0001, 100.0, math.nan])
+def test_io_timeout_out_of_range_is_refused(io_timeout: float) -> None:
+    with pytest.raises(ValueError, match="io timeout"):
+        Timeouts.from_interval(1.0, io_timeout)
