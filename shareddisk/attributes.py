@@ -52,13 +52,13 @@ Value = str | int | bool | list[str]
 
 
 def check_key(key: str) -> None:
-    if not KEY_RE.match(key):
+    if not KEY_RE.fullmatch(key):  # fullmatch: '$' alone would let a trailing newline in
         raise UsageError(f"bad attribute key {key!r}: use 1-64 letters, digits, '_', '.', '-', "
                          "starting with a letter or '_'")
 
 
 def check_resource_name(name: str) -> None:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise UsageError(f"bad resource name {name!r}: use 1-63 letters, digits, '_', '.', '-', "
                          "starting with a letter or digit")
 

@@ -98,6 +98,16 @@ def add_resource(session: Session, name: str, type_: str, *,
                 continue  # taken meanwhile: try the next one
             version = guarded_write(session.area, session.leases, session.holder, generation,
                                     template, candidate, now.version)
+            # Each record has its own lock, so a concurrent add of the same name
+            # into another free record is only seen now: then ours goes again
+            # (if both writers see each other both go; neither reported success).
+            twins = [s.index for s in read_all(session.area) if s.index != candidate
+                     and s.record is not None and s.record.name == name]
+            if twins:
+                guarded_write(session.area, session.leases, session.holder, generation, None,
+                              candidate, version)
+                raise ConflictError(f"{session.area.device.path}: resource {name!r} was added "
+                                    f"meanwhile as resource {twins[0]}; nothing added")
             return read_stored(session.area, candidate).record or _lost(name, version)
     raise UsageError(f"{session.area.device.path}: all {len(stored)} resource records are in "
                      f"use (init with more --resources)")

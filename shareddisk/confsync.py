@@ -28,6 +28,7 @@ from shareddisk.area import Area
 from shareddisk.attributes import ResourceRecord, read_all, read_stored
 from shareddisk.clock import Clock
 from shareddisk.errors import DeviceError, FormatError, UsageError
+from shareddisk.format import lease
 
 log = logging.getLogger("shareddisk.config")
 STATE_FILE = "resources.json"
@@ -45,8 +46,12 @@ def changed_keys(old: ResourceRecord | None, new: ResourceRecord | None) -> set[
     """Names of what differs: attribute keys and built-in fields."""
     if old is None or new is None:
         return {"*"} if old is not new else set()
+    def typed(attributes: dict, key: str) -> tuple:  # 1 == True, but int -> bool is a change
+        value = attributes.get(key)
+        return type(value), value
+
     keys = {k for k in old.attributes.keys() | new.attributes.keys()
-            if old.attributes.get(k) != new.attributes.get(k)}
+            if typed(old.attributes, k) != typed(new.attributes, k)}
     for name in ("name", "type", "state", "owner", "active_log_disk", "failover"):
         if getattr(old, name) != getattr(new, name):
             keys.add("owner_host" if name == "owner" else name)
@@ -78,18 +83,20 @@ class ConfigSync:
         leases = self.area.read_region("lease")
         previous = self._leases
         self._leases = leases
-        self._touch()
         if previous == leases:
+            self._touch()
             return []
         stride = self.area.sector_size
         changed = [i for i in range(self.area.superblock["resource_count"])
                    if leases[i * stride:(i + 1) * stride] != previous[i * stride:(i + 1) * stride]]
         reloaded = []
+        failed = []
         for index in changed:
             try:
                 record = read_stored(self.area, index).record
             except (FormatError, DeviceError) as exc:
                 log.warning("event=record-unreadable resource=%d error=%r", index, str(exc))
+                failed.append(index)
                 continue
             old = self.records.get(index)
             if old is not None and record is not None and old.version == record.version:
@@ -98,16 +105,43 @@ class ConfigSync:
                 self.records.pop(index, None)
             else:
                 self.records[index] = record
+            if old is None and record is None:
+                continue
+            reloaded.append(index)  # a new version, if only of the same values: save it
             keys = changed_keys(old, record)
             if keys:
-                reloaded.append(index)
                 log.info("event=record-changed resource=%d version=%s keys=%s", index,
                          record.version if record else "removed", ",".join(sorted(keys)))
                 for hook in self.hooks:
                     hook(index, record, keys)
+        if failed:
+            # Keep the old lease bytes of what we could not read, so the next
+            # poll tries again; and do not call the copy confirmed.
+            snapshot = bytearray(leases)
+            for index in failed:
+                snapshot[index * stride:(index + 1) * stride] = \
+                    previous[index * stride:(index + 1) * stride]
+            self._leases = bytes(snapshot)
         if reloaded:
             self._save()
+        elif not failed:
+            self._touch()
         return reloaded
+
+    def lease_holders(self) -> dict[str, int]:
+        """Resource name -> node id holding its lease (0: free), from the last poll."""
+        raw = self._leases
+        if raw is None:
+            return {}
+        stride = self.area.sector_size
+        out = {}
+        for index, record in sorted(dict(self.records).items()):
+            try:
+                values = lease.CODEC.decode(raw, index * stride)
+            except FormatError:
+                continue
+            out[record.name] = values["owner_id"]
+        return out
 
     def _touch(self) -> None:
         """Mark the local copy as confirmed now (its mtime is its age)."""

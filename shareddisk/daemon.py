@@ -1,25 +1,42 @@
-"""The node daemon (``shareddisk run``): heartbeat + configuration manager.
+"""The node daemon (``shareddisk run``): heartbeat, configuration, cluster manager.
 
-It composes the pieces: the same-host lock on its own heartbeat slot (so a
-second daemon or a CLI session on this host knows it is here), the heartbeat
-loop (shareddisk/node.py) and the synchronized copy of every resource record
-(shareddisk/confsync.py), refreshed after every heartbeat step.
+It composes the pieces:
+
+- the same-host lock on its own heartbeat slot, so a second daemon or a CLI
+  session on this host knows it is here;
+- the heartbeat loop (shareddisk/node.py) on the main thread: nothing else
+  may delay it;
+- on one worker thread, after every heartbeat step: the synchronized copy of
+  the resource records (shareddisk/confsync.py), then the cluster manager
+  (shareddisk/manager.py), which may run long storage operations.  The
+  worker gets a snapshot of the membership view, never the live object.
+
+On SIGTERM it hands every resource over (offline, lease released) and then
+writes ``left``; when it must fence itself it stops resources locally and
+writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from pathlib import Path
 from typing import Callable
 
 from shareddisk.area import Area
 from shareddisk.clock import Clock
-from shareddisk.diskio import DiskWorker
 from shareddisk.confsync import ConfigSync, default_state_dir
-from shareddisk.errors import LockHeld
+from shareddisk.diskio import DiskWorker
+from shareddisk.errors import LockHeld, ShareddiskError
 from shareddisk.fencing import FenceAction
+from shareddisk.leases import Holder
+from shareddisk.manager import ClusterManager, View
 from shareddisk.node import Node
 from shareddisk.session import node_slot_lock
+
+log = logging.getLogger("shareddisk.daemon")
+SHUTDOWN_WAIT = 30.0  # seconds to let a running operation finish on SIGTERM
 
 
 class Daemon:
@@ -29,15 +46,41 @@ class Daemon:
         self.node = Node(areas, node_id, clock=clock, name=name, interval=interval, fence=fence,
                          threaded_io=threaded_io)
         self.areas = areas
+        self.clock = clock
         state_dir = state_dir or default_state_dir(areas[0].cluster_uuid, node_id)
         self.config = ConfigSync(areas[0], clock, state_dir)
-        # The record sync reads the disk too: on its own worker, never waited
-        # for, so a hung disk delays the local copy but never the heartbeat.
-        self._config_worker = DiskWorker("config", clock, threaded_io)
-        self.node.after_step.append(self._sync_config)
+        self.manager = ClusterManager(areas[0], self.config, clock, self.node.timeouts, state_dir)
+        self.manager.alive_check = self.node.assert_renewed
+        # Record sync and manager read the disk too, and operations take long:
+        # on their own worker, never waited for by the heartbeat loop.
+        self._worker = DiskWorker("manager", clock, threaded_io)
+        self._idle = threading.Event()
+        self._idle.set()
+        self.node.after_step.append(self._after_step)
+        self.node.before_leave.append(self._before_leave)
+        self.node.stop_hooks.append(self.manager.stop_local)
 
-    def _sync_config(self) -> None:
-        self._config_worker.submit(self.config.poll)
+    def _after_step(self) -> None:
+        view: View = {p.node_id: (p.state, p.incarnation)
+                      for p in self.node.membership.peers.values()}
+        me = Holder(self.node.node_id, self.node.incarnation, self.node.name)
+        if self._worker.busy:
+            return  # the last tick (an operation, say) is still running
+        self._idle.clear()
+        self._worker.submit(lambda: self._background(me, view))
+
+    def _background(self, me: Holder, view: View) -> None:
+        try:
+            self.config.poll()
+            self.manager.tick(me, view)
+        except ShareddiskError as exc:
+            log.warning("event=manager-tick-failed error=%r", str(exc))
+        finally:
+            self._idle.set()
+
+    def _before_leave(self) -> None:
+        self._idle.wait(SHUTDOWN_WAIT)
+        self.manager.release_all()
 
     def run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:
         with contextlib.ExitStack() as stack:
@@ -50,4 +93,4 @@ class Daemon:
             try:
                 self.node.run(should_stop, on_ready)
             finally:
-                self._config_worker.close()
+                self._worker.close()

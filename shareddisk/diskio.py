@@ -32,6 +32,7 @@ class Outcome:
     ok: bool
     value: Any = None
     error: str | None = None
+    seconds: float | None = None  # how long the I/O took, when it finished
 
 
 class DiskWorker:
@@ -52,10 +53,15 @@ class DiskWorker:
             fn, future = self._queue.get()
             if fn is None:
                 return
+            began = self.clock.monotonic()
             try:
-                future.set_result(fn())
+                result = fn()
             except BaseException as exc:  # handed to the waiting round
+                future.seconds = self.clock.monotonic() - began
                 future.set_exception(exc)
+            else:
+                future.seconds = self.clock.monotonic() - began
+                future.set_result(result)
 
     @property
     def busy(self) -> bool:
@@ -111,5 +117,5 @@ def run_round(workers: list[DiskWorker], requests: list[Callable[[], Any]], cloc
         except DeviceError as exc:
             out.append(Outcome(False, error=str(exc)))
             continue
-        out.append(Outcome(True, value))
+        out.append(Outcome(True, value, seconds=getattr(future, "seconds", took)))
     return out

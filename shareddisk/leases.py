@@ -86,6 +86,8 @@ class Leases:
         self.area = area
         self.clock = clock
         self.timeouts = timeouts
+        # Raises (Fenced) when the acting node is past its renew deadline.
+        self.alive_check: Callable[[], None] = lambda: None
 
     @property
     def settle(self) -> float:
@@ -97,10 +99,22 @@ class Leases:
         current = read_lease(self.area, index)
         if holds(current, holder):
             return current["generation"]
-        if current["owner_id"] and alive(current["owner_id"], current["owner_incarnation"]):
-            raise LockHeld(f"{self.area.device.path}: resource {index} is leased by node "
-                           f"{current['owner_id']} ({current['owner_name'] or '?'}, incarnation "
-                           f"{current['owner_incarnation']}, generation {current['generation']})")
+        if current["owner_id"]:
+            if alive(current["owner_id"], current["owner_incarnation"]):
+                raise LockHeld(f"{self.area.device.path}: resource {index} is leased by node "
+                               f"{current['owner_id']} ({current['owner_name'] or '?'}, "
+                               f"incarnation {current['owner_incarnation']}, generation "
+                               f"{current['generation']})")
+            # Judging the holder may have taken its whole dead timeout (a watcher
+            # has no history): act only on a fresh read that still shows it.
+            started = self.clock.monotonic()
+            again = read_lease(self.area, index)
+            key = ("owner_id", "owner_incarnation", "generation")
+            if any(again[k] != current[k] for k in key):
+                raise LockHeld(f"{self.area.device.path}: resource {index}: the lease changed "
+                               f"while its holder (node {current['owner_id']}) was judged dead; "
+                               f"now node {again['owner_id']} generation {again['generation']}")
+            current = again
         mine = dict(current, owner_id=holder.node_id, owner_incarnation=holder.incarnation,
                     generation=current["generation"] + 1, owner_name=holder.name,
                     acquired_ns=int(self.clock.wall() * 1e9))
@@ -109,6 +123,9 @@ class Leases:
                            f"longer than {self.settle:g} s; not taking it on stale data")
         _write_lease(self.area, index, mine)
         if self.clock.monotonic() - started > self.settle:
+            # Our late write may have overwritten a rival that already confirmed:
+            # do not leave the lease naming us (nobody would release it).
+            self.release(index, holder, mine["generation"])
             raise LockHeld(f"{self.area.device.path}: resource {index}: taking the lease took "
                            f"longer than {self.settle:g} s; another node may have raced us")
         self.clock.sleep(self.settle)
@@ -120,6 +137,7 @@ class Leases:
 
     def verify(self, index: int, holder: Holder, generation: int) -> dict[str, Any]:
         """The lease record, if it still names us at ``generation``; else LeaseLost."""
+        self.alive_check()  # a holder past its own renew deadline must not write
         current = read_lease(self.area, index)
         if not holds(current, holder, generation):
             raise LeaseLost(

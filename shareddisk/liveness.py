@@ -9,6 +9,8 @@ by someone else, and ends at the first change.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.errors import FormatError
@@ -37,8 +39,12 @@ def from_membership(membership: Membership, self_id: int, self_incarnation: int)
     return alive
 
 
-def by_watching(area: Area, clock: Clock) -> Liveness:
-    """Liveness for a reader without history: watch the holder's counter."""
+def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: None) -> Liveness:
+    """Liveness for a reader without history: watch the holder's counter.
+
+    ``tick`` runs after every look: a watcher that is itself a node (a CLI
+    session) keeps its own heartbeat going while it waits.
+    """
     default = Timeouts.from_interval(area.superblock["interval_ms"] / 1000)
 
     def read(node_id: int) -> dict | None:
@@ -62,6 +68,7 @@ def by_watching(area: Area, clock: Clock) -> Liveness:
         deadline = clock.monotonic() + t.dead
         while clock.monotonic() < deadline:
             clock.sleep(min(t.interval / 2, max(0.0, deadline - clock.monotonic())))
+            tick()
             now = read(node_id)
             if now is None or now["incarnation"] != incarnation or now["state"] not in _LIVE_SLOT:
                 return False

@@ -2,15 +2,20 @@
 
 Several processes on one host (the daemon and the CLI, or several test nodes
 on one image) serialize their read-modify-write of one record with a POSIX
-byte-range lock on the bytes of that record, taken through portalocker with
-``fcntl.lockf`` ranges.  Across hosts these locks mean nothing; the on-disk
+byte-range lock on the bytes of that record, taken through portalocker.
+Across hosts these locks mean nothing; the on-disk
 leases (shareddisk/leases.py) cover that.
 
-POSIX record locks belong to the process and vanish when *any* descriptor of
-the file in that process is closed, so each process keeps one dedicated,
-never-closed descriptor per file for locking.  Threads of one process do not
-exclude each other with POSIX locks, so a per-range thread lock is taken too.
-In-memory devices (tests, simulation) get only the thread lock.
+Classic POSIX record locks belong to the process and vanish when *any*
+descriptor of the file in that process is closed (opening and closing the
+image anywhere in the process would silently drop them), so on Linux the
+lock is an open file description lock (``F_OFD_SETLK``), which belongs to
+one open file description and survives other descriptors being closed.
+Each process keeps one dedicated, never-closed descriptor per file for
+locking.  Threads sharing that descriptor do not exclude each other, so a
+per-range thread lock is taken too.  Without OFD locks (not Linux) it falls
+back to ``lockf``.  In-memory devices (tests, simulation) get only the
+thread lock.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import struct
 import threading
 from typing import Iterator
 
@@ -32,12 +38,43 @@ _fds_guard = threading.Lock()
 _thread_locks: dict[tuple[str, int, int], threading.Lock] = {}
 
 
+def _forget_after_fork() -> None:
+    """A forked child shares the parent's descriptions, so its OFD locks would not
+    exclude the parent's: it opens descriptors of its own."""
+    global _fds_guard
+    _fds.clear()
+    _thread_locks.clear()
+    _fds_guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", None)
+
+
+def _ofd_lock(fd: int, flags: int, start: int, length: int) -> None:
+    """``fcntl.lockf`` semantics, as an open file description lock."""
+    if flags & fcntl.LOCK_UN:
+        kind = fcntl.F_UNLCK
+    else:
+        kind = fcntl.F_WRLCK if flags & fcntl.LOCK_EX else fcntl.F_RDLCK
+    cmd = _OFD_SETLK if flags & (fcntl.LOCK_NB | fcntl.LOCK_UN) else _OFD_SETLKW
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
+    fcntl.fcntl(fd, cmd, struct.pack("hhqqi4x", kind, os.SEEK_SET, start, length, 0))
+
+
 class _RangeLocker(PosixLocker):
     """portalocker's POSIX locker, limited to one byte range of the file."""
 
     def __init__(self, start: int, length: int):
         super().__init__()
-        self._locker = lambda fd, flags: fcntl.lockf(fd, flags, length, start)
+        if _OFD_SETLK is not None:
+            self._locker = lambda fd, flags: _ofd_lock(fd, flags, start, length)
+        else:  # pragma: no cover - not Linux
+            self._locker = lambda fd, flags: fcntl.lockf(fd, flags, length, start)
 
 
 def _lock_fd(path: str) -> int:

@@ -130,7 +130,10 @@ class Node:
         self.stop_hooks: list[Callable[[str], None]] = []
         self.transition_hooks: list[Callable[[Transition], None]] = []
         self.after_step: list[Callable[[], None]] = []  # e.g. the configuration sync
+        self.before_leave: list[Callable[[], None]] = []  # e.g. hand resources over
+        self.write_observer: Callable[[str, float], None] | None = None  # (disk, seconds)
         self.fenced = False
+        self.joined = False
 
     # -- start and stop ---------------------------------------------------
 
@@ -192,8 +195,10 @@ class Node:
         changes = self._observe(reads)
         self._check_deadline()
         self._check_mailbox(reads)
-        if self._write_all(self.clock.monotonic()) and self.state == heartbeat.SlotState.JOINING:
-            self.state = heartbeat.SlotState.ALIVE
+        if self.state == heartbeat.SlotState.JOINING:
+            self.state = heartbeat.SlotState.ALIVE  # start() wrote JOINING; now say alive
+        if self._write_all(self.clock.monotonic()) and not self.joined:
+            self.joined = True  # a majority of disks now says alive
             log.info("event=joined node=%d incarnation=%d", self.node_id, self.incarnation)
         self._check_deadline()
         for hook in self.after_step:
@@ -211,7 +216,7 @@ class Node:
             next_tick = self.clock.monotonic()
             while not should_stop():
                 self.step()
-                if not ready and self.state == heartbeat.SlotState.ALIVE:
+                if not ready and self.joined:
                     ready = True
                     on_ready()
                 next_tick += self.timeouts.interval
@@ -219,11 +224,22 @@ class Node:
                 if next_tick < now:  # we fell behind; do not try to catch up in a burst
                     next_tick = now
                 self.clock.sleep(next_tick - now)
+            for hook in self.before_leave:
+                hook()
             self.leave()
         finally:
             self.close()
 
     # -- pieces -----------------------------------------------------------
+
+    def assert_renewed(self) -> None:
+        """Raise Fenced if we are past the renew deadline (for other threads: it
+        does not fence, the heartbeat loop does that at its next check)."""
+        if self.fenced:
+            raise Fenced(f"node {self.node_id} is fenced")
+        if self.last_renew_start is not None and \
+                self.clock.monotonic() - self.last_renew_start >= self.timeouts.renew_fail:
+            raise Fenced(f"node {self.node_id} is past its renew deadline")
 
     def _check_deadline(self) -> None:
         if self.last_renew_start is None:
@@ -280,6 +296,8 @@ class Node:
             if not outcome.ok:
                 self._disk_failed(disk, f"write failed: {outcome.error}")
                 continue
+            if self.write_observer is not None and outcome.seconds is not None:
+                self.write_observer(disk.path, outcome.seconds)
             if not disk.write_ok:
                 log.info("event=disk-ok node=%d disk=%s", self.node_id, disk.path)
             disk.write_ok, disk.error = True, None

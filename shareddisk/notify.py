@@ -1,9 +1,17 @@
-"""systemd's sd_notify protocol, without a dependency: one datagram per message."""
+"""systemd's sd_notify protocol, without a dependency: one datagram per message.
+
+``sd_notify`` sends READY=1 once the node has joined.  ``Watchdog`` feeds a
+unit's ``WatchdogSec=``: the heartbeat loop calls ``kick`` after every step,
+so a daemon whose loop hangs stops sending WATCHDOG=1 and systemd kills and
+restarts it.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
+from typing import Callable
 
 
 def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
@@ -20,3 +28,59 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
     except OSError:
         return False  # the supervisor went away: not a reason to stop the node
     return True
+
+
+def watchdog_period(environ: dict[str, str], pid: int) -> float | None:
+    """The watchdog period in seconds, or None, as sd_watchdog_enabled(3) decides.
+
+    WATCHDOG_USEC must be a positive integer; when WATCHDOG_PID is set it
+    must name this process (a child that inherited the variables is not
+    the watched process).  Anything malformed means "not enabled".
+    """
+    usec = environ.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) <= 0:
+        return None
+    owner = environ.get("WATCHDOG_PID")
+    if owner is not None and (not owner.isdigit() or int(owner) != pid):
+        return None
+    return int(usec) / 1e6
+
+
+class Watchdog:
+    """Sends WATCHDOG=1 at most every half watchdog period.
+
+    Half the period is what sd_watchdog_enabled(3) recommends; the loop
+    calls ``kick`` every heartbeat interval, so the unit's WatchdogSec must
+    be longer than twice the interval (docs/OPERATIONS.md).  Reading
+    ``os.environ`` removes WATCHDOG_USEC and WATCHDOG_PID from it, as
+    sd_watchdog_enabled(unset_environment=1) does, so processes the daemon
+    starts do not believe they are watched.
+    """
+
+    def __init__(self, environ: dict[str, str] | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, pid: int | None = None):
+        own = environ is None
+        env = os.environ if own else environ
+        self.period = watchdog_period(dict(env), os.getpid() if pid is None else pid)
+        if own:
+            os.environ.pop("WATCHDOG_USEC", None)
+            os.environ.pop("WATCHDOG_PID", None)
+        self.environ = dict(env)  # keeps NOTIFY_SOCKET for sd_notify
+        self.clock = clock
+        self.last: float | None = None
+        self.sent = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.period is not None
+
+    def kick(self) -> None:
+        """Send WATCHDOG=1 unless one went out less than half a period ago."""
+        if self.period is None:
+            return
+        now = self.clock()
+        if self.last is not None and now - self.last < self.period / 2:
+            return
+        self.last = now
+        if sd_notify("WATCHDOG=1", self.environ):
+            self.sent += 1

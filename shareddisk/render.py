@@ -6,6 +6,7 @@ and the JSON can never disagree about what is on the disk.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable, Sequence
 
 from shareddisk.format.record import RecordCodec
@@ -203,3 +204,26 @@ def status_text(report: dict[str, Any]) -> str:
         lines += ["", table(("resource", "type", "state", "owner", "lease", "active_log_disk",
                              "version"), rows)]
     return "\n".join(lines)
+
+
+def log_text(report: dict[str, Any]) -> str:
+    """``log show``: each log disk, then its operations with their steps."""
+    lines = []
+    for disk in report["log_disks"]:
+        head = disk["head"]
+        lines.append(f"log:{disk['name']}  {disk['entries_in_use']} of {disk['capacity']} entries "
+                     f"in use, head " + (f"seq {head['seq']} at position {head['position']}"
+                                          if head else "none"))
+        for d in disk["damaged"]:
+            lines.append(f"  DAMAGED entry at position {d['position']} (offset {d['offset']}): "
+                         f"{d['error']}")
+        rows = []
+        for op in disk["operations"]:
+            steps = " ".join(f"{s['name'] or s['index']}:{s['state']}" for s in op["steps"])
+            params = json.dumps(op["params"], sort_keys=True) if op["params"] else ""
+            rows.append((op["op_id"], op["resource_index"], op["kind"] or "?", op["status"],
+                         params if len(params) <= 48 else params[:45] + "...", steps or None))
+        if rows:
+            lines.append(table(("op", "resource", "kind", "status", "params", "steps"), rows))
+        lines.append("")
+    return "\n".join(lines).rstrip() or "no log disks"

@@ -15,11 +15,12 @@ record must be a node with a heartbeat.  A CLI command given ``--node-id N``:
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import threading
+from typing import Callable, Iterator
 
 from shareddisk.area import Area
-from shareddisk.clock import Clock
-from shareddisk.errors import FormatError, LockHeld, UsageError
+from shareddisk.clock import Clock, SystemClock
+from shareddisk.errors import FormatError, LockHeld, ShareddiskError, UsageError
 from shareddisk.format import heartbeat
 from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
 from shareddisk.liveness import by_watching
@@ -51,10 +52,13 @@ class Session:
         self.clock = clock
         self.timeouts = Timeouts.from_interval(area.superblock["interval_ms"] / 1000)
         self.leases = Leases(area, clock, self.timeouts)
-        self.alive = by_watching(area, clock)
+        self.alive = by_watching(area, clock, tick=self._keepalive)
         self.holder: Holder | None = None
         self._stack = contextlib.ExitStack()
         self._node: Node | None = None
+        self._beating = False
+        self._beat_lock = threading.Lock()
+        self._halt: Callable[[], None] = lambda: None
 
     def __enter__(self) -> "Session":
         offset = self.area.regions["heartbeat"].record_offset(self.node_id - 1)
@@ -73,10 +77,41 @@ class Session:
             node.start()
             self._node = node
             self.holder = Holder(self.node_id, node.incarnation, node.name)
+            # Our writes are refused once our own heartbeat is past its deadline.
+            self.leases.alive_check = node.assert_renewed
+            if isinstance(self.clock, SystemClock):
+                self._start_heartbeat(node)
             return self
         except BaseException:
             self._stack.close()
             raise
+
+    def _start_heartbeat(self, node: Node) -> None:
+        """On a real clock, renew our heartbeat every interval while the command runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(node.timeouts.interval):
+                with self._beat_lock:
+                    try:
+                        node.step()
+                    except ShareddiskError:  # fenced: our writes will be refused
+                        return
+
+        thread = threading.Thread(target=beat, name=f"session-{self.node_id}", daemon=True)
+        thread.start()
+        self._beating = True
+
+        def halt() -> None:
+            stop.set()
+            thread.join()
+
+        self._halt = halt
+
+    def _keepalive(self) -> None:
+        """Renew our own short-lived heartbeat while the command waits (virtual clock)."""
+        if self._node is not None and not self._beating:
+            self._node.step()
 
     def _daemon_holder(self) -> Holder | None:
         try:
@@ -90,6 +125,7 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         try:
+            self._halt()
             if self._node is not None:
                 self._node.leave()
         finally:

@@ -1,6 +1,6 @@
 """On-disk formats: one module per structure, each declared once with construct."""
 
-from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock
+from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock, volume
 from shareddisk.format.record import Kind, RecordCodec
 
 CODECS: dict[Kind, RecordCodec] = {
@@ -10,4 +10,6 @@ CODECS: dict[Kind, RecordCodec] = {
     Kind.LEASE: lease.CODEC,
     Kind.RESOURCE: resource.CODEC,
     Kind.LOG: logrecord.CODEC,
+    Kind.VOLUME_TABLE: volume.TABLE_CODEC,
+    Kind.VOLUME: volume.CODEC,
 }

@@ -61,6 +61,8 @@ class Kind(enum.IntEnum):
     LEASE = 4
     RESOURCE = 5
     LOG = 6
+    VOLUME_TABLE = 7   # on a data device: the image driver's volume table header
+    VOLUME = 8         # on a data device: one volume table entry
 
 
 # --- declaration walking: offsets for docs and hex views, struct fast path --

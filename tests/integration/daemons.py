@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -61,6 +62,22 @@ def parse_event(line: str) -> dict[str, str]:
             value = value[1:-1]
         fields[key] = value
     return fields
+
+
+_TS_RE = re.compile(r"^ts=(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def log_time(line: str) -> float | None:
+    """Wall-clock seconds (time.time() scale) of a daemon log line, or None.
+
+    The daemons log ``ts=YYYY-mm-dd HH:MM:SS,mmm`` in local time, so lines of
+    different processes on this host can be ordered against each other and
+    against the test's own ``time.time()`` (to the millisecond).
+    """
+    m = _TS_RE.match(line)
+    if m is None:
+        return None
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str,
@@ -112,6 +129,15 @@ class Daemon:
                 out.append(fields)
         return out
 
+    def timeline(self) -> list[tuple[float, dict[str, str]]]:
+        """Every timestamped log line as (wall-clock seconds, parsed fields), in order."""
+        out = []
+        for line in self.log().splitlines():
+            t = log_time(line)
+            if t is not None:
+                out.append((t, parse_event(line)))
+        return out
+
     def wait_event(self, event: str, timeout: float, **match: str) -> dict[str, str]:
         """The first log line with event=``event`` (and ``match``), waiting for it."""
         found = wait_for(lambda: self.events(event, **match), timeout,
@@ -153,6 +179,7 @@ class Cluster:
     interval: float = INTERVAL
     image: Path = field(init=False)
     daemons: list[Daemon] = field(default_factory=list)
+    spawned: list[subprocess.Popen] = field(default_factory=list)
     _logs: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -167,6 +194,14 @@ class Cluster:
         """Run ``python -m shareddisk ARGS``; any exit code is returned, not raised."""
         return subprocess.run([sys.executable, "-m", "shareddisk", *args], capture_output=True,
                               text=True, timeout=timeout, env=_env(env), cwd=self.tmp)
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``python -m shareddisk ARGS`` in the background (text pipes; killed in cleanup)."""
+        proc = subprocess.Popen([sys.executable, "-m", "shareddisk", *args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=_env(env), cwd=self.tmp)
+        self.spawned.append(proc)
+        return proc
 
     def cli(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> str:
         """Run a command that must succeed; return its stdout."""
@@ -224,6 +259,13 @@ class Cluster:
 
     def cleanup(self) -> None:
         """SIGKILL and reap every process we started (stopped ones included)."""
+        for p in self.spawned:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.communicate(timeout=10)
+            except (subprocess.TimeoutExpired, ValueError):  # pragma: no cover
+                pass
         for d in self.daemons:
             if d.proc.poll() is None:
                 try:
@@ -249,5 +291,5 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.cleanup()
 
 
-__all__ = ["Cluster", "Daemon", "cluster", "parse_event", "wait_for", "INTERVAL", "SUSPECT",
+__all__ = ["Cluster", "Daemon", "cluster", "parse_event", "log_time", "wait_for", "INTERVAL", "SUSPECT",
            "DEAD", "RENEW_FAIL", "JOIN_WAIT", "SLACK", "PATIENCE"]

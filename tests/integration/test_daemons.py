@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from daemons import (DEAD, INTERVAL, PATIENCE, SLACK, SUSPECT, Cluster,  # noqa: F401
+from daemons import (DEAD, INTERVAL, PATIENCE, SLACK, SUSPECT, Cluster, Daemon,  # noqa: F401
                      cluster, wait_for)
 
 EXIT_CONFLICT = 5
 EXIT_FENCED = 6
 
 
-def _peer_events(daemon, peer: int) -> list[dict[str, str]]:
+def _peer_events(daemon: Daemon, peer: int) -> list[dict[str, str]]:
     return daemon.events("peer", node=daemon.node_id, peer=peer)
 
 

@@ -21,7 +21,7 @@ from shareddisk.errors import (
     Truncated,
     UnsupportedVersion,
 )
-from shareddisk.format import CODECS, heartbeat, lease, logrecord, mailbox, resource
+from shareddisk.format import CODECS, heartbeat, lease, logrecord, mailbox, resource, volume
 from shareddisk.format.record import (
     CRC_SIZE,
     FORMAT_VERSION,
@@ -57,6 +57,12 @@ def sample_values(codec: RecordCodec) -> dict:
         return dict(logrecord.empty(1, 17), entry_type=logrecord.EntryType.BEGIN,
                     resource_index=2, seq=99, op_id=5, step=1, step_count=4,
                     data_length=3, data=b"abc" + bytes(logrecord.LOG_DATA - 3))
+    if codec.kind is Kind.VOLUME_TABLE:
+        return dict(device_uuid=bytes(range(16)), sector_size=512, slot_count=64,
+                    data_offset=1 << 20, capacity=64 << 20)
+    if codec.kind is Kind.VOLUME:
+        return dict(volume.entry(bytes(range(16)), 3, volume.VolumeState.ACTIVE, "db",
+                                 2 << 20, 8 << 20), flags=1)
     assert codec.kind is Kind.SUPERBLOCK
     region = dict(offset=4096, count=4, stride=512)
     logs = [dict(name="log0", offset=65536, count=16)] + \

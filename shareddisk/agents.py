@@ -1,0 +1,195 @@
+"""Failover agents: storage resource, log and recovery (the patent's three).
+
+Each agent has ``online``, ``offline``, ``monitor`` and ``attr_changed``
+entry points, as VCS agents do.  The cluster manager calls ``online`` in
+order — storage, log, recovery — on the node that just took a resource over:
+
+- the storage resource agent re-creates the storage group definition
+  locally from the synchronized attributes (a file under the state dir) and
+  checks that the group's devices are present;
+- the log agent reads the log disk named by ``active_log_disk`` and reports
+  the interrupted operation, if any;
+- the recovery agent replays that operation's remaining steps, commits it
+  and clears ``active_log_disk``.
+
+Every ``online`` first runs the owner guard: ``owner_host`` must name this
+node's incarnation and this node must hold the resource's lease.  Each
+online/offline is logged as one ``event=online``/``event=offline`` line with
+node, incarnation and lease generation, which is what the tests read to
+prove a resource was never online on two nodes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shareddisk.attributes import owner_guard
+from shareddisk.confsync import write_atomically
+from shareddisk.crashpoints import crashpoint
+from shareddisk.drivers.base import Driver
+from shareddisk.operations import OwnerContext, close, finish
+from shareddisk.oplog import LogDisk, Operation
+
+log = logging.getLogger("shareddisk.agents")
+
+
+@dataclass
+class AgentContext:
+    """One resource on its owner: the lease context, its driver, what the agents found."""
+
+    owner: OwnerContext
+    driver: Driver
+    name: str
+    state_dir: Path
+    interrupted: Operation | None = None
+    interrupted_log: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def definition_path(self) -> Path:
+        return self.state_dir / "groups" / f"{self.name}.json"
+
+    def guard(self) -> None:
+        o = self.owner
+        owner_guard(o.area, o.leases, o.record(), o.holder, o.generation)
+
+    def event(self, what: str, agent: str, **extra: Any) -> None:
+        o = self.owner
+        more = "".join(f" {k}={v}" for k, v in extra.items())
+        log.info("event=%s agent=%s resource=%s node=%d incarnation=%d generation=%d%s", what,
+                 agent, self.name, o.holder.node_id, o.holder.incarnation, o.generation, more)
+
+
+class StorageAgent:
+    name = "storage"
+
+    def online(self, ctx: AgentContext) -> None:
+        ctx.guard()
+        self._write_definition(ctx, ctx.driver.online())
+        ctx.event("agent-online", self.name, definition=ctx.definition_path)
+
+    def offline(self, ctx: AgentContext) -> None:
+        try:
+            ctx.driver.offline()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                ctx.definition_path.unlink()
+        ctx.event("agent-offline", self.name)
+
+    def monitor(self, ctx: AgentContext) -> bool:
+        return ctx.driver.monitor() and ctx.definition_path.exists()
+
+    def attr_changed(self, ctx: AgentContext, keys: set[str]) -> None:
+        """Bring the local storage group definition up to date at once."""
+        self._write_definition(ctx, ctx.driver.describe())
+        ctx.event("agent-attr-changed", self.name, keys=",".join(sorted(keys)))
+
+    @staticmethod
+    def _write_definition(ctx: AgentContext, described: dict[str, Any]) -> None:
+        record = ctx.owner.record()
+        definition = {"resource": record.name, "type": record.type,
+                      "owner": {"node": ctx.owner.holder.node_id,
+                                "incarnation": ctx.owner.holder.incarnation},
+                      "lease_generation": ctx.owner.generation,
+                      "attributes": record.to_json()["attributes"], "storage": described}
+        write_atomically(ctx.definition_path, json.dumps(definition, indent=1, sort_keys=True))
+
+
+class LogAgent:
+    name = "log"
+
+    def online(self, ctx: AgentContext) -> None:
+        ctx.guard()
+        record = ctx.owner.record()
+        if not record.active_log_disk:
+            return
+        logdisk = LogDisk(ctx.owner.area, record.active_log_disk)
+        ops = logdisk.interrupted(ctx.owner.index)
+        ctx.interrupted = ops[-1] if ops else None
+        ctx.interrupted_log = record.active_log_disk
+        if ctx.interrupted is None:
+            ctx.event("agent-log", self.name, log=record.active_log_disk, interrupted="none")
+        else:
+            op = ctx.interrupted
+            ctx.event("agent-log", self.name, log=record.active_log_disk, op=op.op_id,
+                      kind=op.kind, done=len(op.done), steps=len(op.steps))
+
+    def offline(self, ctx: AgentContext) -> None:
+        pass
+
+    def monitor(self, ctx: AgentContext) -> bool:
+        return True
+
+    def attr_changed(self, ctx: AgentContext, keys: set[str]) -> None:
+        pass
+
+
+class RecoveryAgent:
+    name = "recovery"
+
+    def online(self, ctx: AgentContext) -> None:
+        ctx.guard()
+        record = ctx.owner.record()
+        if ctx.interrupted is not None:
+            op = ctx.interrupted
+            ctx.event("agent-replay", self.name, op=op.op_id, kind=op.kind,
+                      remaining=",".join(map(str, op.remaining)) or "none")
+            finish(ctx.owner, ctx.driver, ctx.owner.log_disk(ctx.interrupted_log), op, "replay")
+            ctx.interrupted = None
+            ctx.notes["replayed"] = op.op_id
+        elif record.active_log_disk:
+            # The owner died after setting active_log_disk but before BEGIN, or after
+            # COMMIT but before clearing it: nothing to replay, only to tidy.
+            request = str(record.attributes.get("op_running", ""))
+            logdisk = LogDisk(ctx.owner.area, record.active_log_disk)
+            done = [op for op in logdisk.operations() if op.committed
+                    and op.resource_index == ctx.owner.index
+                    and str(op.params.get("request", "")) == request and request]
+            close(ctx.owner, ctx.driver, done[-1] if done else None, request,
+                  "committed" if done else "abandoned")
+            ctx.event("agent-tidy", self.name, status="committed" if done else "abandoned")
+
+    def offline(self, ctx: AgentContext) -> None:
+        pass
+
+    def monitor(self, ctx: AgentContext) -> bool:
+        return True
+
+    def attr_changed(self, ctx: AgentContext, keys: set[str]) -> None:
+        pass
+
+
+AGENTS = (StorageAgent(), LogAgent(), RecoveryAgent())
+CRASH_AFTER = {"storage": "failover-after-storage-online", "log": "failover-after-log-online"}
+
+
+def bring_online(ctx: AgentContext) -> None:
+    """Call every agent's online entry point, in order."""
+    for agent in AGENTS:
+        agent.online(ctx)
+        if agent.name in CRASH_AFTER:
+            crashpoint(CRASH_AFTER[agent.name])
+
+
+def take_offline(ctx: AgentContext) -> None:
+    """Every agent's offline entry point, in reverse order; local work only."""
+    for agent in reversed(AGENTS):
+        try:
+            agent.offline(ctx)
+        except Exception as exc:  # go on: the others must still stop
+            log.error("event=agent-offline-failed agent=%s resource=%s error=%r",
+                      agent.name, ctx.name, str(exc))
+
+
+def monitor(ctx: AgentContext) -> bool:
+    return all(agent.monitor(ctx) for agent in AGENTS)
+
+
+def attr_changed(ctx: AgentContext, keys: set[str]) -> None:
+    for agent in AGENTS:
+        agent.attr_changed(ctx, keys)

@@ -1,0 +1,240 @@
+"""The cluster manager: who runs each resource, and failover.
+
+Once per interval, after the configuration sync, every node looks at every
+resource record:
+
+- a resource it owns is monitored; a pending operation request is run; a
+  ``move_to`` naming another node hands it over (offline, owner cleared,
+  lease released); a failed monitor takes it offline with ``failed_on`` set;
+- a resource with no live owner (none, or the owner is dead, left or
+  fenced in this node's membership view) goes to its *successor*: the
+  ``move_to`` node if that is live, else the first live node of the
+  failover list (skipping ``failed_on``).  The list order makes the choice
+  deterministic, so two nodes do not race for it; the lease settles any
+  disagreement between two views anyway.
+
+Taking over: acquire the lease (the old owner's lease is no longer valid
+once it is dead), set ``owner_host`` to this node, call the agents' online
+entry points in order (storage, log, recovery: the interrupted operation is
+replayed here), then mark the resource online.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from shareddisk import agents
+from shareddisk.agents import AgentContext
+from shareddisk.area import Area
+from shareddisk.attributes import Owner, ResourceRecord
+from shareddisk.clock import Clock
+from shareddisk.confsync import ConfigSync
+from shareddisk.crashpoints import crashpoint
+from shareddisk.drivers.base import make_driver
+from shareddisk.errors import LeaseLost, LockHeld, ShareddiskError
+from shareddisk.format.resource import ResourceState
+from shareddisk.leases import Holder, Leases, resource_lock
+from shareddisk.membership import PeerState
+from shareddisk.operations import OwnerContext, outcome, run_operation
+from shareddisk.timeouts import Timeouts
+
+log = logging.getLogger("shareddisk.manager")
+
+# node id -> (state, incarnation), as the heartbeat loop last saw it
+View = dict[int, tuple[PeerState, int]]
+_GONE = (PeerState.DEAD, PeerState.LEFT, PeerState.FENCED, PeerState.EMPTY)
+
+
+@dataclass
+class Owned:
+    ctx: AgentContext
+    request_done: str = ""
+
+
+class ClusterManager:
+    def __init__(self, area: Area, config: ConfigSync, clock: Clock, timeouts: Timeouts,
+                 state_dir: Path):
+        self.area = area
+        self.config = config
+        self.clock = clock
+        self.leases = Leases(area, clock, timeouts)
+        self.state_dir = state_dir
+        self.owned: dict[int, Owned] = {}
+        self.started = clock.monotonic()
+        self.counts = {"failovers": 0, "replays": 0}
+        self.alive_check: Callable[[], None] = lambda: None  # the node's renew deadline
+        self.settle = timeouts.suspect
+        self.me: Holder | None = None
+        self.view: View = {}
+        config.hooks.append(self._attr_changed)
+
+    # -- liveness from the heartbeat loop's view -----------------------------
+
+    def _alive(self, node_id: int, incarnation: int) -> bool:
+        assert self.me is not None
+        if node_id == self.me.node_id:
+            return incarnation == self.me.incarnation
+        state, current = self.view.get(node_id, (PeerState.ALIVE, incarnation))
+        if current != incarnation:
+            return current < incarnation
+        return state not in _GONE
+
+    def _live(self, node_id: int) -> bool:
+        assert self.me is not None
+        if node_id == self.me.node_id:
+            return True
+        state, _ = self.view.get(node_id, (PeerState.EMPTY, 0))
+        return state not in _GONE
+
+    def successor(self, record: ResourceRecord) -> int | None:
+        move_to = record.attributes.get("move_to")
+        if isinstance(move_to, int) and self._live(move_to):
+            return move_to
+        failed_on = record.attributes.get("failed_on")
+        for node_id in record.failover_nodes:
+            if node_id != failed_on and self._live(node_id):
+                return node_id
+        return None
+
+    # -- the tick ---------------------------------------------------------------
+
+    def tick(self, me: Holder, view: View) -> None:
+        """Look at every resource once (runs on the manager's worker thread)."""
+        self.me, self.view = me, view
+        records = dict(self.config.records)
+        for index in list(self.owned):
+            if index not in records:
+                self._drop(index, "record removed")
+        for index, record in sorted(records.items()):
+            try:
+                if index in self.owned:
+                    self._tend(index, record)
+                elif self._should_take(record):
+                    self._take_over(index, record)
+            except LeaseLost as exc:
+                log.error("event=lease-lost resource=%s error=%r", record.name, str(exc))
+                self._drop(index, "lease lost")
+            except LockHeld as exc:  # another node's view chose it first: its lease wins
+                log.info("event=takeover-lost resource=%s reason=%r", record.name, str(exc))
+            except ShareddiskError as exc:
+                log.error("event=manager-error resource=%s error=%r", record.name, str(exc))
+
+    def _should_take(self, record: ResourceRecord) -> bool:
+        assert self.me is not None
+        owner = record.owner
+        if owner is not None and self._alive(owner.node_id, owner.incarnation):
+            return False
+        if owner is None and self.clock.monotonic() - self.started < self.settle:
+            return False  # let the peers that start with us show up before choosing
+        return self.successor(record) == self.me.node_id
+
+    def _take_over(self, index: int, record: ResourceRecord) -> None:
+        assert self.me is not None
+        started = self.clock.monotonic()
+        previous = record.owner
+        with resource_lock(self.area, index, self.clock):
+            generation = self.leases.acquire(index, self.me, self._alive)
+        owner_ctx = OwnerContext(self.area, self.leases, self.me, generation, index, self.clock,
+                                 self.alive_check)
+        log.info("event=takeover-lease resource=%s generation=%d previous_owner=%s", record.name,
+                 generation, previous.node_id if previous else None)
+        crashpoint("failover-after-lease")
+        record = owner_ctx.update(owner=Owner(self.me.node_id, self.me.incarnation, self.me.name),
+                                  state=ResourceState.OFFLINE, move_to=None)
+        crashpoint("failover-after-owner")
+        ctx = AgentContext(owner_ctx, make_driver(record.attributes, clock=self.clock,
+                                                  resource=record.name),
+                           record.name, self.state_dir)
+        self.owned[index] = Owned(ctx)
+        try:
+            agents.bring_online(ctx)
+        except ShareddiskError:
+            agents.take_offline(ctx)
+            del self.owned[index]
+            raise
+        owner_ctx.update(state=ResourceState.ONLINE, failed_on=None)
+        if previous is not None:
+            self.counts["failovers"] += 1
+        if ctx.notes.get("replayed"):
+            self.counts["replays"] += 1
+        ctx.event("online", "manager", took=f"{self.clock.monotonic() - started:.3f}s",
+                  previous_owner=previous.node_id if previous else "none")
+
+    def _tend(self, index: int, record: ResourceRecord) -> None:
+        owned = self.owned[index]
+        ctx = owned.ctx
+        ctx.owner.guard()
+        move_to = record.attributes.get("move_to")
+        if isinstance(move_to, int) and move_to != ctx.owner.holder.node_id and self._live(move_to):
+            self._give_up(index, "moved", state=ResourceState.OFFLINE)
+            return
+        request = record.attributes.get("op_request")
+        if isinstance(request, str) and request:
+            self._run_request(owned, request)
+            return
+        if not agents.monitor(ctx):
+            self._give_up(index, "monitor failed", state=ResourceState.FAILED,
+                          failed_on=ctx.owner.holder.node_id)
+
+    def _run_request(self, owned: Owned, request: str) -> None:
+        ctx = owned.ctx
+        try:
+            req = json.loads(request)
+            kind, args, request_id = req["kind"], req["args"], str(req["id"])
+        except (ValueError, KeyError, TypeError):
+            ctx.owner.update(op_request=None, last_op=outcome(None, "", "bad request"))
+            return
+        try:
+            run_operation(ctx.owner, ctx.driver, kind, args, request_id)
+        except ShareddiskError as exc:
+            if isinstance(exc, LeaseLost):
+                raise
+            log.error("event=op-failed resource=%s request=%s error=%r", ctx.name, request_id,
+                      str(exc))
+            ctx.owner.update(op_request=None, last_op=json.dumps(
+                {"request": request_id, "status": "failed", "error": str(exc)}, sort_keys=True))
+        agents.attr_changed(ctx, {"volumes"})
+
+    def _give_up(self, index: int, why: str, *, state: ResourceState, **attrs: object) -> None:
+        """Offline here, owner cleared, lease released: the successor takes it."""
+        ctx = self.owned[index].ctx
+        agents.take_offline(ctx)
+        ctx.owner.update(owner=None, state=state, **attrs)
+        self.leases.release(index, ctx.owner.holder, ctx.owner.generation)
+        del self.owned[index]
+        ctx.event("offline", "manager", reason=why.replace(" ", "-"))
+
+    def _drop(self, index: int, why: str) -> None:
+        """Stop a resource locally without writing (we no longer own it)."""
+        owned = self.owned.pop(index, None)
+        if owned is not None:
+            agents.take_offline(owned.ctx)
+            owned.ctx.event("offline", "manager", reason=why.replace(" ", "-"))
+
+    def _attr_changed(self, index: int, record: ResourceRecord | None, keys: set[str]) -> None:
+        owned = self.owned.get(index)
+        if owned is not None and record is not None:
+            try:
+                agents.attr_changed(owned.ctx, keys)
+            except ShareddiskError as exc:
+                log.error("event=attr-changed-failed resource=%s error=%r", record.name, str(exc))
+
+    # -- stopping ---------------------------------------------------------------
+
+    def release_all(self) -> None:
+        """Clean stop: every owned resource offline and free for its successor."""
+        for index in list(self.owned):
+            try:
+                self._give_up(index, "node stopping", state=ResourceState.OFFLINE)
+            except ShareddiskError as exc:
+                log.error("event=release-failed resource=%d error=%r", index, str(exc))
+                self._drop(index, "node stopping")
+
+    def stop_local(self, reason: str) -> None:
+        """Fencing: stop everything locally, write nothing."""
+        for index in list(self.owned):
+            self._drop(index, "fenced")

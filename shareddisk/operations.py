@@ -1,0 +1,141 @@
+"""Running a multi-step storage operation, and finishing an interrupted one.
+
+The owner of a resource runs an operation so that any crash leaves enough on
+the shared area for a successor to finish it:
+
+1. the driver fixes every decision into ``params`` (nothing written yet);
+2. one guarded record write sets ``active_log_disk`` (and clears the request
+   that asked for the operation: it starts at most once);
+3. BEGIN (kind, params, step names) goes to that log disk;
+4. for each step: INTENT, apply (idempotent), DONE;
+5. COMMIT; one guarded record write clears ``active_log_disk`` and records
+   the outcome in ``last_op``.
+
+``finish`` is both the tail of a fresh run and the recovery agent's replay:
+it applies the steps not yet DONE (a step with an INTENT but no DONE is
+applied again, which idempotent steps allow) and commits.  Every write is
+guarded by the resource lease, so an owner that lost the lease stops at its
+next write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from shareddisk.area import Area
+from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
+from shareddisk.clock import Clock
+from shareddisk.crashpoints import crashpoint
+from shareddisk.drivers.base import Driver
+from shareddisk.errors import ConflictError, UsageError
+from shareddisk.leases import Holder, Leases, resource_lock
+from shareddisk.oplog import LogDisk, Operation
+
+log = logging.getLogger("shareddisk.ops")
+
+
+@dataclass
+class OwnerContext:
+    """Everything an owner needs to write a resource: who it is and its lease."""
+
+    area: Area
+    leases: Leases
+    holder: Holder
+    generation: int
+    index: int
+    clock: Clock
+    # Raises if this node is past its renew deadline (it is about to fence, or
+    # woke from a freeze): checked with the lease before every write.
+    alive_check: Callable[[], None] = lambda: None
+
+    def guard(self) -> None:
+        self.alive_check()
+        self.leases.verify(self.index, self.holder, self.generation)
+
+    def record(self) -> ResourceRecord:
+        record = read_stored(self.area, self.index).record
+        if record is None:
+            raise ConflictError(f"{self.area.device.path}: resource {self.index} was removed")
+        return record
+
+    def update(self, **changes: Any) -> ResourceRecord:
+        """One guarded write of the record with ``changes`` (fields or attributes)."""
+        with resource_lock(self.area, self.index, self.clock):
+            current = self.record()
+            attributes = dict(current.attributes)
+            fields = {}
+            for key, value in changes.items():
+                if key in ("active_log_disk", "state", "owner"):
+                    fields[key] = value
+                elif value is None:
+                    attributes.pop(key, None)
+                else:
+                    attributes[key] = value
+            updated = replace(current, attributes=attributes, **fields)
+            guarded_write(self.area, self.leases, self.holder, self.generation, updated,
+                          self.index, current.version)
+        return self.record()
+
+    def log_disk(self, name: str) -> LogDisk:
+        return LogDisk(self.area, name, guard=self.guard)
+
+
+def choose_log(area: Area) -> str:
+    """The log disk with the fewest unfinished operations (the first on a tie)."""
+    names = area.layout.geometry.log_disks
+    if not names:
+        raise UsageError(f"{area.device.path}: the area has no log disks (init --log-disks)")
+    return min(names, key=lambda n: len(LogDisk(area, n).interrupted()))
+
+
+def outcome(op: Operation | None, request_id: str, status: str) -> str:
+    return json.dumps({"request": request_id, "op_id": op.op_id if op else None,
+                       "kind": op.kind if op else None, "status": status}, sort_keys=True)
+
+
+def run_operation(ctx: OwnerContext, driver: Driver, kind: str, args: dict[str, Any],
+                  request_id: str = "") -> Operation:
+    """Steps 1-5 of the module docstring."""
+    params = driver.prepare(kind, args)
+    steps = driver.steps(kind, params)
+    name = choose_log(ctx.area)
+    ctx.update(active_log_disk=name, op_request=None, op_running=request_id or None)
+    crashpoint("op-after-active-log")
+    logdisk = ctx.log_disk(name)
+    op = logdisk.begin(ctx.index, kind, dict(params, request=request_id), steps)
+    log.info("event=op-begin resource=%d log=%s op=%d kind=%s steps=%s", ctx.index, name,
+             op.op_id, kind, ",".join(steps))
+    crashpoint("op-after-begin")
+    return finish(ctx, driver, logdisk, op, "op")
+
+
+def finish(ctx: OwnerContext, driver: Driver, logdisk: LogDisk, op: Operation,
+           stage: str = "replay") -> Operation:
+    """Apply the steps not yet done, commit, clear active_log_disk."""
+    params = {k: v for k, v in op.params.items() if k != "request"}
+    for i in op.remaining:
+        logdisk.intent(op, i)  # guarded: the lease, and our own renew deadline
+        crashpoint(f"{stage}-step-{i}-after-intent")
+        ctx.guard()  # once more right before touching the data device
+        driver.apply(op.kind, params, op.steps[i])
+        crashpoint(f"{stage}-step-{i}-after-apply")
+        logdisk.done(op, i)
+        crashpoint(f"{stage}-step-{i}-after-done")
+    logdisk.commit(op)
+    log.info("event=op-commit resource=%d op=%d kind=%s stage=%s", ctx.index, op.op_id,
+             op.kind, stage)
+    crashpoint(f"{stage}-after-commit")
+    close(ctx, driver, op, str(op.params.get("request", "")), "committed")
+    return op
+
+
+def close(ctx: OwnerContext, driver: Driver, op: Operation | None, request_id: str,
+          status: str) -> None:
+    """Clear active_log_disk and record how the operation ended."""
+    describe = driver.describe()
+    volumes = [f"{v['name']}:{v['size']}" for v in describe.get("volumes", [])]
+    ctx.update(active_log_disk="", op_running=None, last_op=outcome(op, request_id, status),
+               volumes=volumes)

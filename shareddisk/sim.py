@@ -1,0 +1,1836 @@
+"""Deterministic simulation of a whole cluster in one process (DESIGN.md principle 10).
+
+Nodes, disks and one virtual clock, driven by a seed; a random schedule of
+crashes, freezes, disk faults, restarts, attribute updates and operations;
+invariants checked after every event.  A failing seed replays exactly from
+its number (``tools/sim --seed N --verbose``).  docs/RELIABILITY.md says what
+is checked, the fault model and its limits.
+
+How it runs
+-----------
+Every simulated thread of control is a real Python thread, but only one runs
+at a time: a scheduler (the caller's thread) pops the earliest event off a
+heap of ``(virtual time, sequence, action)`` and hands the baton to that
+thread, which runs until it sleeps on the virtual clock, waits for another
+simulated thread, or ends.  Nothing depends on the OS scheduler, so a seed
+gives the same run every time.  A node is a real :class:`~shareddisk.daemon.Daemon`
+as ``shareddisk run`` builds it, with its threads: the heartbeat loop, one
+I/O worker per disk (so one hung disk does not stall a round, exactly as in
+shareddisk/diskio.py) and the manager worker.  CLI commands (attribute
+updates, operation requests, messages) run as separate simulated processes
+on a host, through :class:`~shareddisk.session.Session` like the CLI.
+
+Each host sees each shared disk (a MemoryDevice) through its own
+:class:`HostDisk`: a :class:`~shareddisk.faults.FaultyDevice` with the faults
+of that view, every I/O taking a small seeded latency on the virtual clock.
+An I/O takes effect when it is issued and completes after its latency (a
+fault's stall delays it before it lands).  Every write that lands is
+recorded with the writer's node id, incarnation and virtual time.
+
+While the simulation runs it replaces a few module globals (the per-disk
+workers, the round runner, same-host thread locks, crash points, the data
+device opener, fsync of local state files); :class:`Simulation` restores them
+when it ends.  Two simulations must not run at once in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import itertools
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import _thread
+import traceback
+import uuid as uuidlib
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator
+
+from shareddisk import agents as agents_mod
+from shareddisk import config as config_mod
+from shareddisk import confsync as confsync_mod
+from shareddisk import daemon as daemon_mod
+from shareddisk import locks as locks_mod
+from shareddisk import manager as manager_mod
+from shareddisk import node as node_mod
+from shareddisk import operations as operations_mod
+from shareddisk import session as session_mod
+from shareddisk.area import Area, Geometry
+from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
+from shareddisk.create import create_area, required_size
+from shareddisk.device import MemoryDevice
+from shareddisk.diskio import DiskWorker, Outcome
+from shareddisk.drivers import image as image_mod
+from shareddisk.drivers.image import ImageDriver, read_contents
+from shareddisk.errors import DeviceError, Fenced, FormatError, ShareddiskError
+from shareddisk.faults import Fault, FaultRules, FaultyDevice
+from shareddisk.format import lease as lease_fmt
+from shareddisk.format import logrecord
+from shareddisk.format.logrecord import EntryType
+from shareddisk.format.resource import ResourceState
+from shareddisk.format.volume import VolumeState
+from shareddisk.inspect import verify_area
+from shareddisk.leases import Holder, Leases
+from shareddisk.membership import PeerState, Transition
+from shareddisk.messages import send_message
+from shareddisk.oplog import LogDisk
+from shareddisk.timeouts import Timeouts
+
+log = logging.getLogger("shareddisk.sim")
+
+MIB = 1 << 20
+CLIENT_KEYS = ("k0", "k1", "k2")
+VOLUME_NAMES = ("v0", "v1", "v2")
+DATA_DEVICE_SIZE = 6 * MIB
+# Crash points of an operation's owner, and of a successor taking over.
+OP_CRASHPOINTS = ("op-after-active-log", "op-after-begin", "op-step-0-after-intent",
+                  "op-step-0-after-apply", "op-step-0-after-done", "op-step-1-after-intent",
+                  "op-step-1-after-apply", "op-step-1-after-done", "op-step-2-after-apply",
+                  "op-after-commit")
+TAKEOVER_CRASHPOINTS = ("failover-after-lease", "failover-after-owner",
+                        "failover-after-storage-online", "failover-after-log-online",
+                        "replay-step-0-after-intent", "replay-step-1-after-apply",
+                        "replay-step-2-after-done", "replay-after-commit")
+
+
+class SimCrash(BaseException):
+    """Raised inside a simulated thread to end it where it stands (SIGKILL, power cut, reset).
+
+    A BaseException, so library code that catches Exception cannot swallow it.
+    """
+
+
+class SimError(RuntimeError):
+    """The simulation itself went wrong (not the code under test)."""
+
+
+# --- the scheduler ----------------------------------------------------------------
+
+
+class Task:
+    """One simulated thread: a real thread that runs only while it holds the baton."""
+
+    def __init__(self, sched: "Scheduler", name: str, fn: Callable[[], Any], *,
+                 host: "Host | None", role: str, life: "Life | None",
+                 identity: Callable[[], tuple[int, int] | None]):
+        self.sched = sched
+        self.name = name
+        self.fn = fn
+        self.host = host
+        self.role = role            # "daemon", "client" or "setup"
+        self.life = life            # the daemon incarnation a daemon thread belongs to
+        self.identity = identity    # (node id, incarnation) its writes are made as
+        self.sem = _thread.allocate_lock()  # a binary semaphore: held means "wait"
+        self.sem.acquire()
+        self.token = 0
+        self.done = False
+        self.blocked = False
+        self.in_io = False
+        self.error: BaseException | None = None
+        self.kill: BaseException | None = None
+        self.on_exit: list[Callable[[Task], None]] = []
+        self.thread = threading.Thread(target=self._main, name=f"sim:{name}", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        self.sem.acquire()
+        try:
+            if self.kill is not None:
+                raise self.kill
+            self.fn()
+        except BaseException as exc:  # handed to the scheduler's on_exit callbacks
+            self.error = exc
+        finally:
+            self.done = True
+            self.sched._back.release()
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+class Scheduler:
+    """The event heap and the baton: exactly one simulated thread runs at a time."""
+
+    HANG_LIMIT = 120.0  # real seconds a simulated thread may run without yielding
+
+    def __init__(self, start: float):
+        self.now = start
+        self._heap: list[tuple] = []
+        self._seq = itertools.count()
+        self.current: Task | None = None
+        self._back = _thread.allocate_lock()  # released by the thread that gives the baton back
+        self._back.acquire()
+        self.tasks: dict[Task, None] = {}
+        self.switches = 0
+        self.park: Callable[[Task, int], bool] = lambda task, token: False
+
+    # -- from the scheduler's own thread ------------------------------------
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (max(when, self.now), next(self._seq), fn, None, 0))
+
+    def wake_at(self, when: float, task: Task, token: int) -> None:
+        heapq.heappush(self._heap, (max(when, self.now), next(self._seq), None, task, token))
+
+    def spawn(self, name: str, fn: Callable[[], Any], *, host: "Host | None" = None,
+              role: str = "daemon", life: "Life | None" = None,
+              identity: Callable[[], tuple[int, int] | None] = lambda: None,
+              at: float | None = None) -> Task:
+        task = Task(self, name, fn, host=host, role=role, life=life, identity=identity)
+        self.tasks[task] = None
+        self.wake_at(self.now if at is None else at, task, task.token)
+        return task
+
+    def next_time(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def step(self) -> bool:
+        """Run the next event; False when there is none."""
+        if not self._heap:
+            return False
+        when, _, fn, task, token = heapq.heappop(self._heap)
+        if when > self.now:
+            self.now = when
+        if fn is not None:
+            fn()
+            return True
+        if task.done or token != task.token:
+            return True  # a stale wake-up
+        if task.kill is None and self.park(task, token):
+            return True  # frozen: the wake-up is kept until the thaw
+        self.resume(task)
+        return True
+
+    def resume(self, task: Task) -> None:
+        task.token += 1  # this wake-up is used up; older ones are stale
+        self.current = task
+        self.switches += 1
+        task.sem.release()
+        if not self._back.acquire(timeout=self.HANG_LIMIT):
+            raise SimError(f"simulated thread {task.name} neither yielded nor ended within "
+                           f"{self.HANG_LIMIT:g} s: it blocks outside the simulation")
+        self.current = None
+        if task.done:
+            task.thread.join()
+            self.tasks.pop(task, None)
+            for callback in task.on_exit:
+                callback(task)
+
+    def kill(self, task: Task, exc: BaseException) -> None:
+        """End ``task`` at its next yield point (at once if it is waiting)."""
+        if task.done or task.kill is not None:
+            return
+        task.kill = exc
+        if task is not self.current:
+            self.wake_at(self.now, task, task.token)
+
+    def shutdown(self) -> None:
+        """End every simulated thread, so no thread outlives the run."""
+        for task in list(self.tasks):
+            self.kill(task, SimCrash("simulation over"))
+        while self.tasks and self._heap:
+            when, _, fn, task, token = heapq.heappop(self._heap)
+            if task is not None and not task.done and token == task.token:
+                self.resume(task)
+        self._heap.clear()
+
+    # -- from inside a simulated thread ---------------------------------------
+
+    def sleep(self, seconds: float) -> None:
+        task = self.current
+        if task is None:  # setup code outside any simulated thread
+            self.now += max(0.0, seconds)
+            return
+        if task.kill is not None:
+            raise task.kill
+        wake = self.now + max(0.0, seconds)
+        if not self._heap or wake < self._heap[0][0]:
+            self.now = wake  # nothing else happens meanwhile: no need to switch
+            return
+        self.wake_at(wake, task, task.token)
+        self._yield(task)
+
+    def block(self, deadline: float | None = None) -> None:
+        """Wait for notify() or ``deadline``; callers re-check their condition."""
+        task = self.current
+        if task is None:
+            raise SimError("block() outside a simulated thread")
+        if task.kill is not None:
+            raise task.kill
+        if deadline is not None:
+            self.wake_at(deadline, task, task.token)
+        task.blocked = True
+        try:
+            self._yield(task)
+        finally:
+            task.blocked = False
+
+    def notify(self, task: Task) -> None:
+        if not task.done and task.blocked:
+            self.wake_at(self.now, task, task.token)
+
+    def _yield(self, task: Task) -> None:
+        self._back.release()
+        task.sem.acquire()
+        if task.kill is not None:
+            raise task.kill
+
+
+class SimClock:
+    """The Clock protocol over the scheduler's virtual time."""
+
+    def __init__(self, sched: Scheduler, wall_offset: float = 1_800_000_000.0 - 1000.0):
+        self.sched = sched
+        self.wall_offset = wall_offset
+        self.before_sleep: Callable[[float], None] | None = None
+
+    def monotonic(self) -> float:
+        return self.sched.now
+
+    def wall(self) -> float:
+        return self.sched.now + self.wall_offset
+
+    def sleep(self, seconds: float) -> None:
+        if self.before_sleep is not None:
+            self.before_sleep(seconds)
+        self.sched.sleep(seconds)
+
+
+class SimLock:
+    """A threading.Lock stand-in whose waits pass on the virtual clock."""
+
+    def __init__(self, sched: Scheduler):
+        self.sched = sched
+        self.owner: object = None
+        self.waiters: list[Task] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        task = self.sched.current
+        me: object = task if task is not None else "main"
+        if self.owner is None:
+            self.owner = me
+            return True
+        if task is None or not blocking or timeout == 0:
+            return False
+        deadline = None if timeout is None or timeout < 0 else self.sched.now + timeout
+        self.waiters.append(task)
+        try:
+            while self.owner is not None:
+                if deadline is not None and self.sched.now >= deadline:
+                    return False
+                self.sched.block(deadline)
+            self.owner = me
+            return True
+        finally:
+            self.waiters.remove(task)
+
+    def release(self) -> None:
+        self.owner = None
+        for task in list(self.waiters):
+            self.sched.notify(task)
+
+    def locked(self) -> bool:
+        return self.owner is not None
+
+
+class SimEvent:
+    """A threading.Event stand-in (the daemon's "manager idle" flag)."""
+
+    def __init__(self, sched: Scheduler, is_set: bool = False):
+        self.sched = sched
+        self._flag = is_set
+        self.waiters: list[Task] = []
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        for task in list(self.waiters):
+            self.sched.notify(task)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        task = self.sched.current
+        if self._flag or task is None:
+            return self._flag
+        deadline = None if timeout is None else self.sched.now + timeout
+        self.waiters.append(task)
+        try:
+            while not self._flag:
+                if deadline is not None and self.sched.now >= deadline:
+                    return False
+                self.sched.block(deadline)
+            return True
+        finally:
+            self.waiters.remove(task)
+
+
+class SimFuture:
+    def __init__(self, sched: Scheduler):
+        self.sched = sched
+        self._done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.waiters: list[Task] = []
+
+    def done(self) -> bool:
+        return self._done
+
+    def _finish(self) -> None:
+        self._done = True
+        for task in list(self.waiters):
+            self.sched.notify(task)
+
+
+class SimWorker:
+    """Stands in for a threaded DiskWorker: one simulated thread serving requests in order."""
+
+    def __init__(self, sim: "Simulation", name: str):
+        self.sim = sim
+        self._pending: SimFuture | None = None
+        self._queue: deque[tuple[Callable[[], Any], SimFuture]] = deque()
+        self.closed = False
+        parent = sim.sched.current
+        assert parent is not None
+        self.task = sim.sched.spawn(f"{parent.name}/{name}", self._serve, host=parent.host,
+                                    role=parent.role, life=parent.life,
+                                    identity=parent.identity)
+        if parent.life is not None:
+            parent.life.tasks.append(self.task)
+
+    @property
+    def busy(self) -> bool:
+        return self._pending is not None and not self._pending.done()
+
+    def submit(self, fn: Callable[[], Any]) -> SimFuture | None:
+        if self.busy:
+            return None
+        future = SimFuture(self.sim.sched)
+        self._pending = future
+        self._queue.append((fn, future))
+        self.sim.sched.notify(self.task)
+        return future
+
+    def close(self) -> None:
+        self.closed = True
+        self.sim.sched.notify(self.task)
+
+    def _serve(self) -> None:
+        sched = self.sim.sched
+        while True:
+            while not self._queue:
+                if self.closed:
+                    return
+                sched.block()
+            fn, future = self._queue.popleft()
+            try:
+                future.value = fn()
+            except Exception as exc:
+                future.error = exc
+                if not isinstance(exc, ShareddiskError):
+                    self.sim.unexpected(self.task, exc)
+            except BaseException as exc:
+                future.error = exc
+                future._finish()
+                raise
+            future._finish()
+
+
+def _sim_run_round(sim: "Simulation") -> Callable[..., list[Outcome]]:
+    """node.run_round for simulated workers: wait for every disk, at most the I/O timeout."""
+    original = _ORIGINALS["node.run_round"]
+
+    def run_round(workers: list[Any], requests: list[Callable[[], Any]], clock: Any,
+                  io_timeout: float) -> list[Outcome]:
+        if not workers or not all(isinstance(w, SimWorker) for w in workers):
+            return original(workers, requests, clock, io_timeout)
+        sched = sim.sched
+        me = sched.current
+        assert me is not None
+        deadline = sched.now + io_timeout
+        futures = [w.submit(fn) for w, fn in zip(workers, requests)]
+        waiting = [f for f in futures if f is not None]
+        for f in waiting:
+            f.waiters.append(me)
+        try:
+            while any(not f.done() for f in waiting) and sched.now < deadline:
+                sched.block(deadline)
+        finally:
+            for f in waiting:
+                f.waiters.remove(me)
+        out = []
+        for f in futures:
+            if f is None:
+                out.append(Outcome(False, error="previous I/O still pending"))
+            elif not f.done():
+                out.append(Outcome(False, error=f"no answer within the io timeout "
+                                                f"({io_timeout:g} s)"))
+            elif f.error is None:
+                out.append(Outcome(True, f.value))
+            elif isinstance(f.error, DeviceError):
+                out.append(Outcome(False, error=str(f.error)))
+            else:
+                raise f.error
+        return out
+
+    return run_round
+
+
+# --- devices -----------------------------------------------------------------------
+
+
+class _Landing:
+    """The bottom of a host's view of a disk: where writes land and are recorded."""
+
+    io_mode = "memory"
+    writable = True
+    closed = False
+
+    def __init__(self, view: "HostDisk"):
+        self.view = view
+        self.shared = view.shared
+        self.path = view.path
+        self.sector_size = view.shared.sector_size
+        self.size = view.shared.size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.shared.read(offset, length)
+
+    def write(self, offset: int, data: Any) -> None:
+        payload = bytes(data)
+        self.shared.write(offset, payload)
+        self.view.sim.ledger.on_write(self.view, offset, payload)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class HostDisk:
+    """One host's path to one shared disk: that view's faults, a latency, the disk."""
+
+    io_mode = "memory"
+    writable = True
+    closed = False
+
+    def __init__(self, sim: "Simulation", host: "Host", index: int, shared: MemoryDevice):
+        self.sim = sim
+        self.host = host
+        self.index = index
+        self.shared = shared
+        self.path = f"<h{host.id}:d{index}>"
+        self.sector_size = shared.sector_size
+        self.size = shared.size
+        self._landing = _Landing(self)
+        self._faulty = FaultyDevice(self._landing, self._rules, sim.clock,
+                                    rng=random.Random(sim.rng.getrandbits(64)))
+        self._rng = random.Random(sim.rng.getrandbits(64))
+
+    def _rules(self) -> FaultRules:
+        return self.sim.faults.rules_for(self.host.id, self.index)
+
+    def _device(self) -> Any:
+        return self._faulty if self.sim.faults.active(self.host.id, self.index) else self._landing
+
+    def _enter(self) -> Task | None:
+        task = self.sim.sched.current
+        if task is not None:
+            if task.kill is not None:
+                raise task.kill
+            task.in_io = True
+        return task
+
+    def _complete(self, task: Task | None) -> None:
+        if task is not None:
+            task.in_io = False
+            self.sim.sched.sleep(self.sim.cfg.io_latency * (0.1 + self._rng.random()))
+
+    def read(self, offset: int, length: int) -> bytes:
+        task = self._enter()
+        try:
+            data = self._device().read(offset, length)
+        finally:
+            if task is not None:
+                task.in_io = False
+        self._complete(task)
+        return data
+
+    def write(self, offset: int, data: Any) -> None:
+        task = self._enter()
+        try:
+            self._device().write(offset, data)
+        finally:
+            if task is not None:
+                task.in_io = False
+        self._complete(task)
+
+    def flush(self) -> None:
+        self._device().flush()
+
+    def close(self) -> None:
+        pass  # the view lives as long as the host; areas come and go
+
+    def __enter__(self) -> "HostDisk":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _DataView:
+    """A shared data device (no faults) that survives the driver's open/close."""
+
+    io_mode = "memory"
+    closed = False
+
+    def __init__(self, inner: MemoryDevice, name: str, writable: bool):
+        self.inner = inner
+        self.path = name
+        self.sector_size = inner.sector_size
+        self.size = inner.size
+        self.writable = writable
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.inner.read(offset, length)
+
+    def write(self, offset: int, data: Any) -> None:
+        self.inner.write(offset, data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_DataView":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+# --- faults --------------------------------------------------------------------------
+
+
+@dataclass
+class ActiveFault:
+    id: int
+    disk: int
+    host: int | None        # None: the disk itself (every host); else that host's view
+    fault: Fault
+    until: float
+
+    def describe(self) -> str:
+        scope = f"disk {self.disk}" if self.host is None else f"h{self.host}'s view of disk {self.disk}"
+        extra = {k: v for k, v in self.fault.to_dict().items() if k != "kind"}
+        return f"{self.fault.kind} on {scope} {json.dumps(extra, sort_keys=True)}"
+
+
+class FaultBook:
+    """Which faults each (host, disk) view has now."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, ActiveFault] = {}
+        self._ids = itertools.count(1)
+        self._cache: dict[tuple[int, int], FaultRules] = {}
+
+    def add(self, disk: int, host: int | None, fault: Fault, until: float) -> ActiveFault:
+        entry = ActiveFault(next(self._ids), disk, host, fault, until)
+        self.entries[entry.id] = entry
+        self._cache.clear()
+        return entry
+
+    def remove(self, entry_id: int) -> ActiveFault | None:
+        self._cache.clear()
+        return self.entries.pop(entry_id, None)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self._cache.clear()
+
+    def rules_for(self, host: int, disk: int) -> FaultRules:
+        key = (host, disk)
+        rules = self._cache.get(key)
+        if rules is None:
+            faults = tuple(e.fault for e in sorted(self.entries.values(), key=lambda e: e.id)
+                           if e.disk == disk and e.host in (None, host))
+            rules = self._cache[key] = FaultRules(faults)
+        return rules
+
+    def active(self, host: int, disk: int) -> bool:
+        return bool(self.rules_for(host, disk).faults)
+
+    def lost(self, host: int, disk: int) -> bool:
+        return any(f.kind == "loss" for f in self.rules_for(host, disk).faults)
+
+
+# --- hosts ---------------------------------------------------------------------------
+
+
+class Life:
+    """One daemon process on a host: from boot to exit (one or no incarnation)."""
+
+    def __init__(self, host: "Host", number: int):
+        self.host = host
+        self.number = number
+        self.daemon: daemon_mod.Daemon | None = None
+        self.tasks: list[Task] = []
+        self.main: Task | None = None
+        self.frozen = False
+        self.freeze_request: float | None = None
+        self.parked: list[tuple[Task, int]] = []
+        self.ended = False
+        self.fenced = False
+
+    @property
+    def node(self) -> node_mod.Node | None:
+        return self.daemon.node if self.daemon is not None else None
+
+    def identity(self) -> tuple[int, int] | None:
+        node = self.node
+        return (self.host.id, node.incarnation) if node is not None and node.incarnation else None
+
+    def running(self) -> bool:
+        return not self.ended and self.daemon is not None
+
+
+class Host:
+    """A machine: its views of the disks, its state directory, its daemon lives."""
+
+    def __init__(self, sim: "Simulation", host_id: int, state_dir: Path):
+        self.sim = sim
+        self.id = host_id
+        self.name = f"n{host_id}"
+        self.state_dir = state_dir
+        self.disks = [HostDisk(sim, self, d, dev) for d, dev in enumerate(sim.disks)]
+        self.life: Life | None = None
+        self.lives = 0
+        self.online: dict[int, int] = {}   # resource index -> incarnation that has it online
+        self.stop_requested = False
+        self.restart_pending = False
+        self.armed: dict[str, float] = {}  # crash point name -> armed until (virtual time)
+
+    def up(self) -> bool:
+        return self.life is not None and not self.life.ended
+
+
+# --- the ledger: what happened on the disks, and the invariants ---------------------
+
+
+@dataclass
+class Attempt:
+    """One attribute update made through the CLI path."""
+
+    index: int
+    key: str
+    value: str
+    host: int
+    start: float
+    end: float | None = None
+    acked: bool = False
+    version: int | None = None
+    error: str = ""
+
+
+@dataclass
+class OpTrack:
+    log: str
+    op_id: int
+    resource: int
+    request: str
+    kind: str
+    begun_by: tuple[int, int] | None
+    begun_at: float
+    commits: list[tuple[tuple[int, int] | None, float]] = field(default_factory=list)
+    aborts: list[tuple[tuple[int, int] | None, float]] = field(default_factory=list)
+    done_steps: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Violation:
+    invariant: str
+    time: float
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.invariant}] t={self.time:.3f}: {self.message}"
+
+
+class Ledger:
+    """Everything that landed on the disks, checked against the invariants as it lands."""
+
+    def __init__(self, sim: "Simulation", area0: Area):
+        self.sim = sim
+        self.area0 = area0
+        regions = area0.regions
+        self.ss = area0.sector_size
+        self.chunks = area0.superblock["resource_chunks"]
+        self.heartbeat = regions["heartbeat"]
+        self.mailbox = regions["mailbox"]
+        self.lease = regions["lease"]
+        self.resource = regions["resource"]
+        self.logs = {name[len("log:"):]: r for name, r in regions.items() if name.startswith("log:")}
+        self.active = False
+        self.leases: dict[int, dict[str, Any]] = {}
+        self.declared: dict[tuple[int, int], tuple[float, int]] = {}
+        self.attempts: dict[str, Attempt] = {}
+        self.best_ack: dict[tuple[int, str], Attempt] = {}
+        self.versions: dict[int, int] = {}
+        self.dirty: set[int] = set()
+        self.log_max_seq: dict[str, tuple[int, tuple[int, int] | None]] = {}
+        self.ops: dict[tuple[str, int], OpTrack] = {}
+        self.request_begins: dict[str, list[tuple[str, int]]] = {}
+        self.writes = Counter()
+
+    def start(self) -> None:
+        for i in range(self.area0.superblock["resource_count"]):
+            self.leases[i] = lease_fmt.CODEC.decode(self.area0.read_record("lease", i))
+            self.versions[i] = read_stored(self.area0, i).version
+        self.active = True
+
+    # -- writes ---------------------------------------------------------------
+
+    def on_write(self, view: HostDisk, offset: int, data: bytes) -> None:
+        if not self.active:
+            return
+        sim = self.sim
+        task = sim.sched.current
+        who = task.identity() if task is not None else None
+        end = offset + len(data)
+        region = self._region(offset)
+        self.writes[region] += 1
+        if who is not None and who in self.declared:
+            when, by = self.declared[who]
+            borrowed = task is not None and task.role == "client"
+            sim.violation("write-after-declared-dead",
+                          f"{'a CLI process on h%d borrowing ' % view.host.id if borrowed else ''}"
+                          f"node {who[0]} incarnation {who[1]} wrote {len(data)} bytes to "
+                          f"{region} at offset {offset} of disk {view.index} after node {by} "
+                          f"declared it dead at t={sim.rel(when):.3f}")
+        if view.index != 0:
+            return
+        if self.lease.offset <= offset < self.lease.end:
+            self._lease_write(who, (offset - self.lease.offset) // self.lease.stride, data)
+        elif self.resource.offset <= offset < self.resource.end:
+            first = (offset - self.resource.offset) // self.ss
+            last = (end - 1 - self.resource.offset) // self.ss
+            for index in sorted({s // (2 * self.chunks) for s in range(first, last + 1)}):
+                self._guarded("resource record", index, who)
+                self.dirty.add(index)
+        else:
+            for name, r in self.logs.items():
+                if r.offset <= offset < r.end:
+                    for pos in range(len(data) // self.ss):
+                        chunk = data[pos * self.ss:(pos + 1) * self.ss]
+                        self._log_write(who, name, chunk)
+                    break
+
+    def _region(self, offset: int) -> str:
+        for name, r in self.area0.regions.items():
+            if r.offset <= offset < r.end:
+                return name
+        return "superblock"
+
+    def _holder(self, index: int) -> tuple[int, int]:
+        lease = self.leases[index]
+        return lease["owner_id"], lease["owner_incarnation"]
+
+    def _guarded(self, what: str, index: int, who: tuple[int, int] | None) -> None:
+        """A record or log write for resource ``index`` must come from its lease holder."""
+        if who is None or who != self._holder(index):
+            holder = self._holder(index)
+            self.sim.violation("write-without-lease",
+                               f"{what} of resource {index} written by {_who(who)} while the "
+                               f"lease names node {holder[0]} incarnation {holder[1]} "
+                               f"(generation {self.leases[index]['generation']})")
+
+    def _lease_write(self, who: tuple[int, int] | None, index: int, data: bytes) -> None:
+        new = lease_fmt.CODEC.decode(data)
+        old = self.leases[index]
+        before = (old["owner_id"], old["owner_incarnation"])
+        after = (new["owner_id"], new["owner_incarnation"])
+        self.leases[index] = new
+        if who is not None and after == who and before != who:
+            self.sim.stats["lease_acquisitions"] += 1
+            return  # taking the lease
+        if who is not None and before == who and old["generation"] == new["generation"]:
+            return  # the holder publishing a record version, or releasing
+        self.sim.violation("lease-overwritten",
+                           f"lease of resource {index} rewritten by {_who(who)}: it named node "
+                           f"{before[0]} incarnation {before[1]} generation {old['generation']}, "
+                           f"now node {after[0]} incarnation {after[1]} generation "
+                           f"{new['generation']}")
+
+    def _log_write(self, who: tuple[int, int] | None, log_name: str, data: bytes) -> None:
+        sim = self.sim
+        try:
+            values = logrecord.CODEC.decode(data)
+        except FormatError as exc:
+            sim.violation("log-garbage", f"log {log_name}: an undecodable entry was written: {exc}")
+            return
+        kind = values["entry_type"]
+        if kind == EntryType.EMPTY:
+            return
+        seq, op_id, index = values["seq"], values["op_id"], values["resource_index"]
+        self._guarded(f"log {log_name} entry ({EntryType(kind).name})", index, who)
+        last = self.log_max_seq.get(log_name)
+        if last is not None and seq <= last[0]:
+            sim.violation("log-seq-reused",
+                          f"log {log_name}: {_who(who)} appended seq {seq} "
+                          f"({EntryType(kind).name} of op {op_id}, resource {index}) but seq "
+                          f"{last[0]} was already written by {_who(last[1])}: two appenders "
+                          f"raced and one overwrote the other's entry")
+        else:
+            self.log_max_seq[log_name] = (seq, who)
+        key = (log_name, op_id)
+        now = sim.sched.now
+        if kind == EntryType.BEGIN:
+            data_text = bytes(values["data"][:values["data_length"]]).decode("utf-8", "replace")
+            try:
+                begin = json.loads(data_text)
+                request = str(begin.get("params", {}).get("request", ""))
+                op_kind = str(begin.get("kind", ""))
+            except ValueError:
+                request, op_kind = "", "?"
+            self.ops[key] = OpTrack(log_name, op_id, index, request, op_kind, who, now)
+            sim.stats["ops_begun"] += 1
+            if request:
+                begins = self.request_begins.setdefault(request, [])
+                begins.append(key)
+                if len(begins) > 1:
+                    sim.violation("op-begun-twice",
+                                  f"request {request} began twice: {begins}")
+            return
+        op = self.ops.get(key)
+        if op is None:
+            return  # an operation begun before the ledger started (none in practice)
+        if kind == EntryType.DONE:
+            op.done_steps[values["step"]] += 1
+            if op.done_steps[values["step"]] > 1:
+                sim.violation("step-done-twice",
+                              f"log {log_name} op {op_id}: step {values['step']} logged DONE "
+                              f"twice (second by {_who(who)})")
+        elif kind == EntryType.COMMIT:
+            op.commits.append((who, now))
+            sim.stats["ops_committed"] += 1
+            if op.begun_by != who:
+                sim.stats["ops_replayed"] += 1
+            if len(op.commits) > 1 or op.aborts:
+                sim.violation("op-finished-twice",
+                              f"log {log_name} op {op_id} ({op.kind}, request {op.request}) "
+                              f"committed {len(op.commits)} and aborted {len(op.aborts)} times")
+        elif kind == EntryType.ABORT:
+            op.aborts.append((who, now))
+            sim.stats["ops_aborted"] += 1
+            if len(op.aborts) > 1 or op.commits:
+                sim.violation("op-finished-twice",
+                              f"log {log_name} op {op_id}: committed {len(op.commits)} and "
+                              f"aborted {len(op.aborts)} times")
+
+    # -- declarations ------------------------------------------------------------
+
+    def on_declared_dead(self, observer: Host, change: Transition) -> None:
+        sim = self.sim
+        who = (change.node_id, change.incarnation)
+        now = sim.sched.now
+        sim.stats["declared_dead"] += 1
+        sim.trace(f"h{observer.id} declares node {who[0]} incarnation {who[1]} dead")
+        self.declared.setdefault(who, (now, observer.id))
+        host = sim.hosts.get(change.node_id)
+        life = host.life if host is not None else None
+        if life is None or not life.running() or life.node is None \
+                or life.node.incarnation != change.incarnation or life.node.fenced:
+            return
+        node = life.node
+        t = node.timeouts
+        age = None if node.last_renew_start is None else now - node.last_renew_start
+        if life.frozen:
+            if age is not None and age < t.renew_fail:
+                sim.violation("declared-dead-too-early",
+                              f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
+                              f"{age:.3f} s after its last renewal began (it is frozen; its own "
+                              f"renew_fail is {t.renew_fail:g} s)")
+            return
+        sim.violation("declared-dead-while-running",
+                      f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead while "
+                      f"it runs unfenced, {'never renewed' if age is None else f'{age:.3f} s'} "
+                      f"after its last renewal began (renew_fail {t.renew_fail:g} s, "
+                      f"fence_grace {t.fence_grace:g} s)")
+
+    # -- attribute updates ----------------------------------------------------------
+
+    def attempt(self, index: int, key: str, value: str, host: int) -> Attempt:
+        att = Attempt(index, key, value, host, self.sim.sched.now)
+        self.attempts[value] = att
+        return att
+
+    def acked(self, att: Attempt, version: int | None) -> None:
+        att.end, att.acked, att.version = self.sim.sched.now, True, version
+        self.sim.stats["updates_acked"] += 1
+        best = self.best_ack.get((att.index, att.key))
+        if version is not None and (best is None or (best.version or 0) < version):
+            self.best_ack[(att.index, att.key)] = att
+        self.check_record(att.index)
+
+    def failed(self, att: Attempt, error: str) -> None:
+        att.end, att.error = self.sim.sched.now, error
+        self.sim.stats["updates_failed"] += 1
+
+    def check_dirty(self) -> None:
+        while self.dirty:
+            self.check_record(self.dirty.pop())
+
+    def check_record(self, index: int) -> None:
+        sim = self.sim
+        try:
+            stored = read_stored(self.area0, index)
+        except FormatError as exc:
+            sim.violation("record-unreadable", f"resource {index}: no whole copy: {exc}")
+            return
+        seen = self.versions.get(index, 0)
+        if stored.version < seen:
+            sim.violation("record-version-regressed",
+                          f"resource {index}: the newest whole copy is version "
+                          f"{stored.version}, version {seen} was on the disk before")
+        self.versions[index] = max(seen, stored.version)
+        record = stored.record
+        for key in CLIENT_KEYS:
+            best = self.best_ack.get((index, key))
+            if best is None:
+                continue
+            if best.version is not None and stored.version < best.version:
+                sim.violation("acked-update-lost",
+                              f"resource {index}: record at version {stored.version}, older than "
+                              f"acknowledged version {best.version} ({key}={best.value})")
+                continue
+            value = record.attributes.get(key) if record is not None else None
+            if value == best.value:
+                continue
+            other = self.attempts.get(value) if isinstance(value, str) else None
+            if other is not None and not other.acked and (other.index, other.key) == (index, key) \
+                    and (other.end is None or other.end > best.start):
+                continue  # an unacknowledged write that may have landed after it
+            sim.violation("acked-update-lost",
+                          f"resource {index}: {key}={value!r} on the disk (version "
+                          f"{stored.version}), but {key}={best.value!r} was acknowledged at "
+                          f"version {best.version} (t={sim.rel(best.end or 0):.3f}) and no "
+                          f"later write of {key} explains the difference")
+
+
+def _who(who: tuple[int, int] | None) -> str:
+    return "an unknown writer" if who is None else f"node {who[0]} incarnation {who[1]}"
+
+
+# --- the simulation ----------------------------------------------------------------------
+
+
+@dataclass
+class SimConfig:
+    """What one run looks like; everything else comes from the seed."""
+
+    seed: int = 0
+    nodes: int = 3
+    disks: int = 3
+    resources: int = 2
+    interval: float = 1.0
+    warmup: float = 10.0          # virtual seconds before chaos starts
+    duration: float = 60.0        # virtual seconds of chaos
+    quiet: float = 40.0           # virtual seconds without faults at the end
+    chaos_rate: float = 0.5       # chaos actions per virtual second
+    freeze_mode: str = "idle"     # "idle": SIGSTOP between steps; "anywhere": at any I/O
+    io_latency: float = 0.002     # mean virtual seconds per I/O
+    log_size: int = 64
+    chaos: bool = True
+    verbose: bool = False
+    # weights of the chaos actions (0 disables one)
+    weights: dict[str, float] = field(default_factory=lambda: {
+        "crash": 2.0, "freeze": 2.0, "restart": 1.0, "disk_fault": 4.0, "update": 4.0,
+        "op": 3.0, "move": 1.0, "message": 0.3})
+
+
+@dataclass
+class SimResult:
+    seed: int
+    ok: bool
+    violations: list[Violation]
+    stats: dict[str, int]
+    faults: dict[str, int]
+    wall: float
+    virtual: float
+    digest: str
+    trace: list[str]
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"seed {self.seed}: ok ({self.wall:.2f} s)"
+        return f"seed {self.seed}: {self.violations[0]}"
+
+
+class _Stop(Exception):
+    pass
+
+
+class Simulation:
+    """One seeded run; see the module docstring."""
+
+    def __init__(self, cfg: SimConfig, workdir: Path | None = None):
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.sched = Scheduler(start=1000.0)
+        self.t0 = self.sched.now
+        self.clock = SimClock(self.sched)
+        self.clock.before_sleep = self._before_sleep
+        self.timeouts = Timeouts.from_interval(cfg.interval)
+        self.violations: list[Violation] = []
+        self.stats: Counter = Counter()
+        self.fault_counts: Counter = Counter()
+        self._trace: list[str] = []
+        self._hash = hashlib.sha256()
+        self._locks: dict[tuple[str, int, int], SimLock] = {}
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"sim{cfg.seed}-", dir=_tmp_root())) \
+            if workdir is None else workdir
+        self.faults = FaultBook()
+        self.values = itertools.count(1)
+        self.requests = itertools.count(1)
+        self.chaos_end = 0.0
+        self.in_chaos = False
+        self.sched.park = self._park
+        self._setup()
+
+    # -- reporting ------------------------------------------------------------------
+
+    def rel(self, t: float) -> float:
+        return t - self.t0
+
+    def trace(self, text: str) -> None:
+        line = f"{self.rel(self.sched.now):10.4f} {text}"
+        self._trace.append(line)
+        self._hash.update(line.encode())
+        if self.cfg.verbose:
+            print(line, file=sys.stderr)
+
+    def violation(self, invariant: str, message: str) -> None:
+        v = Violation(invariant, self.rel(self.sched.now), message)
+        self.violations.append(v)
+        self.trace(f"VIOLATION {v}")
+
+    def unexpected(self, task: Task, exc: BaseException) -> None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+        self.violation("unexpected-exception",
+                       f"{task.name}: {type(exc).__name__}: {exc}\n{tb}")
+
+    # -- setup ------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        geometry = Geometry(sector_size=512, node_count=cfg.nodes,
+                            resource_count=cfg.resources, log_disks=("log0", "log1"),
+                            log_size=cfg.log_size, interval_ms=round(cfg.interval * 1000))
+        size = required_size(geometry)
+        cluster = uuidlib.UUID(int=self.rng.getrandbits(128))
+        self.disks: list[MemoryDevice] = []
+        for d in range(cfg.disks):
+            dev = MemoryDevice(size)
+            dev.path = f"<disk{d}>"
+            create_area(dev, geometry, cluster_name="sim", cluster_uuid=cluster, clock=self.clock)
+            self.disks.append(dev)
+        self.raw_areas = [Area.open(dev) for dev in self.disks]
+        self.data: dict[str, MemoryDevice] = {}
+        area0 = self.raw_areas[0]
+        leases = Leases(area0, self.clock, self.timeouts)
+        setup = Holder(1, 0, "setup")
+        for r in range(cfg.resources):
+            name = f"sim-data-r{r}"
+            dev = MemoryDevice(DATA_DEVICE_SIZE)
+            dev.path = name
+            self.data[name] = dev
+            order = list(range(1, cfg.nodes + 1))
+            self.rng.shuffle(order)
+            record = ResourceRecord(index=r, name=f"r{r}", type="group",
+                                    failover=[(n, p) for p, n in enumerate(order)],
+                                    attributes={"data_devices": [name], "volume_slots": 8})
+            generation = leases.acquire(r, setup, lambda n, i: False)
+            guarded_write(area0, leases, setup, generation, record, r, 0)
+            leases.release(r, setup, generation)
+        self.ledger = Ledger(self, area0)
+        self.hosts: dict[int, Host] = {}
+        for h in range(1, cfg.nodes + 1):
+            state_dir = self.workdir / f"h{h}"
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.hosts[h] = Host(self, h, state_dir)
+        self._uuid_rng = random.Random(self.rng.getrandbits(64))
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        began = time.perf_counter()
+        cfg = self.cfg
+        try:
+            with self._patched(), self._logging():
+                self.ledger.start()
+                start = self.sched.now
+                for host in self.hosts.values():
+                    self.sched.call_at(start + self.rng.uniform(0, 2.0),
+                                       lambda host=host: self.boot(host))
+                chaos_start = start + cfg.warmup
+                self.chaos_end = chaos_start + cfg.duration
+                if cfg.chaos:
+                    self.sched.call_at(chaos_start, self._chaos_begin)
+                self.sched.call_at(self.chaos_end, self._quiet_begin)
+                end = self.chaos_end + cfg.quiet
+                self._loop(end)
+                if not self.violations:
+                    self.final_checks()
+                self.sched.shutdown()
+        finally:
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        wall = time.perf_counter() - began
+        return SimResult(cfg.seed, not self.violations, list(self.violations),
+                         dict(sorted(self.stats.items())), dict(sorted(self.fault_counts.items())),
+                         wall, self.rel(self.sched.now), self._hash.hexdigest()[:16],
+                         list(self._trace))
+
+    def _loop(self, end: float) -> None:
+        sched = self.sched
+        while not self.violations:
+            nxt = sched.next_time()
+            if nxt is None or nxt > end:
+                sched.now = max(sched.now, end)
+                return
+            sched.step()
+            self.stats["events"] += 1
+            self.check_now()
+
+    def run_until(self, t_rel: float) -> None:
+        """Scripted runs: advance to ``t_rel`` seconds after the start."""
+        self._loop(self.t0 + t_rel)
+
+    # -- the per-event invariant ---------------------------------------------------------
+
+    def check_now(self) -> None:
+        """Exclusive ownership (see docs/RELIABILITY.md), and records written meanwhile."""
+        self.ledger.check_dirty()
+        now = self.sched.now
+        holders: dict[int, list[str]] = {}
+        for host in self.hosts.values():
+            if not host.online:
+                continue
+            life = host.life
+            node = life.node if life is not None and life.running() else None
+            if node is None or node.fenced or node.last_renew_start is None:
+                continue
+            if now - node.last_renew_start >= node.timeouts.renew_fail:
+                continue  # its own lease view has expired: it stops before writing again
+            for index in host.online:
+                holders.setdefault(index, []).append(
+                    f"h{host.id} (incarnation {node.incarnation}, last renewal began "
+                    f"{now - node.last_renew_start:.3f} s ago)")
+        for index, names in holders.items():
+            if len(names) > 1:
+                self.violation("two-owners",
+                               f"resource {index} is online on {' and '.join(names)}, each "
+                               f"with a lease it believes valid")
+
+    # -- hosts -------------------------------------------------------------------------
+
+    def boot(self, host: Host) -> None:
+        """Start a daemon on ``host`` (a new process: a new life)."""
+        if host.up():
+            return
+        host.restart_pending = False
+        host.stop_requested = False
+        host.lives += 1
+        life = Life(host, host.lives)
+        host.life = life
+        self.stats["boots"] += 1
+        self.trace(f"h{host.id} boots (life {life.number})")
+
+        def main() -> None:
+            areas = [Area.open(d) for d in host.disks]
+            daemon = daemon_mod.Daemon(areas, host.id, clock=self.clock, name=host.name,
+                                       fence=_SimFence(self, life), state_dir=host.state_dir,
+                                       threaded_io=True)
+            daemon._idle = SimEvent(self.sched, True)  # type: ignore[assignment]
+            life.daemon = daemon
+            daemon.node.transition_hooks.append(
+                lambda change: self._transition(host, change))
+            daemon.run(lambda: host.stop_requested, lambda: self.trace(
+                f"h{host.id} joined as incarnation {daemon.node.incarnation}"))
+
+        task = self.sched.spawn(f"h{host.id}.{life.number}", main, host=host, role="daemon",
+                                life=life, identity=life.identity)
+        life.main = task
+        life.tasks.append(task)
+        task.on_exit.append(lambda t: self._life_ended(life, t))
+
+    def _life_ended(self, life: Life, task: Task) -> None:
+        host = life.host
+        err = task.error
+        life.ended = True
+        for t in life.tasks:
+            self.sched.kill(t, SimCrash("process ended"))
+        host.online.clear()
+        inc = life.node.incarnation if life.node is not None else 0
+        if err is None:
+            what, delay = "left cleanly", (1.0, 10.0)
+            self.stats["clean_stops"] += 1
+        elif isinstance(err, SimCrash):
+            what, delay = f"crashed ({err})", (1.0, 15.0)
+        elif isinstance(err, Fenced):
+            what, delay = "fenced", (2.0, 15.0)
+        elif isinstance(err, ShareddiskError):
+            what, delay = f"could not start: {type(err).__name__}: {err}", (2.0, 6.0)
+            self.stats["start_failures"] += 1
+        else:
+            self.unexpected(task, err)
+            what, delay = f"died of {type(err).__name__}", (2.0, 6.0)
+        self.trace(f"h{host.id} life {life.number} (incarnation {inc}) ends: {what}")
+        if self.cfg.chaos and host.life is life and not host.restart_pending:
+            host.restart_pending = True
+            self.sched.call_at(self.sched.now + self.rng.uniform(*delay), lambda: self.boot(host))
+
+    def _transition(self, host: Host, change: Transition) -> None:
+        if change.new is PeerState.DEAD:
+            self.ledger.on_declared_dead(host, change)
+
+    def crash(self, host: Host, why: str = "SIGKILL") -> None:
+        life = host.life
+        if life is None or life.ended:
+            return
+        self.stats["crashes"] += 1
+        self.trace(f"h{host.id} crash ({why})")
+        host.online.clear()
+        life.frozen = False
+        for t in life.tasks:
+            self.sched.kill(t, SimCrash(why))
+
+    def freeze(self, host: Host, seconds: float) -> None:
+        life = host.life
+        if life is None or life.ended or life.frozen or life.freeze_request is not None:
+            return
+        self.stats["freezes"] += 1
+        self.stats["freezes_long" if seconds >= self.timeouts.renew_fail else "freezes_short"] += 1
+        if self.cfg.freeze_mode == "anywhere":
+            self._freeze_now(life, seconds)
+        else:
+            life.freeze_request = seconds
+            self.trace(f"h{host.id} will freeze for {seconds:.3f} s at its next idle moment")
+
+    def _freeze_now(self, life: Life, seconds: float) -> None:
+        life.freeze_request = None
+        life.frozen = True
+        self.trace(f"h{life.host.id} life {life.number} frozen for {seconds:.3f} s")
+        self.sched.call_at(self.sched.now + seconds, lambda: self.thaw(life))
+
+    def thaw(self, life: Life) -> None:
+        if not life.frozen:
+            return
+        life.frozen = False
+        self.trace(f"h{life.host.id} life {life.number} thaws")
+        parked, life.parked = life.parked, []
+        for task, token in parked:
+            self.sched.wake_at(self.sched.now, task, token)
+
+    def _park(self, task: Task, token: int) -> bool:
+        life = task.life
+        if life is None or not life.frozen or task.in_io:
+            return False
+        life.parked.append((task, token))
+        return True
+
+    def _before_sleep(self, seconds: float) -> None:
+        """Idle freezes take hold when the heartbeat loop sleeps and the manager is idle."""
+        task = self.sched.current
+        if task is None or task.life is None or task.life.freeze_request is None:
+            return
+        life = task.life
+        if task is not life.main or sys._getframe(2).f_code.co_name != "run":
+            return
+        daemon = life.daemon
+        if daemon is not None and not daemon._worker.busy:
+            self._freeze_now(life, life.freeze_request)
+
+    def stop(self, host: Host) -> None:
+        if host.up():
+            self.stats["graceful_stops"] += 1
+            self.trace(f"h{host.id} asked to stop (SIGTERM)")
+            host.stop_requested = True
+
+    # -- faults -----------------------------------------------------------------------
+
+    def add_fault(self, disk: int, host: int | None, fault: Fault, seconds: float) -> ActiveFault:
+        entry = self.faults.add(disk, host, fault, self.sched.now + seconds)
+        self.fault_counts[fault.kind] += 1
+        self.fault_counts["scope:view" if host is not None else "scope:disk"] += 1
+        self.trace(f"fault {entry.id} on for {seconds:.3f} s: {entry.describe()}")
+        self.sched.call_at(entry.until, lambda: self._fault_off(entry.id))
+        return entry
+
+    def _fault_off(self, entry_id: int) -> None:
+        entry = self.faults.remove(entry_id)
+        if entry is not None:
+            self.trace(f"fault {entry_id} off")
+
+    def random_fault(self) -> None:
+        rng = self.rng
+        cfg = self.cfg
+        disk = rng.randrange(cfg.disks)
+        host = None if rng.random() < 0.4 else rng.randint(1, cfg.nodes)
+        seconds = rng.uniform(1.0, 25.0)
+        kind = rng.choices(["loss", "error", "stall", "latency", "torn", "lost"],
+                           [3, 3, 2, 1, 1, 1])[0]
+        if kind == "loss":
+            fault = Fault("loss")
+        elif kind == "error":
+            fault = Fault("error", op=rng.choice(["read", "write", "both"]),
+                          probability=rng.choice([1.0, 0.5, 0.2]))
+        elif kind == "stall":
+            # every I/O of the view waits until a moment (a hung path), up to 2 x dead
+            stall = rng.uniform(0.5, 2 * self.timeouts.dead)
+            fault = Fault("stall", until=self.sched.now + stall)
+            seconds = stall
+        elif kind == "latency":
+            fault = Fault("latency", seconds=rng.choice([0.05, 0.3, 0.9]),
+                          probability=rng.choice([1.0, 0.3]))
+        elif kind == "torn":
+            fault = Fault("torn", sectors=rng.randint(0, 3), probability=0.5)
+        else:  # lost writes: only of heartbeat slots (see docs/RELIABILITY.md)
+            hb = self.ledger.heartbeat
+            fault = Fault("lost", offset=hb.offset, length=hb.length, probability=0.5)
+        self.add_fault(disk, host, fault, seconds)
+
+    # -- clients: the CLI as a separate process on a host -------------------------------
+
+    def client(self, host: Host, what: str, body: Callable[[Area], Any],
+               on_done: Callable[[Any], None] = lambda r: None,
+               on_error: Callable[[BaseException], None] = lambda e: None) -> Task:
+        box: dict[str, Any] = {}
+
+        def main() -> None:
+            area = Area.open(host.disks[0])
+            box["result"] = body(area)
+
+        def ended(task: Task) -> None:
+            err = task.error
+            if err is None:
+                self.trace(f"h{host.id} cli {what}: ok")
+                on_done(box.get("result"))
+            else:
+                if not isinstance(err, (ShareddiskError, SimCrash)):
+                    self.unexpected(task, err)
+                self.trace(f"h{host.id} cli {what}: {type(err).__name__}: {str(err)[:160]}")
+                on_error(err)
+
+        number = next(self.requests)
+        holder: dict[str, Any] = {"identity": None}
+        task = self.sched.spawn(f"h{host.id}.cli{number}", main, host=host, role="client",
+                                identity=lambda: holder["identity"]() if holder["identity"]
+                                else None)
+        task.client_identity = holder  # type: ignore[attr-defined]
+        task.on_exit.append(ended)
+        self.stats["cli_commands"] += 1
+        return task
+
+    def update(self, host: Host, index: int, changes: dict[str, Any],
+               attempt: Attempt | None = None) -> Task:
+        """``shareddisk attr set`` on ``host``: one CAS write through a Session."""
+        versions: list[int] = []
+
+        def body(area: Area) -> Any:
+            with session_mod.Session(area, host.id, self.clock) as session:
+                me = self.sched.current
+                if me is not None and me.client_identity["identity"] is None:  # type: ignore[attr-defined]
+                    holder = session.holder
+                    me.client_identity["identity"] = lambda: (holder.node_id, holder.incarnation)  # type: ignore[attr-defined]
+                me.versions = versions  # type: ignore[union-attr]
+                return config_mod.update_resource(session, f"r{index}", changes)
+
+        what = f"update r{index} {json.dumps(changes, sort_keys=True)[:80]}"
+        return self.client(host, what, body,
+                           on_done=lambda r: attempt and self.ledger.acked(
+                               attempt, versions[-1] if versions else None),
+                           on_error=lambda e: attempt and self.ledger.failed(attempt, str(e)))
+
+    def owner_host(self, index: int) -> Host | None:
+        try:
+            record = read_stored(self.raw_areas[0], index).record
+        except FormatError:
+            return None
+        if record is None or record.owner is None:
+            return None
+        return self.hosts.get(record.owner.node_id)
+
+    def pick_host(self, index: int) -> Host:
+        owner = self.owner_host(index)
+        if owner is not None and self.rng.random() < 0.75:
+            return owner
+        return self.hosts[self.rng.randint(1, self.cfg.nodes)]
+
+    def attr_update(self, index: int | None = None, host: Host | None = None) -> Attempt:
+        index = self.rng.randrange(self.cfg.resources) if index is None else index
+        host = self.pick_host(index) if host is None else host
+        key = self.rng.choice(CLIENT_KEYS)
+        value = f"x{next(self.values)}"
+        att = self.ledger.attempt(index, key, value, host.id)
+        self.stats["updates"] += 1
+        self.update(host, index, {key: value}, att)
+        return att
+
+    def op_request(self, index: int | None = None, host: Host | None = None,
+                   kind: str | None = None, args: dict[str, Any] | None = None) -> str:
+        rng = self.rng
+        index = rng.randrange(self.cfg.resources) if index is None else index
+        host = self.pick_host(index) if host is None else host
+        if kind is None:
+            kind = rng.choice(["create-volume", "create-volume", "delete-volume",
+                               "resize-volume", "rename-volume"])
+        if args is None:
+            name = rng.choice(VOLUME_NAMES)
+            args = {"name": name}
+            if kind in ("create-volume", "resize-volume"):
+                args["size"] = rng.choice([1, 2]) * MIB
+            if kind == "rename-volume":
+                args["new_name"] = rng.choice([n for n in VOLUME_NAMES if n != name])
+        request_id = f"q{next(self.requests)}"
+        request = json.dumps({"id": request_id, "kind": kind, "args": args}, sort_keys=True)
+        self.stats["op_requests"] += 1
+        self.update(host, index, {"op_request": request})
+        return request_id
+
+    def arm(self, host: Host, name: str, seconds: float = 30.0) -> None:
+        host.armed[name] = self.sched.now + seconds
+        self.trace(f"h{host.id} armed crash point {name} for {seconds:g} s")
+
+    def _crashpoint(self, name: str) -> None:
+        task = self.sched.current
+        if task is None or task.life is None:
+            return
+        host = task.life.host
+        until = host.armed.get(name)
+        if until is None or self.sched.now > until:
+            return
+        del host.armed[name]
+        self.stats["crashpoints_hit"] += 1
+        self.trace(f"h{host.id} reached crash point {name}")
+        self.crash(host, f"crash point {name}")
+        raise task.kill or SimCrash(name)
+
+    def message(self, target: int, sender: Host, kind: str = "reset") -> None:
+        def body(area: Area) -> Any:
+            areas = [area] + [Area.open(d) for d in sender.disks[1:]]
+            return send_message(areas, target, kind, clock=self.clock, sender_id=sender.id)
+        self.stats["messages"] += 1
+        self.client(sender, f"message {target} {kind}", body)
+
+    # -- chaos --------------------------------------------------------------------------
+
+    def _chaos_begin(self) -> None:
+        self.in_chaos = True
+        self.trace("chaos begins")
+        self._chaos_next()
+
+    def _chaos_next(self) -> None:
+        delay = self.rng.expovariate(self.cfg.chaos_rate)
+        if self.sched.now + delay < self.chaos_end:
+            self.sched.call_at(self.sched.now + delay, self._chaos_action)
+
+    def _chaos_action(self) -> None:
+        if not self.in_chaos:
+            return
+        rng = self.rng
+        names = list(self.cfg.weights)
+        action = rng.choices(names, [self.cfg.weights[n] for n in names])[0]
+        host = self.hosts[rng.randint(1, self.cfg.nodes)]
+        self.stats[f"chaos_{action}"] += 1
+        if action == "crash":
+            self.crash(host)
+        elif action == "freeze":
+            long = rng.random() < 0.5
+            self.freeze(host, rng.uniform(self.timeouts.renew_fail + 0.5, 3 * self.timeouts.dead)
+                        if long else rng.uniform(0.2, self.timeouts.renew_fail - 1.5))
+        elif action == "restart":
+            self.stop(host)
+        elif action == "disk_fault":
+            self.random_fault()
+        elif action == "update":
+            self.attr_update()
+        elif action == "op":
+            index = rng.randrange(self.cfg.resources)
+            owner = self.owner_host(index)
+            if rng.random() < 0.5 and owner is not None:
+                self.arm(owner, rng.choice(OP_CRASHPOINTS))
+            if rng.random() < 0.3:
+                other = self.hosts[rng.randint(1, self.cfg.nodes)]
+                self.arm(other, rng.choice(TAKEOVER_CRASHPOINTS))
+            self.op_request(index)
+        elif action == "move":
+            index = rng.randrange(self.cfg.resources)
+            self.update(self.pick_host(index), index, {"move_to": host.id})
+        elif action == "message":
+            sender = self.hosts[rng.randint(1, self.cfg.nodes)]
+            self.message(host.id, sender, rng.choice(["reset", "test"]))
+        self._chaos_next()
+
+    def _quiet_begin(self) -> None:
+        """No more faults: thaw, disarm, restart what is down, and let it settle."""
+        self.in_chaos = False
+        self.trace("quiet period begins")
+        self.faults.clear()
+        for host in self.hosts.values():
+            host.armed.clear()
+            if host.life is not None and host.life.frozen:
+                self.thaw(host.life)
+            if host.life is not None:
+                host.life.freeze_request = None
+            if not host.up() and not host.restart_pending and self.cfg.chaos:
+                host.restart_pending = True
+                self.sched.call_at(self.sched.now + self.rng.uniform(0, 2.0),
+                                   lambda host=host: self.boot(host))
+
+    # -- the checks at the end -------------------------------------------------------
+
+    def final_checks(self) -> None:
+        """After the quiet period: everything online once, no operation left half done."""
+        area0 = self.raw_areas[0]
+        for index in range(self.cfg.resources):
+            record = read_stored(area0, index).record
+            if record is None:
+                continue
+            owner = record.owner
+            host = self.hosts.get(owner.node_id) if owner is not None else None
+            life = host.life if host is not None else None
+            node = life.node if life is not None and life.running() else None
+            if owner is None or node is None or node.incarnation != owner.incarnation \
+                    or index not in host.online or record.state is not ResourceState.ONLINE:
+                self.violation("not-online-after-quiet",
+                               f"resource {index} after {self.cfg.quiet:g} s without faults: "
+                               f"state {record.state.name.lower()}, owner_host "
+                               f"{None if owner is None else (owner.node_id, owner.incarnation)},"
+                               f" online on {[h.id for h in self.hosts.values() if index in h.online]}")
+            if record.active_log_disk or record.attributes.get("op_running"):
+                self.violation("op-left-open",
+                               f"resource {index}: active_log_disk={record.active_log_disk!r} "
+                               f"op_running={record.attributes.get('op_running')!r} after the "
+                               f"quiet period")
+            for host in self.hosts.values():
+                life = host.life
+                if life is None or not life.running():
+                    continue
+                local = life.daemon.config.records.get(index)  # type: ignore[union-attr]
+                if local is None or local.version != read_stored(area0, index).version:
+                    self.violation("local-copy-stale",
+                                   f"h{host.id}'s synchronized copy of resource {index} is at "
+                                   f"version {None if local is None else local.version}, the disk "
+                                   f"at {read_stored(area0, index).version}")
+        for name in area0.layout.geometry.log_disks:
+            for op in LogDisk(area0, name).interrupted():
+                self.violation("op-interrupted-after-quiet",
+                               f"log {name}: operation {op.op_id} ({op.kind}) of resource "
+                               f"{op.resource_index} still interrupted (steps done "
+                               f"{sorted(op.done)} of {len(op.steps)}) with every node up")
+        for op in self.ledger.ops.values():
+            if len(op.commits) + len(op.aborts) != 1:
+                self.violation("op-not-finished-once",
+                               f"log {op.log} op {op.op_id} ({op.kind}, request {op.request}): "
+                               f"{len(op.commits)} commits, {len(op.aborts)} aborts")
+        for name, dev in self.data.items():
+            try:
+                contents = read_contents(dev)
+            except ShareddiskError as exc:
+                self.violation("data-device-damaged", f"{name}: {exc}")
+                continue
+            for vol in contents.volumes.values():
+                if vol.state is not VolumeState.ACTIVE:
+                    self.violation("volume-half-done",
+                                   f"{name}: volume {vol.name} is {vol.state.name.lower()} "
+                                   f"after the quiet period")
+        if not self.fault_counts.get("torn"):
+            for d, dev in enumerate(self.disks):
+                report = verify_area(dev)
+                for damage in report.damage:
+                    self.violation("verify-failed", f"disk {d}: {damage.problem}")
+
+    # -- patches ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _patched(self) -> Iterator[None]:
+        sim = self
+
+        def worker(name: str, clock: Any, threaded: bool) -> Any:
+            task = sim.sched.current
+            if threaded and task is not None and task.host is not None:
+                return SimWorker(sim, name.strip("<>"))
+            return DiskWorker(name, clock, threaded)
+
+        def thread_lock(path: str, start: int, length: int) -> Any:
+            if not path.startswith("<"):
+                return _ORIGINALS["locks._thread_lock"](path, start, length)
+            return sim._locks.setdefault((path, start, length), SimLock(sim.sched))
+
+        def make_driver(attributes: dict, *, clock: Any = None, resource: str = "") -> Any:
+            devices = attributes.get("data_devices")
+            if (attributes.get("driver", "image") or "image") == "image" and isinstance(devices, list) \
+                    and devices and devices[0] in sim.data:
+                return ImageDriver.from_attributes(attributes, clock=clock,
+                                                   opener=sim._open_data)
+            return _ORIGINALS["manager.make_driver"](attributes, clock=clock, resource=resource)
+
+        def session_node(*args: Any, **kwargs: Any) -> Any:
+            node = _ORIGINALS["session.Node"](*args, **kwargs)
+            task = sim.sched.current
+            if task is not None and hasattr(task, "client_identity"):
+                task.client_identity["identity"] = lambda: (node.node_id, node.incarnation) \
+                    if node.incarnation else None  # type: ignore[attr-defined]
+            return node
+
+        def recorded_guarded_write(*args: Any, **kwargs: Any) -> int:
+            version = guarded_write(*args, **kwargs)
+            task = sim.sched.current
+            if task is not None and hasattr(task, "versions"):
+                task.versions.append(version)  # type: ignore[attr-defined]
+            return version
+
+        def bring_online(ctx: Any) -> None:
+            task = sim.sched.current
+            host = task.host if task is not None else None
+            if host is not None:
+                host.online[ctx.owner.index] = ctx.owner.holder.incarnation
+                sim.stats["takeovers"] += 1
+                sim.trace(f"h{host.id} brings resource {ctx.owner.index} online (generation "
+                          f"{ctx.owner.generation})")
+            _ORIGINALS["agents.bring_online"](ctx)
+
+        def take_offline(ctx: Any) -> None:
+            _ORIGINALS["agents.take_offline"](ctx)
+            task = sim.sched.current
+            host = task.host if task is not None else None
+            if host is not None and host.online.pop(ctx.owner.index, None) is not None:
+                sim.trace(f"h{host.id} takes resource {ctx.owner.index} offline")
+
+        def write_quickly(path: Path, text: str) -> None:
+            """write_atomically without fsync: the state dir is not what is under test."""
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+
+        uuid_ns = SimpleNamespace(uuid4=lambda: uuidlib.UUID(int=sim._uuid_rng.getrandbits(128)))
+        replacements = {
+            (node_mod, "DiskWorker"): worker,
+            (daemon_mod, "DiskWorker"): worker,
+            (node_mod, "run_round"): _sim_run_round(self),
+            (locks_mod, "_thread_lock"): thread_lock,
+            (manager_mod, "crashpoint"): self._crashpoint,
+            (operations_mod, "crashpoint"): self._crashpoint,
+            (agents_mod, "crashpoint"): self._crashpoint,
+            (manager_mod, "make_driver"): make_driver,
+            (session_mod, "Node"): session_node,
+            (config_mod, "guarded_write"): recorded_guarded_write,
+            (agents_mod, "bring_online"): bring_online,
+            (agents_mod, "take_offline"): take_offline,
+            (confsync_mod, "write_atomically"): write_quickly,
+            (agents_mod, "write_atomically"): write_quickly,
+            (image_mod, "uuidlib"): uuid_ns,
+        }
+        saved = {key: getattr(*key) for key in replacements}
+        try:
+            for (module, name), value in replacements.items():
+                setattr(module, name, value)
+            yield
+        finally:
+            for (module, name), value in saved.items():
+                setattr(module, name, value)
+
+    def _open_data(self, path: str, writable: bool = True) -> _DataView:
+        return _DataView(self.data[path], path, writable)
+
+    @contextlib.contextmanager
+    def _logging(self) -> Iterator[None]:
+        if not self.cfg.verbose:
+            yield
+            return
+        sim = self
+
+        class _Prefix(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                task = sim.sched.current
+                record.simtime = f"{sim.rel(sim.sched.now):10.4f}"
+                record.simtask = task.name if task is not None else "sim"
+                return True
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(_Prefix())
+        handler.setFormatter(logging.Formatter("%(simtime)s   [%(simtask)s] %(name)s: %(message)s"))
+        root = logging.getLogger("shareddisk")
+        old_level = root.level
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+
+
+class _SimFence:
+    """The fence action as a host reset: the process and its in-flight I/O are gone."""
+
+    name = "sim-reset"
+
+    def __init__(self, sim: Simulation, life: Life):
+        self.sim = sim
+        self.life = life
+
+    def __call__(self, reason: str, power_off: bool = False) -> None:
+        sim, life = self.sim, self.life
+        life.fenced = True
+        life.host.online.clear()
+        sim.stats["fences"] += 1
+        sim.trace(f"h{life.host.id} fences itself: {reason}")
+        current = sim.sched.current
+        for task in life.tasks:
+            if task is not current:
+                sim.sched.kill(task, SimCrash("fenced"))
+        raise Fenced(f"node fenced: {reason}")
+
+
+_ORIGINALS: dict[str, Any] = {
+    "node.run_round": node_mod.run_round,
+    "locks._thread_lock": locks_mod._thread_lock,
+    "manager.make_driver": manager_mod.make_driver,
+    "session.Node": session_mod.Node,
+    "agents.bring_online": agents_mod.bring_online,
+    "agents.take_offline": agents_mod.take_offline,
+}
+
+
+def _tmp_root() -> str | None:
+    """State directories on tmpfs when there is one (many small file writes)."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+def run_seed(seed: int, **overrides: Any) -> SimResult:
+    """One seeded run with the default configuration (``overrides`` change fields)."""
+    return Simulation(SimConfig(seed=seed, **overrides)).run()
+
+
+__all__ = ["SimConfig", "SimResult", "Simulation", "Violation", "run_seed", "SimCrash"]

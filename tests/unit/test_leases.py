@@ -1,0 +1,461 @@
+"""Tests for shareddisk.leases (delta leases) and shareddisk.liveness.
+
+Everything runs on memory devices and FakeClocks: a lease is read, written,
+re-read after ``settle``; its generation is the fencing token every guarded
+write carries.  The races are made deterministic by clocks and devices that
+run "the other acquirer" at a chosen point (during our settle sleep, between
+our read and our write), and once more with two real acquirers in lockstep.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Callable
+
+import pytest
+
+from shareddisk.area import Area, Geometry
+from shareddisk.clock import FakeClock
+from shareddisk.create import create_area, required_size
+from shareddisk.device import MemoryDevice
+from shareddisk.errors import LeaseLost, LockHeld, UsageError
+from shareddisk.format import heartbeat, lease
+from shareddisk.leases import Holder, Leases, holds, read_lease
+from shareddisk.liveness import by_watching, from_membership
+from shareddisk.membership import Membership, Peer, PeerState
+from shareddisk.node import Node
+from shareddisk.timeouts import Timeouts
+
+T = Timeouts.from_interval(1.0)  # settle 1 s, dead 7 s
+A = Holder(1, 3, "alpha")
+B = Holder(2, 5, "beta")
+
+
+def make_device(resources: int = 4) -> MemoryDevice:
+    geometry = Geometry(sector_size=512, node_count=4, resource_count=resources, log_disks=(),
+                        interval_ms=1000)
+    dev = MemoryDevice(required_size(geometry))
+    create_area(dev, geometry, cluster_uuid=uuid.UUID(int=7), clock=FakeClock())
+    return dev
+
+
+def make_area() -> Area:
+    return Area.open(make_device())
+
+
+def lease_bytes(area: Area) -> bytes:
+    return area.read_region("lease")
+
+
+def always(answer: bool) -> Callable[[int, int], bool]:
+    return lambda node_id, incarnation: answer
+
+
+def put_lease(area: Area, index: int, **values) -> None:
+    area.device.write(area.regions["lease"].record_offset(index),
+                      lease.CODEC.encode(dict(lease.empty(index), **values), 512))
+
+
+# -- acquire ---------------------------------------------------------------------
+
+
+def test_acquiring_a_free_lease_writes_us_in_with_the_next_generation() -> None:
+    area, clock = make_area(), FakeClock()
+    put_lease(area, 2, generation=6, record_version=9)
+    wall_at_write = clock.wall()
+    generation = Leases(area, clock, T).acquire(2, A, always(False))
+    assert generation == 7
+    got = read_lease(area, 2)
+    assert got == dict(resource_index=2, owner_id=1, flags=0, owner_incarnation=3,
+                       generation=7, acquired_ns=int(wall_at_write * 1e9), record_version=9,
+                       owner_name="alpha")
+    assert clock.monotonic() - 1000.0 >= T.io_timeout, "it must wait settle before confirming"
+
+
+def test_acquire_is_reentrant_and_writes_nothing_the_second_time() -> None:
+    area, clock = make_area(), FakeClock()
+    leases = Leases(area, clock, T)
+    first = leases.acquire(0, A, always(False))
+    before = lease_bytes(area)
+    assert leases.acquire(0, A, always(True)) == first
+    assert lease_bytes(area) == before
+
+
+def test_a_lease_of_a_live_other_holder_is_refused_and_left_alone() -> None:
+    area, clock = make_area(), FakeClock()
+    Leases(area, clock, T).acquire(1, B, always(False))
+    before = lease_bytes(area)
+    asked: list[tuple[int, int]] = []
+
+    def alive(node_id: int, incarnation: int) -> bool:
+        asked.append((node_id, incarnation))
+        return True
+
+    with pytest.raises(LockHeld) as info:
+        Leases(area, clock, T).acquire(1, A, alive)
+    assert asked == [(2, 5)]
+    assert "node 2" in str(info.value) and "beta" in str(info.value)
+    assert lease_bytes(area) == before
+
+
+def test_a_lease_of_a_dead_holder_is_taken_with_the_next_generation() -> None:
+    area, clock = make_area(), FakeClock()
+    g = Leases(area, clock, T).acquire(1, B, always(False))
+    assert Leases(area, clock, T).acquire(1, A, always(False)) == g + 1
+    assert holds(read_lease(area, 1), A, g + 1)
+
+
+def test_judging_a_holder_dead_may_take_longer_than_settle() -> None:
+    """A watcher needs the holder's whole dead timeout; the write must still happen."""
+    area, clock = make_area(), FakeClock()
+    g = Leases(area, clock, T).acquire(1, B, always(False))
+
+    def slow_judge(node_id: int, incarnation: int) -> bool:
+        clock.advance(T.dead)
+        return False
+
+    assert Leases(area, clock, T).acquire(1, A, slow_judge) == g + 1
+
+
+def test_a_lease_that_changes_while_its_holder_is_judged_is_not_taken() -> None:
+    area, clock = make_area(), FakeClock()
+    g = Leases(area, clock, T).acquire(0, B, always(False))
+    third = dict(owner_id=3, owner_incarnation=1, generation=g + 1, owner_name="gamma")
+
+    def judge(node_id: int, incarnation: int) -> bool:
+        clock.advance(T.dead)
+        put_lease(area, 0, **third)  # another node took it over meanwhile
+        return False
+
+    with pytest.raises(LockHeld, match="changed while"):
+        Leases(area, clock, T).acquire(0, A, judge)
+    assert read_lease(area, 0)["owner_id"] == 3
+
+
+def test_our_own_older_incarnation_counts_as_another_holder() -> None:
+    area, clock = make_area(), FakeClock()
+    old = Holder(1, 2, "alpha")
+    g = Leases(area, clock, T).acquire(0, old, always(False))
+    with pytest.raises(LockHeld):
+        Leases(area, clock, T).acquire(0, A, always(True))
+    assert Leases(area, clock, T).acquire(0, A, always(False)) == g + 1
+
+
+def test_a_bad_index_is_a_usage_error() -> None:
+    area = make_area()
+    with pytest.raises(UsageError, match="out of range"):
+        read_lease(area, 4)
+    with pytest.raises(UsageError):
+        Leases(area, FakeClock(), T).acquire(-1, A, always(False))
+
+
+# -- races -------------------------------------------------------------------------
+
+
+class SleepHook(FakeClock):
+    """A FakeClock that runs ``hook`` (once) when its owner sleeps."""
+
+    def __init__(self, hook: Callable[[], None]):
+        super().__init__()
+        self.hook: Callable[[], None] | None = hook
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+
+
+def test_a_rival_write_during_our_settle_wins_and_we_refuse() -> None:
+    """Both read the lease free; the rival's write lands while we settle."""
+    area = make_area()
+    free = read_lease(area, 0)
+    rival = dict(free, owner_id=B.node_id, owner_incarnation=B.incarnation,
+                 generation=free["generation"] + 1, owner_name=B.name)
+    clock = SleepHook(lambda: put_lease(area, 0, **rival))
+    with pytest.raises(LockHeld, match="lost the lease to node 2"):
+        Leases(area, clock, T).acquire(0, A, always(False))
+    assert holds(read_lease(area, 0), B, rival["generation"])
+
+
+class SlowReads(MemoryDevice):
+    """Reads of the lease region advance the clock by ``delay`` (a slow or stalled disk)."""
+
+    clock: FakeClock
+    delay = 0.0
+    lease_range = (0, 0)
+    writes_in_range = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.lease_range[0] <= offset < self.lease_range[1]:
+            self.clock.advance(self.delay)
+        return super().read(offset, length)
+
+    def write(self, offset, data) -> None:
+        if self.lease_range[0] <= offset < self.lease_range[1]:
+            self.writes_in_range += 1
+        super().write(offset, data)
+
+
+def slow_area(delay: float) -> tuple[Area, SlowReads, FakeClock]:
+    plain = make_device()
+    dev = SlowReads(plain.size, data=bytes(plain.data))
+    area = Area.open(dev)
+    region = area.regions["lease"]
+    dev.clock, dev.lease_range, dev.delay = FakeClock(), (region.offset, region.end), delay
+    return area, dev, dev.clock
+
+
+def test_a_read_slower_than_settle_is_not_acted_on() -> None:
+    """A rival could have read, written and confirmed meanwhile: do not write on stale data."""
+    area, dev, clock = slow_area(T.io_timeout * 1.5)
+    with pytest.raises(LockHeld, match="reading the lease took longer"):
+        Leases(area, clock, T).acquire(0, A, always(False))
+    assert dev.writes_in_range == 0
+    assert read_lease(area, 0)["owner_id"] == 0
+
+
+def test_a_read_within_settle_is_fine() -> None:
+    area, dev, clock = slow_area(T.io_timeout * 0.4)
+    assert Leases(area, clock, T).acquire(0, A, always(False)) == 1
+
+
+class SlowWrites(SlowReads):
+    """Lease writes take ``write_delay`` (the first only)."""
+
+    write_delay = 0.0
+
+    def write(self, offset, data) -> None:
+        super().write(offset, data)
+        if self.write_delay and self.lease_range[0] <= offset < self.lease_range[1]:
+            self.clock.advance(self.write_delay)
+            self.write_delay = 0.0
+
+
+def test_a_write_slower_than_settle_is_refused_and_does_not_leave_the_lease_held() -> None:
+    """Our late write may have landed after a rival confirmed: we must not keep it."""
+    plain = make_device()
+    dev = SlowWrites(plain.size, data=bytes(plain.data))
+    area = Area.open(dev)
+    region = area.regions["lease"]
+    dev.clock, dev.lease_range, dev.write_delay = FakeClock(), (region.offset, region.end), 1.5
+    with pytest.raises(LockHeld, match="taking the lease took longer"):
+        Leases(area, dev.clock, T).acquire(0, A, always(False))
+    got = read_lease(area, 0)
+    assert got["owner_id"] == 0, got
+    # nobody is locked out: the next acquirer does not even ask about us
+    assert Leases(area, dev.clock, T).acquire(0, B, lambda n, i: pytest.fail("held")) > 0
+
+
+def _lockstep_acquire(area: Area, barrier: threading.Barrier, holder: Holder,
+                      results: dict) -> None:
+    """One acquirer whose every lease I/O waits for the other's (read, write, read)."""
+
+    class Stepping:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def read(self, offset, length):
+            barrier.wait(10)
+            return self.inner.read(offset, length)
+
+        def write(self, offset, data):
+            barrier.wait(10)
+            self.inner.write(offset, data)
+
+        def flush(self):
+            self.inner.flush()
+
+    mine = Area(Stepping(area.device), area.superblock, area.layout, area.primary, area.backup)
+    try:
+        results[holder.node_id] = Leases(mine, FakeClock(), T).acquire(0, holder, always(False))
+    except LockHeld as exc:  # both made the same three I/Os, so nobody waits for us
+        results[holder.node_id] = exc
+
+
+@pytest.mark.parametrize("round_", range(10))
+def test_two_acquirers_that_both_saw_the_lease_free_never_both_win(round_: int) -> None:
+    area = make_area()
+    barrier = threading.Barrier(2)
+    results: dict = {}
+    threads = [threading.Thread(target=_lockstep_acquire, args=(area, barrier, h, results))
+               for h in (A, B)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    winners = [n for n, r in results.items() if isinstance(r, int)]
+    losers = [n for n, r in results.items() if isinstance(r, LockHeld)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    winner = A if winners[0] == A.node_id else B
+    assert holds(read_lease(area, 0), winner, results[winner.node_id])
+
+
+# -- verify, record_written, release --------------------------------------------------
+
+
+@pytest.fixture
+def held() -> tuple[Area, Leases, int]:
+    area, clock = make_area(), FakeClock()
+    leases = Leases(area, clock, T)
+    generation = leases.acquire(0, A, always(False))
+    Leases(area, clock, T).acquire(0, B, always(False))  # A died; B took over
+    return area, leases, generation
+
+
+def test_verify_returns_the_lease_while_it_names_us() -> None:
+    area, clock = make_area(), FakeClock()
+    leases = Leases(area, clock, T)
+    g = leases.acquire(0, A, always(False))
+    assert leases.verify(0, A, g)["generation"] == g
+
+
+def test_verify_refuses_a_stale_generation(held) -> None:
+    area, leases, generation = held
+    with pytest.raises(LeaseLost, match="no longer valid.*nothing written"):
+        leases.verify(0, A, generation)
+
+
+def test_verify_refuses_another_incarnation_of_the_same_node() -> None:
+    area, clock = make_area(), FakeClock()
+    leases = Leases(area, clock, T)
+    g = leases.acquire(0, A, always(False))
+    with pytest.raises(LeaseLost):
+        leases.verify(0, Holder(A.node_id, A.incarnation + 1, A.name), g)
+    with pytest.raises(LeaseLost):
+        leases.verify(0, A, g + 1)
+
+
+def test_record_written_with_a_stale_generation_writes_nothing(held) -> None:
+    area, leases, generation = held
+    before = lease_bytes(area)
+    with pytest.raises(LeaseLost):
+        leases.record_written(0, A, generation, 42)
+    assert lease_bytes(area) == before
+
+
+def test_record_written_publishes_the_version_and_keeps_the_rest() -> None:
+    area, clock = make_area(), FakeClock()
+    leases = Leases(area, clock, T)
+    g = leases.acquire(0, A, always(False))
+    before = read_lease(area, 0)
+    leases.record_written(0, A, g, 42)
+    assert read_lease(area, 0) == dict(before, record_version=42)
+
+
+def test_release_of_a_stale_generation_is_a_no_op(held) -> None:
+    area, leases, generation = held
+    before = lease_bytes(area)
+    leases.release(0, A, generation)
+    assert lease_bytes(area) == before
+
+
+def test_release_frees_the_lease_and_the_generation_keeps_counting() -> None:
+    area, clock = make_area(), FakeClock()
+    leases = Leases(area, clock, T)
+    g = leases.acquire(0, A, always(False))
+    leases.record_written(0, A, g, 3)
+    leases.release(0, A, g)
+    freed = read_lease(area, 0)
+    assert (freed["owner_id"], freed["owner_incarnation"], freed["owner_name"]) == (0, 0, "")
+    assert (freed["generation"], freed["record_version"]) == (g, 3)
+    # a later acquirer that still believes in the old holder is never asked
+    assert leases.acquire(0, B, lambda n, i: pytest.fail("asked about a free lease")) == g + 1
+
+
+# -- liveness ------------------------------------------------------------------------
+
+
+def test_from_membership_for_ourselves_and_strangers() -> None:
+    alive = from_membership(Membership(1, T), self_id=1, self_incarnation=4)
+    assert alive(1, 4) is True
+    assert alive(1, 3) is False  # our own earlier life
+    assert alive(3, 1) is True   # never seen: not assumed gone
+
+
+@pytest.mark.parametrize("state,incarnation,expected", [
+    (PeerState.ALIVE, 5, True),
+    (PeerState.SUSPECT, 5, True),   # suspect is not dead: do not take its lease yet
+    (PeerState.JOINING, 5, True),
+    (PeerState.DEAD, 5, False),
+    (PeerState.LEFT, 5, False),
+    (PeerState.FENCED, 5, False),
+    (PeerState.ALIVE, 6, False),    # it restarted: the lease's incarnation ended
+    (PeerState.ALIVE, 4, True),     # we have not seen its newer life yet
+])
+def test_from_membership_judges_a_peer(state: PeerState, incarnation: int,
+                                       expected: bool) -> None:
+    membership = Membership(1, T)
+    membership.peers[2] = Peer(2, incarnation=incarnation, state=state)
+    alive = from_membership(membership, 1, 1)
+    assert alive(2, 5) is expected
+
+
+class SteppingClock(FakeClock):
+    """Sleeping lets ``node`` take a heartbeat step (it is alive and writing)."""
+
+    node: Node | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.node is not None:
+            self.node.step()
+
+
+def test_by_watching_sees_a_moving_counter_as_alive() -> None:
+    area, clock = make_area(), SteppingClock()
+    node = Node([area], 2, clock=clock)
+    node.start()
+    clock.node = node
+    assert by_watching(area, clock)(2, node.incarnation) is True
+
+
+def test_by_watching_calls_a_still_counter_dead_after_the_dead_timeout() -> None:
+    area, clock = make_area(), FakeClock()
+    node = Node([area], 2, clock=clock)
+    node.start()  # then it freezes
+    start = clock.monotonic()
+    assert by_watching(area, clock)(2, node.incarnation) is False
+    assert clock.monotonic() - start >= T.dead
+
+
+def test_by_watching_does_not_wait_for_a_slot_that_says_it_is_gone() -> None:
+    area, clock = make_area(), FakeClock()
+    node = Node([area], 2, clock=clock)
+    node.start()
+    alive = by_watching(area, clock)
+    assert alive(2, node.incarnation + 1) is False  # another life
+    assert alive(3, 1) is False                     # empty slot
+    node.leave()
+    start = clock.monotonic()
+    assert alive(2, node.incarnation) is False
+    assert clock.monotonic() == start
+
+
+def test_by_watching_treats_a_damaged_slot_as_gone() -> None:
+    area, clock = make_area(), FakeClock()
+    node = Node([area], 2, clock=clock)
+    node.start()
+    area.device.write(area.regions["heartbeat"].record_offset(1), b"\xff" * 512)
+    assert by_watching(area, clock)(2, node.incarnation) is False
+
+
+def test_a_frozen_holder_loses_its_lease_to_a_watching_acquirer() -> None:
+    """A CLI-style acquirer (no history) waits out the holder's dead timeout, then takes over."""
+    area, clock = make_area(), FakeClock()
+    holder_node = Node([area], 2, clock=clock, name="beta")
+    holder_node.start()
+    holder_node.step()
+    holder = Holder(2, holder_node.incarnation, "beta")
+    g = Leases(area, clock, T).acquire(0, holder, by_watching(area, clock))
+    # holder_node never steps again: frozen
+    assert Leases(area, clock, T).acquire(0, A, by_watching(area, clock)) == g + 1
+    with pytest.raises(LeaseLost):
+        Leases(area, clock, T).verify(0, holder, g)
+    # its slot still says alive: only the still counter gave it away
+    assert heartbeat.CODEC.decode(area.read_record("heartbeat", 1))["state"] == \
+        heartbeat.SlotState.ALIVE
