@@ -65,7 +65,25 @@ class AgentContext:
                  agent, self.name, o.holder.node_id, o.holder.incarnation, o.generation, more)
 
 
-class StorageAgent:
+class Agent:
+    """The entry points, doing nothing: an agent overrides what it needs."""
+
+    name = "agent"
+
+    def online(self, ctx: AgentContext) -> None:
+        pass
+
+    def offline(self, ctx: AgentContext) -> None:
+        pass
+
+    def monitor(self, ctx: AgentContext) -> bool:
+        return True
+
+    def attr_changed(self, ctx: AgentContext, keys: set[str]) -> None:
+        pass
+
+
+class StorageAgent(Agent):
     name = "storage"
 
     def online(self, ctx: AgentContext) -> None:
@@ -100,7 +118,7 @@ class StorageAgent:
         write_atomically(ctx.definition_path, json.dumps(definition, indent=1, sort_keys=True))
 
 
-class LogAgent:
+class LogAgent(Agent):
     name = "log"
 
     def online(self, ctx: AgentContext) -> None:
@@ -119,23 +137,22 @@ class LogAgent:
             ctx.event("agent-log", self.name, log=record.active_log_disk, op=op.op_id,
                       kind=op.kind, done=len(op.done), steps=len(op.steps))
 
-    def offline(self, ctx: AgentContext) -> None:
-        pass
 
-    def monitor(self, ctx: AgentContext) -> bool:
-        return True
-
-    def attr_changed(self, ctx: AgentContext, keys: set[str]) -> None:
-        pass
-
-
-class RecoveryAgent:
+class RecoveryAgent(Agent):
     name = "recovery"
 
     def online(self, ctx: AgentContext) -> None:
         ctx.guard()
         record = ctx.owner.record()
-        if ctx.interrupted is not None:
+        if ctx.interrupted is not None and ctx.interrupted.begin_lost:
+            # Its BEGIN is gone (damaged): the steps cannot be known, only abandoned.
+            op = ctx.interrupted
+            ctx.owner.log_disk(ctx.interrupted_log).abort(op, "begin entry lost")
+            close(ctx.owner, ctx.driver, op, str(record.attributes.get("op_running", "")),
+                  "abandoned")
+            ctx.event("agent-abort", self.name, op=op.op_id, reason="begin-lost")
+            ctx.interrupted = None
+        elif ctx.interrupted is not None:
             op = ctx.interrupted
             ctx.event("agent-replay", self.name, op=op.op_id, kind=op.kind,
                       remaining=",".join(map(str, op.remaining)) or "none")
@@ -153,15 +170,6 @@ class RecoveryAgent:
             close(ctx.owner, ctx.driver, done[-1] if done else None, request,
                   "committed" if done else "abandoned")
             ctx.event("agent-tidy", self.name, status="committed" if done else "abandoned")
-
-    def offline(self, ctx: AgentContext) -> None:
-        pass
-
-    def monitor(self, ctx: AgentContext) -> bool:
-        return True
-
-    def attr_changed(self, ctx: AgentContext, keys: set[str]) -> None:
-        pass
 
 
 AGENTS = (StorageAgent(), LogAgent(), RecoveryAgent())

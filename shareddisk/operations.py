@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from shareddisk.area import Area
-from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
+from shareddisk.attributes import ResourceRecord, guarded_write, read_all, read_stored
 from shareddisk.clock import Clock
 from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import Driver
@@ -83,12 +83,23 @@ class OwnerContext:
         return LogDisk(self.area, name, guard=self.guard)
 
 
-def choose_log(area: Area) -> str:
-    """The log disk with the fewest unfinished operations (the first on a tie)."""
+def choose_log(area: Area, index: int) -> str:
+    """A log disk no other resource's operation is using, with the fewest unfinished
+    operations (the first on a tie).
+
+    Two owners appending to one ring from different hosts could both write
+    the same next position, so a log named by another resource's
+    ``active_log_disk`` is avoided while there is another.  (Two owners that
+    choose at the same instant can still meet: give the area at least as many
+    log disks as operations that run at once.)
+    """
     names = area.layout.geometry.log_disks
     if not names:
         raise UsageError(f"{area.device.path}: the area has no log disks (init --log-disks)")
-    return min(names, key=lambda n: len(LogDisk(area, n).interrupted()))
+    busy = {s.record.active_log_disk for s in read_all(area)
+            if s.record is not None and s.index != index and s.record.active_log_disk}
+    free = [n for n in names if n not in busy] or list(names)
+    return min(free, key=lambda n: len(LogDisk(area, n).interrupted()))
 
 
 def outcome(op: Operation | None, request_id: str, status: str) -> str:
@@ -101,7 +112,7 @@ def run_operation(ctx: OwnerContext, driver: Driver, kind: str, args: dict[str, 
     """Steps 1-5 of the module docstring."""
     params = driver.prepare(kind, args)
     steps = driver.steps(kind, params)
-    name = choose_log(ctx.area)
+    name = choose_log(ctx.area, ctx.index)
     ctx.update(active_log_disk=name, op_request=None, op_running=request_id or None)
     crashpoint("op-after-active-log")
     logdisk = ctx.log_disk(name)
