@@ -228,6 +228,9 @@ class _Areas:
         self.paths, self.writable, self.devices = paths, writable, []
 
     def __enter__(self) -> list[Area]:
+        real = [os.path.realpath(p) for p in self.paths]
+        if len(set(real)) != len(real):
+            raise UsageError("a device is named twice: each disk counts once toward the majority")
         try:
             for path in self.paths:
                 self.devices.append(open_device(path, writable=self.writable))
@@ -321,19 +324,19 @@ def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json:
 
 
 @main.command()
-@click.argument("device")
+@click.argument("devices", nargs=-1, required=True)
 @click.argument("node", type=int)
 @click.argument("message", type=click.Choice(["test", "reset", "off", "clear"]))
 @click.option("--wait", is_flag=True, help="Wait for the node to acknowledge.")
 @click.option("--timeout", type=float, default=None,
               help="Seconds to wait with --wait (default: the dead timeout).")
 @json_option
-def message(device: str, node: int, message: str, wait: bool, timeout: float | None,
-            as_json: bool) -> None:
-    """Send MESSAGE to node NODE's mailbox."""
+def message(devices: tuple[str, ...], node: int, message: str, wait: bool,
+            timeout: float | None, as_json: bool) -> None:
+    """Send MESSAGE to node NODE's mailbox (on every one of DEVICES; a majority must take it)."""
     from shareddisk.messages import send_message, wait_for_ack
     clock = SystemClock()
-    with _Areas((device,), writable=True) as areas:
+    with _Areas(devices, writable=True) as areas:
         sent = send_message(areas, node, message, clock=clock)
         acked = wait_for_ack(areas, node, sent.seq, clock=clock, timeout=timeout) if wait else None
     data = {"node": node, "message": sent.message, "seq": sent.seq, "acknowledged": acked}

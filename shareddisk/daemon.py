@@ -28,7 +28,7 @@ from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync, default_state_dir
 from shareddisk.diskio import DiskWorker
-from shareddisk.errors import LockHeld, ShareddiskError
+from shareddisk.errors import DeviceError, LockHeld, ShareddiskError
 from shareddisk.fencing import FenceAction
 from shareddisk.leases import Holder
 from shareddisk.manager import ClusterManager, View
@@ -48,6 +48,10 @@ class Daemon:
         self.areas = areas
         self.clock = clock
         state_dir = state_dir or default_state_dir(areas[0].cluster_uuid, node_id)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeviceError(f"state dir {state_dir}: {exc.strerror} (give --state-dir)") from None
         self.config = ConfigSync(areas[0], clock, state_dir)
         self.manager = ClusterManager(areas[0], self.config, clock, self.node.timeouts, state_dir)
         self.manager.alive_check = self.node.assert_renewed
@@ -73,7 +77,7 @@ class Daemon:
         try:
             self.config.poll()
             self.manager.tick(me, view)
-        except ShareddiskError as exc:
+        except (ShareddiskError, OSError) as exc:
             log.warning("event=manager-tick-failed error=%r", str(exc))
         finally:
             self._idle.set()

@@ -152,10 +152,14 @@ class ClusterManager:
         self.owned[index] = Owned(ctx)
         try:
             agents.bring_online(ctx)
-        except ShareddiskError:
-            agents.take_offline(ctx)
-            del self.owned[index]
-            raise
+        except ShareddiskError as exc:
+            if isinstance(exc, LeaseLost):
+                raise
+            # Failed here: mark it so the next node of the failover list tries.
+            log.error("event=online-failed resource=%s error=%r", record.name, str(exc))
+            self._give_up(index, "online failed", state=ResourceState.FAILED,
+                          failed_on=self.me.node_id)
+            return
         owner_ctx.update(state=ResourceState.ONLINE, failed_on=None)
         if previous is not None:
             self.counts["failovers"] += 1

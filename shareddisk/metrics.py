@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 def parse_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise UsageError(f"bad --metrics-address {text!r}: use HOST:PORT, e.g. 127.0.0.1:9464")
     return host or "127.0.0.1", int(port)
 

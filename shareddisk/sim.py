@@ -67,21 +67,22 @@ from shareddisk import node as node_mod
 from shareddisk import operations as operations_mod
 from shareddisk import session as session_mod
 from shareddisk.area import Area, Geometry
-from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
+from shareddisk.attributes import Owner, ResourceRecord, guarded_write, read_stored
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.diskio import DiskWorker, Outcome
 from shareddisk.drivers import image as image_mod
 from shareddisk.drivers.image import ImageDriver, read_contents
-from shareddisk.errors import DeviceError, Fenced, FormatError, ShareddiskError
+from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, ShareddiskError
 from shareddisk.faults import Fault, FaultRules, FaultyDevice
+from shareddisk.format import heartbeat
 from shareddisk.format import lease as lease_fmt
 from shareddisk.format import logrecord
 from shareddisk.format.logrecord import EntryType
 from shareddisk.format.resource import ResourceState
 from shareddisk.format.volume import VolumeState
 from shareddisk.inspect import verify_area
-from shareddisk.leases import Holder, Leases
+from shareddisk.leases import Holder, Leases, holds, read_lease
 from shareddisk.membership import PeerState, Transition
 from shareddisk.messages import send_message
 from shareddisk.oplog import LogDisk
@@ -137,6 +138,8 @@ class Task:
         self.done = False
         self.blocked = False
         self.in_io = False
+        self.defer: float | None = None  # set: I/O latency is added up here, not slept
+        self.freeze_after_io: float | None = None  # freeze the process when this I/O ends
         self.error: BaseException | None = None
         self.kill: BaseException | None = None
         self.on_exit: list[Callable[[Task], None]] = []
@@ -255,7 +258,8 @@ class Scheduler:
         if task.kill is not None:
             raise task.kill
         wake = self.now + max(0.0, seconds)
-        if not self._heap or wake < self._heap[0][0]:
+        frozen = task.life is not None and task.life.frozen and not task.in_io
+        if not frozen and (not self._heap or wake < self._heap[0][0]):
             self.now = wake  # nothing else happens meanwhile: no need to switch
             return
         self.wake_at(wake, task, task.token)
@@ -293,7 +297,8 @@ class SimClock:
     def __init__(self, sched: Scheduler, wall_offset: float = 1_800_000_000.0 - 1000.0):
         self.sched = sched
         self.wall_offset = wall_offset
-        self.before_sleep: Callable[[float], None] | None = None
+        self.before_sleep: Callable[[float], bool] | None = None
+        self.after_sleep: Callable[[], None] | None = None
 
     def monotonic(self) -> float:
         return self.sched.now
@@ -302,9 +307,12 @@ class SimClock:
         return self.sched.now + self.wall_offset
 
     def sleep(self, seconds: float) -> None:
-        if self.before_sleep is not None:
-            self.before_sleep(seconds)
-        self.sched.sleep(seconds)
+        marked = self.before_sleep is not None and self.before_sleep(seconds)
+        try:
+            self.sched.sleep(seconds)
+        finally:
+            if marked and self.after_sleep is not None:
+                self.after_sleep()
 
 
 class SimLock:
@@ -399,8 +407,9 @@ class SimFuture:
 class SimWorker:
     """Stands in for a threaded DiskWorker: one simulated thread serving requests in order."""
 
-    def __init__(self, sim: "Simulation", name: str):
+    def __init__(self, sim: "Simulation", name: str, view: "HostDisk | None" = None):
         self.sim = sim
+        self.view = view
         self._pending: SimFuture | None = None
         self._queue: deque[tuple[Callable[[], Any], SimFuture]] = deque()
         self.closed = False
@@ -451,7 +460,14 @@ class SimWorker:
 
 
 def _sim_run_round(sim: "Simulation") -> Callable[..., list[Outcome]]:
-    """node.run_round for simulated workers: wait for every disk, at most the I/O timeout."""
+    """node.run_round for simulated workers: wait for every disk, at most the I/O timeout.
+
+    A request for a disk whose worker is idle and whose view has no fault
+    right now runs in the calling thread, its latency added up instead of
+    slept: its I/O lands when issued and nothing can delay it, so this is
+    what the worker thread would have done, without the thread switches.
+    Every other request goes to its worker thread.
+    """
     original = _ORIGINALS["node.run_round"]
 
     def run_round(workers: list[Any], requests: list[Callable[[], Any]], clock: Any,
@@ -461,20 +477,47 @@ def _sim_run_round(sim: "Simulation") -> Callable[..., list[Outcome]]:
         sched = sim.sched
         me = sched.current
         assert me is not None
-        deadline = sched.now + io_timeout
-        futures = [w.submit(fn) for w, fn in zip(workers, requests)]
-        waiting = [f for f in futures if f is not None]
+        started = sched.now
+        deadline = started + io_timeout
+        inline_until = started
+        slots: list[Any] = []
+        for w, fn in zip(workers, requests):
+            view = w.view
+            if view is not None and not w.busy \
+                    and not sim.faults.active(view.host.id, view.index):
+                me.defer = 0.0
+                try:
+                    slots.append(Outcome(True, fn()))
+                except DeviceError as exc:
+                    slots.append(Outcome(False, error=str(exc)))
+                finally:
+                    inline_until = max(inline_until, started + (me.defer or 0.0))
+                    me.defer = None
+            else:
+                slots.append(w.submit(fn))
+        waiting = [f for f in slots if isinstance(f, SimFuture)]
         for f in waiting:
             f.waiters.append(me)
         try:
-            while any(not f.done() for f in waiting) and sched.now < deadline:
-                sched.block(deadline)
+            while sched.now < deadline:
+                pending = any(not f.done() for f in waiting)
+                if not pending and sched.now >= inline_until:
+                    break
+                wake = deadline if pending else inline_until
+                if sched.now < inline_until:
+                    wake = min(wake, inline_until)
+                if pending:
+                    sched.block(wake)
+                else:
+                    sched.sleep(wake - sched.now)
         finally:
             for f in waiting:
                 f.waiters.remove(me)
         out = []
-        for f in futures:
-            if f is None:
+        for f in slots:
+            if isinstance(f, Outcome):
+                out.append(f)
+            elif f is None:
                 out.append(Outcome(False, error="previous I/O still pending"))
             elif not f.done():
                 out.append(Outcome(False, error=f"no answer within the io timeout "
@@ -548,18 +591,27 @@ class HostDisk:
     def _device(self) -> Any:
         return self._faulty if self.sim.faults.active(self.host.id, self.index) else self._landing
 
-    def _enter(self) -> Task | None:
+    def _enter(self, write: bool = False) -> Task | None:
         task = self.sim.sched.current
         if task is not None:
             if task.kill is not None:
                 raise task.kill
+            if write:
+                self.sim.write_gate(task, self.path)
             task.in_io = True
         return task
 
     def _complete(self, task: Task | None) -> None:
         if task is not None:
             task.in_io = False
-            self.sim.sched.sleep(self.sim.cfg.io_latency * (0.1 + self._rng.random()))
+            if task.freeze_after_io is not None and task.life is not None:
+                self.sim._freeze_now(task.life, task.freeze_after_io)
+                task.freeze_after_io = None
+            latency = self.sim.cfg.io_latency * (0.1 + self._rng.random())
+            if task.defer is not None:
+                task.defer += latency
+            else:
+                self.sim.sched.sleep(latency)
 
     def read(self, offset: int, length: int) -> bytes:
         task = self._enter()
@@ -572,7 +624,7 @@ class HostDisk:
         return data
 
     def write(self, offset: int, data: Any) -> None:
-        task = self._enter()
+        task = self._enter(write=True)
         try:
             self._device().write(offset, data)
         finally:
@@ -599,7 +651,10 @@ class _DataView:
     io_mode = "memory"
     closed = False
 
-    def __init__(self, inner: MemoryDevice, name: str, writable: bool):
+    def __init__(self, sim: "Simulation", index: int, inner: MemoryDevice, name: str,
+                 writable: bool):
+        self.sim = sim
+        self.index = index
         self.inner = inner
         self.path = name
         self.sector_size = inner.sector_size
@@ -610,7 +665,11 @@ class _DataView:
         return self.inner.read(offset, length)
 
     def write(self, offset: int, data: Any) -> None:
+        task = self.sim.sched.current
+        if task is not None:
+            self.sim.write_gate(task, self.path)
         self.inner.write(offset, data)
+        self.sim.ledger.on_data_write(self.index, self.path, offset)
 
     def flush(self) -> None:
         pass
@@ -694,6 +753,7 @@ class Life:
         self.main: Task | None = None
         self.frozen = False
         self.freeze_request: float | None = None
+        self.idle = False  # the heartbeat loop sleeps between two steps
         self.parked: list[tuple[Task, int]] = []
         self.ended = False
         self.fenced = False
@@ -719,12 +779,16 @@ class Host:
         self.name = f"n{host_id}"
         self.state_dir = state_dir
         self.disks = [HostDisk(sim, self, d, dev) for d, dev in enumerate(sim.disks)]
+        for view in self.disks:
+            sim.views[view.path] = view
         self.life: Life | None = None
         self.lives = 0
         self.online: dict[int, int] = {}   # resource index -> incarnation that has it online
         self.stop_requested = False
         self.restart_pending = False
-        self.armed: dict[str, float] = {}  # crash point name -> armed until (virtual time)
+        # crash point name -> (armed until, seconds to stop there, action to run)
+        self.armed: dict[str, tuple[float, float | None, Callable[[], Any] | None]] = {}
+        self.last_incarnation = 0          # for the "incarnation-reused" workaround
 
     def up(self) -> bool:
         return self.life is not None and not self.life.ended
@@ -789,6 +853,8 @@ class Ledger:
         self.active = False
         self.leases: dict[int, dict[str, Any]] = {}
         self.declared: dict[tuple[int, int], tuple[float, int]] = {}
+        self.declarations: list[tuple[float, int, tuple[int, int]]] = []
+        self.writers: dict[tuple[int, int], object] = {}  # identity -> the process writing as it
         self.attempts: dict[str, Attempt] = {}
         self.best_ack: dict[tuple[int, str], Attempt] = {}
         self.versions: dict[int, int] = {}
@@ -815,6 +881,15 @@ class Ledger:
         end = offset + len(data)
         region = self._region(offset)
         self.writes[region] += 1
+        if who is not None and task is not None:
+            process = task.life if task.life is not None else getattr(task, "session_node", None)
+            if process is not None:
+                first = self.writers.setdefault(who, process)
+                if first is not process:
+                    sim.violation("incarnation-reused",
+                                  f"two processes write as node {who[0]} incarnation {who[1]} "
+                                  f"(the second on h{view.host.id}, to {region} of disk "
+                                  f"{view.index})")
         if who is not None and who in self.declared:
             when, by = self.declared[who]
             borrowed = task is not None and task.role == "client"
@@ -833,6 +908,10 @@ class Ledger:
             for index in sorted({s // (2 * self.chunks) for s in range(first, last + 1)}):
                 self._guarded("resource record", index, who)
                 self.dirty.add(index)
+                version = int.from_bytes(data[16:24], "little") if len(data) >= 24 else -1
+                sim.trace(f"{_who(who)} writes resource {index} copy "
+                          f"{'AB'[(first // self.chunks) % 2]} version {version}"
+                          f"{'' if len(data) == self.chunks * self.ss else ' (partial)'}")
         else:
             for name, r in self.logs.items():
                 if r.offset <= offset < r.end:
@@ -840,6 +919,15 @@ class Ledger:
                         chunk = data[pos * self.ss:(pos + 1) * self.ss]
                         self._log_write(who, name, chunk)
                     break
+
+    def on_data_write(self, index: int, path: str, offset: int) -> None:
+        """Storage operations change the data device only as the resource's lease holder."""
+        if not self.active:
+            return
+        task = self.sim.sched.current
+        who = task.identity() if task is not None else None
+        self.writes["data"] += 1
+        self._guarded(f"data device {path} (offset {offset})", index, who)
 
     def _region(self, offset: int) -> str:
         for name, r in self.area0.regions.items():
@@ -868,6 +956,7 @@ class Ledger:
         self.leases[index] = new
         if who is not None and after == who and before != who:
             self.sim.stats["lease_acquisitions"] += 1
+            self._taken_from(index, before, who)
             return  # taking the lease
         if who is not None and before == who and old["generation"] == new["generation"]:
             return  # the holder publishing a record version, or releasing
@@ -876,6 +965,23 @@ class Ledger:
                            f"{before[0]} incarnation {before[1]} generation {old['generation']}, "
                            f"now node {after[0]} incarnation {after[1]} generation "
                            f"{new['generation']}")
+
+    def _taken_from(self, index: int, before: tuple[int, int], who: tuple[int, int]) -> None:
+        """A lease is never taken from a holder that still runs with a valid heartbeat."""
+        if not before[0]:
+            return
+        host = self.sim.hosts.get(before[0])
+        life = host.life if host is not None else None
+        node = life.node if life is not None and life.running() else None
+        if node is None or node.incarnation != before[1] or node.fenced \
+                or node.last_renew_start is None or node.state in _GONE_SLOT:
+            return  # gone, or leaving (it wrote left: peers may take over at once)
+        age = self.sim.sched.now - node.last_renew_start
+        if age < node.timeouts.renew_fail:
+            self.sim.violation("lease-taken-from-live-holder",
+                               f"{_who(who)} took the lease of resource {index} from node "
+                               f"{before[0]} incarnation {before[1]}, which runs and renewed "
+                               f"{age:.3f} s ago")
 
     def _log_write(self, who: tuple[int, int] | None, log_name: str, data: bytes) -> None:
         sim = self.sim
@@ -952,6 +1058,7 @@ class Ledger:
         sim.stats["declared_dead"] += 1
         sim.trace(f"h{observer.id} declares node {who[0]} incarnation {who[1]} dead")
         self.declared.setdefault(who, (now, observer.id))
+        self.declarations.append((sim.rel(now), observer.id, who))
         host = sim.hosts.get(change.node_id)
         life = host.life if host is not None else None
         if life is None or not life.running() or life.node is None \
@@ -959,19 +1066,18 @@ class Ledger:
             return
         node = life.node
         t = node.timeouts
-        age = None if node.last_renew_start is None else now - node.last_renew_start
-        if life.frozen:
-            if age is not None and age < t.renew_fail:
-                sim.violation("declared-dead-too-early",
-                              f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
-                              f"{age:.3f} s after its last renewal began (it is frozen; its own "
-                              f"renew_fail is {t.renew_fail:g} s)")
-            return
-        sim.violation("declared-dead-while-running",
-                      f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead while "
-                      f"it runs unfenced, {'never renewed' if age is None else f'{age:.3f} s'} "
-                      f"after its last renewal began (renew_fail {t.renew_fail:g} s, "
-                      f"fence_grace {t.fence_grace:g} s)")
+        if node.last_renew_start is None:
+            return  # never renewed: nothing of it can be running as a member
+        age = now - node.last_renew_start
+        # Past renew_fail + fence_grace the node must have stopped (or stop on waking
+        # before it writes: that is what write-after-declared-dead checks); before,
+        # it may rightly be running, so calling it dead is wrong.
+        if age < t.renew_fail + t.fence_grace:
+            sim.violation("declared-dead-while-renewing",
+                          f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
+                          f"{age:.3f} s after its last successful renewal began (renew_fail "
+                          f"{t.renew_fail:g} s + fence_grace {t.fence_grace:g} s; dead "
+                          f"{t.dead:g} s){' while it is frozen' if life.frozen else ''}")
 
     # -- attribute updates ----------------------------------------------------------
 
@@ -1033,6 +1139,9 @@ class Ledger:
                           f"later write of {key} explains the difference")
 
 
+_GONE_SLOT = (heartbeat.SlotState.LEFT, heartbeat.SlotState.FENCED)
+
+
 def _who(who: tuple[int, int] | None) -> str:
     return "an unknown writer" if who is None else f"node {who[0]} incarnation {who[1]}"
 
@@ -1056,7 +1165,12 @@ class SimConfig:
     freeze_mode: str = "idle"     # "idle": SIGSTOP between steps; "anywhere": at any I/O
     io_latency: float = 0.002     # mean virtual seconds per I/O
     log_size: int = 64
+    cli: str = "daemon"           # "daemon": requests go through the owner's daemon;
+                                  # "session": the CLI's Session path (see RELIABILITY.md)
+    workarounds: tuple[str, ...] = ()   # see WORKAROUNDS; run_seed() turns them all on
     chaos: bool = True
+    failover: tuple[tuple[int, ...], ...] | None = None  # per resource; default: seeded order
+    boot_at: tuple[float, ...] | None = None  # per node, seconds; default: seeded, within 2 s
     verbose: bool = False
     # weights of the chaos actions (0 disables one)
     weights: dict[str, float] = field(default_factory=lambda: {
@@ -1096,6 +1210,7 @@ class Simulation:
         self.t0 = self.sched.now
         self.clock = SimClock(self.sched)
         self.clock.before_sleep = self._before_sleep
+        self.clock.after_sleep = self._after_sleep
         self.timeouts = Timeouts.from_interval(cfg.interval)
         self.violations: list[Violation] = []
         self.stats: Counter = Counter()
@@ -1107,11 +1222,13 @@ class Simulation:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"sim{cfg.seed}-", dir=_tmp_root())) \
             if workdir is None else workdir
         self.faults = FaultBook()
+        self.fences: list[tuple[float, int, int, str]] = []   # (t, host, incarnation, reason)
         self.values = itertools.count(1)
         self.requests = itertools.count(1)
         self.chaos_end = 0.0
         self.in_chaos = False
         self.sched.park = self._park
+        self._gate = "owner-writes-after-deadline" in cfg.workarounds
         self._setup()
 
     # -- reporting ------------------------------------------------------------------
@@ -1163,6 +1280,8 @@ class Simulation:
             self.data[name] = dev
             order = list(range(1, cfg.nodes + 1))
             self.rng.shuffle(order)
+            if cfg.failover is not None:
+                order = list(cfg.failover[r])
             record = ResourceRecord(index=r, name=f"r{r}", type="group",
                                     failover=[(n, p) for p, n in enumerate(order)],
                                     attributes={"data_devices": [name], "volume_slots": 8})
@@ -1171,6 +1290,7 @@ class Simulation:
             leases.release(r, setup, generation)
         self.ledger = Ledger(self, area0)
         self.hosts: dict[int, Host] = {}
+        self.views: dict[str, HostDisk] = {}
         for h in range(1, cfg.nodes + 1):
             state_dir = self.workdir / f"h{h}"
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -1179,7 +1299,9 @@ class Simulation:
 
     # -- running ------------------------------------------------------------------------
 
-    def run(self) -> SimResult:
+    def run(self, script: Callable[["Simulation"], None] | None = None,
+            final_checks: bool = True) -> SimResult:
+        """Run the whole schedule; ``script`` may add scripted actions first (sim.at)."""
         began = time.perf_counter()
         cfg = self.cfg
         try:
@@ -1187,8 +1309,11 @@ class Simulation:
                 self.ledger.start()
                 start = self.sched.now
                 for host in self.hosts.values():
-                    self.sched.call_at(start + self.rng.uniform(0, 2.0),
-                                       lambda host=host: self.boot(host))
+                    when = self.rng.uniform(0, 2.0) if cfg.boot_at is None \
+                        else cfg.boot_at[host.id - 1]
+                    self.sched.call_at(start + when, lambda host=host: self.boot(host))
+                if script is not None:
+                    script(self)
                 chaos_start = start + cfg.warmup
                 self.chaos_end = chaos_start + cfg.duration
                 if cfg.chaos:
@@ -1196,7 +1321,7 @@ class Simulation:
                 self.sched.call_at(self.chaos_end, self._quiet_begin)
                 end = self.chaos_end + cfg.quiet
                 self._loop(end)
-                if not self.violations:
+                if not self.violations and final_checks:
                     self.final_checks()
                 self.sched.shutdown()
         finally:
@@ -1219,15 +1344,16 @@ class Simulation:
             self.stats["events"] += 1
             self.check_now()
 
-    def run_until(self, t_rel: float) -> None:
-        """Scripted runs: advance to ``t_rel`` seconds after the start."""
-        self._loop(self.t0 + t_rel)
+    def at(self, t_rel: float, fn: Callable[[], Any]) -> None:
+        """Scripts: call ``fn`` (on the scheduler) ``t_rel`` virtual seconds after the start."""
+        self.sched.call_at(self.t0 + t_rel, fn)
 
     # -- the per-event invariant ---------------------------------------------------------
 
     def check_now(self) -> None:
         """Exclusive ownership (see docs/RELIABILITY.md), and records written meanwhile."""
         self.ledger.check_dirty()
+        self._idle_freezes()
         now = self.sched.now
         holders: dict[int, list[str]] = {}
         for host in self.hosts.values():
@@ -1356,17 +1482,51 @@ class Simulation:
         life.parked.append((task, token))
         return True
 
-    def _before_sleep(self, seconds: float) -> None:
-        """Idle freezes take hold when the heartbeat loop sleeps and the manager is idle."""
+    def _before_sleep(self, seconds: float) -> bool:
+        """Note when a heartbeat loop sleeps between steps (where idle freezes take hold)."""
         task = self.sched.current
-        if task is None or task.life is None or task.life.freeze_request is None:
+        if task is None or task.life is None or task is not task.life.main:
+            return False
+        if sys._getframe(2).f_code is not _NODE_RUN_CODE:
+            return False
+        task.life.idle = True
+        return True
+
+    def _after_sleep(self) -> None:
+        task = self.sched.current
+        if task is not None and task.life is not None:
+            task.life.idle = False
+
+    def _idle_freezes(self) -> None:
+        """A pending idle freeze takes hold once the loop sleeps and the manager is idle."""
+        for host in self.hosts.values():
+            life = host.life
+            if life is None or life.freeze_request is None or not life.idle or life.ended:
+                continue
+            daemon = life.daemon
+            if daemon is not None and not daemon._worker.busy:
+                self._freeze_now(life, life.freeze_request)
+
+    def freeze_after_next_io(self, seconds: float) -> None:
+        """Scripts (a crash point action): freeze the calling daemon thread's process
+        as soon as its next I/O completes, e.g. between a check and the write after."""
+        task = self.sched.current
+        if task is not None:
+            task.freeze_after_io = seconds
+
+    def write_gate(self, task: Task, path: str) -> None:
+        """Workaround "owner-writes-after-deadline": a daemon thread writes nothing once
+        its node's own renewal deadline has passed (checked when the write is issued)."""
+        if not self._gate or task.life is None:
             return
-        life = task.life
-        if task is not life.main or sys._getframe(2).f_code.co_name != "run":
+        node = task.life.node
+        if node is None or node.last_renew_start is None:
             return
-        daemon = life.daemon
-        if daemon is not None and not daemon._worker.busy:
-            self._freeze_now(life, life.freeze_request)
+        late = self.sched.now - node.last_renew_start
+        if late >= node.timeouts.renew_fail:
+            self.stats["writes_refused_late"] += 1
+            raise DeviceError(f"{path}: write refused: node {node.node_id} has not renewed for "
+                              f"{late:.3f} s (limit {node.timeouts.renew_fail:g} s)")
 
     def stop(self, host: Host) -> None:
         if host.up():
@@ -1404,9 +1564,9 @@ class Simulation:
                           probability=rng.choice([1.0, 0.5, 0.2]))
         elif kind == "stall":
             # every I/O of the view waits until a moment (a hung path), up to 2 x dead
-            stall = rng.uniform(0.5, 2 * self.timeouts.dead)
+            stall = min(rng.uniform(0.5, 2 * self.timeouts.dead), self.chaos_end - self.sched.now)
             fault = Fault("stall", until=self.sched.now + stall)
-            seconds = stall
+            seconds = stall  # (it ends with the chaos, so the quiet period has no hung I/O)
         elif kind == "latency":
             fault = Fault("latency", seconds=rng.choice([0.05, 0.3, 0.9]),
                           probability=rng.choice([1.0, 0.3]))
@@ -1425,6 +1585,7 @@ class Simulation:
         box: dict[str, Any] = {}
 
         def main() -> None:
+            self.trace(f"h{host.id} cli {what}: starts")
             area = Area.open(host.disks[0])
             box["result"] = body(area)
 
@@ -1450,16 +1611,75 @@ class Simulation:
         return task
 
     def update(self, host: Host, index: int, changes: dict[str, Any],
-               attempt: Attempt | None = None) -> Task:
-        """``shareddisk attr set`` on ``host``: one CAS write through a Session."""
+               attempt: Attempt | None = None) -> Task | None:
+        """``shareddisk attr set`` on ``host`` (the way ``cfg.cli`` says)."""
+        if self.cfg.cli == "session":
+            return self._update_session(host, index, changes, attempt)
+        return self._update_daemon(host, index, changes, attempt)
+
+    def _update_daemon(self, host: Host, index: int, changes: dict[str, Any],
+                       attempt: Attempt | None) -> Task | None:
+        """The request handed to the host's daemon, which writes it as the owner.
+
+        A thread of the daemon process (so it dies with it), writing through
+        the OwnerContext of the resource it owns, under the same-host lock.
+        """
+        what = f"update r{index} {json.dumps(changes, sort_keys=True)[:80]}"
+        life = host.life
+        self.stats["cli_commands"] += 1
+        if life is None or not life.running():
+            self.trace(f"h{host.id} request {what}: refused, no daemon running")
+            if attempt is not None:
+                self.ledger.failed(attempt, "no daemon")
+            return None
+        versions: list[int] = []
+
+        def main() -> None:
+            self.trace(f"h{host.id} request {what}: starts")
+            daemon = life.daemon
+            assert daemon is not None
+            owned = daemon.manager.owned.get(index)
+            if owned is None:
+                raise LockHeld(f"node {host.id} does not own resource {index}")
+            self.sched.current.versions = versions  # type: ignore[union-attr]
+            owned.ctx.owner.update(**changes)
+
+        def ended(task: Task) -> None:
+            err = task.error
+            if err is None:
+                self.trace(f"h{host.id} request {what}: ok")
+                if attempt is not None:
+                    self.ledger.acked(attempt, versions[-1] if versions else None)
+                return
+            if not isinstance(err, (ShareddiskError, SimCrash)):
+                self.unexpected(task, err)
+            self.trace(f"h{host.id} request {what}: {type(err).__name__}: {str(err)[:160]}")
+            if attempt is not None:
+                self.ledger.failed(attempt, str(err))
+
+        task = self.sched.spawn(f"h{host.id}.{life.number}/rpc{next(self.requests)}", main,
+                                host=host, role="daemon", life=life, identity=life.identity)
+        life.tasks.append(task)
+        task.on_exit.append(ended)
+        return task
+
+    def _update_session(self, host: Host, index: int, changes: dict[str, Any],
+                        attempt: Attempt | None) -> Task:
+        """One CAS write through a Session, as ``shareddisk attr set --node-id`` does."""
         versions: list[int] = []
 
         def body(area: Area) -> Any:
             with session_mod.Session(area, host.id, self.clock) as session:
                 me = self.sched.current
-                if me is not None and me.client_identity["identity"] is None:  # type: ignore[attr-defined]
-                    holder = session.holder
+                holder = session.holder
+                assert me is not None and holder is not None
+                if me.client_identity["identity"] is None:  # type: ignore[attr-defined]
                     me.client_identity["identity"] = lambda: (holder.node_id, holder.incarnation)  # type: ignore[attr-defined]
+                    how = "borrowing the daemon's"
+                else:
+                    how = "with its own"
+                self.trace(f"h{host.id} cli acts as node {holder.node_id} {how} incarnation "
+                           f"{holder.incarnation}")
                 me.versions = versions  # type: ignore[union-attr]
                 return config_mod.update_resource(session, f"r{index}", changes)
 
@@ -1499,35 +1719,68 @@ class Simulation:
         rng = self.rng
         index = rng.randrange(self.cfg.resources) if index is None else index
         host = self.pick_host(index) if host is None else host
-        if kind is None:
-            kind = rng.choice(["create-volume", "create-volume", "delete-volume",
-                               "resize-volume", "rename-volume"])
-        if args is None:
-            name = rng.choice(VOLUME_NAMES)
-            args = {"name": name}
-            if kind in ("create-volume", "resize-volume"):
-                args["size"] = rng.choice([1, 2]) * MIB
-            if kind == "rename-volume":
-                args["new_name"] = rng.choice([n for n in VOLUME_NAMES if n != name])
+        if kind is None or args is None:
+            kind, args = self._pick_op(index)
         request_id = f"q{next(self.requests)}"
         request = json.dumps({"id": request_id, "kind": kind, "args": args}, sort_keys=True)
         self.stats["op_requests"] += 1
         self.update(host, index, {"op_request": request})
         return request_id
 
-    def arm(self, host: Host, name: str, seconds: float = 30.0) -> None:
-        host.armed[name] = self.sched.now + seconds
-        self.trace(f"h{host.id} armed crash point {name} for {seconds:g} s")
+    def _pick_op(self, index: int) -> tuple[str, dict[str, Any]]:
+        """Mostly operations that make sense for the volumes there now (1 in 10 does not)."""
+        rng = self.rng
+        try:
+            existing = [v.name for v in read_contents(self.data[f"sim-data-r{index}"]).sorted()]
+        except ShareddiskError:
+            existing = []
+        free = [n for n in VOLUME_NAMES if n not in existing]
+        if rng.random() < 0.1:  # a request the driver refuses
+            existing, free = free or list(VOLUME_NAMES), existing or list(VOLUME_NAMES)
+        choices = (["create-volume"] * 2 if free else []) + \
+            (["delete-volume", "resize-volume"] if existing else []) + \
+            (["rename-volume"] if existing and free else [])
+        kind = rng.choice(choices or ["create-volume"])
+        if kind == "create-volume":
+            return kind, {"name": rng.choice(free or list(VOLUME_NAMES)),
+                          "size": rng.choice([1, 2]) * MIB}
+        name = rng.choice(existing or list(VOLUME_NAMES))
+        if kind == "delete-volume":
+            return kind, {"name": name}
+        if kind == "resize-volume":
+            return kind, {"name": name, "size": rng.choice([1, 2, 3]) * MIB}
+        return kind, {"name": name, "new_name": rng.choice(free or list(VOLUME_NAMES))}
+
+    def arm(self, host: Host, name: str, seconds: float = 30.0, stop: float | None = None,
+            action: Callable[[], Any] | None = None) -> None:
+        """Crash ``host``'s daemon at crash point ``name`` if it gets there within
+        ``seconds``; with ``stop``, freeze it there that long instead
+        (``SHAREDDISK_CRASHPOINT=name:stop``); with ``action``, call that and go on."""
+        host.armed[name] = (self.sched.now + seconds, stop, action)
+        what = ":stop" if stop is not None else " (action)" if action is not None else ""
+        self.trace(f"h{host.id} armed crash point {name}{what} for {seconds:g} s")
 
     def _crashpoint(self, name: str) -> None:
         task = self.sched.current
         if task is None or task.life is None:
             return
         host = task.life.host
-        until = host.armed.get(name)
-        if until is None or self.sched.now > until:
+        armed = host.armed.get(name)
+        if armed is None or self.sched.now > armed[0]:
             return
         del host.armed[name]
+        stop, action = armed[1], armed[2]
+        if action is not None:
+            self.trace(f"h{host.id} at crash point {name}: action")
+            action()
+            return
+        if stop is not None:
+            self.stats["stoppoints_hit"] += 1
+            self.trace(f"h{host.id} stops at crash point {name}")
+            self.stats["freezes"] += 1
+            self._freeze_now(task.life, stop)
+            self.sched.sleep(0)  # frozen: parked here until the thaw
+            return
         self.stats["crashpoints_hit"] += 1
         self.trace(f"h{host.id} reached crash point {name}")
         self.crash(host, f"crash point {name}")
@@ -1576,10 +1829,12 @@ class Simulation:
             index = rng.randrange(self.cfg.resources)
             owner = self.owner_host(index)
             if rng.random() < 0.5 and owner is not None:
-                self.arm(owner, rng.choice(OP_CRASHPOINTS))
+                self.arm(owner, rng.choice(OP_CRASHPOINTS), stop=rng.uniform(0.5, 20.0)
+                         if rng.random() < 0.3 else None)
             if rng.random() < 0.3:
                 other = self.hosts[rng.randint(1, self.cfg.nodes)]
-                self.arm(other, rng.choice(TAKEOVER_CRASHPOINTS))
+                self.arm(other, rng.choice(TAKEOVER_CRASHPOINTS), stop=rng.uniform(0.5, 20.0)
+                         if rng.random() < 0.3 else None)
             self.op_request(index)
         elif action == "move":
             index = rng.randrange(self.cfg.resources)
@@ -1677,7 +1932,7 @@ class Simulation:
         def worker(name: str, clock: Any, threaded: bool) -> Any:
             task = sim.sched.current
             if threaded and task is not None and task.host is not None:
-                return SimWorker(sim, name.strip("<>"))
+                return SimWorker(sim, name.strip("<>"), sim.views.get(name))
             return DiskWorker(name, clock, threaded)
 
         def thread_lock(path: str, start: int, length: int) -> Any:
@@ -1697,6 +1952,7 @@ class Simulation:
             node = _ORIGINALS["session.Node"](*args, **kwargs)
             task = sim.sched.current
             if task is not None and hasattr(task, "client_identity"):
+                task.session_node = node  # type: ignore[attr-defined]
                 task.client_identity["identity"] = lambda: (node.node_id, node.incarnation) \
                     if node.incarnation else None  # type: ignore[attr-defined]
             return node
@@ -1744,12 +2000,29 @@ class Simulation:
             (manager_mod, "make_driver"): make_driver,
             (session_mod, "Node"): session_node,
             (config_mod, "guarded_write"): recorded_guarded_write,
+            (operations_mod, "guarded_write"): recorded_guarded_write,
             (agents_mod, "bring_online"): bring_online,
             (agents_mod, "take_offline"): take_offline,
             (confsync_mod, "write_atomically"): write_quickly,
             (agents_mod, "write_atomically"): write_quickly,
             (image_mod, "uuidlib"): uuid_ns,
         }
+        wanted = set(self.cfg.workarounds)
+        unknown = wanted - set(WORKAROUNDS)
+        if unknown:
+            raise ValueError(f"unknown workarounds: {', '.join(sorted(unknown))}")
+        if wanted & {"takeover-keeps-lease", "online-state-not-written"}:
+            replacements[(manager_mod.ClusterManager, "_take_over")] = _fixed_take_over
+        if "takeover-not-retried" in wanted:
+            replacements[(manager_mod.ClusterManager, "_should_take")] = _fixed_should_take
+        if wanted & {"failed-op-left-open", "unpublished-record-write"}:
+            replacements[(manager_mod.ClusterManager, "_tend")] = _fixed_tend(wanted)
+        if "config-load-sticks" in wanted:
+            replacements[(confsync_mod.ConfigSync, "load")] = _fixed_load
+        if "log-append-race" in wanted:
+            replacements[(operations_mod, "choose_log")] = _fixed_choose_log
+        if "incarnation-reused" in wanted:
+            replacements[(node_mod.Node, "_write_all")] = _fixed_write_all(self)
         saved = {key: getattr(*key) for key in replacements}
         try:
             for (module, name), value in replacements.items():
@@ -1760,12 +2033,18 @@ class Simulation:
                 setattr(module, name, value)
 
     def _open_data(self, path: str, writable: bool = True) -> _DataView:
-        return _DataView(self.data[path], path, writable)
+        return _DataView(self, int(path.rsplit("r", 1)[1]), self.data[path], path, writable)
 
     @contextlib.contextmanager
     def _logging(self) -> Iterator[None]:
-        if not self.cfg.verbose:
-            yield
+        root = logging.getLogger("shareddisk")
+        old_level = root.level
+        if not self.cfg.verbose:  # the library logs every fault it meets: keep that quiet
+            root.setLevel(logging.CRITICAL + 1)
+            try:
+                yield
+            finally:
+                root.setLevel(old_level)
             return
         sim = self
 
@@ -1779,8 +2058,6 @@ class Simulation:
         handler = logging.StreamHandler(sys.stderr)
         handler.addFilter(_Prefix())
         handler.setFormatter(logging.Formatter("%(simtime)s   [%(simtask)s] %(name)s: %(message)s"))
-        root = logging.getLogger("shareddisk")
-        old_level = root.level
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         try:
@@ -1804,6 +2081,9 @@ class _SimFence:
         life.fenced = True
         life.host.online.clear()
         sim.stats["fences"] += 1
+        node = life.node
+        sim.fences.append((sim.rel(sim.sched.now), life.host.id,
+                           node.incarnation if node is not None else 0, reason))
         sim.trace(f"h{life.host.id} fences itself: {reason}")
         current = sim.sched.current
         for task in life.tasks:
@@ -1812,6 +2092,150 @@ class _SimFence:
         raise Fenced(f"node fenced: {reason}")
 
 
+
+# --- workarounds for library bugs the simulation found ------------------------------
+#
+# Each is the proposed fix of one bug (docs/RELIABILITY.md, "Violations found"),
+# applied while a simulation runs so that a campaign can go on finding other
+# things.  Remove one (and its entry here) once the library has the fix; a run
+# with SimConfig(workarounds=()) or ``tools/sim --pristine`` tests the library
+# as it is.
+
+
+def _fixed_take_over(self: manager_mod.ClusterManager, index: int, record: ResourceRecord) -> None:
+    """_take_over that leaves nothing half done when it fails after taking the lease.
+
+    Bugs "takeover-keeps-lease" and "online-state-not-written": in the
+    library a failure after the lease is taken (a disk error writing
+    owner_host, an agent failing, the final state=online write failing)
+    leaves the lease held, or the resource online here with the record
+    saying offline, and nothing ever retries.  Here: offline again, and the
+    lease given back, so that the successor (maybe this node, next tick)
+    starts over.
+    """
+    try:
+        _ORIGINALS["manager._take_over"](self, index, record)
+    except ShareddiskError:
+        owned = self.owned.pop(index, None)
+        if owned is not None:  # online, but the record does not say so
+            agents_mod.take_offline(owned.ctx)
+        me = self.me
+        with contextlib.suppress(ShareddiskError):
+            current = read_lease(self.area, index)
+            if me is not None and holds(current, me):
+                self.leases.release(index, me, current["generation"])
+        raise
+
+
+def _fixed_should_take(self: manager_mod.ClusterManager, record: ResourceRecord) -> bool:
+    """Bug "takeover-not-retried": owner_host, or the lease, names this very
+    incarnation but the resource is not online here (a takeover failed half
+    way, and giving the lease back failed too): try again, nobody else can."""
+    me, owner = self.me, record.owner
+    assert me is not None
+    mine = (me.node_id, me.incarnation)
+    if owner is not None and (owner.node_id, owner.incarnation) == mine:
+        return True
+    leases = self.config._leases
+    ss = self.area.sector_size
+    if leases is not None and len(leases) >= (record.index + 1) * ss:
+        try:
+            lease = lease_fmt.CODEC.decode(leases[record.index * ss:(record.index + 1) * ss])
+        except FormatError:
+            lease = None
+        if lease is not None and (lease["owner_id"], lease["owner_incarnation"]) == mine:
+            return True
+    return _ORIGINALS["manager._should_take"](self, record)
+
+
+def _fixed_tend(workarounds: set[str]) -> Callable[..., None]:
+    """_tend with the fixes of two bugs.
+
+    "failed-op-left-open": an operation that failed half way on its owner (a
+    disk error between setting active_log_disk and clearing it) was only ever
+    finished by a successor.  Here the owner finishes it itself: at the start
+    of a tick active_log_disk can only name an interrupted operation.
+
+    "unpublished-record-write": a record write whose second step (publishing
+    the version in the lease) failed is on the disk, but no node reloads it
+    until the next write.  Here the owner publishes the version it finds.
+    """
+    def tend(self: manager_mod.ClusterManager, index: int, record: ResourceRecord) -> None:
+        ctx = self.owned[index].ctx
+        if "unpublished-record-write" in workarounds:
+            o = ctx.owner
+            lease = o.leases.verify(index, o.holder, o.generation)
+            version = read_stored(o.area, index).version
+            if lease["record_version"] != version:
+                o.leases.record_written(index, o.holder, o.generation, version)
+        if "failed-op-left-open" in workarounds and record.active_log_disk:
+            ctx.guard()
+            for agent in agents_mod.AGENTS[1:]:  # the log agent, then the recovery agent
+                agent.online(ctx)
+        _ORIGINALS["manager._tend"](self, index, record)
+
+    return tend
+
+
+def _fixed_load(self: confsync_mod.ConfigSync) -> None:
+    """Bug "config-load-sticks": load() kept the lease bytes when reading the
+    records failed, so the next poll saw no change and the copy stayed empty."""
+    leases = self.area.read_region("lease")
+    records = {s.index: s.record for s in confsync_mod.read_all(self.area) if s.record is not None}
+    self._leases, self.records = leases, records
+    self._save()
+
+
+def _fixed_write_all(sim: "Simulation") -> Callable[..., bool]:
+    """Bug "incarnation-reused": start() takes 1 + the highest incarnation on the
+    disks it could read, so a disk it cannot read may hold a higher one and
+    two lives share a number.  The fix kept here: the host remembers the last
+    incarnation it used for the node id (as a file in the state directory
+    would) and the first write of a start never goes below it."""
+    original = _ORIGINALS["node._write_all"]
+
+    def write_all(self: node_mod.Node, round_start: float) -> bool:
+        task = sim.sched.current
+        host = task.host if task is not None else None
+        if self.counter == 0 and host is not None:  # the JOINING write of start()
+            self.incarnation = max(self.incarnation, host.last_incarnation + 1)
+            host.last_incarnation = self.incarnation
+        return original(self, round_start)
+
+    return write_all
+
+
+def _fixed_choose_log(area: Area, index: int) -> str:
+    """Bug "log-append-race": two owners on different hosts that start an operation
+    at the same moment both pick the free log disk with the fewest unfinished
+    operations (the first one on a tie) and append the same position of one
+    ring, one overwriting the other's entry.  The fix kept here: with at least
+    as many log disks as resources, each resource has its own."""
+    names = area.layout.geometry.log_disks
+    if names and len(names) >= area.superblock["resource_count"]:
+        return names[index % len(names)]
+    return _ORIGINALS["operations.choose_log"](area, index)
+
+
+WORKAROUNDS: dict[str, str] = {
+    "takeover-keeps-lease": "manager._take_over releases the lease when it fails after taking it",
+    "online-state-not-written": "manager._take_over takes the resource offline when the final "
+                                "state=online write fails (so it is retried)",
+    "takeover-not-retried": "manager._should_take retries when owner_host or the lease names "
+                            "this incarnation",
+    "failed-op-left-open": "manager._tend finishes (replays or tidies) an operation of its own "
+                           "that failed half way",
+    "unpublished-record-write": "manager._tend publishes a record version that is on the disk "
+                                "but not in the lease",
+    "config-load-sticks": "confsync.ConfigSync.load keeps nothing when reading the records fails",
+    "incarnation-reused": "node.Node.start never reuses an incarnation this host used before",
+    "log-append-race": "operations.choose_log gives each resource its own log disk when "
+                       "there are enough",
+    "owner-writes-after-deadline": "a daemon issues no write (area or data device) once its own "
+                                   "renewal deadline has passed",
+}
+
+_NODE_RUN_CODE = node_mod.Node.run.__code__
 _ORIGINALS: dict[str, Any] = {
     "node.run_round": node_mod.run_round,
     "locks._thread_lock": locks_mod._thread_lock,
@@ -1819,6 +2243,11 @@ _ORIGINALS: dict[str, Any] = {
     "session.Node": session_mod.Node,
     "agents.bring_online": agents_mod.bring_online,
     "agents.take_offline": agents_mod.take_offline,
+    "manager._should_take": manager_mod.ClusterManager._should_take,
+    "manager._take_over": manager_mod.ClusterManager._take_over,
+    "operations.choose_log": operations_mod.choose_log,
+    "node._write_all": node_mod.Node._write_all,
+    "manager._tend": manager_mod.ClusterManager._tend,
 }
 
 
@@ -1829,7 +2258,9 @@ def _tmp_root() -> str | None:
 
 
 def run_seed(seed: int, **overrides: Any) -> SimResult:
-    """One seeded run with the default configuration (``overrides`` change fields)."""
+    """One seeded run: the default configuration with every workaround, unless
+    ``overrides`` say otherwise."""
+    overrides.setdefault("workarounds", tuple(WORKAROUNDS))
     return Simulation(SimConfig(seed=seed, **overrides)).run()
 
 

@@ -27,12 +27,17 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-INTERVAL = 0.1
-# docs/TIMEOUTS.md at I = T = 0.1 s.
-SUSPECT = 0.3
-DEAD = 0.7
-RENEW_FAIL = 0.4
-JOIN_WAIT = 0.3
+from shareddisk.timeouts import Timeouts
+
+# 0.2 s: fast enough for quick tests, slow enough that a daemon starved of
+# CPU on a loaded 2-core machine does not fence itself (renew_fail 0.8 s).
+INTERVAL = 0.2
+# docs/TIMEOUTS.md, derived as the daemons derive them.
+_T = Timeouts.from_interval(INTERVAL)
+SUSPECT = _T.suspect
+DEAD = _T.dead
+RENEW_FAIL = _T.renew_fail
+JOIN_WAIT = _T.join_wait
 # Added to a documented deadline when a test asserts that a verdict came in
 # time (measured from the kill, stop or signal): the observer's read cadence
 # and scheduling delays on a loaded CI box.
@@ -291,5 +296,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.cleanup()
 
 
-__all__ = ["Cluster", "Daemon", "cluster", "parse_event", "log_time", "wait_for", "INTERVAL", "SUSPECT",
+__all__ = ["Cluster", "Daemon", "cluster", "parse_event", "log_time", "wait_for", "INTERVAL",
+           "SUSPECT",
            "DEAD", "RENEW_FAIL", "JOIN_WAIT", "SLACK", "PATIENCE"]

@@ -1,4 +1,4 @@
-"""Real ``shareddisk run`` processes on a file image at interval 0.1 s.
+"""Real ``shareddisk run`` processes on a file image at interval INTERVAL (daemons.py).
 
 These check what the unit tests and the simulation cannot: signals, exit
 codes, log lines, sd_notify and the on-disk slots written by separate
@@ -110,7 +110,7 @@ def test_frozen_node_is_declared_dead_and_fences_without_writing(cluster: Cluste
         elapsed = time.monotonic() - stopped_at
         assert elapsed <= DEAD + INTERVAL + SLACK, \
             f"node {i} declared frozen node 1 dead {elapsed:.2f} s after SIGSTOP"
-    time.sleep(max(0.0, stopped_at + 1.5 - time.monotonic()))  # frozen well past dead (0.7 s)
+    time.sleep(max(0.0, stopped_at + DEAD + 0.8 - time.monotonic()))  # frozen well past dead
     assert cluster.slot(1)["counter"] == frozen["counter"], "a stopped process wrote its slot"
 
     frozen_node.signal(signal.SIGCONT)
