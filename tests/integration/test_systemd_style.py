@@ -234,7 +234,7 @@ class Supervisor:
 def init_two_disks(tmp_path: Path) -> list[Path]:
     disks = [tmp_path / "disk-a.img", tmp_path / "disk-b.img"]
     done = subprocess.run([*installed_command(), "init", *map(str, disks), "--nodes", "3",
-                           "--size", "4M", "--interval", "0.1"],
+                           "--size", "4M", "--interval", "0.25"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return disks
@@ -320,7 +320,7 @@ def test_without_watchdog_usec_only_ready_is_sent(tmp_path: Path) -> None:
         wait_for(lambda: (supervisor.receive(1.0) and "READY=1" in supervisor.texts())
                  or proc.poll() is not None, PATIENCE, "READY=1")
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        # Many more heartbeat intervals (0.1 s each): still nothing but READY=1.
+        # Several more heartbeat intervals (0.25 s each): still nothing but READY=1.
         for _ in range(3):
             supervisor.receive(0.5)
         assert supervisor.texts() == ["READY=1"]
