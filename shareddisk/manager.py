@@ -71,6 +71,18 @@ class ClusterManager:
         self.me: Holder | None = None
         self.view: View = {}
         config.hooks.append(self._attr_changed)
+        self._forget_old_definitions()
+
+    def _forget_old_definitions(self) -> None:
+        """A starting node owns nothing: definitions left by its previous life go.
+
+        (A crashed owner never ran its storage agent's offline; its successor
+        owns the group now, so a definition here would claim it twice.)
+        """
+        groups = self.state_dir / "groups"
+        for path in sorted(groups.glob("*.json")) if groups.is_dir() else []:
+            path.unlink(missing_ok=True)
+            log.info("event=definition-removed path=%s reason=node-start", path)
 
     # -- liveness from the heartbeat loop's view -----------------------------
 
