@@ -16,21 +16,26 @@ simulated thread, or ends.  Nothing depends on the OS scheduler, so a seed
 gives the same run every time.  A node is a real :class:`~shareddisk.daemon.Daemon`
 as ``shareddisk run`` builds it, with its threads: the heartbeat loop, one
 I/O worker per disk (so one hung disk does not stall a round, exactly as in
-shareddisk/diskio.py) and the manager worker.  CLI commands (attribute
-updates, operation requests, messages) run as separate simulated processes
-on a host, through :class:`~shareddisk.session.Session` like the CLI.
+shareddisk/diskio.py) and the manager worker.  Requests (attribute updates,
+operation requests, moves) are made by a thread of the owner's daemon
+(``cli="daemon"``) or, with ``cli="session"``, by a separate CLI process on
+a host through :class:`~shareddisk.session.Session`; mailbox messages by a
+CLI process.
 
 Each host sees each shared disk (a MemoryDevice) through its own
 :class:`HostDisk`: a :class:`~shareddisk.faults.FaultyDevice` with the faults
 of that view, every I/O taking a small seeded latency on the virtual clock.
 An I/O takes effect when it is issued and completes after its latency (a
-fault's stall delays it before it lands).  Every write that lands is
-recorded with the writer's node id, incarnation and virtual time.
+fault's stall delays it before it lands).  Every write that lands goes to
+the :class:`Ledger` with the writer's node id, incarnation and virtual time,
+which checks it against the invariants at once.  A fence is a host reset:
+the process and its I/O still in flight are gone.
 
 While the simulation runs it replaces a few module globals (the per-disk
 workers, the round runner, same-host thread locks, crash points, the data
-device opener, fsync of local state files); :class:`Simulation` restores them
-when it ends.  Two simulations must not run at once in one process.
+device opener, fsync of local state files, and the library functions of the
+workarounds in use, see WORKAROUNDS); :class:`Simulation` restores them when
+it ends.  Two simulations must not run at once in one process.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ from shareddisk import node as node_mod
 from shareddisk import operations as operations_mod
 from shareddisk import session as session_mod
 from shareddisk.area import Area, Geometry
-from shareddisk.attributes import Owner, ResourceRecord, guarded_write, read_stored
+from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.diskio import DiskWorker, Outcome
@@ -837,7 +842,26 @@ class Violation:
 
 
 class Ledger:
-    """Everything that landed on the disks, checked against the invariants as it lands."""
+    """Everything that landed on the disks, checked against the invariants as it lands.
+
+    write-after-declared-dead   nothing lands from an incarnation after a peer
+                                declared it dead (nor from a process borrowing it)
+    declared-dead-while-renewing  no peer declares dead an incarnation that
+                                renewed less than renew_fail + fence_grace ago
+    write-without-lease         records, log entries and data-device writes of a
+                                resource come from the holder of its lease
+    lease-overwritten / lease-taken-from-live-holder
+                                the lease changes hands only by acquisition, and
+                                never away from a holder that still renews
+    acked-update-lost / record-version-regressed / record-unreadable
+                                every acknowledged attribute write stays until a
+                                later write of the same key; versions only grow
+    op-begun-twice / op-finished-twice / step-done-twice / log-seq-reused
+                                a request begins at most once, an operation is
+                                committed (or aborted) at most once, appends to a
+                                log disk never overwrite each other
+    incarnation-reused          two processes never write as one incarnation
+    """
 
     def __init__(self, sim: "Simulation", area0: Area):
         self.sim = sim
@@ -855,6 +879,7 @@ class Ledger:
         self.declared: dict[tuple[int, int], tuple[float, int]] = {}
         self.declarations: list[tuple[float, int, tuple[int, int]]] = []
         self.writers: dict[tuple[int, int], object] = {}  # identity -> the process writing as it
+        self.confirmed: dict[int, tuple[tuple[int, int], int]] = {}  # index -> (holder, generation)
         self.attempts: dict[str, Attempt] = {}
         self.best_ack: dict[tuple[int, str], Attempt] = {}
         self.versions: dict[int, int] = {}
@@ -956,7 +981,7 @@ class Ledger:
         self.leases[index] = new
         if who is not None and after == who and before != who:
             self.sim.stats["lease_acquisitions"] += 1
-            self._taken_from(index, before, who)
+            self._taken_from(index, before, old["generation"], who)
             return  # taking the lease
         if who is not None and before == who and old["generation"] == new["generation"]:
             return  # the holder publishing a record version, or releasing
@@ -966,9 +991,11 @@ class Ledger:
                            f"now node {after[0]} incarnation {after[1]} generation "
                            f"{new['generation']}")
 
-    def _taken_from(self, index: int, before: tuple[int, int], who: tuple[int, int]) -> None:
-        """A lease is never taken from a holder that still runs with a valid heartbeat."""
-        if not before[0]:
+    def _taken_from(self, index: int, before: tuple[int, int], generation: int,
+                    who: tuple[int, int]) -> None:
+        """A lease is never taken from a holder that still runs with a valid heartbeat
+        and holds it (an acquirer still settling may rightly lose it to a rival)."""
+        if not before[0] or self.confirmed.get(index) != (before, generation):
             return
         host = self.sim.hosts.get(before[0])
         life = host.life if host is not None else None
@@ -982,6 +1009,10 @@ class Ledger:
                                f"{_who(who)} took the lease of resource {index} from node "
                                f"{before[0]} incarnation {before[1]}, which runs and renewed "
                                f"{age:.3f} s ago")
+
+    def on_acquired(self, index: int, who: tuple[int, int], generation: int) -> None:
+        """Leases.acquire returned: ``who`` believes it holds the lease now."""
+        self.confirmed[index] = (who, generation)
 
     def _log_write(self, who: tuple[int, int] | None, log_name: str, data: bytes) -> None:
         sim = self.sim
@@ -1055,6 +1086,15 @@ class Ledger:
         sim = self.sim
         who = (change.node_id, change.incarnation)
         now = sim.sched.now
+        me = observer.life.node if observer.life is not None else None
+        if me is not None and me.last_renew_start is not None \
+                and now - me.last_renew_start >= me.timeouts.renew_fail:
+            # The observer is past its own deadline (it was frozen between its read and
+            # this verdict, say): it fences at its next check, before it can act on it.
+            sim.stats["verdicts_of_late_observers"] += 1
+            sim.trace(f"h{observer.id} (past its own deadline) declares node {who[0]} "
+                      f"incarnation {who[1]} dead: not counted")
+            return
         sim.stats["declared_dead"] += 1
         sim.trace(f"h{observer.id} declares node {who[0]} incarnation {who[1]} dead")
         self.declared.setdefault(who, (now, observer.id))
@@ -1196,10 +1236,6 @@ class SimResult:
         return f"seed {self.seed}: {self.violations[0]}"
 
 
-class _Stop(Exception):
-    pass
-
-
 class Simulation:
     """One seeded run; see the module docstring."""
 
@@ -1258,7 +1294,8 @@ class Simulation:
     def _setup(self) -> None:
         cfg = self.cfg
         geometry = Geometry(sector_size=512, node_count=cfg.nodes,
-                            resource_count=cfg.resources, log_disks=("log0", "log1"),
+                            resource_count=cfg.resources,
+                            log_disks=tuple(f"log{i}" for i in range(max(2, cfg.resources))),
                             log_size=cfg.log_size, interval_ms=round(cfg.interval * 1000))
         size = required_size(geometry)
         cluster = uuidlib.UUID(int=self.rng.getrandbits(128))
@@ -1351,7 +1388,16 @@ class Simulation:
     # -- the per-event invariant ---------------------------------------------------------
 
     def check_now(self) -> None:
-        """Exclusive ownership (see docs/RELIABILITY.md), and records written meanwhile."""
+        """After every event: records written meanwhile (ledger), and exclusive ownership.
+
+        "two-owners": for each resource, at most one node may at one virtual
+        instant both have it online (its agents' online entry point began and
+        offline has not finished, and the process is not crashed or fenced)
+        and believe its lease valid, that is be within renew_fail of the start
+        of its last heartbeat round that reached a majority of disks.  A node
+        past that deadline writes nothing more and fences at its next check
+        (a frozen one when it wakes), so it no longer counts as an owner.
+        """
         self.ledger.check_dirty()
         self._idle_freezes()
         now = self.sched.now
@@ -1964,6 +2010,12 @@ class Simulation:
                 task.versions.append(version)  # type: ignore[attr-defined]
             return version
 
+        def acquire(leases: Leases, index: int, holder: Holder, alive: Any) -> int:
+            generation = _ORIGINALS["leases.acquire"](leases, index, holder, alive)
+            if leases.area.device.path.endswith(":d0>"):
+                sim.ledger.on_acquired(index, (holder.node_id, holder.incarnation), generation)
+            return generation
+
         def bring_online(ctx: Any) -> None:
             task = sim.sched.current
             host = task.host if task is not None else None
@@ -2002,6 +2054,7 @@ class Simulation:
             (config_mod, "guarded_write"): recorded_guarded_write,
             (operations_mod, "guarded_write"): recorded_guarded_write,
             (agents_mod, "bring_online"): bring_online,
+            (Leases, "acquire"): acquire,
             (agents_mod, "take_offline"): take_offline,
             (confsync_mod, "write_atomically"): write_quickly,
             (agents_mod, "write_atomically"): write_quickly,
@@ -2019,10 +2072,18 @@ class Simulation:
             replacements[(manager_mod.ClusterManager, "_tend")] = _fixed_tend(wanted)
         if "config-load-sticks" in wanted:
             replacements[(confsync_mod.ConfigSync, "load")] = _fixed_load
+        if "release-outside-host-lock" in wanted:
+            replacements[(manager_mod.ClusterManager, "_give_up")] = _fixed_give_up
         if "log-append-race" in wanted:
             replacements[(operations_mod, "choose_log")] = _fixed_choose_log
+        write_all = _ORIGINALS["node._write_all"]
+        if "lost-heartbeat-write" in wanted:
+            write_all, checked_observe = _fixed_heartbeat(self)
+            replacements[(node_mod.Node, "_observe")] = checked_observe
         if "incarnation-reused" in wanted:
-            replacements[(node_mod.Node, "_write_all")] = _fixed_write_all(self)
+            write_all = _fixed_write_all(self, write_all)
+        if write_all is not _ORIGINALS["node._write_all"]:
+            replacements[(node_mod.Node, "_write_all")] = write_all
         saved = {key: getattr(*key) for key in replacements}
         try:
             for (module, name), value in replacements.items():
@@ -2186,14 +2247,12 @@ def _fixed_load(self: confsync_mod.ConfigSync) -> None:
     self._save()
 
 
-def _fixed_write_all(sim: "Simulation") -> Callable[..., bool]:
+def _fixed_write_all(sim: "Simulation", original: Callable[..., bool]) -> Callable[..., bool]:
     """Bug "incarnation-reused": start() takes 1 + the highest incarnation on the
     disks it could read, so a disk it cannot read may hold a higher one and
     two lives share a number.  The fix kept here: the host remembers the last
     incarnation it used for the node id (as a file in the state directory
     would) and the first write of a start never goes below it."""
-    original = _ORIGINALS["node._write_all"]
-
     def write_all(self: node_mod.Node, round_start: float) -> bool:
         task = sim.sched.current
         host = task.host if task is not None else None
@@ -2203,6 +2262,27 @@ def _fixed_write_all(sim: "Simulation") -> Callable[..., bool]:
         return original(self, round_start)
 
     return write_all
+
+
+def _fixed_give_up(self: manager_mod.ClusterManager, index: int, why: str, *,
+                   state: ResourceState, **attrs: object) -> None:
+    """Bug "release-outside-host-lock": _give_up releases the lease without the
+    same-host resource lock, so another writer of this host (a CLI borrowing
+    the daemon's incarnation, a request thread) that verified the lease just
+    before writes its record after the release.  The fix kept here: the
+    release happens under the resource lock, like every guarded write."""
+    leases = self.leases
+    release = type(leases).release
+
+    def locked_release(i: int, holder: Holder, generation: int) -> None:
+        with manager_mod.resource_lock(self.area, i, self.clock):
+            release(leases, i, holder, generation)
+
+    leases.release = locked_release  # type: ignore[method-assign]
+    try:
+        _ORIGINALS["manager._give_up"](self, index, why, state=state, **attrs)
+    finally:
+        del leases.release
 
 
 def _fixed_choose_log(area: Area, index: int) -> str:
@@ -2217,6 +2297,44 @@ def _fixed_choose_log(area: Area, index: int) -> str:
     return _ORIGINALS["operations.choose_log"](area, index)
 
 
+def _fixed_heartbeat(sim: "Simulation") -> tuple[Callable[..., bool], Callable[..., Any]]:
+    """Bug "lost-heartbeat-write": a write the disk acknowledges but never stores
+    (a lost write) counts as a renewal, so a node whose heartbeats are lost on a
+    majority of disks goes on believing its lease valid while its peers see it
+    stop and declare it dead.  The fix kept here: the read at the start of the
+    next step checks our own slot; when it shows the last renewal did not land
+    on a majority, that renewal never happened (the deadline runs from the one
+    before)."""
+    write_all, observe = _ORIGINALS["node._write_all"], _ORIGINALS["node._observe"]
+    idx = node_mod._IDX
+
+    def checked_write_all(self: node_mod.Node, round_start: float) -> bool:
+        before = self.last_renew_start
+        renewed = write_all(self, round_start)
+        if renewed:
+            self._sim_pending = (self.counter, round_start, before,  # type: ignore[attr-defined]
+                                 [d.write_ok for d in self.disks])
+        return renewed
+
+    def checked_observe(self: node_mod.Node, reads: list[Outcome]) -> Any:
+        pending = getattr(self, "_sim_pending", None)
+        if pending is not None:
+            self._sim_pending = None  # type: ignore[attr-defined]
+            counter, start, before, wrote = pending
+            landed = sum(wrote)
+            for disk, outcome, w in zip(self.disks, reads, wrote):
+                raw = self._own_raw(disk, outcome) if w and outcome.ok else None
+                if raw is not None and (raw[idx["incarnation"]], raw[idx["counter"]]) \
+                        < (self.incarnation, counter):
+                    landed -= 1  # the disk said yes and kept the old slot: a lost write
+            if landed < node_mod.majority(len(self.disks)) and self.last_renew_start == start:
+                sim.stats["renewals_found_lost"] += 1
+                self.last_renew_start = before
+        return observe(self, reads)
+
+    return checked_write_all, checked_observe
+
+
 WORKAROUNDS: dict[str, str] = {
     "takeover-keeps-lease": "manager._take_over releases the lease when it fails after taking it",
     "online-state-not-written": "manager._take_over takes the resource offline when the final "
@@ -2229,8 +2347,12 @@ WORKAROUNDS: dict[str, str] = {
                                 "but not in the lease",
     "config-load-sticks": "confsync.ConfigSync.load keeps nothing when reading the records fails",
     "incarnation-reused": "node.Node.start never reuses an incarnation this host used before",
+    "release-outside-host-lock": "manager._give_up releases the lease under the same-host "
+                                 "resource lock",
     "log-append-race": "operations.choose_log gives each resource its own log disk when "
                        "there are enough",
+    "lost-heartbeat-write": "node.Node checks, at its next read, that its last renewal landed "
+                            "on a majority of disks; a lost one does not count",
     "owner-writes-after-deadline": "a daemon issues no write (area or data device) once its own "
                                    "renewal deadline has passed",
 }
@@ -2245,8 +2367,11 @@ _ORIGINALS: dict[str, Any] = {
     "agents.take_offline": agents_mod.take_offline,
     "manager._should_take": manager_mod.ClusterManager._should_take,
     "manager._take_over": manager_mod.ClusterManager._take_over,
+    "manager._give_up": manager_mod.ClusterManager._give_up,
+    "leases.acquire": Leases.acquire,
     "operations.choose_log": operations_mod.choose_log,
     "node._write_all": node_mod.Node._write_all,
+    "node._observe": node_mod.Node._observe,
     "manager._tend": manager_mod.ClusterManager._tend,
 }
 
