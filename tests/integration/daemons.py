@@ -286,6 +286,21 @@ class Cluster:
             f.close()
 
 
+def add_resource(c: Cluster, *args: str) -> None:
+    """``resource add`` that retries a lease race lost on a loaded machine (exit 5).
+
+    A lease's settle time is one I/O timeout (the interval), and a command
+    descheduled longer than that between its read and write gives up
+    (leases.py) instead of writing on stale data; trying again is what an
+    operator would do.
+    """
+    for _ in range(5):
+        done = c.command("resource", "add", *args)
+        if done.returncode != 5 or "took longer than" not in done.stderr:
+            break
+    assert done.returncode == 0, f"resource add exited {done.returncode}: {done.stderr}"
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A 4-slot image at interval 0.1 s; every daemon is killed and reaped afterwards."""
@@ -296,6 +311,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.cleanup()
 
 
-__all__ = ["Cluster", "Daemon", "cluster", "parse_event", "log_time", "wait_for", "INTERVAL",
+__all__ = ["Cluster", "Daemon", "add_resource", "cluster", "parse_event", "log_time", "wait_for", "INTERVAL",
            "SUSPECT",
            "DEAD", "RENEW_FAIL", "JOIN_WAIT", "SLACK", "PATIENCE"]

@@ -30,7 +30,7 @@ from typing import Iterator
 
 import pytest
 
-from daemons import PATIENCE, Cluster, Daemon, wait_for
+from daemons import PATIENCE, Cluster, Daemon, add_resource, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RA = ROOT / "tools" / "pacemaker" / "shareddisk"
@@ -55,21 +55,6 @@ pytestmark = pytest.mark.skipif(BINARY is None, reason="the shareddisk command i
 
 
 # --- the cluster -----------------------------------------------------------------------
-
-
-def add_resource(c: Cluster, *args: str) -> None:
-    """``resource add`` that retries a lease race lost on a loaded machine (exit 5).
-
-    A lease's settle time is one I/O timeout (the interval), and a command
-    descheduled longer than that between its read and write gives up
-    (leases.py) instead of writing on stale data; trying again is what an
-    operator would do.
-    """
-    for _ in range(5):
-        done = c.command("resource", "add", *args)
-        if done.returncode != 5 or "took longer than" not in done.stderr:
-            break
-    assert done.returncode == 0, f"resource add exited {done.returncode}: {done.stderr}"
 
 
 class Lab:
