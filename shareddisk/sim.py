@@ -1109,14 +1109,16 @@ class Ledger:
         if node.last_renew_start is None:
             return  # never renewed: nothing of it can be running as a member
         age = now - node.last_renew_start
-        # Past renew_fail + fence_grace the node must have stopped (or stop on waking
-        # before it writes: that is what write-after-declared-dead checks); before,
-        # it may rightly be running, so calling it dead is wrong.
-        if age < t.renew_fail + t.fence_grace:
+        # A running node past renew_fail + fence_grace must have stopped; before, it
+        # may rightly be running (or fencing), so calling it dead is wrong.  A frozen
+        # one past renew_fail fences when it wakes, before it writes (that is what
+        # write-after-declared-dead checks), whatever its peers think meanwhile.
+        limit = t.renew_fail if life.frozen else t.renew_fail + t.fence_grace
+        if age < limit:
             sim.violation("declared-dead-while-renewing",
                           f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
                           f"{age:.3f} s after its last successful renewal began (renew_fail "
-                          f"{t.renew_fail:g} s + fence_grace {t.fence_grace:g} s; dead "
+                          f"{t.renew_fail:g} s, fence_grace {t.fence_grace:g} s, dead "
                           f"{t.dead:g} s){' while it is frozen' if life.frozen else ''}")
 
     # -- attribute updates ----------------------------------------------------------

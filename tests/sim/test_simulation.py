@@ -34,15 +34,16 @@ from shareddisk.sim import MIB, WORKAROUNDS, SimConfig, Simulation, run_seed
 from shareddisk.timeouts import Timeouts
 
 CI_SEEDS = 200
-# Virtual seconds per CI seed: 8 of warm-up, 40 of chaos, 25 quiet ones to settle.
-CI = dict(warmup=8.0, duration=40.0, quiet=25.0)
+# Virtual seconds per CI seed: 6 of warm-up, 36 of chaos (0.6 actions a second), 24 quiet.
+CI = dict(warmup=6.0, duration=36.0, quiet=24.0, chaos_rate=0.6)
 T = Timeouts.from_interval(1.0)
 ALL = tuple(WORKAROUNDS)
 
 
 def _explain(result: Any) -> str:
-    lines = [result.summary(), f"reproduce: tools/sim --seed {result.seed} --duration "
-             f"{CI['duration']:g} --quiet {CI['quiet']:g} --warmup {CI['warmup']:g} --verbose",
+    lines = [result.summary(), f"reproduce: tools/sim --seed {result.seed} --warmup "
+             f"{CI['warmup']:g} --duration {CI['duration']:g} --quiet {CI['quiet']:g} "
+             f"--chaos-rate {CI['chaos_rate']:g} --verbose",
              "last events:", *result.trace[-30:]]
     return "\n".join(lines)
 
