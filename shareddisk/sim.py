@@ -1205,7 +1205,7 @@ class SimConfig:
     quiet: float = 40.0           # virtual seconds without faults at the end
     chaos_rate: float = 0.5       # chaos actions per virtual second
     freeze_mode: str = "idle"     # "idle": SIGSTOP between steps; "anywhere": at any I/O
-    io_latency: float = 0.002     # mean virtual seconds per I/O
+    io_latency: float = 0.002     # each I/O takes 0.1 to 1.1 times this (virtual seconds)
     log_size: int = 64
     cli: str = "daemon"           # "daemon": requests go through the owner's daemon;
                                   # "session": the CLI's Session path (see RELIABILITY.md)
@@ -1280,6 +1280,11 @@ class Simulation:
         self._hash.update(line.encode())
         if self.cfg.verbose:
             print(line, file=sys.stderr)
+
+    @property
+    def lines(self) -> list[str]:
+        """The trace so far, one line per event worth telling."""
+        return self._trace
 
     def violation(self, invariant: str, message: str) -> None:
         v = Violation(invariant, self.rel(self.sched.now), message)

@@ -34,8 +34,8 @@ from shareddisk.sim import MIB, WORKAROUNDS, SimConfig, Simulation, run_seed
 from shareddisk.timeouts import Timeouts
 
 CI_SEEDS = 200
-# Virtual seconds per CI seed: 6 of warm-up, 36 of chaos (0.6 actions a second), 24 quiet.
-CI = dict(warmup=6.0, duration=36.0, quiet=24.0, chaos_rate=0.6)
+# Virtual seconds per CI seed: 6 of warm-up, 32 of chaos (0.6 actions a second), 22 quiet.
+CI = dict(warmup=6.0, duration=32.0, quiet=22.0, chaos_rate=0.6)
 T = Timeouts.from_interval(1.0)
 ALL = tuple(WORKAROUNDS)
 
@@ -69,7 +69,7 @@ def scripted(*, workarounds: tuple[str, ...] = ALL, run_for: float = 60.0, quiet
 
 
 def violations(sim: Simulation) -> str:
-    return "\n".join(str(v) for v in sim.violations) + "\n" + "\n".join(sim._trace[-40:])
+    return "\n".join(str(v) for v in sim.violations) + "\n" + "\n".join(sim.lines[-40:])
 
 
 def fenced(sim: Simulation) -> set[int]:
@@ -172,7 +172,7 @@ def test_a_frozen_owner_fences_when_it_wakes_after_a_successor_took_over(mode: s
     [(t, host, _inc, reason)] = sim.fences
     assert host == 1 and 30.0 <= t <= 32.0 and "no heartbeat reached a majority" in reason
     assert any(who[0] == 1 for _, _, who in sim.ledger.declarations)
-    assert "h2 brings resource 0 online" in "\n".join(sim._trace)
+    assert "h2 brings resource 0 online" in "\n".join(sim.lines)
 
 
 # --- the harness -----------------------------------------------------------------------
