@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from shareddisk.attributes import owner_guard
-from shareddisk.confsync import write_atomically
+from shareddisk.statefile import write_atomically
 from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import Driver
 from shareddisk.operations import OwnerContext, close, finish
@@ -182,6 +182,14 @@ def bring_online(ctx: AgentContext) -> None:
         agent.online(ctx)
         if agent.name in CRASH_AFTER:
             crashpoint(CRASH_AFTER[agent.name])
+
+
+def recover(ctx: AgentContext) -> None:
+    """Finish an interrupted operation of this owner's own (the log agent, then the
+    recovery agent): one that failed half way, on a disk error say, is not left
+    for a successor that may never come."""
+    for agent in AGENTS[1:]:
+        agent.online(ctx)
 
 
 def take_offline(ctx: AgentContext) -> None:

@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from shareddisk.attributes import ResourceRecord, read_all, read_stored
 from shareddisk.clock import Clock
 from shareddisk.errors import DeviceError, FormatError, UsageError
 from shareddisk.format import lease
+from shareddisk.statefile import write_atomically
 
 log = logging.getLogger("shareddisk.config")
 STATE_FILE = "resources.json"
@@ -70,9 +70,14 @@ class ConfigSync:
     _leases: bytes | None = None
 
     def load(self) -> None:
-        """Read every record (at start)."""
-        self._leases = self.area.read_region("lease")
-        self.records = {s.index: s.record for s in read_all(self.area) if s.record is not None}
+        """Read every record (at start).
+
+        The lease bytes are kept only once the records were read too: kept
+        alone, the next poll would see no change and the copy stay empty.
+        """
+        leases = self.area.read_region("lease")
+        records = {s.index: s.record for s in read_all(self.area) if s.record is not None}
+        self._leases, self.records = leases, records
         self._save()
 
     def poll(self) -> list[int]:
@@ -128,19 +133,24 @@ class ConfigSync:
             self._touch()
         return reloaded
 
+    def lease(self, index: int) -> dict[str, Any] | None:
+        """Resource ``index``'s lease as the last poll read it (None: not read, damaged)."""
+        raw = self._leases
+        stride = self.area.sector_size
+        if raw is None or len(raw) < (index + 1) * stride:
+            return None
+        try:
+            return lease.CODEC.decode(raw, index * stride)
+        except FormatError:
+            return None
+
     def lease_holders(self) -> dict[str, int]:
         """Resource name -> node id holding its lease (0: free), from the last poll."""
-        raw = self._leases
-        if raw is None:
-            return {}
-        stride = self.area.sector_size
         out = {}
         for index, record in sorted(dict(self.records).items()):
-            try:
-                values = lease.CODEC.decode(raw, index * stride)
-            except FormatError:
-                continue
-            out[record.name] = values["owner_id"]
+            values = self.lease(index)
+            if values is not None:
+                out[record.name] = values["owner_id"]
         return out
 
     def _touch(self) -> None:
@@ -159,22 +169,6 @@ class ConfigSync:
             "resources": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.index)],
         }
         write_atomically(self.state_dir / STATE_FILE, json.dumps(data, indent=1))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def read_local(state_dir: Path, clock: Clock) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Callable
 from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync, default_state_dir
+from shareddisk.device import WriteGate
 from shareddisk.diskio import DiskWorker
 from shareddisk.errors import DeviceError, LockHeld, ShareddiskError
 from shareddisk.fencing import FenceAction
@@ -34,6 +35,7 @@ from shareddisk.leases import Holder
 from shareddisk.manager import ClusterManager, View
 from shareddisk.node import Node
 from shareddisk.session import node_slot_lock
+from shareddisk.statefile import IncarnationMemory
 
 log = logging.getLogger("shareddisk.daemon")
 SHUTDOWN_WAIT = 30.0  # seconds to let a running operation finish on SIGTERM
@@ -43,28 +45,36 @@ class Daemon:
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
                  state_dir: Path | None = None, threaded_io: bool = True):
-        self.node = Node(areas, node_id, clock=clock, name=name, interval=interval, fence=fence,
-                         threaded_io=threaded_io)
-        self.areas = areas
-        self.clock = clock
         state_dir = state_dir or default_state_dir(areas[0].cluster_uuid, node_id)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DeviceError(f"state dir {state_dir}: {exc.strerror} (give --state-dir)") from None
+        self.node = Node(areas, node_id, clock=clock, name=name, interval=interval, fence=fence,
+                         threaded_io=threaded_io, incarnations=IncarnationMemory(
+                             state_dir, areas[0].cluster_uuid, node_id))
+        self.areas = areas
+        self.clock = clock
+        for area in areas:  # no thread of ours writes once we are past the renew deadline
+            area.device = WriteGate(area.device, self.node.assert_renewed)
         self.config = ConfigSync(areas[0], clock, state_dir)
         self.manager = ClusterManager(areas[0], self.config, clock, self.node.timeouts, state_dir)
+        # Checked before every write the manager makes (lease writes too), and
+        # by the gate on the data devices of its drivers.
         self.manager.alive_check = self.node.assert_renewed
         # Record sync and manager read the disk too, and operations take long:
         # on their own worker, never waited for by the heartbeat loop.
         self._worker = DiskWorker("manager", clock, threaded_io)
         self._idle = threading.Event()
         self._idle.set()
+        self._stopping = False
         self.node.after_step.append(self._after_step)
         self.node.before_leave.append(self._before_leave)
         self.node.stop_hooks.append(self.manager.stop_local)
 
     def _after_step(self) -> None:
+        if self._stopping:
+            return
         view: View = {p.node_id: (p.state, p.incarnation)
                       for p in self.node.membership.peers.values()}
         me = Holder(self.node.node_id, self.node.incarnation, self.node.name)
@@ -83,7 +93,13 @@ class Daemon:
             self._idle.set()
 
     def _before_leave(self) -> None:
-        self._idle.wait(SHUTDOWN_WAIT)
+        """Let a running tick (an operation) finish, heartbeating meanwhile so that
+        a clean stop is not taken for a death; then hand every resource over."""
+        self._stopping = True
+        end = self.clock.monotonic() + SHUTDOWN_WAIT
+        while not self._idle.wait(self.node.timeouts.interval) and \
+                self.clock.monotonic() < end:
+            self.node.step()
         self.manager.release_all()
 
     def run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:

@@ -26,9 +26,9 @@ import os
 import stat
 import struct
 import threading
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Callable, Protocol, Self, runtime_checkable
 
-from shareddisk.errors import DeviceError, UnalignedIO, UsageError
+from shareddisk.errors import DeviceError, ShareddiskError, UnalignedIO, UsageError
 
 __all__ = [
     "BLKGETSIZE64",
@@ -458,3 +458,59 @@ def open_device(
 
         device = wrap_from_env(device)
     return device
+
+
+class WriteGate:
+    """A device whose writes pass only while ``check`` does not raise.
+
+    A daemon past its own renew deadline is about to fence, or woke from a
+    freeze while its peers may have declared it dead and taken its leases.
+    A thread of it that checked its lease just before the freeze must not
+    write just after: the gate checks the deadline when the write is issued
+    (shareddisk/daemon.py puts it on every device the daemon writes).
+    """
+
+    def __init__(self, inner: BlockDevice, check: Callable[[], None]) -> None:
+        self.inner = inner
+        self.check = check
+
+    def __getattr__(self, name: str) -> Any:  # path, sector_size, size, io_mode, ...
+        return getattr(self.inner, name)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.inner.read(offset, length)
+
+    def write(self, offset: int, data: BytesLike) -> None:
+        try:
+            self.check()
+        except ShareddiskError as exc:
+            raise DeviceError(f"{self.inner.path}: write at offset {offset} refused: "
+                              f"{exc}") from None
+        self.inner.write(offset, data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> "WriteGate":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<WriteGate {self.inner!r}>"
+
+
+def gated_opener(opener: Callable[..., BlockDevice],
+                 check: Callable[[], None] | None) -> Callable[..., BlockDevice]:
+    """``opener`` whose devices carry a :class:`WriteGate` (none when ``check`` is None)."""
+    if check is None:
+        return opener
+
+    def open_gated(*args: Any, **kwargs: Any) -> BlockDevice:
+        return WriteGate(opener(*args, **kwargs), check)  # type: ignore[return-value]
+
+    return open_gated

@@ -35,7 +35,7 @@ from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync
 from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import make_driver
-from shareddisk.errors import LeaseLost, LockHeld, ShareddiskError
+from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
 from shareddisk.format.resource import ResourceState
 from shareddisk.leases import Holder, Leases, resource_lock
 from shareddisk.membership import PeerState
@@ -64,9 +64,9 @@ class ClusterManager:
         self.leases = Leases(area, clock, timeouts)
         self.state_dir = state_dir
         self.owned: dict[int, Owned] = {}
+        self.unreleased: dict[int, int] = {}  # index -> generation of a lease to give back
         self.started = clock.monotonic()
         self.counts = {"failovers": 0, "replays": 0}
-        self.alive_check: Callable[[], None] = lambda: None  # the node's renew deadline
         self.settle = timeouts.suspect
         self.me: Holder | None = None
         self.view: View = {}
@@ -83,6 +83,16 @@ class ClusterManager:
         for path in sorted(groups.glob("*.json")) if groups.is_dir() else []:
             path.unlink(missing_ok=True)
             log.info("event=definition-removed path=%s reason=node-start", path)
+
+    @property
+    def alive_check(self) -> Callable[[], None]:
+        """Raises (Fenced) once the node is past its renew deadline: checked before
+        every write the manager makes, lease writes included."""
+        return self.leases.alive_check
+
+    @alive_check.setter
+    def alive_check(self, check: Callable[[], None]) -> None:
+        self.leases.alive_check = check
 
     # -- liveness from the heartbeat loop's view -----------------------------
 
@@ -117,6 +127,7 @@ class ClusterManager:
     def tick(self, me: Holder, view: View) -> None:
         """Look at every resource once (runs on the manager's worker thread)."""
         self.me, self.view = me, view
+        self._retry_releases()
         records = dict(self.config.records)
         for index in list(self.owned):
             if index not in records:
@@ -138,18 +149,44 @@ class ClusterManager:
     def _should_take(self, record: ResourceRecord) -> bool:
         assert self.me is not None
         owner = record.owner
+        if self._names_me(record):
+            # A takeover of ours failed after writing owner_host and giving the
+            # lease back failed too: nobody else may take it while we live.
+            return True
         if owner is not None and self._alive(owner.node_id, owner.incarnation):
             return False
         if owner is None and self.clock.monotonic() - self.started < self.settle:
             return False  # let the peers that start with us show up before choosing
         return self.successor(record) == self.me.node_id
 
+    def _names_me(self, record: ResourceRecord) -> bool:
+        """owner_host names this very incarnation."""
+        assert self.me is not None
+        owner = record.owner
+        return owner is not None and \
+            (owner.node_id, owner.incarnation) == (self.me.node_id, self.me.incarnation)
+
     def _take_over(self, index: int, record: ResourceRecord) -> None:
+        """Lease, owner_host, agents online, state online; all of it or none.
+
+        A failure after the lease is taken (a disk error writing owner_host,
+        an agent failing, the final state write failing) takes the resource
+        offline here again and gives the lease back, so that the successor
+        (this node too, next tick) starts over.
+        """
+        assert self.me is not None
+        with resource_lock(self.area, index, self.clock):
+            generation = self.leases.acquire(index, self.me, self._alive)
+        try:
+            self._bring_up(index, record, generation)
+        except ShareddiskError:
+            self._undo_takeover(index, generation)
+            raise
+
+    def _bring_up(self, index: int, record: ResourceRecord, generation: int) -> None:
         assert self.me is not None
         started = self.clock.monotonic()
         previous = record.owner
-        with resource_lock(self.area, index, self.clock):
-            generation = self.leases.acquire(index, self.me, self._alive)
         owner_ctx = OwnerContext(self.area, self.leases, self.me, generation, index, self.clock,
                                  self.alive_check)
         log.info("event=takeover-lease resource=%s generation=%d previous_owner=%s", record.name,
@@ -158,14 +195,14 @@ class ClusterManager:
         record = owner_ctx.update(owner=Owner(self.me.node_id, self.me.incarnation, self.me.name),
                                   state=ResourceState.OFFLINE, move_to=None)
         crashpoint("failover-after-owner")
-        ctx = AgentContext(owner_ctx, make_driver(record.attributes, clock=self.clock,
-                                                  resource=record.name),
-                           record.name, self.state_dir)
+        driver = make_driver(record.attributes, clock=self.clock, resource=record.name,
+                             write_check=self.alive_check)
+        ctx = AgentContext(owner_ctx, driver, record.name, self.state_dir)
         self.owned[index] = Owned(ctx)
         try:
             agents.bring_online(ctx)
         except ShareddiskError as exc:
-            if isinstance(exc, LeaseLost):
+            if isinstance(exc, (LeaseLost, Fenced)):
                 raise
             # Failed here: mark it so the next node of the failover list tries.
             log.error("event=online-failed resource=%s error=%r", record.name, str(exc))
@@ -180,10 +217,43 @@ class ClusterManager:
         ctx.event("online", "manager", took=f"{self.clock.monotonic() - started:.3f}s",
                   previous_owner=previous.node_id if previous else "none")
 
+    def _undo_takeover(self, index: int, generation: int) -> None:
+        """Offline here (if the agents got that far) and the lease given back."""
+        assert self.me is not None
+        owned = self.owned.pop(index, None)
+        if owned is not None:
+            agents.take_offline(owned.ctx)
+        try:
+            self._release(index, self.me, generation)
+        except ShareddiskError as exc:  # tick() tries again: nobody else can take it
+            log.warning("event=takeover-undo-failed resource=%d error=%r", index, str(exc))
+            self.unreleased[index] = generation
+
+    def _retry_releases(self) -> None:
+        assert self.me is not None
+        for index, generation in sorted(self.unreleased.items()):
+            try:
+                self._release(index, self.me, generation)
+            except ShareddiskError as exc:
+                log.warning("event=release-failed resource=%d error=%r", index, str(exc))
+                continue
+            del self.unreleased[index]
+
+    def _release(self, index: int, holder: Holder, generation: int) -> None:
+        """Give the lease up under the same-host lock, like every guarded write:
+        another writer of this host that checked the lease just before must
+        not write just after."""
+        with resource_lock(self.area, index, self.clock):
+            self.leases.release(index, holder, generation)
+
     def _tend(self, index: int, record: ResourceRecord) -> None:
         owned = self.owned[index]
         ctx = owned.ctx
-        ctx.owner.guard()
+        ctx.owner.publish_record_version()  # also the lease check of every tick
+        if record.active_log_disk:
+            # Operations run on this thread: at the start of a tick
+            # active_log_disk can only name one that failed half way.
+            agents.recover(ctx)
         move_to = record.attributes.get("move_to")
         if isinstance(move_to, int) and move_to != ctx.owner.holder.node_id and self._live(move_to):
             self._give_up(index, "moved", state=ResourceState.OFFLINE)
@@ -220,7 +290,7 @@ class ClusterManager:
         ctx = self.owned[index].ctx
         agents.take_offline(ctx)
         ctx.owner.update(owner=None, state=state, **attrs)
-        self.leases.release(index, ctx.owner.holder, ctx.owner.generation)
+        self._release(index, ctx.owner.holder, ctx.owner.generation)
         del self.owned[index]
         ctx.event("offline", "manager", reason=why.replace(" ", "-"))
 

@@ -36,6 +36,7 @@ from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
 from shareddisk.membership import Membership, Transition
 from shareddisk.slots import SlotScanner
+from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
 
 log = logging.getLogger("shareddisk.node")
@@ -56,6 +57,16 @@ class Disk:
     @property
     def path(self) -> str:
         return self.area.device.path
+
+
+@dataclass
+class _Renewal:
+    """A renewal not yet seen on the disks: which write, when, which disks took it."""
+
+    counter: int
+    started: float
+    previous: float | None
+    written: list[bool]
 
 
 def majority(n: int) -> int:
@@ -100,7 +111,7 @@ class Node:
 
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
-                 threaded_io: bool = False):
+                 threaded_io: bool = False, incarnations: IncarnationMemory | None = None):
         self.disks = open_disks(areas)
         for disk in self.disks:
             disk.worker = DiskWorker(disk.path, clock, threaded_io)
@@ -127,6 +138,8 @@ class Node:
         self.config_generation = 0
         self.mailbox_ack = 0
         self.last_renew_start: float | None = None
+        self.incarnations = incarnations
+        self._unconfirmed: _Renewal | None = None
         self.stop_hooks: list[Callable[[str], None]] = []
         self.transition_hooks: list[Callable[[Transition], None]] = []
         self.after_step: list[Callable[[], None]] = []  # e.g. the configuration sync
@@ -147,6 +160,9 @@ class Node:
             self._watch_for_other_writer(busy)
         self.incarnation = 1 + max((raw[_IDX["incarnation"]] for raw in own.values() if raw),
                                    default=0)
+        if self.incarnations is not None:  # a disk we cannot read may hold a higher one
+            self.incarnation = max(self.incarnation, self.incarnations.last() + 1)
+            self.incarnations.remember(self.incarnation)
         self.mailbox_ack = max((m[0] for m in self._mailboxes(reads)), default=0)
         log.info("event=start node=%d name=%s incarnation=%d disks=%d interval=%.3f dead_after=%.3f",
                  self.node_id, self.name, self.incarnation, len(self.disks),
@@ -303,6 +319,8 @@ class Node:
             disk.write_ok, disk.error = True, None
             done += 1
         if done >= majority(len(self.disks)):
+            self._unconfirmed = _Renewal(self.counter, round_start, self.last_renew_start,
+                                         [o.ok for o in outcomes])
             self.last_renew_start = round_start
             return True
         log.warning("event=renew-failed node=%d written=%d needed=%d", self.node_id, done,
@@ -317,7 +335,35 @@ class Node:
     def _disk_errors(self) -> str:
         return "; ".join(f"{d.path}: {d.error}" for d in self.disks if d.error) or "no error"
 
+    def _confirm_renewal(self, reads: list[Outcome]) -> None:
+        """Did our last renewal land?  A disk can acknowledge a write it never
+        stores (a lost write).  Counted as a renewal, it would keep us
+        believing our leases valid while our peers see our counter stop and
+        declare us dead.  So the next read checks our own slot: when fewer
+        than a majority of disks show the renewal, it never happened and the
+        deadline runs from the one before.  (A stale read counts the same way:
+        the error is on the safe side, fencing early.)
+        """
+        renewal, self._unconfirmed = self._unconfirmed, None
+        if renewal is None or self.last_renew_start != renewal.started:
+            return
+        landed = 0
+        for disk, outcome, wrote in zip(self.disks, reads, renewal.written):
+            if not wrote:
+                continue
+            raw = self._own_raw(disk, outcome) if outcome.ok else None
+            if raw is None or not outcome.ok:
+                landed += 1  # unread, or damaged since: no evidence it was lost
+            elif (raw[_IDX["incarnation"]], raw[_IDX["counter"]]) >= \
+                    (self.incarnation, renewal.counter):
+                landed += 1
+        if landed < majority(len(self.disks)):
+            log.warning("event=renewal-lost node=%d counter=%d landed=%d needed=%d",
+                        self.node_id, renewal.counter, landed, majority(len(self.disks)))
+            self.last_renew_start = renewal.previous
+
     def _observe(self, reads: list[Outcome]) -> list[Transition]:
+        self._confirm_renewal(reads)
         for disk, outcome in zip(self.disks, reads):
             if not outcome.ok:
                 continue

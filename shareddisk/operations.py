@@ -51,9 +51,27 @@ class OwnerContext:
     # woke from a freeze): checked with the lease before every write.
     alive_check: Callable[[], None] = lambda: None
 
-    def guard(self) -> None:
+    def guard(self) -> dict[str, Any]:
+        """Refuse (Fenced, LeaseLost) unless we may write; returns the lease."""
         self.alive_check()
-        self.leases.verify(self.index, self.holder, self.generation)
+        return self.leases.verify(self.index, self.holder, self.generation)
+
+    def publish_record_version(self) -> bool:
+        """Publish a record version that is on the disk but not in the lease.
+
+        A guarded write whose second step (the lease's ``record_version``)
+        failed left its record on the disk where no node reloads it: peers
+        poll the lease.  True when it published one.
+        """
+        with resource_lock(self.area, self.index, self.clock):
+            lease = self.guard()
+            version = read_stored(self.area, self.index).version
+            if lease["record_version"] == version:
+                return False
+            self.leases.record_written(self.index, self.holder, self.generation, version)
+            log.info("event=record-version-published resource=%d version=%d", self.index,
+                     version)
+            return True
 
     def record(self) -> ResourceRecord:
         record = read_stored(self.area, self.index).record
@@ -84,18 +102,22 @@ class OwnerContext:
 
 
 def choose_log(area: Area, index: int) -> str:
-    """A log disk no other resource's operation is using, with the fewest unfinished
-    operations (the first on a tie).
+    """The log disk for an operation of resource ``index``.
 
-    Two owners appending to one ring from different hosts could both write
-    the same next position, so a log named by another resource's
-    ``active_log_disk`` is avoided while there is another.  (Two owners that
-    choose at the same instant can still meet: give the area at least as many
-    log disks as operations that run at once.)
+    Two owners appending to one ring from different hosts at the same moment
+    both write its next position, one overwriting the other.  With at least
+    as many log disks as resources, each resource therefore has its own
+    (``index`` modulo the count), and no two owners ever share a ring.  With
+    fewer, a log disk no other resource's operation is using is taken, with
+    the fewest unfinished operations (the first on a tie); two owners that
+    choose at the same instant can still meet, which is why ``init`` gives
+    every resource its own log disk by default (docs/OPERATIONS.md).
     """
     names = area.layout.geometry.log_disks
     if not names:
         raise UsageError(f"{area.device.path}: the area has no log disks (init --log-disks)")
+    if len(names) >= area.superblock["resource_count"]:
+        return names[index % len(names)]
     busy = {s.record.active_log_disk for s in read_all(area)
             if s.record is not None and s.index != index and s.record.active_log_disk}
     free = [n for n in names if n not in busy] or list(names)

@@ -34,7 +34,7 @@ the process and its I/O still in flight are gone.
 While the simulation runs it replaces a few module globals (the per-disk
 workers, the round runner, same-host thread locks, crash points, the data
 device opener, fsync of local state files, and the library functions of the
-workarounds in use, see WORKAROUNDS); :class:`Simulation` restores them when
+workarounds in use, if any, see WORKAROUNDS); :class:`Simulation` restores them when
 it ends.  Two simulations must not run at once in one process.
 """
 
@@ -71,10 +71,11 @@ from shareddisk import manager as manager_mod
 from shareddisk import node as node_mod
 from shareddisk import operations as operations_mod
 from shareddisk import session as session_mod
+from shareddisk import statefile as statefile_mod
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
 from shareddisk.create import create_area, required_size
-from shareddisk.device import MemoryDevice
+from shareddisk.device import MemoryDevice, gated_opener
 from shareddisk.diskio import DiskWorker, Outcome
 from shareddisk.drivers import image as image_mod
 from shareddisk.drivers.image import ImageDriver, read_contents
@@ -87,7 +88,7 @@ from shareddisk.format.logrecord import EntryType
 from shareddisk.format.resource import ResourceState
 from shareddisk.format.volume import VolumeState
 from shareddisk.inspect import verify_area
-from shareddisk.leases import Holder, Leases, holds, read_lease
+from shareddisk.leases import Holder, Leases
 from shareddisk.membership import PeerState, Transition
 from shareddisk.messages import send_message
 from shareddisk.oplog import LogDisk
@@ -601,8 +602,6 @@ class HostDisk:
         if task is not None:
             if task.kill is not None:
                 raise task.kill
-            if write:
-                self.sim.write_gate(task, self.path)
             task.in_io = True
         return task
 
@@ -670,9 +669,6 @@ class _DataView:
         return self.inner.read(offset, length)
 
     def write(self, offset: int, data: Any) -> None:
-        task = self.sim.sched.current
-        if task is not None:
-            self.sim.write_gate(task, self.path)
         self.inner.write(offset, data)
         self.sim.ledger.on_data_write(self.index, self.path, offset)
 
@@ -793,7 +789,6 @@ class Host:
         self.restart_pending = False
         # crash point name -> (armed until, seconds to stop there, action to run)
         self.armed: dict[str, tuple[float, float | None, Callable[[], Any] | None]] = {}
-        self.last_incarnation = 0          # for the "incarnation-reused" workaround
 
     def up(self) -> bool:
         return self.life is not None and not self.life.ended
@@ -1266,7 +1261,6 @@ class Simulation:
         self.chaos_end = 0.0
         self.in_chaos = False
         self.sched.park = self._park
-        self._gate = "owner-writes-after-deadline" in cfg.workarounds
         self._setup()
 
     # -- reporting ------------------------------------------------------------------
@@ -1566,20 +1560,6 @@ class Simulation:
         task = self.sched.current
         if task is not None:
             task.freeze_after_io = seconds
-
-    def write_gate(self, task: Task, path: str) -> None:
-        """Workaround "owner-writes-after-deadline": a daemon thread writes nothing once
-        its node's own renewal deadline has passed (checked when the write is issued)."""
-        if not self._gate or task.life is None:
-            return
-        node = task.life.node
-        if node is None or node.last_renew_start is None:
-            return
-        late = self.sched.now - node.last_renew_start
-        if late >= node.timeouts.renew_fail:
-            self.stats["writes_refused_late"] += 1
-            raise DeviceError(f"{path}: write refused: node {node.node_id} has not renewed for "
-                              f"{late:.3f} s (limit {node.timeouts.renew_fail:g} s)")
 
     def stop(self, host: Host) -> None:
         if host.up():
@@ -1993,13 +1973,15 @@ class Simulation:
                 return _ORIGINALS["locks._thread_lock"](path, start, length)
             return sim._locks.setdefault((path, start, length), SimLock(sim.sched))
 
-        def make_driver(attributes: dict, *, clock: Any = None, resource: str = "") -> Any:
+        def make_driver(attributes: dict, *, clock: Any = None, resource: str = "",
+                        write_check: Callable[[], None] | None = None) -> Any:
             devices = attributes.get("data_devices")
             if (attributes.get("driver", "image") or "image") == "image" and isinstance(devices, list) \
                     and devices and devices[0] in sim.data:
-                return ImageDriver.from_attributes(attributes, clock=clock,
-                                                   opener=sim._open_data)
-            return _ORIGINALS["manager.make_driver"](attributes, clock=clock, resource=resource)
+                return ImageDriver.from_attributes(
+                    attributes, clock=clock, opener=gated_opener(sim._open_data, write_check))
+            return _ORIGINALS["manager.make_driver"](attributes, clock=clock, resource=resource,
+                                                     write_check=write_check)
 
         def session_node(*args: Any, **kwargs: Any) -> Any:
             node = _ORIGINALS["session.Node"](*args, **kwargs)
@@ -2065,32 +2047,12 @@ class Simulation:
             (agents_mod, "take_offline"): take_offline,
             (confsync_mod, "write_atomically"): write_quickly,
             (agents_mod, "write_atomically"): write_quickly,
+            (statefile_mod, "write_atomically"): write_quickly,
             (image_mod, "uuidlib"): uuid_ns,
         }
-        wanted = set(self.cfg.workarounds)
-        unknown = wanted - set(WORKAROUNDS)
+        unknown = set(self.cfg.workarounds) - set(WORKAROUNDS)
         if unknown:
             raise ValueError(f"unknown workarounds: {', '.join(sorted(unknown))}")
-        if wanted & {"takeover-keeps-lease", "online-state-not-written"}:
-            replacements[(manager_mod.ClusterManager, "_take_over")] = _fixed_take_over
-        if "takeover-not-retried" in wanted:
-            replacements[(manager_mod.ClusterManager, "_should_take")] = _fixed_should_take
-        if wanted & {"failed-op-left-open", "unpublished-record-write"}:
-            replacements[(manager_mod.ClusterManager, "_tend")] = _fixed_tend(wanted)
-        if "config-load-sticks" in wanted:
-            replacements[(confsync_mod.ConfigSync, "load")] = _fixed_load
-        if "release-outside-host-lock" in wanted:
-            replacements[(manager_mod.ClusterManager, "_give_up")] = _fixed_give_up
-        if "log-append-race" in wanted:
-            replacements[(operations_mod, "choose_log")] = _fixed_choose_log
-        write_all = _ORIGINALS["node._write_all"]
-        if "lost-heartbeat-write" in wanted:
-            write_all, checked_observe = _fixed_heartbeat(self)
-            replacements[(node_mod.Node, "_observe")] = checked_observe
-        if "incarnation-reused" in wanted:
-            write_all = _fixed_write_all(self, write_all)
-        if write_all is not _ORIGINALS["node._write_all"]:
-            replacements[(node_mod.Node, "_write_all")] = write_all
         saved = {key: getattr(*key) for key in replacements}
         try:
             for (module, name), value in replacements.items():
@@ -2161,208 +2123,16 @@ class _SimFence:
 
 
 
-# --- workarounds for library bugs the simulation found ------------------------------
+# --- workarounds for library bugs the simulation finds --------------------------------
 #
-# Each is the proposed fix of one bug (docs/RELIABILITY.md, "Violations found"),
-# applied while a simulation runs so that a campaign can go on finding other
-# things.  Remove one (and its entry here) once the library has the fix; a run
-# with SimConfig(workarounds=()) or ``tools/sim --pristine`` tests the library
-# as it is.
-
-
-def _fixed_take_over(self: manager_mod.ClusterManager, index: int, record: ResourceRecord) -> None:
-    """_take_over that leaves nothing half done when it fails after taking the lease.
-
-    Bugs "takeover-keeps-lease" and "online-state-not-written": in the
-    library a failure after the lease is taken (a disk error writing
-    owner_host, an agent failing, the final state=online write failing)
-    leaves the lease held, or the resource online here with the record
-    saying offline, and nothing ever retries.  Here: offline again, and the
-    lease given back, so that the successor (maybe this node, next tick)
-    starts over.
-    """
-    try:
-        _ORIGINALS["manager._take_over"](self, index, record)
-    except ShareddiskError:
-        owned = self.owned.pop(index, None)
-        if owned is not None:  # online, but the record does not say so
-            agents_mod.take_offline(owned.ctx)
-        me = self.me
-        with contextlib.suppress(ShareddiskError):
-            current = read_lease(self.area, index)
-            if me is not None and holds(current, me):
-                self.leases.release(index, me, current["generation"])
-        raise
-
-
-def _fixed_should_take(self: manager_mod.ClusterManager, record: ResourceRecord) -> bool:
-    """Bug "takeover-not-retried": owner_host, or the lease, names this very
-    incarnation but the resource is not online here (a takeover failed half
-    way, and giving the lease back failed too): try again, nobody else can."""
-    me, owner = self.me, record.owner
-    assert me is not None
-    mine = (me.node_id, me.incarnation)
-    if owner is not None and (owner.node_id, owner.incarnation) == mine:
-        return True
-    leases = self.config._leases
-    ss = self.area.sector_size
-    if leases is not None and len(leases) >= (record.index + 1) * ss:
-        try:
-            lease = lease_fmt.CODEC.decode(leases[record.index * ss:(record.index + 1) * ss])
-        except FormatError:
-            lease = None
-        if lease is not None and (lease["owner_id"], lease["owner_incarnation"]) == mine:
-            return True
-    return _ORIGINALS["manager._should_take"](self, record)
-
-
-def _fixed_tend(workarounds: set[str]) -> Callable[..., None]:
-    """_tend with the fixes of two bugs.
-
-    "failed-op-left-open": an operation that failed half way on its owner (a
-    disk error between setting active_log_disk and clearing it) was only ever
-    finished by a successor.  Here the owner finishes it itself: at the start
-    of a tick active_log_disk can only name an interrupted operation.
-
-    "unpublished-record-write": a record write whose second step (publishing
-    the version in the lease) failed is on the disk, but no node reloads it
-    until the next write.  Here the owner publishes the version it finds.
-    """
-    def tend(self: manager_mod.ClusterManager, index: int, record: ResourceRecord) -> None:
-        ctx = self.owned[index].ctx
-        if "unpublished-record-write" in workarounds:
-            o = ctx.owner
-            lease = o.leases.verify(index, o.holder, o.generation)
-            version = read_stored(o.area, index).version
-            if lease["record_version"] != version:
-                o.leases.record_written(index, o.holder, o.generation, version)
-        if "failed-op-left-open" in workarounds and record.active_log_disk:
-            ctx.guard()
-            for agent in agents_mod.AGENTS[1:]:  # the log agent, then the recovery agent
-                agent.online(ctx)
-        _ORIGINALS["manager._tend"](self, index, record)
-
-    return tend
-
-
-def _fixed_load(self: confsync_mod.ConfigSync) -> None:
-    """Bug "config-load-sticks": load() kept the lease bytes when reading the
-    records failed, so the next poll saw no change and the copy stayed empty."""
-    leases = self.area.read_region("lease")
-    records = {s.index: s.record for s in confsync_mod.read_all(self.area) if s.record is not None}
-    self._leases, self.records = leases, records
-    self._save()
-
-
-def _fixed_write_all(sim: "Simulation", original: Callable[..., bool]) -> Callable[..., bool]:
-    """Bug "incarnation-reused": start() takes 1 + the highest incarnation on the
-    disks it could read, so a disk it cannot read may hold a higher one and
-    two lives share a number.  The fix kept here: the host remembers the last
-    incarnation it used for the node id (as a file in the state directory
-    would) and the first write of a start never goes below it."""
-    def write_all(self: node_mod.Node, round_start: float) -> bool:
-        task = sim.sched.current
-        host = task.host if task is not None else None
-        if self.counter == 0 and host is not None:  # the JOINING write of start()
-            self.incarnation = max(self.incarnation, host.last_incarnation + 1)
-            host.last_incarnation = self.incarnation
-        return original(self, round_start)
-
-    return write_all
-
-
-def _fixed_give_up(self: manager_mod.ClusterManager, index: int, why: str, *,
-                   state: ResourceState, **attrs: object) -> None:
-    """Bug "release-outside-host-lock": _give_up releases the lease without the
-    same-host resource lock, so another writer of this host (a CLI borrowing
-    the daemon's incarnation, a request thread) that verified the lease just
-    before writes its record after the release.  The fix kept here: the
-    release happens under the resource lock, like every guarded write."""
-    leases = self.leases
-    release = type(leases).release
-
-    def locked_release(i: int, holder: Holder, generation: int) -> None:
-        with manager_mod.resource_lock(self.area, i, self.clock):
-            release(leases, i, holder, generation)
-
-    leases.release = locked_release  # type: ignore[method-assign]
-    try:
-        _ORIGINALS["manager._give_up"](self, index, why, state=state, **attrs)
-    finally:
-        del leases.release
-
-
-def _fixed_choose_log(area: Area, index: int) -> str:
-    """Bug "log-append-race": two owners on different hosts that start an operation
-    at the same moment both pick the free log disk with the fewest unfinished
-    operations (the first one on a tie) and append the same position of one
-    ring, one overwriting the other's entry.  The fix kept here: with at least
-    as many log disks as resources, each resource has its own."""
-    names = area.layout.geometry.log_disks
-    if names and len(names) >= area.superblock["resource_count"]:
-        return names[index % len(names)]
-    return _ORIGINALS["operations.choose_log"](area, index)
-
-
-def _fixed_heartbeat(sim: "Simulation") -> tuple[Callable[..., bool], Callable[..., Any]]:
-    """Bug "lost-heartbeat-write": a write the disk acknowledges but never stores
-    (a lost write) counts as a renewal, so a node whose heartbeats are lost on a
-    majority of disks goes on believing its lease valid while its peers see it
-    stop and declare it dead.  The fix kept here: the read at the start of the
-    next step checks our own slot; when it shows the last renewal did not land
-    on a majority, that renewal never happened (the deadline runs from the one
-    before)."""
-    write_all, observe = _ORIGINALS["node._write_all"], _ORIGINALS["node._observe"]
-    idx = node_mod._IDX
-
-    def checked_write_all(self: node_mod.Node, round_start: float) -> bool:
-        before = self.last_renew_start
-        renewed = write_all(self, round_start)
-        if renewed:
-            self._sim_pending = (self.counter, round_start, before,  # type: ignore[attr-defined]
-                                 [d.write_ok for d in self.disks])
-        return renewed
-
-    def checked_observe(self: node_mod.Node, reads: list[Outcome]) -> Any:
-        pending = getattr(self, "_sim_pending", None)
-        if pending is not None:
-            self._sim_pending = None  # type: ignore[attr-defined]
-            counter, start, before, wrote = pending
-            landed = sum(wrote)
-            for disk, outcome, w in zip(self.disks, reads, wrote):
-                raw = self._own_raw(disk, outcome) if w and outcome.ok else None
-                if raw is not None and (raw[idx["incarnation"]], raw[idx["counter"]]) \
-                        < (self.incarnation, counter):
-                    landed -= 1  # the disk said yes and kept the old slot: a lost write
-            if landed < node_mod.majority(len(self.disks)) and self.last_renew_start == start:
-                sim.stats["renewals_found_lost"] += 1
-                self.last_renew_start = before
-        return observe(self, reads)
-
-    return checked_write_all, checked_observe
-
-
-WORKAROUNDS: dict[str, str] = {
-    "takeover-keeps-lease": "manager._take_over releases the lease when it fails after taking it",
-    "online-state-not-written": "manager._take_over takes the resource offline when the final "
-                                "state=online write fails (so it is retried)",
-    "takeover-not-retried": "manager._should_take retries when owner_host or the lease names "
-                            "this incarnation",
-    "failed-op-left-open": "manager._tend finishes (replays or tidies) an operation of its own "
-                           "that failed half way",
-    "unpublished-record-write": "manager._tend publishes a record version that is on the disk "
-                                "but not in the lease",
-    "config-load-sticks": "confsync.ConfigSync.load keeps nothing when reading the records fails",
-    "incarnation-reused": "node.Node.start never reuses an incarnation this host used before",
-    "release-outside-host-lock": "manager._give_up releases the lease under the same-host "
-                                 "resource lock",
-    "log-append-race": "operations.choose_log gives each resource its own log disk when "
-                       "there are enough",
-    "lost-heartbeat-write": "node.Node checks, at its next read, that its last renewal landed "
-                            "on a majority of disks; a lost one does not count",
-    "owner-writes-after-deadline": "a daemon issues no write (area or data device) once its own "
-                                   "renewal deadline has passed",
-}
+# A workaround is the proposed fix of one bug (docs/RELIABILITY.md, "Violations
+# found"), applied only while a simulation runs so that a campaign can go on
+# finding other things until the library has the fix: a name here, its
+# replacement installed in Simulation._patched, and a scripted scenario in
+# tests/sim that fails without it.  Every bug found so far is fixed in the
+# library, so there are none; ``tools/sim --pristine`` and ``--without NAME``
+# stay for the next one.
+WORKAROUNDS: dict[str, str] = {}
 
 _NODE_RUN_CODE = node_mod.Node.run.__code__
 _ORIGINALS: dict[str, Any] = {
@@ -2372,14 +2142,7 @@ _ORIGINALS: dict[str, Any] = {
     "session.Node": session_mod.Node,
     "agents.bring_online": agents_mod.bring_online,
     "agents.take_offline": agents_mod.take_offline,
-    "manager._should_take": manager_mod.ClusterManager._should_take,
-    "manager._take_over": manager_mod.ClusterManager._take_over,
-    "manager._give_up": manager_mod.ClusterManager._give_up,
     "leases.acquire": Leases.acquire,
-    "operations.choose_log": operations_mod.choose_log,
-    "node._write_all": node_mod.Node._write_all,
-    "node._observe": node_mod.Node._observe,
-    "manager._tend": manager_mod.ClusterManager._tend,
 }
 
 

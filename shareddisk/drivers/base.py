@@ -32,9 +32,10 @@ rounded.
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from shareddisk.clock import Clock, SystemClock
+from shareddisk.device import gated_opener, open_device
 from shareddisk.errors import UsageError
 
 KINDS = ("create-volume", "delete-volume", "resize-volume", "rename-volume")
@@ -122,20 +123,23 @@ def check_args(kind: str, args: Any) -> dict:
     return out
 
 
-def make_driver(attributes: dict, *, clock: Clock | None = None,
-                resource: str = "") -> Driver:
+def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str = "",
+                write_check: Callable[[], None] | None = None) -> Driver:
     """The driver a resource's attributes ask for.
 
     ``driver`` = ``"image"`` (the default; needs ``data_devices``) or
     ``"exec"`` (needs ``exec_script``).  ``resource`` is the resource name,
-    passed to exec scripts.
+    passed to exec scripts.  ``write_check`` gates every data device write
+    of the image driver (shareddisk.device.WriteGate); exec scripts write
+    on their own, checked only before each step.
     """
     kind = attributes.get("driver", "image") or "image"
     clock = clock or SystemClock()
     if kind == "image":
         from shareddisk.drivers.image import ImageDriver  # late: image imports this module
 
-        return ImageDriver.from_attributes(attributes, clock=clock)
+        return ImageDriver.from_attributes(attributes, clock=clock,
+                                           opener=gated_opener(open_device, write_check))
     if kind == "exec":
         from shareddisk.drivers.exec import ExecDriver
 

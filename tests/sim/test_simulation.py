@@ -11,10 +11,10 @@ invariant, reproducible with ``tools/sim --seed N --verbose``.
   for an owner crashing in the middle of an operation and a frozen owner;
 - the harness itself: the same seed gives the same run, and bugs planted on
   purpose are caught;
-- library bugs the simulation found, each as a scenario that fails on the
-  library as it is (``xfail(strict=True)``: when the fix lands the test
-  passes, strict makes that an error, and the xfail marker and the matching
-  workaround in shareddisk/sim.py must go).
+- library bugs the simulation found, each as a scenario that makes it
+  happen on purpose: fixed in the library, they must stay fixed.  (A bug
+  found and not yet fixed gets its scenario marked ``xfail(strict=True)``
+  and its proposed fix in shareddisk.sim.WORKAROUNDS until the fix lands.)
 """
 
 from __future__ import annotations
@@ -204,10 +204,11 @@ def test_the_harness_catches_peers_that_declare_a_node_dead_too_early(
 
 def test_the_harness_catches_a_node_that_does_not_fence_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A planted bug: the deadline check does nothing (and no write gate)."""
+    """A planted bug: the deadline checks do nothing (the loop's, and the one
+    other threads and the write gate use)."""
     monkeypatch.setattr(node_mod.Node, "_check_deadline", lambda self: None)
-    sim = scripted(run_for=40.0, freeze_mode="anywhere",
-                   workarounds=tuple(w for w in ALL if w != "owner-writes-after-deadline"))
+    monkeypatch.setattr(node_mod.Node, "assert_renewed", lambda self: None)
+    sim = scripted(run_for=40.0, freeze_mode="anywhere")
     sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 12.0)))
     assert {v.invariant for v in sim.violations} & {"write-after-declared-dead", "two-owners",
                                                     "write-without-lease"}
@@ -215,10 +216,9 @@ def test_the_harness_catches_a_node_that_does_not_fence_itself(
 
 # --- library bugs the simulation found ---------------------------------------------------
 #
-# Each scenario makes one bug happen on purpose.  With the workarounds of
-# shareddisk/sim.py (the proposed fixes) it passes; on the library as it is
-# it fails, which is what the strict xfail asserts.  docs/RELIABILITY.md
-# describes each bug, the seed that found it and the fix.
+# Each scenario makes one bug happen on purpose; each broke an invariant
+# until its fix landed in the library.  docs/RELIABILITY.md describes each
+# bug, the seed that found it and the fix.
 
 
 def _region(sim: Simulation, name: str) -> dict[str, int]:
@@ -341,24 +341,9 @@ BUGS = {
 BOOT_AT = (1.0, 1.0, 1.7)  # nodes 1 and 2 step at the same instants
 
 
-def test_every_workaround_has_a_scenario() -> None:
-    assert set(BUGS) == set(WORKAROUNDS)
-
-
 @pytest.mark.parametrize("bug", sorted(BUGS))
-def test_bug_scenario_holds_with_the_proposed_fix(bug: str) -> None:
+def test_bug_scenario_stays_fixed(bug: str) -> None:
     sim = scripted(run_for=50.0, quiet=30.0, boot_at=BOOT_AT)
-    result = sim.run(BUGS[bug])
-    assert result.ok, violations(sim)
-
-
-@pytest.mark.parametrize("bug", [
-    pytest.param(bug, marks=pytest.mark.xfail(
-        strict=True, reason=f"library bug {bug!r} (docs/RELIABILITY.md): the scenario breaks "
-                            f"an invariant until the fix lands in the library"))
-    for bug in sorted(BUGS)])
-def test_bug_scenario_on_the_library_as_it_is(bug: str) -> None:
-    sim = scripted(run_for=50.0, quiet=30.0, workarounds=(), boot_at=BOOT_AT)
     result = sim.run(BUGS[bug])
     assert result.ok, violations(sim)
 

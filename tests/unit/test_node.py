@@ -515,3 +515,107 @@ def test_old_incarnation_waking_after_a_restart_fences_without_overwriting() -> 
             new.step()
     assert old.fenced and not new.fenced
     assert c.slot(1)["incarnation"] == new.incarnation
+
+
+# -- renewals that did not land, incarnations a disk cannot show -----------------
+
+
+class Losing(FaultyDevice):
+    """Acknowledges writes and keeps none of them (a lost write)."""
+
+    def __init__(self, inner: MemoryDevice, clock: FakeClock):
+        super().__init__(inner, clock)
+        self.lose = False
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self.lose:
+            self.writes += 1
+            return
+        super().write(offset, data)
+
+
+def test_renewals_lost_on_a_majority_of_disks_do_not_count() -> None:
+    c = Cluster(disks=3)
+    c.devs = [Losing(m, c.clock) for m in c.mems]
+    n = c.node(1)
+    n.start()
+    n.step()
+    renewed = n.last_renew_start
+    c.devs[0].lose = c.devs[1].lose = True
+    c.clock.advance(T.interval)
+    n.step()  # acknowledged by all three: counted, for now
+    assert n.last_renew_start == c.clock.monotonic()
+    # Each next read shows the last write landed on one disk of three: it never
+    # happened, so the deadline runs from the last renewal that landed.
+    with pytest.raises(Fenced):
+        for _ in range(10):
+            c.clock.advance(T.interval)
+            n.step()
+    assert c.clock.monotonic() - renewed == T.renew_fail
+    assert n.fence_action.calls and "no heartbeat reached a majority" in n.fence_action.calls[0][0]
+
+
+def test_a_renewal_lost_on_one_disk_of_three_still_counts() -> None:
+    c = Cluster(disks=3)
+    c.devs = [Losing(m, c.clock) for m in c.mems]
+    n = c.node(1)
+    n.start()
+    c.devs[2].lose = True
+    for _ in range(10):
+        c.clock.advance(T.interval)
+        n.step()
+        assert n.last_renew_start == c.clock.monotonic()
+    assert not n.fenced
+
+
+def test_start_never_reuses_an_incarnation_remembered_on_this_host(tmp_path) -> None:
+    from shareddisk.statefile import IncarnationMemory
+
+    c = Cluster(disks=3)
+    memory = IncarnationMemory(tmp_path, Area.open(c.mems[0]).cluster_uuid, 1)
+    first = c.node(1, incarnations=memory)
+    first.start()
+    assert first.incarnation == 1 and memory.last() == 1
+    # Life 2 wrote disks 0 and 1 only...
+    c.devs[2].fail_writes = True
+    second = c.node(1, incarnations=memory)
+    second.start()
+    assert second.incarnation == 2
+    # ...and life 3 cannot read them: the disks it reads show life 1 at most.
+    c.devs[2].fail_writes = False
+    third = c.node(1, incarnations=memory)
+    c.devs[0].fail_reads = c.devs[1].fail_reads = True
+    c.devs[0].fail_writes = c.devs[1].fail_writes = True
+    with pytest.raises(QuorumLost):  # cannot write a majority either, but:
+        third.start()
+    assert third.incarnation == 3 and memory.last() == 3
+
+
+def test_incarnation_memory_of_another_cluster_or_node_is_ignored(tmp_path) -> None:
+    from shareddisk.statefile import IncarnationMemory
+
+    IncarnationMemory(tmp_path, "cluster-a", 1).remember(7)
+    assert IncarnationMemory(tmp_path, "cluster-a", 1).last() == 7
+    assert IncarnationMemory(tmp_path, "cluster-b", 1).last() == 0
+    assert IncarnationMemory(tmp_path, "cluster-a", 2).last() == 0
+    (tmp_path / "incarnation").write_text("{not json")
+    with pytest.raises(DeviceError, match="incarnation: unreadable"):
+        IncarnationMemory(tmp_path, "cluster-a", 1).last()
+
+
+def test_the_write_gate_refuses_writes_once_the_node_is_past_its_deadline() -> None:
+    from shareddisk.device import WriteGate
+
+    c = Cluster(disks=1)
+    n = c.node(1)
+    n.start()
+    gate = WriteGate(c.devs[0], n.assert_renewed)
+    before = c.devs[0].writes
+    gate.write(0, bytes(512))  # renewed just now: passes
+    assert c.devs[0].writes == before + 1
+    c.clock.advance(T.renew_fail)  # frozen that long, say, with a write about to go
+    with pytest.raises(DeviceError, match="write at offset 512 refused: node 1 is past its "
+                                          "renew deadline"):
+        gate.write(512, bytes(512))
+    assert c.devs[0].writes == before + 1
+    assert gate.read(0, 512) == bytes(512) and gate.sector_size == 512

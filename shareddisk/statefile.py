@@ -1,0 +1,74 @@
+"""Files a node keeps on its own host (its state directory), written atomically.
+
+The state directory holds what must survive a restart of this host's daemon
+but is nobody else's business: the synchronized copy of the resource records
+(shareddisk/confsync.py), the storage group definitions (shareddisk/agents.py)
+and the last heartbeat incarnation this node id used here (shareddisk/node.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from shareddisk.errors import DeviceError
+
+INCARNATION_FILE = "incarnation"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class IncarnationMemory:
+    """The last incarnation this node id used on this host, for one cluster.
+
+    A starting node takes 1 + the highest incarnation its slot shows on the
+    disks it can read; a disk it cannot read may hold a higher one (its last
+    life wrote there), and two lives sharing a number would share leases.
+    The node therefore never goes below what it wrote here, and writes the
+    new number here (fsync'd) before its first heartbeat.
+    """
+
+    def __init__(self, state_dir: Path, cluster_uuid: str, node_id: int):
+        self.path = state_dir / INCARNATION_FILE
+        self.cluster_uuid = cluster_uuid
+        self.node_id = node_id
+
+    def last(self) -> int:
+        """0 when there is none (a new state dir, another cluster's, or unreadable)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            raise DeviceError(f"{self.path}: unreadable ({exc}); remove it only if no other "
+                              f"life of node {self.node_id} can still be running") from None
+        if data.get("cluster_uuid") != self.cluster_uuid or data.get("node_id") != self.node_id:
+            return 0
+        value = data.get("incarnation")
+        return value if isinstance(value, int) and value > 0 else 0
+
+    def remember(self, incarnation: int) -> None:
+        try:
+            write_atomically(self.path, json.dumps({"cluster_uuid": self.cluster_uuid,
+                                                    "node_id": self.node_id,
+                                                    "incarnation": incarnation}))
+        except OSError as exc:
+            raise DeviceError(f"{self.path}: cannot record incarnation {incarnation}: "
+                              f"{exc.strerror or exc}") from None
