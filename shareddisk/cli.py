@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from shareddisk.errors import (
     UsageError,
 )
 from shareddisk.inspect import dump_area, record_bytes, verify_area
+from shareddisk.progress import terminal_bar
 
 # Commands import what only they need inside their bodies: every command
 # starts in the time of its own imports (`dump --json` has a 0.5 s budget).
@@ -84,12 +86,20 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _emit(as_json: bool, data: Any, text: str) -> None:
+def _emit(as_json: bool, data: Any, text: str | Callable[[bool], str]) -> None:
+    """Print ``data`` as JSON, or ``text`` for people.
+
+    ``text`` may be a function of whether stdout is a terminal (the rich
+    tables of render.py), called only without ``--json``: JSON output never
+    imports rich.
+    """
+    tty = sys.stdout.isatty()
     if as_json:
         # Indented for a person at a terminal; compact (and C-encoded, ~10x
         # faster: `dump --json` of 2,048 slots is 1.2 MB) for a pipe or file.
-        indent = 2 if sys.stdout.isatty() else None
-        text = json.dumps(data, indent=indent, default=str)
+        text = json.dumps(data, indent=2 if tty else None, default=str)
+    elif callable(text):
+        text = text(tty)
     click.echo(text)
 
 
@@ -163,8 +173,11 @@ def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, l
                     os.unlink(path)
             raise
         cluster_uuid = uuidlib.uuid4()
-        results = [create_area(dev, geometry, cluster_name=cluster_name, force=True,
-                               cluster_uuid=cluster_uuid) for dev in opened]
+        results = []
+        for dev in opened:
+            with terminal_bar(f"init {dev.path}", unit="bytes") as bar:
+                results.append(create_area(dev, geometry, cluster_name=cluster_name,
+                                           force=True, cluster_uuid=cluster_uuid, progress=bar))
     layout = results[0].layout
     data = {"devices": list(devices), "cluster_uuid": str(cluster_uuid),
             "area_size": layout.area_size, "sector_size": layout.sector_size, "nodes": nodes,
@@ -204,7 +217,7 @@ def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_js
                 click.echo(render.hex_view(codec, buf, offset, f"{device}: {title}"))
             return
         data = dump_area(dev, region, index)
-    _emit(as_json, data, render.dump_text(data))
+    _emit(as_json, data, functools.partial(render.dump_text, data))
     if data.get("damaged_records"):
         sys.exit(EXIT_DAMAGE)
 
@@ -214,8 +227,9 @@ def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_js
 @json_option
 def verify(device: str, as_json: bool) -> None:
     """Check every record of DEVICE; exit 0 when clean, 3 when damaged."""
-    with open_device(device, writable=False) as dev:
-        report = verify_area(dev).to_json()
+    with open_device(device, writable=False) as dev, \
+            terminal_bar(f"verify {device}", unit="records") as bar:
+        report = verify_area(dev, progress=bar).to_json()
     _emit(as_json, report, render.verify_text(report))
     if not report["clean"]:
         sys.exit(EXIT_DAMAGE)
@@ -305,22 +319,42 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
 @click.argument("devices", nargs=-1, required=True)
 @click.option("--window", type=float, default=None,
               help="Seconds to watch the slots (default: the suspect timeout, 2 x interval + io timeout).")
-@click.option("--watch", is_flag=True, help="Keep watching and print a new report every interval.")
+@click.option("--watch", is_flag=True,
+              help="Keep watching: a live view refreshed every interval on a terminal, a new "
+                   "report every interval otherwise (Ctrl-C stops, exit 0).")
 @json_option
 def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json: bool) -> None:
     """Members with state, incarnation and age, and quorum."""
     from shareddisk.status import StatusReader
     with _Areas(devices, writable=False) as areas:
         reader = StatusReader(areas, SystemClock())
-        reader.observe(window)
-        while True:
-            report = reader.report()
-            _emit(as_json, report, render.status_text(report))
+        try:
+            reader.observe(window)
+            if watch and not as_json and sys.stdout.isatty():
+                _watch_live(reader)  # ends only by Ctrl-C (KeyboardInterrupt)
+            while True:
+                report = reader.report()
+                _emit(as_json, report, functools.partial(render.status_text, report))
+                if not watch:
+                    break
+                reader.observe(reader.timeouts.interval)
+                if not as_json:
+                    click.echo()
+        except KeyboardInterrupt:
             if not watch:
-                break
+                raise
+            # --watch runs until Ctrl-C: that is how it ends, not an error
+
+
+def _watch_live(reader: Any) -> NoReturn:
+    """``status --watch`` on a terminal: one view redrawn in place every interval."""
+    from rich.live import Live
+    footer = f"refreshed every {reader.timeouts.interval:g}s; Ctrl-C to stop"
+    with Live(render.status_renderable(reader.report(), footer), auto_refresh=False,
+              console=render.console()) as live:
+        while True:
             reader.observe(reader.timeouts.interval)
-            if not as_json:
-                click.echo()
+            live.update(render.status_renderable(reader.report(), footer), refresh=True)
 
 
 @main.command()

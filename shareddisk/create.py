@@ -19,6 +19,7 @@ from shareddisk.device import BlockDevice
 from shareddisk.errors import DeviceTooSmall, SignatureFound, UsageError
 from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock
 from shareddisk.format.record import SECTOR_SIZES
+from shareddisk.progress import Progress, Tally
 
 WRITE_BATCH = 1 << 20  # bytes per write while filling regions
 
@@ -67,8 +68,12 @@ def check_device(device: BlockDevice, geometry: Geometry, *, force: bool = False
 
 def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = "cluster",
                 cluster_uuid: uuidlib.UUID | None = None, force: bool = False,
-                clock: Clock | None = None) -> Created:
-    """Write a fresh, empty area on ``device``; see the module docstring for the checks."""
+                clock: Clock | None = None, progress: Progress | None = None) -> Created:
+    """Write a fresh, empty area on ``device``; see the module docstring for the checks.
+
+    ``progress(done, total)`` (shareddisk.progress) follows the writing in
+    bytes of the area, ``total`` being its size.
+    """
     layout = check_device(device, geometry, force=force)
     s = geometry.sector_size
     usable = device.size // s * s
@@ -79,6 +84,7 @@ def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = 
                            created_ns=int(clock.wall() * 1e9), backup_offset=backup_offset)
     sb_record = superblock.CODEC.encode(sb, s)
 
+    tally = Tally(progress, layout.area_size)
     tail = max(SECTOR_SIZES)
     device.write(0, bytes(s))
     if usable >= tail:
@@ -88,7 +94,7 @@ def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = 
     for region in layout.regions.values():
         if region.offset > end:
             device.write(end, bytes(region.offset - end))
-        _fill(device, region, geometry)
+        _fill(device, region, geometry, tally)
         end = region.end
     if backup_offset > end:
         device.write(end, bytes(min(backup_offset - end, layout.area_size - end)))
@@ -96,6 +102,7 @@ def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = 
     device.flush()
     device.write(0, sb_record)
     device.flush()
+    tally.to(layout.area_size)
     return Created(layout, str(cluster_uuid), backup_offset)
 
 
@@ -115,12 +122,13 @@ def empty_record(region: Region, geometry: Geometry, index: int) -> bytes:
     return logrecord.CODEC.encode(logrecord.empty(log_index, index), s)
 
 
-def _fill(device: BlockDevice, region: Region, geometry: Geometry) -> None:
+def _fill(device: BlockDevice, region: Region, geometry: Geometry, tally: Tally) -> None:
     per_batch = max(1, WRITE_BATCH // region.stride)
     for first in range(0, region.count, per_batch):
         last = min(region.count, first + per_batch)
         batch = b"".join(empty_record(region, geometry, i) for i in range(first, last))
         device.write(region.record_offset(first), batch)
+        tally.to(region.record_offset(first) + len(batch))
 
 
 def _mib(n: int) -> str:

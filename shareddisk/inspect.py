@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from shareddisk.area import LOG_PREFIX, Area, Region
 from shareddisk.crc import crc32c
@@ -21,6 +21,7 @@ from shareddisk.device import BlockDevice
 from shareddisk.errors import FormatError, UsageError
 from shareddisk.format import heartbeat, logrecord, mailbox, resource, superblock
 from shareddisk.format.record import RecordCodec
+from shareddisk.progress import Progress, Tally
 
 READ_BATCH = 1 << 20
 
@@ -101,8 +102,12 @@ def _expectations(area: Area, region: Region, index: int) -> dict[str, int]:
     return {"log_index": log_index, "position": index}
 
 
-def iter_region(area: Area, region: Region, indexes: range | None = None) -> Iterator[Checked]:
-    """Check every record of a region (or of ``indexes``), reading in large batches."""
+def iter_region(area: Area, region: Region, indexes: range | None = None,
+                after_batch: Callable[[int], None] | None = None) -> Iterator[Checked]:
+    """Check every record of a region (or of ``indexes``), reading in large batches.
+
+    ``after_batch(n)`` is called once the ``n`` records of a batch are yielded.
+    """
     indexes = indexes if indexes is not None else range(region.count)
     per_batch = max(1, READ_BATCH // region.stride)
     for first in range(indexes.start, indexes.stop, per_batch):
@@ -112,6 +117,8 @@ def iter_region(area: Area, region: Region, indexes: range | None = None) -> Ite
             start = (i - first) * region.stride
             yield check_record(area.device.path, region, i, data[start:start + region.stride],
                                _expectations(area, region, i))
+        if after_batch is not None:
+            after_batch(last - first)
 
 
 # --- JSON views of decoded records ---------------------------------------------
@@ -393,13 +400,18 @@ def _superblock_padding(area: Area, copy: Any) -> str | None:
             f"record offset {pad} (absolute {copy.offset + pad})")
 
 
-def verify_area(device: BlockDevice) -> VerifyReport:
-    """Check every checksum, padding and placement; raises only if no superblock is usable."""
+def verify_area(device: BlockDevice, progress: Progress | None = None) -> VerifyReport:
+    """Check every checksum, padding and placement; raises only if no superblock is usable.
+
+    ``progress(done, total)`` (shareddisk.progress) counts the records checked.
+    """
     area = Area.open(device)
     report = VerifyReport(device.path, superblock={"primary": _copy_json(area.primary),
                                                    "backup": _copy_json(area.backup)})
+    tally = Tally(progress, 2 + sum(r.count for r in area.regions.values()))
     for copy in (area.primary, area.backup):
         report.records_checked += 1
+        tally.add(1)
         if copy.error is not None:
             expected = found = None
             if copy.offset >= 0 and copy.offset + area.sector_size <= device.size:
@@ -419,7 +431,7 @@ def verify_area(device: BlockDevice) -> VerifyReport:
                                     f"{device.path}: backup superblock differs from the primary",
                                     "BadLayout"))
     for region in area.regions.values():
-        checked = list(iter_region(area, region))
+        checked = list(iter_region(area, region, after_batch=tally.add))
         report.records_checked += len(checked)
         report.damage += [c.damage for c in checked if c.damage is not None]
         if region.name == "resource":

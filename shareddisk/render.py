@@ -2,27 +2,32 @@
 
 Everything here formats the same dicts that ``--json`` prints, so the table
 and the JSON can never disagree about what is on the disk.
+
+``status`` and ``dump`` print tables: on a terminal drawn by ``rich``
+(imported only then: ``--json`` never pays for it) with coloured states at
+the terminal's width; piped, the same tables as plain text, one line per
+row with an ASCII rule, so scripts and tests see stable output.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from typing import Any, Iterable, Sequence
+import shutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
 from shareddisk.format.record import RecordCodec
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 HEX_WIDTH = 16
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain aligned table; None shows as '-'."""
-    text_rows = [["-" if v is None else str(v) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in text_rows:
-        widths = [max(w, len(v)) for w, v in zip(widths, row)]
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in text_rows]
-    return "\n".join(lines)
+    """A plain aligned table without a rule (verify, log, repair ...); None shows as '-'."""
+    return _plain([Table(headers, list(rows), ruled=False)])
 
 
 def _field_value(kind: str, raw: bytes) -> str:
@@ -63,6 +68,156 @@ def hex_view(codec: RecordCodec, buf: bytes, offset: int, title: str) -> str:
     return "\n".join(lines)
 
 
+# --- tables for status and dump ---------------------------------------------------
+#
+# The views below are lists of parts, built without rich: plain lines (str),
+# coloured lines and cells (Styled), lines of several colours (lists of
+# Styled) and tables (Table).  Piped, they are laid out here as plain text
+# (fast, and no rich import).  On a terminal rich draws them: a rich Table
+# with coloured states that fits the terminal's width, except for tables
+# longer than RICH_TABLE_ROWS, which keep the plain layout with its colours
+# (a rich Table costs about 1 ms a row: 2 s for 2,048 nodes).
+
+RICH_TABLE_ROWS = 300
+_GAP = "  "
+
+# Colours of states on a terminal (members, slots, resources).
+_STATE_STYLES = {
+    "alive": "green", "joining": "cyan", "suspect": "yellow", "dead": "bold red",
+    "fenced": "red", "left": "dim", "empty": "dim",
+    "online": "green", "offline": "dim", "failed": "bold red",
+}
+_DAMAGED = "bold red"
+
+
+class Styled(NamedTuple):
+    """A line or cell with a rich style (colour on a terminal only)."""
+
+    text: str
+    style: str | None
+
+
+@dataclass
+class Table:
+    """Upper-case headers over a rule, no borders, None shown as '-'.
+
+    The first column starts each line (``line.split()[0]`` is its value);
+    columns named in ``right`` (numbers) are right-aligned.
+    """
+
+    headers: Sequence[str]
+    rows: list[Sequence[Any]]
+    right: Iterable[str] = ()
+    row_styles: Sequence[str | None] = ()
+    ruled: bool = True  # a rule under the headers
+
+    def cells(self) -> list[list[Styled]]:
+        out = []
+        for n, row in enumerate(self.rows):
+            default = self.row_styles[n] if n < len(self.row_styles) else None
+            out.append([v if isinstance(v, Styled) else
+                        Styled("-" if v is None else str(v), default) for v in row])
+        return out
+
+    def justify(self) -> list[str]:
+        right = set(self.right)
+        return ["right" if i and h in right else "left" for i, h in enumerate(self.headers)]
+
+    def lines(self, rule: str) -> list[list[Styled]]:
+        """Header, rule and rows as padded segments (shared by plain and big coloured tables)."""
+        cells = self.cells()
+        heads = [h.upper() for h in self.headers]
+        widths = [max([len(h)] + [len(row[i].text) for row in cells]) for i, h in enumerate(heads)]
+        just = self.justify()
+
+        def line(row: list[Styled]) -> list[Styled]:
+            segs = []
+            for i, (cell, w) in enumerate(zip(row, widths)):
+                if i:
+                    segs.append(Styled(_GAP, None))
+                text = cell.text.rjust(w) if just[i] == "right" else cell.text.ljust(w)
+                segs.append(Styled(text, cell.style))
+            return segs
+
+        ruler = [Styled(rule * (sum(widths) + len(_GAP) * (len(widths) - 1)), None)]
+        return [line([Styled(h, "bold") for h in heads]), *([ruler] if self.ruled else []),
+                *(line(row) for row in cells)]
+
+
+def _styled(value: Any) -> Any:
+    """A state coloured by its value (alive green, dead red ...); else the value itself."""
+    if isinstance(value, str) and value in _STATE_STYLES:
+        return Styled(value, _STATE_STYLES[value])
+    return value
+
+
+def _segments(part: str | Styled | list[Styled]) -> list[Styled]:
+    """A line as its segments."""
+    if isinstance(part, str):
+        return [Styled(part, None)]
+    return [part] if isinstance(part, Styled) else part
+
+
+def _plain(parts: list[Any]) -> str:
+    lines: list[str] = []
+    for part in parts:
+        rows = part.lines("-") if isinstance(part, Table) else [_segments(part)]
+        lines += ["".join(seg.text for seg in row).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def console(file: Any = None, width: int | None = None) -> Console:
+    """A rich Console on a terminal (``file``, default stdout) for our views.
+
+    Markup, emoji codes and highlighting are off: device paths, names and
+    messages are printed exactly as they are.
+    """
+    from rich.console import Console
+    return Console(file=file, width=width, force_terminal=True, highlight=False, emoji=False,
+                   markup=False)
+
+
+def _rich(part: Any, wrap: bool) -> Any:
+    """One part as a rich renderable; lines are cut with an ellipsis unless ``wrap``."""
+    from rich import box
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    def line(segments: list[Styled]) -> Text:
+        return Text.assemble(*((seg.text, seg.style or "") for seg in segments))
+
+    if not isinstance(part, Table) or len(part.rows) > RICH_TABLE_ROWS:
+        rows = part.lines("─") if isinstance(part, Table) else [_segments(part)]
+        text = Text("\n").join(line(row) for row in rows)
+        if isinstance(part, Table) or not wrap:
+            text.no_wrap, text.overflow = True, "ellipsis"
+        return text
+    t = RichTable(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  header_style="bold", padding=(0, 1))
+    for h, just in zip(part.headers, part.justify()):
+        t.add_column(h.upper(), justify=just)
+    for row in part.cells():
+        t.add_row(*(Text(c.text, style=c.style or "") for c in row))
+    return t
+
+
+def _render(parts: list[Any], tty: bool) -> str:
+    """The parts as text: plain when not ``tty``; else drawn by rich at the terminal's width."""
+    if not tty:
+        return _plain(parts)
+    buf = io.StringIO()
+    out = console(buf, shutil.get_terminal_size().columns)
+    for part in parts:
+        out.print(_rich(part, wrap=True), soft_wrap=not isinstance(part, Table))
+    return buf.getvalue().rstrip("\n")
+
+
+def _group(parts: list[Any]) -> RenderableType:
+    """The parts as one rich renderable (the live view)."""
+    from rich.console import Group
+    return Group(*(_rich(p, wrap=False) for p in parts))
+
+
 # --- dump ---------------------------------------------------------------------
 
 _COLUMNS: dict[str, tuple[str, ...]] = {
@@ -74,6 +229,9 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "log": ("position", "seq", "entry_type", "op_id", "resource_index", "step",
             "step_count", "data_length"),
 }
+_NUMBERS = ("offset", "records", "bytes", "incarnation", "counter", "config_generation",
+            "mailbox_ack", "seq", "generation", "owner_incarnation", "version", "op_id",
+            "step", "step_count", "data_length", "position")
 
 
 def _is_default(record: dict[str, Any], region: str) -> bool:
@@ -88,9 +246,14 @@ def _is_default(record: dict[str, Any], region: str) -> bool:
     return False
 
 
-def dump_text(dump: dict[str, Any]) -> str:
+def dump_text(dump: dict[str, Any], tty: bool = False) -> str:
+    """``dump``: the superblock, the regions table, then each region's records in use."""
+    return _render(_dump_parts(dump), tty)
+
+
+def _dump_parts(dump: dict[str, Any]) -> list[Any]:
     sb = dump["superblock"]
-    out = [
+    parts: list[Any] = [
         f"Device      {dump['device']} ({dump['io_mode']}, {dump['device_size']} bytes, "
         f"{dump['device_sector_size']}-byte logical sectors)",
         f"Cluster     {sb['cluster_name']}  {sb['cluster_uuid']}",
@@ -104,20 +267,20 @@ def dump_text(dump: dict[str, Any]) -> str:
         f"{', '.join(sb['log_disks']) or 'none'}",
         f"Timing      interval {sb['interval_ms']} ms, io timeout {sb['io_timeout_ms']} ms",
         "",
-        table(("region", "offset", "records", "bytes"),
-              [(r["name"], r["offset"], r["records"], r["length"]) for r in dump["regions"]]),
+        Table(("region", "offset", "records", "bytes"),
+              [(r["name"], r["offset"], r["records"], r["length"]) for r in dump["regions"]],
+              right=_NUMBERS),
     ]
-    for note in dump.get("notes", []):
-        out.append(f"note: {note}")
+    parts += [f"note: {note}" for note in dump.get("notes", [])]
     for region in dump:
         if region in ("heartbeat", "mailbox", "lease") or region.startswith("log:"):
-            out += ["", *_region_text(region, dump[region])]
+            parts += ["", *_region_parts(region, dump[region])]
     if "resource" in dump:
-        out += ["", *_resources_text(dump["resource"])]
-    return "\n".join(out)
+        parts += ["", *_resource_parts(dump["resource"])]
+    return parts
 
 
-def _region_text(region: str, records: list[dict[str, Any]]) -> list[str]:
+def _region_parts(region: str, records: list[dict[str, Any]]) -> list[Any]:
     columns = _COLUMNS["log" if region.startswith("log:") else region]
     shown = [r for r in records if not _is_default(r, region)]
     hidden = len(records) - len(shown)
@@ -126,22 +289,26 @@ def _region_text(region: str, records: list[dict[str, Any]]) -> list[str]:
         title = f"{region}: {len(records)} entries in use"
     elif hidden:
         title += f", {hidden} unused not shown"
-    lines = [title]
+    parts: list[Any] = [title]
     if shown:
-        rows = []
+        rows, styles = [], []
         for r in shown:
             if "damage" in r:
-                rows.append([r["index"], "DAMAGED: " + r["damage"]] + [""] * (len(columns) - 1))
+                rows.append([r["index"], "DAMAGED", *[""] * (len(columns) - 1)])
             else:
-                rows.append([r["index"]] + [r.get(c) for c in columns])
-        lines.append(table(("index", *columns), rows))
-    return lines
+                rows.append([r["index"], *[_styled(r[c]) if c == "state" else r.get(c)
+                                           for c in columns]])
+            styles.append(_DAMAGED if "damage" in r else None)
+        parts.append(Table(("index", *columns), rows, right=_NUMBERS, row_styles=styles))
+        parts += [Styled(f"DAMAGED: {r['damage']}", _DAMAGED) for r in shown if "damage" in r]
+    return parts
 
 
-def _resources_text(resources: list[dict[str, Any]]) -> list[str]:
+def _resource_parts(resources: list[dict[str, Any]]) -> list[Any]:
     used = [r for r in resources if r["version"] or r["damage"]]
-    lines = [f"resource: {len(resources)} records, {len(resources) - len(used)} unused not shown"]
-    rows = []
+    parts: list[Any] = [f"resource: {len(resources)} records, "
+                        f"{len(resources) - len(used)} unused not shown"]
+    rows, styles = [], []
     for r in used:
         rec = r["record"] or {}
         copies = " ".join(f"{c['copy']}:{c['status']}" + (f"/v{c['version']}" if c["version"]
@@ -149,11 +316,15 @@ def _resources_text(resources: list[dict[str, Any]]) -> list[str]:
                           for c in r["copies"])
         rows.append([r["index"], rec.get("name"), rec.get("type"), r["version"], r["current"],
                      copies, rec.get("owner_name") or None, rec.get("active_log_disk") or None,
-                     "; ".join(r["damage"]) or None])
+                     "DAMAGED" if r["damage"] else None])
+        styles.append(_DAMAGED if r["damage"] else None)
     if rows:
-        lines.append(table(("index", "name", "type", "version", "current", "copies", "owner",
-                            "active_log_disk", "damage"), rows))
-    return lines
+        parts.append(Table(("index", "name", "type", "version", "current", "copies", "owner",
+                            "active_log_disk", "damage"), rows, right=_NUMBERS,
+                           row_styles=styles))
+    parts += [Styled(f"DAMAGED: resource {r['index']}: {d}", _DAMAGED)
+              for r in used for d in r["damage"]]
+    return parts
 
 
 def verify_text(report: dict[str, Any]) -> str:
@@ -175,35 +346,46 @@ def _age(node: dict[str, Any]) -> str:
     return f"not in {node['unchanged_for_at_least']:.1f}s"
 
 
-def status_text(report: dict[str, Any]) -> str:
+def status_text(report: dict[str, Any], tty: bool = False) -> str:
+    """``status``: quorum and timing, then members and resources as tables."""
+    return _render(_status_parts(report), tty)
+
+
+def status_renderable(report: dict[str, Any], footer: str = "") -> RenderableType:
+    """The ``status`` view as one rich renderable, for the live view of ``--watch``."""
+    return _group(_status_parts(report) + ([footer] if footer else []))
+
+
+def _status_parts(report: dict[str, Any]) -> list[Any]:
     q = report["quorum"]
     t = report["timeouts"]
-    lines = [
+    parts: list[Any] = [
         f"Cluster  {report['cluster_name']}  {report['cluster_uuid']}",
-        f"Disks    {q['readable']} of {q['disks']} readable (need {q['needed']}): "
-        f"{'quorum' if q['ok'] else 'NO QUORUM'}",
+        [Styled(f"Disks    {q['readable']} of {q['disks']} readable (need {q['needed']}): ",
+                None), Styled("quorum", "green") if q["ok"] else Styled("NO QUORUM", "bold red")],
+        *[Styled(f"         {d['path']}: {d['error']}", "red")
+          for d in report["devices"] if not d["readable"]],
         f"Timing   interval {t['interval']:g}s, suspect after {t['suspect']:g}s, "
         f"dead after {t['dead']:g}s; watched {report['watched_seconds']:g}s",
         f"Members  {report['alive']} alive",
         "",
     ]
-    for d in report["devices"]:
-        if not d["readable"]:
-            lines.insert(2, f"         {d['path']}: {d['error']}")
-    rows = [(n["id"], n["name"], n["state"], n["incarnation"], n["counter"], _age(n),
+    rows = [(n["id"], n["name"], _styled(n["state"]), n["incarnation"], n["counter"], _age(n),
              ",".join(map(str, n["declared_dead_by"])) or None) for n in report["nodes"]]
-    lines.append(table(("id", "name", "state", "incarnation", "counter", "counter changed",
-                        "declared dead by"), rows) if rows else "no node has joined yet")
+    parts.append(Table(("id", "name", "state", "incarnation", "counter", "counter changed",
+                        "declared dead by"), rows, right=_NUMBERS)
+                 if rows else "no node has joined yet")
     resources = [r for r in report.get("resources", []) if "error" not in r]
-    lines += [f"resources: {r['error']}" for r in report.get("resources", []) if "error" in r]
+    parts += [Styled(f"resources: {r['error']}", "red")
+              for r in report.get("resources", []) if "error" in r]
     if resources:
-        rows = [(r["name"], r["type"], r["state"],
+        rows = [(r["name"], r["type"], _styled(r["state"]),
                  f"{r['owner_host']['name']} ({r['owner_id']})" if r["owner_host"] else None,
                  f"node {r['lease']['holder_id']} gen {r['lease']['generation']}" if r["lease"]
                  else None, r["active_log_disk"], r["version"]) for r in resources]
-        lines += ["", table(("resource", "type", "state", "owner", "lease", "active_log_disk",
-                             "version"), rows)]
-    return "\n".join(lines)
+        parts += ["", Table(("resource", "type", "state", "owner", "lease", "active_log_disk",
+                             "version"), rows, right=_NUMBERS)]
+    return parts
 
 
 def log_text(report: dict[str, Any]) -> str:
