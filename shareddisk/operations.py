@@ -26,13 +26,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from shareddisk.area import Area
-from shareddisk.attributes import ResourceRecord, guarded_write, read_all, read_stored
+from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
 from shareddisk.clock import Clock
 from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import Driver
-from shareddisk.errors import ConflictError, UsageError
+from shareddisk.errors import ConflictError
 from shareddisk.leases import Holder, Leases, resource_lock
-from shareddisk.oplog import LogDisk, Operation
+from shareddisk.oplog import LogDisk, Operation, log_for
 
 log = logging.getLogger("shareddisk.ops")
 
@@ -101,29 +101,6 @@ class OwnerContext:
         return LogDisk(self.area, name, guard=self.guard)
 
 
-def choose_log(area: Area, index: int) -> str:
-    """The log disk for an operation of resource ``index``.
-
-    Two owners appending to one ring from different hosts at the same moment
-    both write its next position, one overwriting the other.  With at least
-    as many log disks as resources, each resource therefore has its own
-    (``index`` modulo the count), and no two owners ever share a ring.  With
-    fewer, a log disk no other resource's operation is using is taken, with
-    the fewest unfinished operations (the first on a tie); two owners that
-    choose at the same instant can still meet, which is why ``init`` gives
-    every resource its own log disk by default (docs/OPERATIONS.md).
-    """
-    names = area.layout.geometry.log_disks
-    if not names:
-        raise UsageError(f"{area.device.path}: the area has no log disks (init --log-disks)")
-    if len(names) >= area.superblock["resource_count"]:
-        return names[index % len(names)]
-    busy = {s.record.active_log_disk for s in read_all(area)
-            if s.record is not None and s.index != index and s.record.active_log_disk}
-    free = [n for n in names if n not in busy] or list(names)
-    return min(free, key=lambda n: len(LogDisk(area, n).interrupted()))
-
-
 def outcome(op: Operation | None, request_id: str, status: str) -> str:
     return json.dumps({"request": request_id, "op_id": op.op_id if op else None,
                        "kind": op.kind if op else None, "status": status}, sort_keys=True)
@@ -134,7 +111,7 @@ def run_operation(ctx: OwnerContext, driver: Driver, kind: str, args: dict[str, 
     """Steps 1-5 of the module docstring."""
     params = driver.prepare(kind, args)
     steps = driver.steps(kind, params)
-    name = choose_log(ctx.area, ctx.index)
+    name = log_for(ctx.area, ctx.index)
     ctx.update(active_log_disk=name, op_request=None, op_running=request_id or None)
     crashpoint("op-after-active-log")
     logdisk = ctx.log_disk(name)

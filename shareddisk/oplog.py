@@ -10,17 +10,28 @@ in the region ``log:<name>`` of the area.  An operation is written as
 so that a successor that finds the operation begun but not finished knows
 exactly which steps remain (``Operation.remaining``) and can replay them.
 
-Appending: the next entry goes right after the head (the valid entry with
-the highest seq), with seq + 1; an empty log starts at position 0, seq 1.
-Every append writes one whole sector and flushes, so an entry is either on
-the disk whole or not at all.  When the ring wraps, the entry about to be
-overwritten must belong to a finished operation; otherwise the append is
-refused with :class:`LogFull` and nothing is written.  The one exception:
-an operation's own COMMIT or ABORT may overwrite that operation's own oldest
-entry, because once it lands nothing of that operation is needed any more;
-without it an operation whose entries fill the ring could never be finished
-and the log would be stuck for good.  ``begin`` refuses up front an operation
-that cannot fit at all (BEGIN + INTENT and DONE per step + COMMIT > ring).
+Lanes: resource ``i`` uses log disk ``i mod L`` (L log disks).  When there
+are more resources than log disks, a log disk is shared by ``k = ceil(R / L)``
+resources (R resources), and each of them appends only to its own *lane*,
+the positions ``p`` with ``p mod k == i // L``: owners on different hosts
+never write the same sector, so two operations of different resources that
+start at the same instant cannot overwrite each other's entries.  Seqs stay
+unique across lanes without any coordination: lane ``j`` uses only seqs
+congruent to ``j + 1`` modulo ``k``.  With one lane (k = 1) this is the
+plain ring: positions 0, 1, 2, ..., seqs 1, 2, 3, ...
+
+Appending: the next entry goes right after the head of its lane (the valid
+entry of the lane with the highest seq), with the lane's next seq; an empty
+lane starts at its first position.  Every append writes one whole sector and
+flushes, so an entry is either on the disk whole or not at all.  When the
+lane wraps, the entry about to be overwritten must belong to a finished
+operation; otherwise the append is refused with :class:`LogFull` and nothing
+is written.  The one exception: an operation's own COMMIT or ABORT may
+overwrite that operation's own oldest entry, because once it lands nothing
+of that operation is needed any more; without it an operation whose entries
+fill the lane could never be finished and the log would be stuck for good.
+``begin`` refuses up front an operation that cannot fit at all (BEGIN +
+INTENT and DONE per step + COMMIT > lane).
 
 What the ring cannot tell: an operation whose BEGIN entry is gone (overwritten
 after it finished, or damaged) has ``begin_lost`` set, no kind or params, and
@@ -34,9 +45,9 @@ Readers keep the result of one region read (``scan``) and appends keep it up
 to date.  Before each append the target sector is read again and compared
 with the cached copy: if someone else appended meanwhile, the whole ring is
 re-read first, so a stale cache never overwrites a newer entry.  Writers on
-one host are serialized by a byte-range lock on the region; writers on
-different hosts must not append to the same log disk at the same time (the
-caller's lease and ``active_log_disk`` bookkeeping is what keeps them apart).
+one host are serialized by a byte-range lock on the region; on different
+hosts, lanes keep resources apart and the resource's lease keeps a lane to
+one writer.
 """
 
 from __future__ import annotations
@@ -55,6 +66,25 @@ from shareddisk.locks import host_lock
 
 UNKNOWN_STEP = "?"  # step name of an operation whose BEGIN entry is no longer in the ring
 _FINISH = (EntryType.COMMIT, EntryType.ABORT)
+
+
+def lane_count(area: Area) -> int:
+    """How many resources share each log disk: ceil(resources / log disks)."""
+    logs = len(area.layout.geometry.log_disks)
+    count = area.superblock["resource_count"]
+    return max(1, -(-count // logs)) if logs else 1
+
+
+def lane_of(area: Area, resource_index: int) -> int:
+    return resource_index // len(area.layout.geometry.log_disks) if lane_count(area) > 1 else 0
+
+
+def log_for(area: Area, resource_index: int) -> str:
+    """The log disk resource ``resource_index`` writes its operations to."""
+    names = area.layout.geometry.log_disks
+    if not names:
+        raise UsageError(f"{area.device.path}: the area has no log disks (init --log-disks)")
+    return names[resource_index % len(names)]
 
 
 class LogFull(ConflictError):
@@ -260,7 +290,17 @@ class LogDisk:
 
     @property
     def capacity(self) -> int:
+        """Entries in the whole ring."""
         return self.region.count
+
+    @property
+    def lanes(self) -> int:
+        return lane_count(self.area)
+
+    def lane_positions(self, resource_index: int) -> range:
+        """The positions resource ``resource_index`` appends to (see the module docstring)."""
+        k = self.lanes
+        return range(lane_of(self.area, resource_index), self.region.count, k)
 
     # -- reading ------------------------------------------------------------
 
@@ -336,10 +376,13 @@ class LogDisk:
             raise UsageError(f"resource index {resource_index} out of range 0..{count - 1}")
         data = _begin_data(kind, params, steps)
         needed = 2 + 2 * len(steps)  # BEGIN, INTENT + DONE per step, COMMIT
-        if needed > self.capacity:
+        room = len(self.lane_positions(resource_index))
+        if needed > room:
+            shared = f" ({self.lanes} resources share it)" if self.lanes > 1 else ""
             raise UsageError(f"{self.area.device.path}: operation {kind!r} has {len(steps)} "
                              f"steps and needs {needed} log entries; log disk {self.name} "
-                             f"holds {self.capacity}")
+                             f"holds {room} for resource {resource_index}{shared}; init "
+                             f"with a larger --log-size or more --log-disks")
         entry = self._append(EntryType.BEGIN, None, resource_index, 0, len(steps), data,
                              lambda ops: None)
         op = self.find(entry.op_id)
@@ -408,11 +451,18 @@ class LogDisk:
             raise UsageError(f"{self._name_op(op)}: step {step} out of range "
                              f"0..{len(op.steps) - 1}")
 
-    def _next(self) -> tuple[int, int]:
-        head = self.head()
+    def _next(self, resource_index: int) -> tuple[int, int]:
+        """(position, seq) of the next entry in ``resource_index``'s lane."""
+        self._ensure()
+        positions = self.lane_positions(resource_index)
+        k, lane = self.lanes, positions.start
+        head = max((e for e in (self._slots[p] for p in positions) if e is not None),
+                   key=lambda e: e.seq, default=None)
         if head is None:
-            return 0, 1
-        return (head.position + 1) % self.region.count, head.seq + 1
+            return positions[0], lane + 1
+        seq = head.seq + 1
+        seq += (lane + 1 - seq) % k  # the lane's own residue: unique across lanes
+        return positions[(positions.index(head.position) + 1) % len(positions)], seq
 
     def _append(self, entry_type: EntryType, op: Operation | None, resource_index: int,
                 step: int, step_count: int, data: bytes,
@@ -422,13 +472,13 @@ class LogDisk:
         with host_lock(self.area.device.path, r.offset, r.length,
                        what=f"log disk {self.name}", clock=self.clock):
             self._ensure()
-            position, seq = self._next()
+            position, seq = self._next(resource_index)
             offset = r.record_offset(position)
             assert self._raw is not None
             cached = bytes(self._raw[position * r.stride:(position + 1) * r.stride])
             if self.area.device.read(offset, r.stride) != cached:
                 self.scan()  # someone appended since our last read: start from the disk
-                position, seq = self._next()
+                position, seq = self._next(resource_index)
                 offset = r.record_offset(position)
             ops = self._operations()
             check(ops)

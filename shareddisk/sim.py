@@ -879,7 +879,8 @@ class Ledger:
         self.best_ack: dict[tuple[int, str], Attempt] = {}
         self.versions: dict[int, int] = {}
         self.dirty: set[int] = set()
-        self.log_max_seq: dict[str, tuple[int, tuple[int, int] | None]] = {}
+        self.log_max_seq: dict[tuple[str, int], tuple[int, tuple[int, int] | None]] = {}
+        self.log_positions: dict[tuple[str, int], tuple[int, int]] = {}  # -> (op_id, resource)
         self.ops: dict[tuple[str, int], OpTrack] = {}
         self.request_begins: dict[str, list[tuple[str, int]]] = {}
         self.writes = Counter()
@@ -1021,7 +1022,10 @@ class Ledger:
             return
         seq, op_id, index = values["seq"], values["op_id"], values["resource_index"]
         self._guarded(f"log {log_name} entry ({EntryType(kind).name})", index, who)
-        last = self.log_max_seq.get(log_name)
+        # Resources sharing a log disk append in lanes of their own: seqs grow per
+        # (log, resource), and no entry of another resource's unfinished operation
+        # is ever overwritten.
+        last = self.log_max_seq.get((log_name, index))
         if last is not None and seq <= last[0]:
             sim.violation("log-seq-reused",
                           f"log {log_name}: {_who(who)} appended seq {seq} "
@@ -1029,7 +1033,17 @@ class Ledger:
                           f"{last[0]} was already written by {_who(last[1])}: two appenders "
                           f"raced and one overwrote the other's entry")
         else:
-            self.log_max_seq[log_name] = (seq, who)
+            self.log_max_seq[log_name, index] = (seq, who)
+        position = values["position"]
+        before = self.log_positions.get((log_name, position))
+        if before is not None and before[1] != index:
+            other = self.ops.get((log_name, before[0]))
+            if other is not None and not other.commits and not other.aborts:
+                sim.violation("log-entry-overwritten",
+                              f"log {log_name} position {position}: {_who(who)} wrote an entry "
+                              f"of resource {index} over one of op {before[0]} of resource "
+                              f"{before[1]}, which is not finished")
+        self.log_positions[log_name, position] = (op_id, index)
         key = (log_name, op_id)
         now = sim.sched.now
         if kind == EntryType.BEGIN:
@@ -1202,6 +1216,7 @@ class SimConfig:
     freeze_mode: str = "idle"     # "idle": SIGSTOP between steps; "anywhere": at any I/O
     io_latency: float = 0.002     # each I/O takes 0.1 to 1.1 times this (virtual seconds)
     log_size: int = 64
+    log_disks: int = 0            # 0: one per resource (at least 2); fewer: shared, in lanes
     cli: str = "daemon"           # "daemon": requests go through the owner's daemon;
                                   # "session": the CLI's Session path (see RELIABILITY.md)
     workarounds: tuple[str, ...] = ()   # see WORKAROUNDS; run_seed() turns them all on
@@ -1213,6 +1228,10 @@ class SimConfig:
     weights: dict[str, float] = field(default_factory=lambda: {
         "crash": 2.0, "freeze": 2.0, "restart": 1.0, "disk_fault": 4.0, "update": 4.0,
         "op": 3.0, "move": 1.0, "message": 0.3})
+
+    @property
+    def log_disk_count(self) -> int:
+        return self.log_disks or max(2, self.resources)
 
 
 @dataclass
@@ -1296,7 +1315,7 @@ class Simulation:
         cfg = self.cfg
         geometry = Geometry(sector_size=512, node_count=cfg.nodes,
                             resource_count=cfg.resources,
-                            log_disks=tuple(f"log{i}" for i in range(max(2, cfg.resources))),
+                            log_disks=tuple(f"log{i}" for i in range(cfg.log_disk_count)),
                             log_size=cfg.log_size, interval_ms=round(cfg.interval * 1000))
         size = required_size(geometry)
         cluster = uuidlib.UUID(int=self.rng.getrandbits(128))

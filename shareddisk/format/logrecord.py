@@ -1,9 +1,14 @@
 """Log disk entries: the progress of multi-step storage operations.
 
-A log disk is a ring of one-sector entries.  Each entry carries a sequence
-number that only grows, so the head is found by a scan for the highest valid
-``seq``.  An operation is a BEGIN entry (kind, parameters, planned steps),
-INTENT / DONE entries per step, then COMMIT or ABORT.
+A log disk is a ring of one-sector entries.  Resource ``i`` writes to log
+disk ``i mod L`` (L log disks); when R resources share L < R log disks, each
+of the ``k = ceil(R / L)`` resources of a log disk appends only to its own
+lane, the positions ``p`` with ``p mod k == i // L``, with seqs congruent to
+``i // L + 1`` modulo ``k``.  Within a lane the sequence number only grows,
+so the lane's head is found by a scan for its highest valid ``seq``; with
+one lane (R <= L) the ring is plain: positions 0, 1, 2, ..., seqs 1, 2, 3.
+An operation is a BEGIN entry (kind, parameters, planned steps), INTENT /
+DONE entries per step, then COMMIT or ABORT.
 """
 
 import enum

@@ -138,8 +138,11 @@ ACTIONS = st.sampled_from(["begin", "intent", "intent", "done", "done", "done", 
 @given(data=st.data(), size=st.integers(4, 10), length=st.integers(5, 60))
 def test_log_disk_agrees_with_model(data, size, length):
     dev = MemoryDevice(256 << 10)
+    # As many log disks as resources: one lane, log0 is the plain ring the model
+    # describes (every resource may still append to it).  Lanes: test_oplog.py.
     create_area(dev, Geometry(sector_size=512, node_count=2, resource_count=RESOURCES,
-                              log_disks=("log0",), log_size=size), clock=FakeClock())
+                              log_disks=tuple(f"log{i}" for i in range(RESOURCES)),
+                              log_size=size), clock=FakeClock())
     area = Area.open(dev)  # opened once: a LogDisk keeps its own cache, the Area none
     writers = [LogDisk(area, "log0"), LogDisk(area, "log0")]
     model = Model(size, [None] * size)

@@ -18,7 +18,8 @@ from shareddisk.device import FileImage, MemoryDevice
 from shareddisk.errors import DeviceError, LeaseLost, UsageError
 from shareddisk.format import logrecord
 from shareddisk.format.logrecord import LOG_DATA, EntryType
-from shareddisk.oplog import UNKNOWN_STEP, LogDisk, LogFull, Operation, log_report
+from shareddisk.oplog import (UNKNOWN_STEP, LogDisk, LogFull, Operation, lane_count, lane_of,
+                              log_for, log_report)
 
 MiB = 1 << 20
 
@@ -45,8 +46,10 @@ class CountingDevice(MemoryDevice):
         super().flush()
 
 
-def make(log_size: int = 8, logs: tuple[str, ...] = ("log0", "log1"),
+def make(log_size: int = 8, logs: tuple[str, ...] = ("log0", "log1", "log2", "log3"),
          sector_size: int = 512) -> CountingDevice:
+    """An area of 4 resources; with 4 log disks (the default) each is a plain ring:
+    one lane, positions 0, 1, 2, ..."""
     dev = CountingDevice(2 * MiB, sector_size=sector_size)
     create_area(dev, Geometry(sector_size=sector_size, node_count=3, resource_count=4,
                               log_disks=logs, log_size=log_size), clock=FakeClock())
@@ -560,8 +563,8 @@ def test_log_report():
     log.intent(op, 1)
     ro = MemoryDevice(dev.size, data=bytes(dev.data), writable=False)  # report only reads
     report = log_report(Area.open(ro))
-    assert [d["name"] for d in report["log_disks"]] == ["log0", "log1"]
-    d0, d1 = report["log_disks"]
+    assert [d["name"] for d in report["log_disks"]] == ["log0", "log1", "log2", "log3"]
+    d0, d1 = report["log_disks"][:2]
     assert (d0["capacity"], d0["entries_in_use"], d0["head"]) == (8, 8, {"seq": 10, "position": 1})
     assert (d1["entries_in_use"], d1["head"], d1["operations"]) == (0, None, [])
     ops = {o["op_id"]: o for o in d0["operations"]}
@@ -576,3 +579,81 @@ def test_log_report():
     assert [d["name"] for d in log_report(Area.open(ro), "log1")["log_disks"]] == ["log1"]
     with pytest.raises(UsageError):
         log_report(Area.open(ro), "log9")
+
+
+# -- lanes: resources sharing one log disk -------------------------------------------
+
+
+def shared(log_size: int = 12) -> MemoryDevice:
+    """6 resources on 2 log disks: 3 lanes each (resource i -> log i % 2, lane i // 2)."""
+    dev = MemoryDevice(2 * MiB)
+    create_area(dev, Geometry(sector_size=512, node_count=3, resource_count=6,
+                              log_disks=("log0", "log1"), log_size=log_size), clock=FakeClock())
+    return dev
+
+
+def test_each_resource_has_its_own_log_disk_and_lane() -> None:
+    area = Area.open(shared())
+    assert lane_count(area) == 3
+    assert [log_for(area, i) for i in range(6)] == ["log0", "log1"] * 3
+    assert [lane_of(area, i) for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    log0 = LogDisk(area, "log0")
+    assert list(log0.lane_positions(0)) == [0, 3, 6, 9]
+    assert list(log0.lane_positions(4)) == [2, 5, 8, 11]
+    plain = Area.open(make())
+    assert lane_count(plain) == 1 and list(LogDisk(plain, "log0").lane_positions(3)) == \
+        list(range(8))
+
+
+def test_owners_on_two_hosts_appending_at_once_never_overwrite_each_other() -> None:
+    """Resources 0 and 2 share log0.  Their owners (two hosts: two LogDisk objects,
+    each with its own cache) read the ring at the same moment and append in turn:
+    before lanes both wrote position 0 and one BEGIN was lost."""
+    dev = shared(log_size=24)
+    host_a, host_b = LogDisk(Area.open(dev), "log0"), LogDisk(Area.open(dev), "log0")
+    host_a.scan(), host_b.scan()  # both see an empty log
+    a = host_a.begin(0, "create-volume", {"name": "a"}, ["s1", "s2"])
+    b = host_b.begin(2, "create-volume", {"name": "b"}, ["s1"])
+    for step in (0, 1):
+        host_a.intent(a, step)
+        if step == 0:
+            host_b.intent(b, 0)
+            host_b.done(b, 0)
+        host_a.done(a, step)
+    # A successor reads both operations whole, each in its own lane.
+    successor = LogDisk(Area.open(dev), "log0")
+    ops = {op.resource_index: op for op in successor.interrupted()}
+    assert ops[0].done == {0, 1} and ops[0].params == {"name": "a"} and ops[0].remaining == []
+    assert ops[2].done == {0} and ops[2].params == {"name": "b"}
+    assert successor.damaged == []
+    positions = {e.resource_index: set() for e in successor.entries()}
+    for e in successor.entries():
+        positions[e.resource_index].add(e.position)
+    assert positions[0] <= set(successor.lane_positions(0))
+    assert positions[2] <= set(successor.lane_positions(2))
+    seqs = [e.seq for e in successor.entries()]
+    assert len(seqs) == len(set(seqs))
+    assert all(e.seq % 3 == (lane_of(successor.area, e.resource_index) + 1) % 3
+               for e in successor.entries())
+
+
+def test_a_lane_wraps_on_its_own_and_refuses_to_overwrite_an_unfinished_operation() -> None:
+    dev = shared(log_size=12)  # 4 entries a lane
+    log = LogDisk(Area.open(dev), "log0")
+    other = log.begin(2, "k", {}, ["x"])  # lane 1: unfinished the whole time
+    for _ in range(3):  # lane 0 wraps: each operation takes 4 entries
+        op = log.begin(0, "k", {}, ["a"])
+        log.intent(op, 0)
+        log.done(op, 0)
+        log.commit(op)
+    assert log.find(other.op_id) is not None and not log.find(other.op_id).finished
+    blocker = log.begin(0, "k", {}, ["a"])
+    log.intent(blocker, 0)
+    log.done(blocker, 0)
+    log.begin(0, "k", {}, [])  # the lane's 4th entry: over a finished operation's
+    log.begin(4, "k", {}, [])  # lane 2 is not affected by lane 0 being full
+    with pytest.raises(LogFull, match=f"operation {blocker.op_id} of resource 0"):
+        log.begin(0, "k", {}, [])
+    with pytest.raises(UsageError,
+                       match="log disk log1 holds 4 for resource 1 \\(3 resources share it\\)"):
+        LogDisk(Area.open(dev), "log1").begin(1, "k", {}, ["a", "b"])
