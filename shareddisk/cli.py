@@ -543,7 +543,8 @@ _MISSING = object()
 
 
 def _local_copy(device: str, state_dir: Path | None, node_id: int | None) -> dict[str, Any]:
-    from shareddisk.confsync import default_state_dir, read_local
+    from shareddisk.confsync import read_local
+    from shareddisk.statefile import default_state_dir
     clock = SystemClock()
     if state_dir is None:
         try:

@@ -32,14 +32,9 @@ from shareddisk.statefile import write_atomically
 
 log = logging.getLogger("shareddisk.config")
 STATE_FILE = "resources.json"
-DEFAULT_STATE_ROOT = "/var/lib/shareddisk"
 
 # (record or None when removed, changed keys) for one resource index
 ChangeHook = Callable[[int, "ResourceRecord | None", set[str]], None]
-
-
-def default_state_dir(cluster_uuid: str, node_id: int) -> Path:
-    return Path(DEFAULT_STATE_ROOT) / cluster_uuid / f"node{node_id}"
 
 
 def changed_keys(old: ResourceRecord | None, new: ResourceRecord | None) -> set[str]:

@@ -26,7 +26,7 @@ from typing import Callable
 
 from shareddisk.area import Area
 from shareddisk.clock import Clock
-from shareddisk.confsync import ConfigSync, default_state_dir
+from shareddisk.confsync import ConfigSync
 from shareddisk.device import WriteGate
 from shareddisk.diskio import DiskWorker
 from shareddisk.errors import DeviceError, LockHeld, ShareddiskError
@@ -35,7 +35,7 @@ from shareddisk.leases import Holder
 from shareddisk.manager import ClusterManager, View
 from shareddisk.node import Node
 from shareddisk.session import node_slot_lock
-from shareddisk.statefile import IncarnationMemory
+from shareddisk.statefile import IncarnationMemory, default_state_dir
 
 log = logging.getLogger("shareddisk.daemon")
 SHUTDOWN_WAIT = 30.0  # seconds to let a running operation finish on SIGTERM

@@ -3,8 +3,9 @@
 A daemon has history: its membership view says dead, left or fenced.  A
 one-shot reader (a CLI command) has none, so it watches the holder's slot:
 a counter that moves means alive; one that stays still for the holder's
-whole dead timeout means gone.  The watch only happens when a lease is held
-by someone else, and ends at the first change.
+whole dead timeout means gone, once the daemons that watch every disk agree
+(see by_watching).  The watch only happens when a lease is held by someone
+else, and ends at the first change.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shareddisk.membership import Membership, PeerState
 from shareddisk.timeouts import Timeouts
 
 _LIVE_SLOT = (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)
+_STATE_OFFSET = next(f.offset for f in heartbeat.CODEC.fields if f.name == "state")  # one byte
 
 
 def from_membership(membership: Membership, self_id: int, self_incarnation: int) -> Liveness:
@@ -39,41 +41,84 @@ def from_membership(membership: Membership, self_id: int, self_incarnation: int)
     return alive
 
 
-def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: None) -> Liveness:
+def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: None,
+                self_id: int = 0) -> Liveness:
     """Liveness for a reader without history: watch the holder's counter.
 
-    ``tick`` runs after every look: a watcher that is itself a node (a CLI
-    session) keeps its own heartbeat going while it waits.
+    A counter that moves means alive.  One that stands still for the
+    holder's whole dead timeout means gone only if the daemons that kept
+    heartbeating here meanwhile agree: the watcher reads one disk, and a
+    holder that lost just that disk renews on the others, where those
+    daemons (which read every disk) still see it.  So a majority of them
+    must name it in their published dead verdicts (dead_map), within one
+    more dead timeout; with no such daemon at all the one disk is all there
+    is to go by.  ``tick`` runs after every look: a watcher that is itself a
+    node (a CLI session, node ``self_id``) keeps its own heartbeat going.
     """
     default = Timeouts.from_interval(area.superblock["interval_ms"] / 1000)
 
-    def read(node_id: int) -> dict | None:
-        try:
-            buf = area.read_record("heartbeat", node_id - 1)
-            return heartbeat.CODEC.decode(buf, 0, area.where("heartbeat", node_id - 1))
-        except FormatError:
-            return None
-
-    def alive(node_id: int, incarnation: int) -> bool:
-        first = read(node_id)
-        if first is None or first["incarnation"] != incarnation or first["state"] not in _LIVE_SLOT:
-            return False
-        t = default
-        if first["interval_ms"]:
+    def read() -> dict[int, dict]:
+        """Every valid slot in JOINING or ALIVE state, by node id."""
+        region = area.regions["heartbeat"]
+        raw = area.read_region("heartbeat")
+        out = {}
+        for i in range(region.count):
+            if raw[i * region.stride + _STATE_OFFSET] not in _LIVE_SLOT:
+                continue
             try:
-                t = Timeouts.from_interval(first["interval_ms"] / 1000,
-                                           first["io_timeout_ms"] / 1000 or None)
+                out[i + 1] = heartbeat.CODEC.decode(raw, i * region.stride)
+            except FormatError:
+                continue
+        return out
+
+    def timeouts_of(slot: dict) -> Timeouts:
+        if slot["interval_ms"]:
+            try:
+                return Timeouts.from_interval(slot["interval_ms"] / 1000,
+                                              slot["io_timeout_ms"] / 1000 or None)
             except ValueError:
                 pass
-        deadline = clock.monotonic() + t.dead
-        while clock.monotonic() < deadline:
-            clock.sleep(min(t.interval / 2, max(0.0, deadline - clock.monotonic())))
+        return default
+
+    def watch(node_id: int, incarnation: int, counter: int, t: Timeouts, seconds: float,
+              observers: list[int] = ()) -> tuple[bool | None, dict[int, dict]]:
+        """Look every half interval for ``seconds``: True as soon as the holder's
+        counter moves, False when its slot ends or a majority of ``observers``
+        call it dead; None when neither happened."""
+        end = clock.monotonic() + seconds
+        now: dict[int, dict] = {}
+        while clock.monotonic() < end:
+            clock.sleep(min(t.interval / 2, max(0.0, end - clock.monotonic())))
             tick()
-            now = read(node_id)
-            if now is None or now["incarnation"] != incarnation or now["state"] not in _LIVE_SLOT:
-                return False
-            if now["counter"] != first["counter"]:
-                return True
-        return False
+            now = read()
+            slot = now.get(node_id)
+            if slot is None or slot["incarnation"] != incarnation:
+                return False, now
+            if slot["counter"] != counter:
+                return True, now
+            verdicts = [node_id in heartbeat.dead_ids(now[o]["dead_map"])
+                        for o in observers if o in now]
+            if verdicts and sum(verdicts) > len(verdicts) // 2:
+                return False, now
+        return None, now
+
+    def alive(node_id: int, incarnation: int) -> bool:
+        first = read()
+        holder = first.get(node_id)
+        if holder is None or holder["incarnation"] != incarnation:
+            return False
+        t = timeouts_of(holder)
+        verdict, last = watch(node_id, incarnation, holder["counter"], t, t.dead)
+        if verdict is not None:
+            return verdict
+        # Still here for a whole dead timeout.  Daemons that kept heartbeating
+        # meanwhile read every disk: ask them.
+        observers = [n for n, slot in last.items() if n not in (node_id, self_id)
+                     and n in first and slot["incarnation"] == first[n]["incarnation"]
+                     and slot["counter"] != first[n]["counter"]]
+        if not observers:
+            return False  # nobody else to ask: this disk is all there is
+        verdict, _ = watch(node_id, incarnation, holder["counter"], t, t.dead, observers)
+        return True if verdict is None else verdict  # they still do not call it dead
 
     return alive

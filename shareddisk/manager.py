@@ -37,7 +37,7 @@ from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import make_driver
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder, Leases, resource_lock
+from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
 from shareddisk.membership import PeerState
 from shareddisk.operations import OwnerContext, outcome, run_operation
 from shareddisk.timeouts import Timeouts
@@ -129,6 +129,7 @@ class ClusterManager:
         self.me, self.view = me, view
         self._retry_releases()
         records = dict(self.config.records)
+        self._give_back_orphans(records)
         for index in list(self.owned):
             if index not in records:
                 self._drop(index, "record removed")
@@ -245,6 +246,33 @@ class ClusterManager:
         not write just after."""
         with resource_lock(self.area, index, self.clock):
             self.leases.release(index, holder, generation)
+
+    def _give_back_orphans(self, records: dict[int, ResourceRecord]) -> None:
+        """Release leases naming this incarnation for resources it does not run.
+
+        A CLI command that borrowed this daemon's identity took the lease and
+        could not give it back (a disk error): nobody else may take it while
+        we live.  Once no writer of this host uses it (its same-host resource
+        lock is free) it is an orphan, and we give it back.
+        """
+        assert self.me is not None
+        mine = (self.me.node_id, self.me.incarnation)
+        for index in sorted(records):
+            lease = self.config.lease(index)
+            if index in self.owned or index in self.unreleased or lease is None \
+                    or (lease["owner_id"], lease["owner_incarnation"]) != mine:
+                continue
+            try:
+                with resource_lock(self.area, index, self.clock, timeout=0):
+                    current = read_lease(self.area, index)
+                    if holds(current, self.me):
+                        self.leases.release(index, self.me, current["generation"])
+                        log.warning("event=orphan-lease-released resource=%s generation=%d",
+                                    records[index].name, current["generation"])
+            except LockHeld:
+                continue  # a command of this host is using it right now
+            except ShareddiskError as exc:
+                log.warning("event=release-failed resource=%d error=%r", index, str(exc))
 
     def _tend(self, index: int, record: ResourceRecord) -> None:
         owned = self.owned[index]

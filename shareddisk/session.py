@@ -4,8 +4,10 @@ Leases are bound to a node's heartbeat incarnation, so whoever writes a
 record must be a node with a heartbeat.  A CLI command given ``--node-id N``:
 
 - when N's daemon runs on this host (it holds the same-host lock on its own
-  heartbeat slot), borrows the daemon's incarnation: the daemon's heartbeat
-  keeps the lease valid, and the same-host resource lock serializes the two;
+  heartbeat slot), borrows the daemon's incarnation once it sees that
+  incarnation's counter move (a daemon that is starting still shows its
+  previous, maybe dead, life): the daemon's heartbeat keeps the lease valid,
+  and the same-host resource lock serializes the two;
 - otherwise becomes N for the length of the command: it starts a short-lived
   incarnation (with the same duplicate-writer check as the daemon), and
   writes ``left`` when done.  Another host cannot also be N: its start would
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from pathlib import Path
 from typing import Callable, Iterator
 
 from shareddisk.area import Area
@@ -23,12 +26,12 @@ from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import FormatError, LockHeld, ShareddiskError, UsageError
 from shareddisk.format import heartbeat
 from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
-from shareddisk.liveness import by_watching
+from shareddisk.liveness import _STATE_OFFSET, by_watching
 from shareddisk.locks import host_lock, try_host_lock
 from shareddisk.node import Node
+from shareddisk.statefile import IncarnationMemory, default_state_dir
 from shareddisk.timeouts import Timeouts
 
-_STATE_OFFSET = next(f.offset for f in heartbeat.CODEC.fields if f.name == "state")
 SESSION_WAIT = 30.0  # seconds to wait for another session of the same node on this host
 
 
@@ -43,7 +46,7 @@ def node_slot_lock(area: Area, node_id: int, timeout: float = 0.0,
 class Session:
     """Acts as node ``node_id`` on ``area`` for the duration of a ``with`` block."""
 
-    def __init__(self, area: Area, node_id: int, clock: Clock):
+    def __init__(self, area: Area, node_id: int, clock: Clock, state_dir: Path | None = None):
         count = area.superblock["node_count"]
         if not 1 <= node_id <= count:
             raise UsageError(f"node id {node_id} out of range 1..{count}")
@@ -52,8 +55,16 @@ class Session:
         self.clock = clock
         self.timeouts = Timeouts.from_interval(area.superblock["interval_ms"] / 1000)
         self.leases = Leases(area, clock, self.timeouts)
+        # Judging a lease holder: the daemon we may borrow from reads every disk
+        # and its verdicts count; a short-lived node of our own reads one disk.
         self.alive = by_watching(area, clock, tick=self._keepalive)
         self.holder: Holder | None = None
+        # The node's state dir on this host (given, or the default one if a daemon
+        # made it): its incarnation memory is shared with the daemon.
+        if state_dir is None and default_state_dir(area.cluster_uuid, node_id).is_dir():
+            state_dir = default_state_dir(area.cluster_uuid, node_id)
+        self.incarnations = IncarnationMemory(state_dir, area.cluster_uuid, node_id) \
+            if state_dir is not None else None
         self._stack = contextlib.ExitStack()
         self._node: Node | None = None
         self._beating = False
@@ -73,9 +84,12 @@ class Session:
                 probe = node_slot_lock(self.area, self.node_id, SESSION_WAIT, self.clock)
                 probe.__enter__()
             self._stack.callback(probe.__exit__, None, None, None)
-            node = Node([self.area], self.node_id, clock=self.clock, name=f"cli-{self.node_id}")
+            node = Node([self.area], self.node_id, clock=self.clock, name=f"cli-{self.node_id}",
+                        incarnations=self.incarnations)
             node.start()
             self._node = node
+            self.alive = by_watching(self.area, self.clock, tick=self._keepalive,
+                                     self_id=self.node_id)
             self.holder = Holder(self.node_id, node.incarnation, node.name)
             # Our writes are refused once our own heartbeat is past its deadline.
             self.leases.alive_check = node.assert_renewed
@@ -114,6 +128,34 @@ class Session:
             self._node.step()
 
     def _daemon_holder(self) -> Holder | None:
+        """The incarnation of node N's daemon on this host, once its heartbeat is seen
+        to move.
+
+        The daemon holds its slot lock from the moment it starts, but picks its
+        incarnation only after its start-up watch (join_wait): meanwhile the slot
+        still shows the previous life, maybe a dead one whose lease it would be
+        borrowing.  A counter that moves is the live incarnation's.  None when
+        the slot shows no live daemon at all (it is stopping).
+        """
+        first = self._own_slot()
+        if first is None:
+            return None
+        end = self.clock.monotonic() + SESSION_WAIT
+        while self.clock.monotonic() < end:
+            self.clock.sleep(self.timeouts.interval / 4)
+            now = self._own_slot()
+            if now is None:
+                return None
+            if now["incarnation"] == first["incarnation"] and now["counter"] != first["counter"]:
+                return Holder(self.node_id, now["incarnation"], now["name"])
+            if now["incarnation"] != first["incarnation"]:
+                first = now  # it restarted: watch the new life
+        raise LockHeld(f"{self.area.device.path}: node {self.node_id}'s daemon on this host "
+                       f"holds its slot lock but its heartbeat on this disk has not moved for "
+                       f"{SESSION_WAIT:g} s (is it hung, or cut off from this disk?)")
+
+    def _own_slot(self) -> dict | None:
+        """Our slot if it is valid and JOINING or ALIVE."""
         try:
             buf = self.area.read_record("heartbeat", self.node_id - 1)
             slot = heartbeat.CODEC.decode(buf, 0, self.area.where("heartbeat", self.node_id - 1))
@@ -121,7 +163,7 @@ class Session:
             return None
         if slot["state"] not in (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE):
             return None
-        return Holder(self.node_id, slot["incarnation"], slot["name"])
+        return slot
 
     def __exit__(self, *exc: object) -> None:
         try:

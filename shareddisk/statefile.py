@@ -17,6 +17,12 @@ from pathlib import Path
 from shareddisk.errors import DeviceError
 
 INCARNATION_FILE = "incarnation"
+DEFAULT_STATE_ROOT = "/var/lib/shareddisk"
+
+
+def default_state_dir(cluster_uuid: str, node_id: int) -> Path:
+    """Where node ``node_id`` of a cluster keeps its files unless told otherwise."""
+    return Path(DEFAULT_STATE_ROOT) / cluster_uuid / f"node{node_id}"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -348,9 +348,6 @@ def test_bug_scenario_stays_fixed(bug: str) -> None:
     assert result.ok, violations(sim)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug 'cli-borrows-dead-incarnation' "
-                   "(docs/RELIABILITY.md): Session borrows whatever incarnation the slot on "
-                   "its one disk shows while the local daemon holds the slot lock")
 def test_cli_session_while_the_local_daemon_restarts() -> None:
     """The daemon on host 1 restarts (its slot still shows the dead incarnation while it
     waits join_wait); `attr set` on host 1 borrows that dead incarnation and writes."""
@@ -381,10 +378,6 @@ def test_cli_session_that_waits_longer_than_the_dead_timeout_keeps_its_node_aliv
     assert attempts[0].end is not None  # the command finished (done or refused), safely
 
 
-@pytest.mark.xfail(strict=True, reason="library bug 'cli-judges-liveness-on-one-disk' "
-                   "(docs/RELIABILITY.md): a CLI session watches a lease holder's slot on the "
-                   "one disk it was given, and takes the lease of a holder that lost only "
-                   "that disk and renews on the others")
 def test_cli_session_does_not_take_the_lease_of_a_holder_that_lost_one_disk() -> None:
     sim = scripted(run_for=50.0, cli="session")
 

@@ -21,18 +21,12 @@ from shareddisk import confsync, config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import Owner, ResourceRecord
 from shareddisk.clock import FakeClock
-from shareddisk.confsync import (
-    STATE_FILE,
-    ConfigSync,
-    changed_keys,
-    default_state_dir,
-    read_local,
-    write_atomically,
-)
+from shareddisk.confsync import STATE_FILE, ConfigSync, changed_keys, read_local
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import DeviceError, UsageError
 from shareddisk.leases import Holder, Leases
+from shareddisk.statefile import default_state_dir, write_atomically
 from shareddisk.session import Session
 from shareddisk.timeouts import Timeouts
 

@@ -444,6 +444,66 @@ def test_by_watching_treats_a_damaged_slot_as_gone() -> None:
     assert by_watching(area, clock)(2, node.incarnation) is False
 
 
+class Observers(FakeClock):
+    """Sleeping lets the ``observers`` step: daemons that keep heartbeating on the
+    watched disk.  What they publish about node 2 is set by the test (they read
+    other disks, where the holder may still renew): no verdict, or dead from
+    ``declare_after`` on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observers: list[Node] = []
+        self.declare_after: float | None = None  # seconds from now, then they call 2 dead
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        dead = [2] if self.declare_after is not None and \
+            self.monotonic() >= self.declare_after else []
+        for node in self.observers:
+            node.membership.dead_ids = lambda: dead  # type: ignore[method-assign]
+            node.step()
+
+
+def _holder_and_observers(area: Area, clock: Observers) -> Node:
+    holder = Node([area], 2, clock=clock)
+    holder.start()  # then it stops writing to this disk (lost it, or died)
+    for node_id in (3, 4):
+        node = Node([area], node_id, clock=clock)
+        node.start()
+        clock.observers.append(node)
+    return holder
+
+
+def test_by_watching_a_still_holder_the_daemons_still_see_alive_is_alive() -> None:
+    """The holder lost only the watched disk and renews on the others: the daemons
+    (who read every disk) publish no verdict, so the watcher does not take it."""
+    area, clock = make_area(), Observers()
+    holder = _holder_and_observers(area, clock)
+    start = clock.monotonic()
+    assert by_watching(area, clock, self_id=1)(2, holder.incarnation) is True
+    assert clock.monotonic() - start >= 2 * T.dead
+
+
+def test_by_watching_a_still_holder_the_daemons_call_dead_is_gone() -> None:
+    area, clock = make_area(), Observers()
+    holder = _holder_and_observers(area, clock)
+    start = clock.monotonic()
+    clock.declare_after = start + T.dead + 1.0
+    assert by_watching(area, clock, self_id=1)(2, holder.incarnation) is False
+    assert T.dead + 1.0 <= clock.monotonic() - start < 2 * T.dead
+
+
+def test_by_watching_does_not_ask_its_own_node_or_a_silent_one() -> None:
+    """Node 3 is the watcher itself (a CLI session), node 4 stopped too: nobody else
+    to ask, the one disk decides."""
+    area, clock = make_area(), Observers()
+    holder = _holder_and_observers(area, clock)
+    clock.observers = clock.observers[:1]  # node 3 steps, node 4 is silent
+    start = clock.monotonic()
+    assert by_watching(area, clock, self_id=3)(2, holder.incarnation) is False
+    assert clock.monotonic() - start < T.dead + T.interval
+
+
 def test_a_frozen_holder_loses_its_lease_to_a_watching_acquirer() -> None:
     """A CLI-style acquirer (no history) waits out the holder's dead timeout, then takes over."""
     area, clock = make_area(), FakeClock()
