@@ -125,6 +125,7 @@ class LogAgent(Agent):
         ctx.guard()
         record = ctx.owner.record()
         if not record.active_log_disk:
+            ctx.interrupted = None  # nothing is interrupted (any more)
             return
         logdisk = LogDisk(ctx.owner.area, record.active_log_disk)
         ops = logdisk.interrupted(ctx.owner.index)

@@ -18,7 +18,7 @@ import signal
 import sys
 import uuid as uuidlib
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import click
 
@@ -39,6 +39,9 @@ from shareddisk.errors import (
 )
 from shareddisk.inspect import dump_area, record_bytes, verify_area
 from shareddisk.progress import terminal_bar
+
+if TYPE_CHECKING:
+    from shareddisk.session import Session
 
 # Commands import what only they need inside their bodies: every command
 # starts in the time of its own imports (`dump --json` has a 0.5 s budget).
@@ -411,16 +414,8 @@ node_option = click.option(
 
 
 def _acting_node(area: Area, node_id: int | None) -> int:
-    from shareddisk.session import local_daemons
-    if node_id is not None:
-        return node_id
-    local = local_daemons(area)
-    if len(local) == 1:
-        return local[0]
-    if not local:
-        raise UsageError("give --node-id (or set SHAREDDISK_NODE_ID): no shareddisk daemon "
-                         "runs on this host to act as")
-    raise UsageError(f"give --node-id: daemons of nodes {', '.join(map(str, local))} run here")
+    from shareddisk.placement import acting_node
+    return acting_node(area, node_id)
 
 
 @contextlib.contextmanager
@@ -436,7 +431,7 @@ def _record_text(r: dict[str, Any]) -> str:
     owner = r["owner_host"]
     lines = [f"{r['name']} (resource {r['index']}, type {r['type']}, version {r['version']})",
              f"  state            {r['state']}",
-             f"  owner_host       " + ("-" if owner is None else
+             "  owner_host       " + ("-" if owner is None else
                                        f"{owner['name']} (node {owner['id']}, incarnation "
                                        f"{owner['incarnation']})"),
              f"  active_log_disk  {r['active_log_disk'] or '-'}",
@@ -638,20 +633,6 @@ def _owner_session(area: Area, record: Any, node_id: int | None) -> Session:
     return Session(area, node_id or record.owner.node_id, SystemClock())
 
 
-def _wait_for(area: Area, name: str, done: Callable[[Any], Any], timeout: float, what: str) -> Any:
-    from shareddisk.attributes import find
-    clock = SystemClock()
-    deadline = clock.monotonic() + timeout
-    while True:
-        result = done(find(area, name))
-        if result:
-            return result
-        if clock.monotonic() >= deadline:
-            raise ConflictError(f"{area.device.path}: {name}: {what} did not happen within "
-                                f"{timeout:g} s")
-        clock.sleep(0.05)
-
-
 @main.command()
 @click.argument("device")
 @click.argument("resource_name")
@@ -685,12 +666,14 @@ def op(device: str, resource_name: str, kind: str, args: tuple[str, ...], size: 
                   f"{resource_name}: {kind} submitted (request {request_id})")
             return
 
-        def finished(rec: Any) -> Any:
+        def outcome(rec: Any) -> dict[str, Any]:
             raw = rec.attributes.get("last_op")
             last = json.loads(raw) if isinstance(raw, str) and raw else {}
-            return last if last.get("request") == request_id else None
+            return last if last.get("request") == request_id else {}
 
-        result = _wait_for(area, resource_name, finished, timeout, f"request {request_id}")
+        from shareddisk.placement import wait_for
+        result = outcome(wait_for(area, resource_name, lambda r: bool(outcome(r)),
+                                  f"request {request_id}", clock=SystemClock(), timeout=timeout))
     _emit(as_json, result, f"{resource_name}: {kind} {' '.join(args)}: {result['status']}"
           + (f" (op {result['op_id']})" if result.get("op_id") else "")
           + (f": {result['error']}" if result.get("error") else ""))
@@ -724,19 +707,52 @@ def log_show(device: str, name: str | None, as_json: bool) -> None:
 @json_option
 def resource_move(device: str, name: str, to: int, timeout: float, node_id: int | None,
                   as_json: bool) -> None:
-    """Hand NAME over to node --to gracefully (offline here, online there)."""
-    from shareddisk import config
-    from shareddisk.attributes import find
+    """Hand NAME over to node --to gracefully (offline there, online here).
+
+    On the owner's host it moves NAME anywhere; on another host it pulls NAME
+    to this host's node (--to this node), asking the owner through its mailbox.
+    """
+    from shareddisk import placement
     with _Areas((device,), writable=True) as areas:
-        area = areas[0]
-        record = find(area, name)
-        if record.owner is not None and record.owner.node_id == to:
-            raise UsageError(f"{name} is already on node {to}")
-        with _owner_session(area, record, node_id) as session:
-            config.update_resource(session, name, {"move_to": to})
-        moved = _wait_for(area, name, lambda r: r if r.owner is not None and r.owner.node_id == to
-                          and r.state.name == "ONLINE" else None, timeout, f"move to node {to}")
+        moved = placement.move(areas[0], name, to, node_id=node_id, clock=SystemClock(),
+                               timeout=timeout)
     _emit(as_json, moved.to_json(), f"{name}: online on node {to} ({moved.owner.name})")
+
+
+@resource.command("stop")
+@click.argument("device")
+@click.argument("name")
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@node_option
+@json_option
+def resource_stop(device: str, name: str, timeout: float, node_id: int | None,
+                  as_json: bool) -> None:
+    """Take NAME offline on every node and keep it offline (from any host)."""
+    from shareddisk import placement
+    with _Areas((device,), writable=True) as areas:
+        record = placement.stop(areas[0], name, node_id=node_id, clock=SystemClock(),
+                                timeout=timeout)
+    _emit(as_json, record.to_json(), f"{name}: stopped ({record.state.name.lower()})")
+
+
+@resource.command("start")
+@click.argument("device")
+@click.argument("name")
+@click.option("--on", "on", type=int, default=None,
+              help="Node id to bring it online on (default: its failover order).")
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@node_option
+@json_option
+def resource_start(device: str, name: str, on: int | None, timeout: float, node_id: int | None,
+                   as_json: bool) -> None:
+    """Let a stopped NAME come online again (from any host)."""
+    from shareddisk import placement
+    with _Areas((device,), writable=True) as areas:
+        record = placement.start(areas[0], name, on=on, node_id=node_id, clock=SystemClock(),
+                                 timeout=timeout)
+    assert record.owner is not None
+    _emit(as_json, record.to_json(), f"{name}: online on node {record.owner.node_id} "
+                                     f"({record.owner.name})")
 
 
 __all__ = ["main", "parse_size"]

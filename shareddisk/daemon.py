@@ -71,6 +71,7 @@ class Daemon:
         self.node.after_step.append(self._after_step)
         self.node.before_leave.append(self._before_leave)
         self.node.stop_hooks.append(self.manager.stop_local)
+        self.node.request_hooks.append(self.manager.request)
 
     def _after_step(self) -> None:
         if self._stopping:
@@ -94,12 +95,28 @@ class Daemon:
 
     def _before_leave(self) -> None:
         """Let a running tick (an operation) finish, heartbeating meanwhile so that
-        a clean stop is not taken for a death; then hand every resource over."""
+        a clean stop is not taken for a death; then hand every resource over.
+
+        A tick still running after SHUTDOWN_WAIT (a step hung on its data
+        device) cannot be handed over cleanly: its writes could land after a
+        successor's.  The daemon then goes quiet (no write passes the gate any
+        more, no ``left``), stops its resources locally and exits; peers take
+        over after the dead timeout, as after a crash.
+        """
         self._stopping = True
+        interval = self.node.timeouts.interval
         end = self.clock.monotonic() + SHUTDOWN_WAIT
-        while not self._idle.wait(self.node.timeouts.interval) and \
-                self.clock.monotonic() < end:
+        next_tick = self.clock.monotonic() + interval
+        while not self._idle.wait(max(0.0, next_tick - self.clock.monotonic())):
+            if self.clock.monotonic() >= end:
+                log.error("event=shutdown-timeout node=%d waited=%gs reason=%r",
+                          self.node.node_id, SHUTDOWN_WAIT, "a manager tick is still running; "
+                          "leaving without a word, peers take over after the dead timeout")
+                self.node.go_quiet()
+                self.manager.stop_local("shutdown timeout")
+                return
             self.node.step()
+            next_tick = max(next_tick + interval, self.clock.monotonic())
         self.manager.release_all()
 
     def run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from shareddisk.area import Area
 from shareddisk.clock import Clock
-from shareddisk.errors import FormatError
+from shareddisk.errors import FormatError, LockHeld
 from shareddisk.format import heartbeat
 from shareddisk.leases import Liveness
 from shareddisk.membership import Membership, PeerState
@@ -57,7 +57,7 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
     """
     default = Timeouts.from_interval(area.superblock["interval_ms"] / 1000)
 
-    def read() -> dict[int, dict]:
+    def peers() -> dict[int, dict]:
         """Every valid slot in JOINING or ALIVE state, by node id."""
         region = area.regions["heartbeat"]
         raw = area.read_region("heartbeat")
@@ -71,8 +71,19 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
                 continue
         return out
 
-    def timeouts_of(slot: dict) -> Timeouts:
-        if slot["interval_ms"]:
+    def holder_slot(node_id: int) -> dict | None:
+        """The holder's slot; None when it is damaged (that tells nothing)."""
+        try:
+            return heartbeat.CODEC.decode(area.read_record("heartbeat", node_id - 1), 0,
+                                          area.where("heartbeat", node_id - 1))
+        except FormatError:
+            return None
+
+    def gone(slot: dict, incarnation: int) -> bool:
+        return slot["incarnation"] != incarnation or slot["state"] not in _LIVE_SLOT
+
+    def timeouts_of(slot: dict | None) -> Timeouts:
+        if slot is not None and slot["interval_ms"]:
             try:
                 return Timeouts.from_interval(slot["interval_ms"] / 1000,
                                               slot["io_timeout_ms"] / 1000 or None)
@@ -80,22 +91,25 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
                 pass
         return default
 
-    def watch(node_id: int, incarnation: int, counter: int, t: Timeouts, seconds: float,
-              observers: list[int] = ()) -> tuple[bool | None, dict[int, dict]]:
+    def watch(node_id: int, incarnation: int, counter: int | None, t: Timeouts,
+              seconds: float, observers: list[int] = ()) -> tuple[bool | None, dict[int, dict]]:
         """Look every half interval for ``seconds``: True as soon as the holder's
         counter moves, False when its slot ends or a majority of ``observers``
-        call it dead; None when neither happened."""
+        call it dead; None when neither happened (a damaged slot tells nothing)."""
         end = clock.monotonic() + seconds
         now: dict[int, dict] = {}
         while clock.monotonic() < end:
             clock.sleep(min(t.interval / 2, max(0.0, end - clock.monotonic())))
             tick()
-            now = read()
-            slot = now.get(node_id)
-            if slot is None or slot["incarnation"] != incarnation:
-                return False, now
-            if slot["counter"] != counter:
-                return True, now
+            slot = holder_slot(node_id)
+            if slot is not None:
+                if gone(slot, incarnation):
+                    return False, now
+                if counter is None:
+                    counter = slot["counter"]
+                elif slot["counter"] != counter:
+                    return True, now
+            now = peers()
             verdicts = [node_id in heartbeat.dead_ids(now[o]["dead_map"])
                         for o in observers if o in now]
             if verdicts and sum(verdicts) > len(verdicts) // 2:
@@ -103,22 +117,32 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
         return None, now
 
     def alive(node_id: int, incarnation: int) -> bool:
-        first = read()
-        holder = first.get(node_id)
-        if holder is None or holder["incarnation"] != incarnation:
+        first, holder = peers(), holder_slot(node_id)
+        if holder is not None and gone(holder, incarnation):
             return False
         t = timeouts_of(holder)
-        verdict, last = watch(node_id, incarnation, holder["counter"], t, t.dead)
+        counter = holder["counter"] if holder is not None else None
+        verdict, last = watch(node_id, incarnation, counter, t, t.dead)
         if verdict is not None:
             return verdict
-        # Still here for a whole dead timeout.  Daemons that kept heartbeating
-        # meanwhile read every disk: ask them.
+        # Still (or unreadable) here for a whole dead timeout.  Daemons that kept
+        # heartbeating meanwhile read every disk: ask them.
         observers = [n for n, slot in last.items() if n not in (node_id, self_id)
                      and n in first and slot["incarnation"] == first[n]["incarnation"]
                      and slot["counter"] != first[n]["counter"]]
         if not observers:
-            return False  # nobody else to ask: this disk is all there is
-        verdict, _ = watch(node_id, incarnation, holder["counter"], t, t.dead, observers)
+            # Nobody else to ask.  This disk is all there is only if the holder
+            # writes to this one disk alone (its slot says how many it writes).
+            said = holder["disk_count"] if holder is not None else 0
+            if said == 1:
+                return False
+            raise LockHeld(
+                f"{area.device.path}: node {node_id} (incarnation {incarnation}) holds the "
+                f"lease; its heartbeat has not moved here for {t.dead:g} s, but it "
+                + (f"writes to {said} disks" if said else "may write to other disks")
+                + " and no running daemon, which would read them all, has declared it "
+                  "dead; not taking it (run this where a daemon runs, or start one)")
+        verdict, _ = watch(node_id, incarnation, counter, t, t.dead, observers)
         return True if verdict is None else verdict  # they still do not call it dead
 
     return alive

@@ -6,6 +6,11 @@ resource record:
 - a resource it owns is monitored; a pending operation request is run; a
   ``move_to`` naming another node hands it over (offline, owner cleared,
   lease released); a failed monitor takes it offline with ``failed_on`` set;
+- a resource whose ``target_state`` attribute is ``stopped`` is kept
+  offline: its owner gives it up, nobody takes it over;
+- requests from other hosts arrive in this node's mailbox (PULL: hand it to
+  the sender; STOP: offline and ``target_state=stopped``) and are served at
+  the next tick for the resources this node owns;
 - a resource with no live owner (none, or the owner is dead, left or
   fenced in this node's membership view) goes to its *successor*: the
   ``move_to`` node if that is live, else the first live node of the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,6 +42,7 @@ from shareddisk.confsync import ConfigSync
 from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import make_driver
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
+from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
 from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
 from shareddisk.membership import PeerState
@@ -49,10 +56,19 @@ View = dict[int, tuple[PeerState, int]]
 _GONE = (PeerState.DEAD, PeerState.LEFT, PeerState.FENCED, PeerState.EMPTY)
 
 
+STOPPED = "stopped"  # the target_state attribute of a resource kept offline
+RECOVER_TRIES = 3  # ticks an owner retries a failed replay before it gives the resource up
+
+
+def stopped(record: ResourceRecord) -> bool:
+    return record.attributes.get("target_state") == STOPPED
+
+
 @dataclass
 class Owned:
     ctx: AgentContext
     request_done: str = ""
+    recover_failures: int = 0  # replays of an interrupted operation failed in a row
 
 
 class ClusterManager:
@@ -65,6 +81,8 @@ class ClusterManager:
         self.state_dir = state_dir
         self.owned: dict[int, Owned] = {}
         self.unreleased: dict[int, int] = {}  # index -> generation of a lease to give back
+        # (message, sender, resource index) from the mailbox, served at the next tick
+        self.requests: deque[tuple[Message, int, int]] = deque()
         self.started = clock.monotonic()
         self.counts = {"failovers": 0, "replays": 0}
         self.settle = timeouts.suspect
@@ -130,6 +148,7 @@ class ClusterManager:
         self._retry_releases()
         records = dict(self.config.records)
         self._give_back_orphans(records)
+        self._serve_requests(records)
         for index in list(self.owned):
             if index not in records:
                 self._drop(index, "record removed")
@@ -150,6 +169,8 @@ class ClusterManager:
     def _should_take(self, record: ResourceRecord) -> bool:
         assert self.me is not None
         owner = record.owner
+        if stopped(record):
+            return False
         if self._names_me(record):
             # A takeover of ours failed after writing owner_host and giving the
             # lease back failed too: nobody else may take it while we live.
@@ -178,6 +199,7 @@ class ClusterManager:
         assert self.me is not None
         with resource_lock(self.area, index, self.clock):
             generation = self.leases.acquire(index, self.me, self._alive)
+        self.unreleased.pop(index, None)  # taken again: that generation is in use now
         try:
             self._bring_up(index, record, generation)
         except ShareddiskError:
@@ -257,7 +279,7 @@ class ClusterManager:
         """
         assert self.me is not None
         mine = (self.me.node_id, self.me.incarnation)
-        for index in sorted(records):
+        for index in range(self.area.superblock["resource_count"]):  # free indexes too
             lease = self.config.lease(index)
             if index in self.owned or index in self.unreleased or lease is None \
                     or (lease["owner_id"], lease["owner_incarnation"]) != mine:
@@ -268,20 +290,77 @@ class ClusterManager:
                     if holds(current, self.me):
                         self.leases.release(index, self.me, current["generation"])
                         log.warning("event=orphan-lease-released resource=%s generation=%d",
-                                    records[index].name, current["generation"])
+                                    records[index].name if index in records else index,
+                                    current["generation"])
             except LockHeld:
                 continue  # a command of this host is using it right now
             except ShareddiskError as exc:
                 log.warning("event=release-failed resource=%d error=%r", index, str(exc))
 
+    def _recover(self, index: int, owned: Owned) -> bool:
+        """Finish an operation of ours that failed half way (operations run on this
+        thread: at the start of a tick active_log_disk can only name such a one).
+
+        False when the replay failed: after RECOVER_TRIES failures in a row the
+        resource is given up (failed_on), so that a node whose path to the
+        data works takes it over.
+        """
+        try:
+            agents.recover(owned.ctx)
+        except (LeaseLost, Fenced):
+            raise
+        except ShareddiskError as exc:
+            owned.recover_failures += 1
+            log.error("event=replay-failed resource=%s tries=%d error=%r", owned.ctx.name,
+                      owned.recover_failures, str(exc))
+            if owned.recover_failures >= RECOVER_TRIES:
+                self._give_up(index, "replay failed", state=ResourceState.FAILED,
+                              failed_on=owned.ctx.owner.holder.node_id)
+            return False
+        owned.recover_failures = 0
+        return True
+
+    def request(self, message: Message, sender: int, index: int) -> None:
+        """A PULL or STOP from the mailbox (called by the heartbeat thread)."""
+        self.requests.append((message, sender, index))
+
+    def _serve_requests(self, records: dict[int, ResourceRecord]) -> None:
+        """Write what other hosts asked for into the records this node owns; the
+        rest of the tick acts on it (_tend hands over or stops)."""
+        while self.requests:
+            message, sender, index = self.requests.popleft()
+            owned, record = self.owned.get(index), records.get(index)
+            name = record.name if record is not None else str(index)
+            if owned is None or record is None:
+                log.warning("event=request-ignored resource=%s request=%s sender=%d "
+                            "reason=not-owner", name, message.name.lower(), sender)
+                continue
+            if message is Message.PULL:
+                if sender == owned.ctx.owner.holder.node_id or not self._live(sender):
+                    log.warning("event=request-ignored resource=%s request=pull sender=%d "
+                                "reason=sender-not-live-elsewhere", name, sender)
+                    continue
+                changes: dict[str, object] = {"move_to": sender}
+            else:
+                changes = {"target_state": STOPPED}
+            try:
+                records[index] = owned.ctx.owner.update(**changes)
+            except ShareddiskError as exc:
+                log.error("event=request-failed resource=%s request=%s error=%r", name,
+                          message.name.lower(), str(exc))
+                continue
+            log.info("event=request-served resource=%s request=%s sender=%d", name,
+                     message.name.lower(), sender)
+
     def _tend(self, index: int, record: ResourceRecord) -> None:
         owned = self.owned[index]
         ctx = owned.ctx
         ctx.owner.publish_record_version()  # also the lease check of every tick
-        if record.active_log_disk:
-            # Operations run on this thread: at the start of a tick
-            # active_log_disk can only name one that failed half way.
-            agents.recover(ctx)
+        if record.active_log_disk and not self._recover(index, owned):
+            return
+        if stopped(record):
+            self._give_up(index, "stopped", state=ResourceState.OFFLINE)
+            return
         move_to = record.attributes.get("move_to")
         if isinstance(move_to, int) and move_to != ctx.owner.holder.node_id and self._live(move_to):
             self._give_up(index, "moved", state=ResourceState.OFFLINE)

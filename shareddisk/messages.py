@@ -1,4 +1,4 @@
-"""Sending mailbox messages (test, reset, off, clear) and waiting for the ack.
+"""Sending mailbox messages (test, reset, off, clear; pull, stop) and waiting for the ack.
 
 The sender writes the target's mailbox slot on every disk with a sequence
 number one above the highest it finds; the target acts within one interval
@@ -31,15 +31,23 @@ def _check_target(area: Area, target: int) -> None:
         raise UsageError(f"node id {target} out of range 1..{count}")
 
 
+NODE_MESSAGES = ("test", "reset", "off", "clear")
+RESOURCE_MESSAGES = ("pull", "stop")  # about one resource: give ``resource``
+
+
 def send_message(areas: list[Area], target: int, message: str, *, clock: Clock,
-                 sender_id: int = 0) -> Sent:
+                 sender_id: int = 0, resource: int | None = None) -> Sent:
     """Write ``message`` to ``target``'s mailbox on a majority of disks."""
     try:
         kind = mailbox.Message[message.upper()]
     except KeyError:
-        raise UsageError(f"unknown message {message!r} (test, reset, off, clear)") from None
+        raise UsageError(f"unknown message {message!r} "
+                         f"({', '.join(NODE_MESSAGES + RESOURCE_MESSAGES)})") from None
     if kind is mailbox.Message.NONE:
         raise UsageError("message 'none' cannot be sent")
+    if (resource is not None) != (kind.name.lower() in RESOURCE_MESSAGES):
+        raise UsageError(f"message {kind.name.lower()!r}: a resource is given with "
+                         f"{' and '.join(RESOURCE_MESSAGES)} and only with them")
     for area in areas:
         _check_target(area, target)
     seqs = [0]
@@ -51,7 +59,8 @@ def send_message(areas: list[Area], target: int, message: str, *, clock: Clock,
             continue
     seq = max(seqs) + 1
     values = dict(mailbox.empty(target), message=kind, sender_id=sender_id, seq=seq,
-                  sent_ns=int(clock.wall() * 1e9))
+                  sent_ns=int(clock.wall() * 1e9),
+                  resource=0 if resource is None else resource + 1)
     written = 0
     for area in areas:
         try:

@@ -65,7 +65,6 @@ class _Renewal:
 
     counter: int
     started: float
-    previous: float | None
     written: list[bool]
 
 
@@ -137,15 +136,22 @@ class Node:
         self.state = heartbeat.SlotState.JOINING
         self.config_generation = 0
         self.mailbox_ack = 0
+        # The start of the last write round a majority of disks acknowledged...
         self.last_renew_start: float | None = None
+        # ...and of the last one seen landed on a majority: the renew deadline
+        # runs from this (see _confirm_renewal).
+        self.renewed_since: float | None = None
         self.incarnations = incarnations
         self._unconfirmed: _Renewal | None = None
         self.stop_hooks: list[Callable[[str], None]] = []
         self.transition_hooks: list[Callable[[Transition], None]] = []
         self.after_step: list[Callable[[], None]] = []  # e.g. the configuration sync
         self.before_leave: list[Callable[[], None]] = []  # e.g. hand resources over
+        # (message, sender, resource index) of PULL and STOP requests
+        self.request_hooks: list[Callable[[mailbox.Message, int, int], None]] = []
         self.write_observer: Callable[[str, float], None] | None = None  # (disk, seconds)
         self.fenced = False
+        self.quiet = False  # go_quiet(): no more writes
         self.joined = False
 
     # -- start and stop ---------------------------------------------------
@@ -167,6 +173,7 @@ class Node:
         log.info("event=start node=%d name=%s incarnation=%d disks=%d interval=%.3f dead_after=%.3f",
                  self.node_id, self.name, self.incarnation, len(self.disks),
                  self.timeouts.interval, self.timeouts.dead)
+        self.renewed_since = self.clock.monotonic()  # no renewal yet: from now
         if not self._write_all(self.clock.monotonic()):
             raise QuorumLost(f"node {self.node_id}: could not write its slot on a majority of "
                              f"{len(self.disks)} disks ({self._disk_errors()})")
@@ -190,7 +197,7 @@ class Node:
 
     def leave(self) -> None:
         """Write LEFT so peers see a clean stop at once (best effort)."""
-        if self.fenced:
+        if self.fenced or self.quiet:
             return
         self.state = heartbeat.SlotState.LEFT
         self._write_all(self.clock.monotonic())
@@ -206,7 +213,7 @@ class Node:
 
     def step(self) -> list[Transition]:
         """One interval of work (see the module docstring)."""
-        self._check_deadline()
+        self._check_deadline(since=self.last_renew_start)  # woke from a freeze, say
         reads = self._read_round()
         changes = self._observe(reads)
         self._check_deadline()
@@ -250,24 +257,37 @@ class Node:
 
     def assert_renewed(self) -> None:
         """Raise Fenced if we are past the renew deadline (for other threads: it
-        does not fence, the heartbeat loop does that at its next check)."""
-        if self.fenced:
-            raise Fenced(f"node {self.node_id} is fenced")
-        if self.last_renew_start is not None and \
-                self.clock.monotonic() - self.last_renew_start >= self.timeouts.renew_fail:
+        does not fence, the heartbeat loop does that at its next check).
+
+        It counts from the last renewal seen on the disks: one written since is
+        not known to have landed until the next read (see _confirm_renewal).
+        """
+        if self.fenced or self.quiet:
+            raise Fenced(f"node {self.node_id} is {'fenced' if self.fenced else 'stopping'}")
+        since = self.renewed_since
+        if since is not None and self.clock.monotonic() - since >= self.timeouts.renew_fail:
             raise Fenced(f"node {self.node_id} is past its renew deadline")
 
-    def _check_deadline(self) -> None:
-        if self.last_renew_start is None:
+    def go_quiet(self) -> None:
+        """Write nothing more, not even ``left``: peers will declare us dead after
+        the dead timeout, as if we had crashed (a stop that cannot be clean)."""
+        self.quiet = True
+
+    def _check_deadline(self, since: float | None = None) -> None:
+        """Fence when renew_fail has passed since the last renewal seen landed (or
+        since ``since``: the last one acknowledged, before a read can tell)."""
+        since = self.renewed_since if since is None else since
+        if since is None:
             return
-        late = self.clock.monotonic() - self.last_renew_start
+        late = self.clock.monotonic() - since
         if late >= self.timeouts.renew_fail:
             self.fence(f"no heartbeat reached a majority of disks for {late:.3f} s "
                        f"(limit {self.timeouts.renew_fail:.3f} s)")
 
     def _slot_values(self) -> dict:
         return dict(
-            node_id=self.node_id, state=self.state, flags=0, incarnation=self.incarnation,
+            node_id=self.node_id, state=self.state, disk_count=min(len(self.disks), 255),
+            incarnation=self.incarnation,
             counter=self.counter, config_generation=self.config_generation,
             mailbox_ack=self.mailbox_ack, wall_ns=int(self.clock.wall() * 1e9),
             interval_ms=round(self.timeouts.interval * 1000),
@@ -319,8 +339,7 @@ class Node:
             disk.write_ok, disk.error = True, None
             done += 1
         if done >= majority(len(self.disks)):
-            self._unconfirmed = _Renewal(self.counter, round_start, self.last_renew_start,
-                                         [o.ok for o in outcomes])
+            self._unconfirmed = _Renewal(self.counter, round_start, [o.ok for o in outcomes])
             self.last_renew_start = round_start
             return True
         log.warning("event=renew-failed node=%d written=%d needed=%d", self.node_id, done,
@@ -336,31 +355,42 @@ class Node:
         return "; ".join(f"{d.path}: {d.error}" for d in self.disks if d.error) or "no error"
 
     def _confirm_renewal(self, reads: list[Outcome]) -> None:
-        """Did our last renewal land?  A disk can acknowledge a write it never
-        stores (a lost write).  Counted as a renewal, it would keep us
-        believing our leases valid while our peers see our counter stop and
-        declare us dead.  So the next read checks our own slot: when fewer
-        than a majority of disks show the renewal, it never happened and the
-        deadline runs from the one before.  (A stale read counts the same way:
-        the error is on the safe side, fencing early.)
+        """Did our last renewal land?
+
+        A disk can acknowledge a write it never stores (a lost write).
+        Counted as a renewal, it would keep us believing our leases valid
+        while our peers see our counter stop and declare us dead.  So the
+        renew deadline runs from the last renewal a read showed on a majority
+        of disks (``renewed_since``): the next read checks our own slot.
+        When it shows the renewal on a majority, it counts from then on; when
+        too many disks show the older slot, it never happened; when too many
+        could not be read, the question stays open until a later read (or a
+        later renewal) settles it.  A stale read counts as a lost write: the
+        error is on the safe side, fencing early.
         """
-        renewal, self._unconfirmed = self._unconfirmed, None
-        if renewal is None or self.last_renew_start != renewal.started:
+        renewal = self._unconfirmed
+        if renewal is None:
             return
-        landed = 0
+        seen = unknown = 0
         for disk, outcome, wrote in zip(self.disks, reads, renewal.written):
             if not wrote:
                 continue
             raw = self._own_raw(disk, outcome) if outcome.ok else None
-            if raw is None or not outcome.ok:
-                landed += 1  # unread, or damaged since: no evidence it was lost
+            if raw is None:
+                unknown += 1  # unread, or damaged since: it tells nothing
             elif (raw[_IDX["incarnation"]], raw[_IDX["counter"]]) >= \
                     (self.incarnation, renewal.counter):
-                landed += 1
-        if landed < majority(len(self.disks)):
+                seen += 1
+        needed = majority(len(self.disks))
+        if seen >= needed:
+            self._unconfirmed = None
+            if self.renewed_since is None or renewal.started > self.renewed_since:
+                self.renewed_since = renewal.started
+        elif seen + unknown < needed:
+            self._unconfirmed = None
             log.warning("event=renewal-lost node=%d counter=%d landed=%d needed=%d",
-                        self.node_id, renewal.counter, landed, majority(len(self.disks)))
-            self.last_renew_start = renewal.previous
+                        self.node_id, renewal.counter, seen, needed)
+            self.last_renew_start = self.renewed_since
 
     def _observe(self, reads: list[Outcome]) -> list[Transition]:
         self._confirm_renewal(reads)
@@ -395,8 +425,8 @@ class Node:
         raw = heartbeat.CODEC.raw.unpack_from(data, offset)
         return raw if heartbeat.CODEC.raw_valid(raw, data, offset) else None
 
-    def _mailboxes(self, reads: list[Outcome]) -> list[tuple[int, int, int]]:
-        """(seq, message, sender) of our mailbox on every disk read."""
+    def _mailboxes(self, reads: list[Outcome]) -> list[tuple[int, int, int, int]]:
+        """(seq, message, sender, resource) of our mailbox on every disk read."""
         out = []
         for disk, outcome in zip(self.disks, reads):
             if not outcome.ok:
@@ -406,11 +436,12 @@ class Node:
                                               disk.area.where("mailbox", self.node_id - 1))
             except FormatError:
                 continue
-            out.append((values["seq"], values["message"], values["sender_id"]))
+            out.append((values["seq"], values["message"], values["sender_id"],
+                        values["resource"]))
         return out
 
     def _check_mailbox(self, reads: list[Outcome]) -> None:
-        seq, message, sender = max(self._mailboxes(reads), default=(0, 0, 0))
+        seq, message, sender, resource = max(self._mailboxes(reads), default=(0, 0, 0, 0))
         if seq <= self.mailbox_ack:
             return
         kind = mailbox.Message(message) if message in mailbox.Message._value2member_map_ \
@@ -418,6 +449,9 @@ class Node:
         log.warning("event=message node=%d message=%s seq=%d sender=%d", self.node_id,
                     kind.name.lower(), seq, sender)
         self.mailbox_ack = seq  # acknowledged by this step's write
+        if kind in (mailbox.Message.PULL, mailbox.Message.STOP) and resource:
+            for hook in self.request_hooks:  # the cluster manager acts on it
+                hook(kind, sender, resource - 1)
         if kind in (mailbox.Message.RESET, mailbox.Message.OFF):
             self.state = heartbeat.SlotState.FENCED
             self._write_all(self.clock.monotonic())  # acknowledge before going

@@ -127,7 +127,8 @@ def finish(ctx: OwnerContext, driver: Driver, logdisk: LogDisk, op: Operation,
     """Apply the steps not yet done, commit, clear active_log_disk."""
     params = {k: v for k, v in op.params.items() if k != "request"}
     for i in op.remaining:
-        logdisk.intent(op, i)  # guarded: the lease, and our own renew deadline
+        if i not in op.intents:  # a replay that fails again must not fill the lane
+            logdisk.intent(op, i)  # guarded: the lease, and our own renew deadline
         crashpoint(f"{stage}-step-{i}-after-intent")
         ctx.guard()  # once more right before touching the data device
         driver.apply(op.kind, params, op.steps[i])

@@ -997,9 +997,9 @@ class Ledger:
         life = host.life if host is not None else None
         node = life.node if life is not None and life.running() else None
         if node is None or node.incarnation != before[1] or node.fenced \
-                or node.last_renew_start is None or node.state in _GONE_SLOT:
+                or node.renewed_since is None or node.state in _GONE_SLOT:
             return  # gone, or leaving (it wrote left: peers may take over at once)
-        age = self.sim.sched.now - node.last_renew_start
+        age = self.sim.sched.now - node.renewed_since
         if age < node.timeouts.renew_fail:
             self.sim.violation("lease-taken-from-live-holder",
                                f"{_who(who)} took the lease of resource {index} from node "
@@ -1096,8 +1096,8 @@ class Ledger:
         who = (change.node_id, change.incarnation)
         now = sim.sched.now
         me = observer.life.node if observer.life is not None else None
-        if me is not None and me.last_renew_start is not None \
-                and now - me.last_renew_start >= me.timeouts.renew_fail:
+        if me is not None and me.renewed_since is not None \
+                and now - me.renewed_since >= me.timeouts.renew_fail:
             # The observer is past its own deadline (it was frozen between its read and
             # this verdict, say): it fences at its next check, before it can act on it.
             sim.stats["verdicts_of_late_observers"] += 1
@@ -1115,9 +1115,9 @@ class Ledger:
             return
         node = life.node
         t = node.timeouts
-        if node.last_renew_start is None:
+        if node.renewed_since is None:
             return  # never renewed: nothing of it can be running as a member
-        age = now - node.last_renew_start
+        age = now - node.renewed_since
         # A running node past renew_fail + fence_grace must have stopped; before, it
         # may rightly be running (or fencing), so calling it dead is wrong.  A frozen
         # one past renew_fail fences when it wakes, before it writes (that is what
@@ -1427,14 +1427,14 @@ class Simulation:
                 continue
             life = host.life
             node = life.node if life is not None and life.running() else None
-            if node is None or node.fenced or node.last_renew_start is None:
+            if node is None or node.fenced or node.renewed_since is None:
                 continue
-            if now - node.last_renew_start >= node.timeouts.renew_fail:
+            if now - node.renewed_since >= node.timeouts.renew_fail:
                 continue  # its own lease view has expired: it stops before writing again
             for index in host.online:
                 holders.setdefault(index, []).append(
-                    f"h{host.id} (incarnation {node.incarnation}, last renewal began "
-                    f"{now - node.last_renew_start:.3f} s ago)")
+                    f"h{host.id} (incarnation {node.incarnation}, last renewal seen "
+                    f"{now - node.renewed_since:.3f} s ago)")
         for index, names in holders.items():
             if len(names) > 1:
                 self.violation("two-owners",

@@ -28,7 +28,7 @@ class SlotState(enum.IntEnum):
 HEARTBEAT = cs.Struct(
     "node_id" / cs.Int16ul,           # slot index + 1; checks misdirected writes
     "state" / cs.Int8ul,              # SlotState
-    "flags" / cs.Int8ul,
+    "disk_count" / cs.Int8ul,         # disks this node writes its slot to (0: not said)
     "incarnation" / cs.Int64ul,       # bumped on every daemon start
     "counter" / cs.Int64ul,           # bumped on every write
     "config_generation" / cs.Int64ul,  # bumped when this node changed a resource record
@@ -46,7 +46,7 @@ CODEC = RecordCodec(Kind.HEARTBEAT, "heartbeat", HEARTBEAT)
 
 
 def empty(node_id: int) -> dict:
-    return dict(node_id=node_id, state=SlotState.EMPTY, flags=0, incarnation=0,
+    return dict(node_id=node_id, state=SlotState.EMPTY, disk_count=0, incarnation=0,
                 counter=0, config_generation=0, mailbox_ack=0, wall_ns=0,
                 interval_ms=0, io_timeout_ms=0, name="",
                 dead_map=bytes(DEAD_MAP_BYTES))

@@ -44,6 +44,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,12 +52,14 @@ from typing import Any, Callable
 
 import pytest
 
-from daemons import PATIENCE, POLL, Cluster, Daemon, log_time, wait_for
+from daemons import DEAD, PATIENCE, POLL, Cluster, Daemon, log_time, wait_for
 
 from shareddisk.area import Area
+from shareddisk import placement
 from shareddisk.attributes import find
+from shareddisk.clock import SystemClock
 from shareddisk.device import open_device
-from shareddisk.errors import ShareddiskError
+from shareddisk.errors import ShareddiskError, UsageError
 from shareddisk.format import volume as fmt
 from shareddisk.oplog import LogDisk
 
@@ -318,8 +321,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
         for kind, args in SEQUENCE:
             out = fo.op(*args)
             after[kind] = fo.data.read_bytes()
+            # (the resource's lane of the log keeps the last operations only: an
+            # older one whose BEGIN was overwritten has no params any more)
             ops = [op for d in fo.log_report()["log_disks"] for op in d["operations"]
-                   if op["params"].get("request") == out["request"]]
+                   if (op["params"] or {}).get("request") == out["request"]]
             assert [op["status"] for op in ops] == ["committed"], ops
             params[kind] = ops[0]["params"]
         return Reference(before, after, params)
@@ -943,3 +948,43 @@ def check_restarted_old_owner(cluster: Cluster) -> None:
     assert fo.record()["owner_id"] == 2
     assert not definition.exists(), \
         f"node 1 keeps a definition of sg1, owned by node 2: {definition.read_text()}"
+
+
+# --- placement from a host that is not the owner's ------------------------------------
+
+
+def test_pull_and_stop_from_another_host_go_through_the_owners_mailbox(
+        on_a_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every daemon runs on this one machine; the commands below must act as if
+    # the owner's daemon ran elsewhere (they cannot borrow its identity).
+    monkeypatch.setattr(placement, "local_daemons", lambda area: [])
+    on_a_cluster(check_pull_and_stop_from_another_host)
+
+
+def check_pull_and_stop_from_another_host(cluster: Cluster) -> None:
+    fo = start_owned(cluster)
+    clock = SystemClock()
+    with open_device(fo.image) as dev, History(fo) as history:
+        area = Area.open(dev)
+        with pytest.raises(UsageError, match="it can only be pulled here \\(--to 2\\)"):
+            placement.move(area, RESOURCE, 3, node_id=2, clock=clock, timeout=PATIENCE)
+        pulled = placement.move(area, RESOURCE, 2, node_id=2, clock=clock, timeout=PATIENCE)
+        assert pulled.owner.node_id == 2 and pulled.state.name == "ONLINE"
+        settle(fo, 2)
+        stopped = placement.stop(area, RESOURCE, node_id=3, clock=clock, timeout=PATIENCE)
+        assert stopped.owner is None and stopped.attributes["target_state"] == "stopped"
+        time.sleep(2 * DEAD)  # nobody takes a stopped resource over
+        rec = fo.record()
+        assert (rec["state"], rec["owner_id"]) == ("offline", None), rec
+        started = placement.start(area, RESOURCE, on=3, node_id=3, clock=clock,
+                                  timeout=PATIENCE)
+        assert started.owner.node_id == 3 and "target_state" not in started.attributes
+        settle(fo, 3)
+    assert_history_sane(history.samples)
+    served = [e["request"] for n in (1, 2) for e in fo.nodes[n].events("request-served")]
+    assert sorted(served) == ["pull", "stop"]
+    _, off = _first(fo.nodes[2], "offline", resource=RESOURCE, agent="manager")
+    assert off["reason"] == "stopped"
+    intervals = assert_never_two_owners(fo)
+    assert [i.node for i in intervals] == [1, 2, 3]
+    assert all(d.running() for d in fo.nodes.values())

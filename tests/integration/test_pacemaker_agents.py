@@ -24,13 +24,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from daemons import PATIENCE, Cluster, Daemon, add_resource, wait_for
+from daemons import DEAD, PATIENCE, Cluster, Daemon, add_resource, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RA = ROOT / "tools" / "pacemaker" / "shareddisk"
@@ -250,13 +251,20 @@ def test_ra_start_stop_monitor_move_the_group_between_nodes(lab: Lab) -> None:
 
     done = lab.ra("stop", 2)
     assert done.returncode == OCF_SUCCESS, explain(done)
-    assert lab.owner() == 1  # handed to the live node of its failover list
-    assert rc_of(lab.ra("monitor", 2)) == OCF_NOT_RUNNING
+    assert lab.owner() is None  # stopped everywhere, as Pacemaker expects
+    assert lab.record()["attributes"]["target_state"] == "stopped"
+    assert (rc_of(lab.ra("monitor", 2)), rc_of(lab.ra("monitor", 1))) == \
+        (OCF_NOT_RUNNING, OCF_NOT_RUNNING)
     assert rc_of(lab.ra("stop", 2)) == OCF_SUCCESS  # stopping a stopped resource
-    assert lab.owner() == 1
+    time.sleep(2 * DEAD)
+    assert lab.owner() is None  # and nobody takes a stopped resource over
+
+    done = lab.ra("start", 1)  # Pacemaker starts it where it wants it now
+    assert done.returncode == OCF_SUCCESS, explain(done)
+    assert lab.owner() == 1 and "target_state" not in lab.record()["attributes"]
     # The daemons logged the hand-overs (the manager did the work, not the agent).
     assert lab.nodes[2].events("online", resource=RESOURCE, node="2")
-    assert lab.nodes[2].events("offline", resource=RESOURCE, node="2", reason="moved")
+    assert lab.nodes[2].events("offline", resource=RESOURCE, node="2", reason="stopped")
 
 
 def test_ra_start_claims_a_group_with_no_live_owner(lab: Lab) -> None:
@@ -268,19 +276,23 @@ def test_ra_start_claims_a_group_with_no_live_owner(lab: Lab) -> None:
     assert done.returncode == OCF_SUCCESS, explain(done)
     assert lab.owner("sg2") == 1
     assert rc_of(lab.ra("monitor", 1, name="sg2")) == OCF_SUCCESS
-    # Stop hands it to a live node even though the failover list names none.
     done = lab.ra("stop", 1, name="sg2")
     assert done.returncode == OCF_SUCCESS, explain(done)
-    assert lab.owner("sg2") == 2
+    assert lab.owner("sg2") is None
 
 
-def test_ra_stop_fails_when_no_other_node_can_take_the_group(lab: Lab) -> None:
-    lab.nodes[2].signal(signal.SIGTERM)
-    assert lab.nodes[2].wait_exit(PATIENCE) == 0
-    done = lab.ra("stop", 1)
-    assert done.returncode == OCF_ERR_GENERIC, explain(done)
-    assert "no other live node" in done.stderr
-    assert lab.owner() == 1  # still online: the failed stop did not pretend
+def test_ra_stop_works_on_the_last_live_node(lab: Lab) -> None:
+    done = lab.ra("start", 2)  # online on node 1: node 2's start asks for it
+    assert done.returncode == OCF_SUCCESS, explain(done)
+    assert lab.owner() == 2
+    lab.nodes[1].signal(signal.SIGTERM)
+    assert lab.nodes[1].wait_exit(PATIENCE) == 0
+    done = lab.ra("stop", 2)  # node 2 is the last live node
+    assert done.returncode == OCF_SUCCESS, explain(done)
+    assert lab.owner() is None
+    assert lab.nodes[2].events("offline", resource=RESOURCE, node="2", reason="stopped")
+    assert rc_of(lab.ra("start", 2)) == OCF_SUCCESS
+    assert lab.owner() == 2
 
 
 def test_ra_monitor_is_not_running_once_the_local_daemon_died(lab: Lab) -> None:
@@ -328,7 +340,7 @@ def test_ocf_tester_passes(lab: Lab) -> None:
     finally:
         shutil.rmtree(where, ignore_errors=True)
     assert done.returncode == 0 and "passed all tests" in done.stdout, explain(done)
-    assert lab.owner() == 2  # it ends with a stop on node 1
+    assert lab.owner() is None  # it ends with a stop on node 1: stopped everywhere
 
 
 # --- fence agent ---------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def test_the_harness_catches_a_node_that_does_not_fence_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted bug: the deadline checks do nothing (the loop's, and the one
     other threads and the write gate use)."""
-    monkeypatch.setattr(node_mod.Node, "_check_deadline", lambda self: None)
+    monkeypatch.setattr(node_mod.Node, "_check_deadline", lambda self, since=None: None)
     monkeypatch.setattr(node_mod.Node, "assert_renewed", lambda self: None)
     sim = scripted(run_for=40.0, freeze_mode="anywhere")
     sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 12.0)))

@@ -436,12 +436,37 @@ def test_by_watching_does_not_wait_for_a_slot_that_says_it_is_gone() -> None:
     assert clock.monotonic() == start
 
 
-def test_by_watching_treats_a_damaged_slot_as_gone() -> None:
+def test_by_watching_a_damaged_slot_tells_nothing_until_it_is_readable_again() -> None:
+    """A torn or corrupt slot is no verdict: the holder may be renewing elsewhere."""
+    area, clock = make_area(), SteppingClock()
+    node = Node([area], 2, clock=clock)
+    node.start()
+    area.device.write(area.regions["heartbeat"].record_offset(1), b"\xff" * 512)
+    clock.node = node  # it renews: its next writes repair the slot and move the counter
+    assert by_watching(area, clock)(2, node.incarnation) is True
+
+
+def test_by_watching_a_slot_damaged_for_the_whole_watch_with_nobody_to_ask_refuses() -> None:
+    """Nothing can be read of the holder and nobody can be asked: no verdict at all."""
     area, clock = make_area(), FakeClock()
     node = Node([area], 2, clock=clock)
     node.start()
     area.device.write(area.regions["heartbeat"].record_offset(1), b"\xff" * 512)
-    assert by_watching(area, clock)(2, node.incarnation) is False
+    start = clock.monotonic()
+    with pytest.raises(LockHeld, match="may write to other disks and no running daemon"):
+        by_watching(area, clock)(2, node.incarnation)
+    assert clock.monotonic() - start >= T.dead
+
+
+def test_by_watching_a_still_holder_of_several_disks_with_nobody_to_ask_refuses() -> None:
+    """One disk cannot tell the death of a node that writes to three."""
+    devices = [make_device() for _ in range(3)]
+    clock = FakeClock()
+    holder = Node([Area.open(d) for d in devices], 2, clock=clock)
+    holder.start()  # then it loses disk 0 only, say
+    area = Area.open(devices[0])
+    with pytest.raises(LockHeld, match="it writes to 3 disks and no running daemon"):
+        by_watching(area, clock)(2, holder.incarnation)
 
 
 class Observers(FakeClock):

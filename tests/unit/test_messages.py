@@ -285,3 +285,34 @@ def test_wait_for_ack_returns_once_the_target_acknowledges() -> None:
     assert wait_for_ack(areas_of(devs), 3, sent.seq, clock=clock, timeout=10) is True
     assert clock.monotonic() - start < 10
     assert slot_of(devs[0], 3)["mailbox_ack"] == sent.seq
+
+
+# -- resource requests (pull, stop) --------------------------------------------------
+
+
+def test_pull_and_stop_carry_a_resource_and_only_they_do() -> None:
+    devs = make_devices(1)
+    clock = FakeClock()
+    with pytest.raises(UsageError, match="a resource is given with pull and stop"):
+        send_message(areas_of(devs), 2, "pull", clock=clock, sender_id=3)
+    with pytest.raises(UsageError, match="a resource is given with pull and stop"):
+        send_message(areas_of(devs), 2, "test", clock=clock, resource=0)
+    assert mailbox_of(devs[0], 2)["seq"] == 0  # nothing written
+    send_message(areas_of(devs), 2, "stop", clock=clock, sender_id=3, resource=0)
+    box = mailbox_of(devs[0], 2)
+    assert (box["message"], box["sender_id"], box["resource"]) == (mailbox.Message.STOP, 3, 1)
+
+
+def test_a_node_hands_requests_to_its_hooks_and_acknowledges_them() -> None:
+    devs = make_devices(1)
+    clock = FakeClock()
+    node = running_node(devs, 2, clock)
+    seen: list[tuple] = []
+    node.request_hooks.append(lambda *request: seen.append(request))
+    sent = send_message(areas_of(devs), 2, "pull", clock=clock, sender_id=3, resource=0)
+    clock.advance(T.interval)
+    node.step()
+    assert seen == [(mailbox.Message.PULL, 3, 0)]
+    assert acknowledged(areas_of(devs), 2, sent.seq) and not node.fenced
+    node.step()  # acted on once
+    assert len(seen) == 1

@@ -1,0 +1,143 @@
+"""Where a resource runs: move, stop and start it from any host.
+
+A resource's record is written by the holder of its lease, its owner.  On
+the owner's host a command borrows the owner's identity and writes the
+record itself (``move_to``, ``target_state``); the owner's cluster manager
+acts at its next tick.  From another host a command cannot write the record
+(the owner holds the lease), so it asks through the owner's mailbox
+(shareddisk/messages.py): PULL hands the resource to the asking node, STOP
+takes it offline and keeps it offline (``target_state=stopped``).  The owner
+acknowledges in its heartbeat slot and serves the request at its next tick.
+
+A stopped resource has no owner and a free lease, so starting it is a plain
+record write from any host: ``target_state`` goes, optionally ``move_to``
+names where it should come up, and the cluster managers bring it online as
+for any ownerless resource.
+
+Every function waits until the record shows the result, and raises
+ConflictError (exit 5) naming what did not happen when it does not within
+``timeout``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from shareddisk import config
+from shareddisk.area import Area
+from shareddisk.attributes import ResourceRecord, find
+from shareddisk.clock import Clock
+from shareddisk.errors import ConflictError, UsageError
+from shareddisk.format.resource import ResourceState
+from shareddisk.manager import STOPPED, stopped
+from shareddisk.messages import send_message, wait_for_ack
+from shareddisk.session import Session, local_daemons
+
+POLL = 0.05  # seconds between looks at the record while waiting
+
+
+def acting_node(area: Area, node_id: int | None) -> int:
+    """The node a command acts as: the one given, else the one daemon of this host."""
+    if node_id is not None:
+        return node_id
+    local = local_daemons(area)
+    if len(local) == 1:
+        return local[0]
+    if not local:
+        raise UsageError("give --node-id (or set SHAREDDISK_NODE_ID): no shareddisk daemon "
+                         "runs on this host to act as")
+    raise UsageError(f"give --node-id: daemons of nodes {', '.join(map(str, local))} run here")
+
+
+def _owner_here(area: Area, record: ResourceRecord, node_id: int | None) -> bool:
+    """Does the owner's daemon run on this host (so a command can act as the owner)?"""
+    owner = record.owner
+    return owner is not None and (node_id == owner.node_id or
+                                  owner.node_id in local_daemons(area))
+
+
+def _ask(area: Area, record: ResourceRecord, message: str, sender: int, clock: Clock) -> None:
+    """Send a PULL or STOP to the owner and wait for its acknowledgement."""
+    assert record.owner is not None
+    owner = record.owner.node_id
+    sent = send_message([area], owner, message, clock=clock, sender_id=sender,
+                        resource=record.index)
+    if not wait_for_ack([area], owner, sent.seq, clock=clock):
+        raise ConflictError(f"{area.device.path}: {record.name}: node {owner} (the owner) did "
+                            f"not acknowledge the {message} request; if it is dead, its "
+                            f"successor takes the resource over: ask again then")
+
+
+def wait_for(area: Area, name: str, done: Callable[[ResourceRecord], bool], what: str, *,
+             clock: Clock, timeout: float) -> ResourceRecord:
+    """Poll the record until ``done``; ConflictError naming ``what`` after ``timeout``."""
+    deadline = clock.monotonic() + timeout
+    while True:
+        record = find(area, name)
+        if done(record):
+            return record
+        if clock.monotonic() >= deadline:
+            raise ConflictError(f"{area.device.path}: {name}: {what} did not happen within "
+                                f"{timeout:g} s (state {record.state.name.lower()}, owner "
+                                f"{record.owner.node_id if record.owner else 'none'})")
+        clock.sleep(POLL)
+
+
+def _online_on(to: int | None) -> Callable[[ResourceRecord], bool]:
+    return lambda r: r.state is ResourceState.ONLINE and r.owner is not None and \
+        (to is None or r.owner.node_id == to)
+
+
+def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
+         timeout: float) -> ResourceRecord:
+    """Hand ``name`` over to node ``to`` gracefully (offline there, online here)."""
+    record = find(area, name)
+    if record.owner is not None and record.owner.node_id == to:
+        raise UsageError(f"{name} is already on node {to}")
+    if record.owner is None or record.state is not ResourceState.ONLINE:
+        raise ConflictError(f"{area.device.path}: resource {name!r} is not online (state "
+                            f"{record.state.name.lower()}); start it with `resource start "
+                            f"--on {to}`")
+    if _owner_here(area, record, node_id):
+        with Session(area, record.owner.node_id, clock) as session:
+            config.update_resource(session, name, {"move_to": to})
+    else:
+        me = acting_node(area, node_id)
+        if to != me:
+            raise UsageError(f"{name} runs on node {record.owner.node_id}: from this host "
+                             f"(node {me}) it can only be pulled here (--to {me}); run the "
+                             f"command on node {record.owner.node_id}'s host to move it "
+                             f"elsewhere")
+        _ask(area, record, "pull", me, clock)
+    return wait_for(area, name, _online_on(to), f"move to node {to}", clock=clock,
+                    timeout=timeout)
+
+
+def stop(area: Area, name: str, *, node_id: int | None, clock: Clock,
+         timeout: float) -> ResourceRecord:
+    """Take ``name`` offline everywhere and keep it offline until ``start``."""
+    record = find(area, name)
+    if record.owner is None:
+        if not stopped(record):  # no owner: its lease is free (or its holder's to wait out)
+            with Session(area, acting_node(area, node_id), clock) as session:
+                config.update_resource(session, name, {"target_state": STOPPED})
+    elif _owner_here(area, record, node_id):
+        with Session(area, record.owner.node_id, clock) as session:
+            config.update_resource(session, name, {"target_state": STOPPED})
+    else:
+        _ask(area, record, "stop", acting_node(area, node_id), clock)
+    return wait_for(area, name, lambda r: r.owner is None and stopped(r), "stop",
+                    clock=clock, timeout=timeout)
+
+
+def start(area: Area, name: str, *, on: int | None, node_id: int | None, clock: Clock,
+          timeout: float) -> ResourceRecord:
+    """Let ``name`` come online again (on node ``on`` when given) after ``stop``."""
+    record = find(area, name)
+    if not stopped(record):
+        raise UsageError(f"{name} is not stopped (state {record.state.name.lower()}); use "
+                         f"`resource move` to place a running resource")
+    changes: dict[str, object] = {"move_to": on} if on is not None else {}
+    with Session(area, acting_node(area, node_id), clock) as session:
+        config.update_resource(session, name, changes, unset=["target_state"])
+    return wait_for(area, name, _online_on(on), "start", clock=clock, timeout=timeout)
