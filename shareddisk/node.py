@@ -143,6 +143,7 @@ class Node:
         self.renewed_since: float | None = None
         self.incarnations = incarnations
         self._unconfirmed: _Renewal | None = None
+        self._writes_lost = False  # a renewal was found lost since the last one seen
         self.stop_hooks: list[Callable[[str], None]] = []
         self.transition_hooks: list[Callable[[Transition], None]] = []
         self.after_step: list[Callable[[], None]] = []  # e.g. the configuration sync
@@ -223,7 +224,7 @@ class Node:
         if self._write_all(self.clock.monotonic()) and not self.joined:
             self.joined = True  # a majority of disks now says alive
             log.info("event=joined node=%d incarnation=%d", self.node_id, self.incarnation)
-        self._check_deadline()
+        self._check_deadline(since=self.last_renew_start)  # the round itself may have stalled
         for hook in self.after_step:
             try:
                 hook()
@@ -274,8 +275,11 @@ class Node:
         self.quiet = True
 
     def _check_deadline(self, since: float | None = None) -> None:
-        """Fence when renew_fail has passed since the last renewal seen landed (or
-        since ``since``: the last one acknowledged, before a read can tell)."""
+        """Fence when renew_fail has passed since the last renewal seen landed (after
+        each read), or since ``since``: the last one acknowledged (around the
+        write round, for a node frozen or stalled in the middle of a step).
+        Writes themselves are held to the first: see assert_renewed and the
+        daemon's write gate."""
         since = self.renewed_since if since is None else since
         if since is None:
             return
@@ -325,7 +329,7 @@ class Node:
             offset = area.regions["heartbeat"].record_offset(self.node_id - 1)
             return lambda: area.device.write(offset, record)
 
-        self._check_deadline()  # we may have been frozen since the round began
+        self._check_deadline(since=self.last_renew_start)  # frozen since the round began?
         outcomes = self._round([request(d.area) for d in self.disks])
         done = 0
         for disk, outcome in zip(self.disks, outcomes):
@@ -363,10 +367,15 @@ class Node:
         renew deadline runs from the last renewal a read showed on a majority
         of disks (``renewed_since``): the next read checks our own slot.
         When it shows the renewal on a majority, it counts from then on; when
-        too many disks show the older slot, it never happened; when too many
-        could not be read, the question stays open until a later read (or a
-        later renewal) settles it.  A stale read counts as a lost write: the
-        error is on the safe side, fencing early.
+        too many disks show the older slot, it never happened.  When too many
+        could not be read, an acknowledged write is taken to have landed,
+        unless a renewal was found lost since the last one seen: then the
+        question stays open until a later read (or a later renewal) settles
+        it.  (Trusting acknowledgements keeps a stall of the reads from
+        fencing a node whose writes landed; distrusting a disk that has lied
+        keeps a node whose writes are being lost from believing the last one.)
+        A stale read counts as a lost write: the error is on the safe side,
+        fencing early.
         """
         renewal = self._unconfirmed
         if renewal is None:
@@ -382,12 +391,14 @@ class Node:
                     (self.incarnation, renewal.counter):
                 seen += 1
         needed = majority(len(self.disks))
-        if seen >= needed:
+        if seen >= needed or (seen + unknown >= needed and not self._writes_lost):
             self._unconfirmed = None
+            self._writes_lost = self._writes_lost and seen < needed
             if self.renewed_since is None or renewal.started > self.renewed_since:
                 self.renewed_since = renewal.started
         elif seen + unknown < needed:
             self._unconfirmed = None
+            self._writes_lost = True
             log.warning("event=renewal-lost node=%d counter=%d landed=%d needed=%d",
                         self.node_id, renewal.counter, seen, needed)
             self.last_renew_start = self.renewed_since

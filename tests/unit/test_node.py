@@ -619,3 +619,34 @@ def test_the_write_gate_refuses_writes_once_the_node_is_past_its_deadline() -> N
         gate.write(512, bytes(512))
     assert c.devs[0].writes == before + 1
     assert gate.read(0, 512) == bytes(512) and gate.sector_size == 512
+
+
+def test_an_unreadable_renewal_counts_unless_the_disks_have_lost_one() -> None:
+    c = Cluster(disks=3)
+    c.devs = [Losing(m, c.clock) for m in c.mems]
+    n = c.node(1)
+    n.start()
+    n.step()
+    written = n.last_renew_start
+    # Reads fail for a step: the renewal they cannot show is taken to have landed.
+    for d in c.devs:
+        d.fail_reads = True
+    c.clock.advance(T.interval)
+    n.step()
+    assert n.renewed_since == written
+    for d in c.devs:
+        d.fail_reads = False
+    # Now two disks lose a renewal (found at the next read), then reads fail again:
+    # after a lie, an acknowledgement nobody can read back does not count.
+    c.devs[0].lose = c.devs[1].lose = True
+    c.clock.advance(T.interval)
+    n.step()
+    c.devs[0].lose = c.devs[1].lose = False
+    c.clock.advance(T.interval)
+    n.step()  # finds that renewal lost; writes one that lands
+    confirmed = n.renewed_since
+    for d in c.devs:
+        d.fail_reads = True
+    c.clock.advance(T.interval)
+    n.step()  # cannot read back the last renewal: the question stays open
+    assert n.renewed_since == confirmed and n.last_renew_start > confirmed
