@@ -215,8 +215,14 @@ class ClusterManager:
         log.info("event=takeover-lease resource=%s generation=%d previous_owner=%s", record.name,
                  generation, previous.node_id if previous else None)
         crashpoint("failover-after-lease")
+        # A move to this node is done; one to another live node stands (a give-up
+        # that failed half way is retried by taking the resource back first).
+        move_to = record.attributes.get("move_to")
+        pending_move = isinstance(move_to, int) and move_to != self.me.node_id \
+            and self._live(move_to)
         record = owner_ctx.update(owner=Owner(self.me.node_id, self.me.incarnation, self.me.name),
-                                  state=ResourceState.OFFLINE, move_to=None)
+                                  state=ResourceState.OFFLINE,
+                                  move_to=move_to if pending_move else None)
         crashpoint("failover-after-owner")
         driver = make_driver(record.attributes, clock=self.clock, resource=record.name,
                              write_check=self.alive_check)
@@ -393,13 +399,18 @@ class ClusterManager:
         agents.attr_changed(ctx, {"volumes"})
 
     def _give_up(self, index: int, why: str, *, state: ResourceState, **attrs: object) -> None:
-        """Offline here, owner cleared, lease released: the successor takes it."""
-        ctx = self.owned[index].ctx
+        """Offline here, owner cleared, lease released: the successor takes it.
+
+        Once offline here the resource is no longer tended here, whatever
+        fails after: when clearing owner_host fails, the record still names
+        this incarnation and _should_take brings it back online here; when
+        the release fails, _give_back_orphans releases it at a later tick.
+        """
+        ctx = self.owned.pop(index).ctx
         agents.take_offline(ctx)
+        ctx.event("offline", "manager", reason=why.replace(" ", "-"))
         ctx.owner.update(owner=None, state=state, **attrs)
         self._release(index, ctx.owner.holder, ctx.owner.generation)
-        del self.owned[index]
-        ctx.event("offline", "manager", reason=why.replace(" ", "-"))
 
     def _drop(self, index: int, why: str) -> None:
         """Stop a resource locally without writing (we no longer own it)."""
