@@ -707,7 +707,7 @@ def log_show(device: str, name: str | None, as_json: bool) -> None:
 @json_option
 def resource_move(device: str, name: str, to: int, timeout: float, node_id: int | None,
                   as_json: bool) -> None:
-    """Hand NAME over to node --to gracefully (offline there, online here).
+    """Hand NAME over to node --to gracefully (offline on its owner, online on --to).
 
     On the owner's host it moves NAME anywhere; on another host it pulls NAME
     to this host's node (--to this node), asking the owner through its mailbox.

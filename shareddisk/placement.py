@@ -90,7 +90,7 @@ def _online_on(to: int | None) -> Callable[[ResourceRecord], bool]:
 
 def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
          timeout: float) -> ResourceRecord:
-    """Hand ``name`` over to node ``to`` gracefully (offline there, online here)."""
+    """Hand ``name`` over to node ``to`` gracefully (offline on its owner, online on ``to``)."""
     record = find(area, name)
     if record.owner is not None and record.owner.node_id == to:
         raise UsageError(f"{name} is already on node {to}")
