@@ -1,18 +1,24 @@
-"""Batched scans of a slot region: one read, decode only what changed.
+"""Batched scans of a slot region: one read, check only what changed.
 
 A live cluster rewrites every heartbeat slot each interval, so the scan must
-be cheap: one read of the whole region, a byte comparison of each slot's
-meaningful bytes with the previous read, and a struct unpack plus CRC32C of
-the slots that differ.  Raw tuples are kept (no dicts) for the hot path; the
-field positions come from the construct declaration via ``RecordCodec.raw``.
+be cheap (DESIGN: 2,048 changed slots in < 3 ms of CPU).  One read of the
+whole region; blocks of slots equal to the previous read are skipped with
+one byte comparison; the others are unpacked in C (a struct padded to the
+slot's stride, so ``iter_unpack`` walks the block without a Python slice per
+slot) and each slot's tuple is compared with its previous one (equal tuples
+are equal bytes: every meaningful byte is in some field).  Only slots that
+differ get the frame and CRC32C check.  Raw tuples are kept (no dicts) for
+the hot path; the field positions come from the construct declaration via
+``RecordCodec.raw``.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from shareddisk.area import Area
-from shareddisk.crc import crc32c
+from shareddisk.crc import crc32c_of_bytes
 from shareddisk.errors import BadLayout, FormatError
 from shareddisk.format.record import FORMAT_VERSION, MAGIC
 
@@ -28,6 +34,10 @@ class ScanResult:
 # that slot's node, or one stray write could keep a dead node looking alive.
 _NODE_ID_REGIONS = ("heartbeat", "mailbox")
 
+# Slots compared as one byte string before any is unpacked: equal stretches
+# cost a memcmp (16 slots: 8 KiB at 512-byte sectors).
+_BLOCK = 16
+
 
 class SlotScanner:
     """Keeps the last read of one region and the decoded raw tuple of every slot."""
@@ -36,8 +46,13 @@ class SlotScanner:
         self.area = area
         self.region = area.region(region)
         self.codec = self.region.codec
+        # The valid raw tuple of every slot (None: never read, or damaged) ...
         self.raw: list[tuple | None] = [None] * self.region.count
+        # ... and the tuple its bytes gave last time, valid or not.
+        self._seen: list[tuple | None] = [None] * self.region.count
         self._prev: bytes | None = None
+        raw_format = self.codec.raw.format.lstrip("<")
+        self._slots = struct.Struct(f"<{raw_format}{self.region.stride - self.codec.size}x")
         self._id_at = self.codec.raw_index["node_id"] if region in _NODE_ID_REGIONS else None
 
     def scan(self) -> ScanResult:
@@ -46,35 +61,45 @@ class SlotScanner:
         return self.update(data)
 
     def update(self, data: bytes) -> ScanResult:
+        """Take ``data`` (the whole region) as the latest read."""
+        if type(data) is not bytes:
+            data = bytes(data)
         result = ScanResult()
-        stride, size = self.region.stride, self.codec.size
-        crc_end = self.codec.crc_offset
-        header = (MAGIC, FORMAT_VERSION, int(self.codec.kind))
-        prev = self._prev
-        unpack = self.codec.raw.unpack_from
-        raws = self.raw
-        id_at = self._id_at
         changed = result.changed
-        for i in range(self.region.count):
-            o = i * stride
-            meaningful = data[o:o + size]
-            if prev is not None and meaningful == prev[o:o + size]:
-                continue
-            changed.append(i)
-            raw = unpack(meaningful)
-            if raw[:3] == header and raw[-1] == crc32c(meaningful[:crc_end]) and \
-                    (id_at is None or raw[id_at] == i + 1):
-                raws[i] = raw
-            else:
-                raws[i] = None
-                where = self.area.where(self.region.name, i)
-                try:
-                    self.codec.decode(data, o, where)
-                except FormatError as exc:
-                    result.damaged[i] = exc
-                else:  # frame and checksum hold: only the node id can be wrong
-                    result.damaged[i] = BadLayout(
-                        f"{where}: misplaced record: node_id is {raw[id_at]}, this position "
-                        f"expects {i + 1}")
+        stride, crc_end = self.region.stride, self.codec.crc_offset
+        magic, version, kind = MAGIC, FORMAT_VERSION, int(self.codec.kind)
+        raws, seen, id_at = self.raw, self._seen, self._id_at
+        prev, unpack, block = self._prev, self._slots.iter_unpack, _BLOCK * stride
+        length = self.region.length
+        for start in range(0, length, block):
+            end = min(start + block, length)
+            chunk = data[start:end]
+            if prev is not None and chunk == prev[start:end]:
+                continue  # a quiet stretch (empty slots, a stopped cluster): memcmp only
+            i, o = start // stride, start
+            for raw in unpack(chunk):
+                if raw != seen[i]:
+                    seen[i] = raw
+                    changed.append(i)
+                    if raw[0] == magic and raw[1] == version and raw[2] == kind and \
+                            raw[-1] == crc32c_of_bytes(data[o:o + crc_end]) and \
+                            (id_at is None or raw[id_at] == i + 1):
+                        raws[i] = raw
+                    else:
+                        raws[i] = None
+                        result.damaged[i] = self._damage(data, i, raw)
+                i += 1
+                o += stride
         self._prev = data
         return result
+
+    def _damage(self, data: bytes, i: int, raw: tuple) -> FormatError:
+        """What is wrong with slot ``i``, in the words of the full decoder."""
+        where = self.area.where(self.region.name, i)
+        try:
+            self.codec.decode(data, i * self.region.stride, where)
+        except FormatError as exc:
+            return exc
+        # frame and checksum hold: only the node id can be wrong
+        return BadLayout(f"{where}: misplaced record: node_id is {raw[self._id_at]}, this "
+                         f"position expects {i + 1}")
