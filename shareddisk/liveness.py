@@ -21,7 +21,6 @@ from shareddisk.membership import Membership, PeerState
 from shareddisk.timeouts import Timeouts
 
 _LIVE_SLOT = (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)
-_STATE_OFFSET = next(f.offset for f in heartbeat.CODEC.fields if f.name == "state")  # one byte
 
 
 def from_membership(membership: Membership, self_id: int, self_incarnation: int) -> Liveness:
@@ -63,7 +62,7 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
         raw = area.read_region("heartbeat")
         out = {}
         for i in range(region.count):
-            if raw[i * region.stride + _STATE_OFFSET] not in _LIVE_SLOT:
+            if heartbeat.raw_state(raw, i * region.stride) not in _LIVE_SLOT:
                 continue
             try:
                 out[i + 1] = heartbeat.CODEC.decode(raw, i * region.stride)

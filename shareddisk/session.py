@@ -26,7 +26,7 @@ from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import FormatError, LockHeld, ShareddiskError, UsageError
 from shareddisk.format import heartbeat
 from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
-from shareddisk.liveness import _STATE_OFFSET, by_watching
+from shareddisk.liveness import by_watching
 from shareddisk.locks import host_lock, try_host_lock
 from shareddisk.node import Node
 from shareddisk.statefile import IncarnationMemory, default_state_dir
@@ -200,7 +200,7 @@ def local_daemons(area: Area) -> list[int]:
     region = area.regions["heartbeat"]
     raw = area.read_region("heartbeat")
     for i in range(region.count):
-        if raw[i * region.stride + _STATE_OFFSET] == heartbeat.SlotState.EMPTY:
+        if heartbeat.raw_state(raw, i * region.stride) == heartbeat.SlotState.EMPTY:
             continue
         lock = try_host_lock(area.device.path, region.record_offset(i), region.stride,
                              what=f"node {i + 1}")
