@@ -7,7 +7,11 @@ come from the interval and I/O timeout it publishes in its own slot, so a
 peer running with a longer interval is never declared dead too early.
 
 Views from several disks merge naturally: each disk's slots are fed in turn
-and a change seen on any disk counts.
+and a change seen on any disk counts.  A dead verdict needs more than a
+still counter: a peer renews on a majority of disks, so the observer must
+have read a majority, each read begun late enough that any renewal the peer
+could still rely on had landed (see ``_watched``).  One disk the peer
+cannot write is no evidence that it stopped.
 
 States: empty (slot never used), joining, alive, suspect, dead, fenced,
 left.  Dead is sticky for an incarnation: a late write from a node already
@@ -49,6 +53,11 @@ _SLOT_STATES = {
 }
 
 
+def majority(n: int) -> int:
+    """How many of ``n`` disks make a majority."""
+    return n // 2 + 1
+
+
 @dataclass
 class Peer:
     """What this observer knows of one node."""
@@ -66,6 +75,8 @@ class Peer:
     last_change: float | None = None      # observer clock: read that showed a change completed
     dead_incarnation: int | None = None   # incarnation we declared dead
     state: PeerState = PeerState.EMPTY
+    # disk index -> observer clock when the last read showing this slot (valid) began
+    read_begun: dict[int, float] = field(default_factory=dict)
 
     def age(self, now: float) -> float | None:
         """Seconds since a change was seen (since first sight when none was)."""
@@ -87,11 +98,18 @@ class Membership:
 
     self_id: int | None
     default_timeouts: Timeouts
+    disk_count: int = 1
     peers: dict[int, Peer] = field(default_factory=dict)
     last_read: float | None = None
 
-    def observe(self, raws: list[tuple | None], completed_at: float) -> None:
-        """Feed one scan of a heartbeat region (raw tuples by slot index)."""
+    def observe(self, raws: list[tuple | None], completed_at: float, *, disk: int = 0,
+                begun_at: float | None = None) -> None:
+        """Feed one scan of disk ``disk``'s heartbeat region (raw tuples by slot index).
+
+        ``begun_at`` is when the read was issued (default: ``completed_at``,
+        for a read that took no time); a write that landed before it shows.
+        """
+        begun_at = completed_at if begun_at is None else begun_at
         self.last_read = completed_at
         for index, raw in enumerate(raws):
             node_id = index + 1
@@ -100,6 +118,7 @@ class Membership:
             peer = self.peers.get(node_id)
             if peer is None:
                 peer = self.peers[node_id] = Peer(node_id)
+            peer.read_begun[disk] = begun_at
             key = (raw[_INCARNATION], raw[_COUNTER])
             if peer.first_seen is None:
                 peer.first_seen = completed_at
@@ -143,7 +162,7 @@ class Membership:
         t = peer.timeouts or self.default_timeouts
         age = peer.age(now)
         assert age is not None
-        if age >= t.dead and self._reads_fresh(now, t):
+        if age >= t.dead and self._reads_fresh(now, t) and self._watched(peer, t):
             return PeerState.DEAD
         if age >= t.suspect:
             return PeerState.SUSPECT
@@ -153,6 +172,23 @@ class Membership:
         """Only a reader that can still read may call a peer dead."""
         return self.last_read is not None and now - self.last_read <= t.interval + t.io_timeout \
             + self.default_timeouts.interval
+
+    def _watched(self, peer: Peer, t: Timeouts) -> bool:
+        """Would a renewal the peer still relies on have shown?
+
+        Let c be the last change seen.  A peer still running past c + renew_fail
+        + fence_grace must have had a renewal begin after c (it fences
+        otherwise), and begin before c + renew_fail (its write gate refuses
+        later ones); that renewal landed on a majority of disks by
+        c + renew_fail + T.  Reads of a majority of disks, each begun after
+        that and showing the peer's slot, include one of those disks and
+        would have shown the change.  Without them the silence proves nothing.
+        """
+        since = peer.last_change if peer.last_change is not None else peer.first_seen
+        assert since is not None
+        after = since + t.renew_fail + t.io_timeout
+        return sum(1 for begun in peer.read_begun.values() if begun >= after) \
+            >= majority(self.disk_count)
 
     def dead_ids(self) -> list[int]:
         return sorted(p.node_id for p in self.peers.values() if p.state is PeerState.DEAD)

@@ -34,7 +34,7 @@ from shareddisk.diskio import DiskWorker, Outcome, run_round
 from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, QuorumLost, UsageError
 from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
-from shareddisk.membership import Membership, Transition
+from shareddisk.membership import Membership, Transition, majority
 from shareddisk.slots import SlotScanner
 from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
@@ -66,10 +66,6 @@ class _Renewal:
     counter: int
     started: float
     written: list[bool]
-
-
-def majority(n: int) -> int:
-    return n // 2 + 1
 
 
 def open_disks(areas: list[Area]) -> list[Disk]:
@@ -130,7 +126,7 @@ class Node:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         self.fence_action = fence or ExitFence()
-        self.membership = Membership(node_id, self.timeouts)
+        self.membership = Membership(node_id, self.timeouts, disk_count=len(self.disks))
         self.incarnation = 0
         self.counter = 0
         self.state = heartbeat.SlotState.JOINING
@@ -215,8 +211,9 @@ class Node:
     def step(self) -> list[Transition]:
         """One interval of work (see the module docstring)."""
         self._check_deadline(since=self.last_renew_start)  # woke from a freeze, say
+        begun = self.clock.monotonic()
         reads = self._read_round()
-        changes = self._observe(reads)
+        changes = self._observe(reads, begun)
         self._check_deadline()
         self._check_mailbox(reads)
         if self.state == heartbeat.SlotState.JOINING:
@@ -403,9 +400,9 @@ class Node:
                         self.node_id, renewal.counter, seen, needed)
             self.last_renew_start = self.renewed_since
 
-    def _observe(self, reads: list[Outcome]) -> list[Transition]:
+    def _observe(self, reads: list[Outcome], begun: float) -> list[Transition]:
         self._confirm_renewal(reads)
-        for disk, outcome in zip(self.disks, reads):
+        for index, (disk, outcome) in enumerate(zip(self.disks, reads)):
             if not outcome.ok:
                 continue
             result = disk.scanner.update(outcome.value[0])
@@ -413,7 +410,8 @@ class Node:
                 log.warning("event=slot-damaged node=%d disk=%s slot=%d error=%r",
                             self.node_id, disk.path, index, str(exc))
             self._check_own_slot(disk)
-            self.membership.observe(disk.scanner.raw, self.clock.monotonic())
+            self.membership.observe(disk.scanner.raw, self.clock.monotonic(), disk=index,
+                                    begun_at=begun)
         changes = self.membership.evaluate(self.clock.monotonic())
         for change in changes:
             log.info("event=peer node=%d peer=%d from=%s to=%s incarnation=%d", self.node_id,

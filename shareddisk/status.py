@@ -24,8 +24,8 @@ from shareddisk.clock import Clock
 from shareddisk.attributes import read_all
 from shareddisk.errors import DeviceError, FormatError
 from shareddisk.leases import read_lease
-from shareddisk.membership import Membership, PeerState
-from shareddisk.node import majority, open_disks
+from shareddisk.membership import Membership, PeerState, majority
+from shareddisk.node import open_disks
 from shareddisk.timeouts import Timeouts
 
 _LIVE = (PeerState.ALIVE, PeerState.JOINING)
@@ -39,13 +39,14 @@ class StatusReader:
         self.clock = clock
         interval = areas[0].superblock["interval_ms"] / 1000
         self.timeouts = Timeouts.from_interval(interval)
-        self.membership = Membership(None, self.timeouts)
+        self.membership = Membership(None, self.timeouts, disk_count=len(self.disks))
         self.started = clock.monotonic()
         self.readable = 0
 
     def read_once(self) -> None:
         self.readable = 0
-        for disk in self.disks:
+        for index, disk in enumerate(self.disks):
+            begun = self.clock.monotonic()
             try:
                 disk.scanner.scan()
             except DeviceError as exc:
@@ -53,7 +54,8 @@ class StatusReader:
                 continue
             disk.read_ok, disk.error = True, None
             self.readable += 1
-            self.membership.observe(disk.scanner.raw, self.clock.monotonic())
+            self.membership.observe(disk.scanner.raw, self.clock.monotonic(), disk=index,
+                                    begun_at=begun)
 
     def observe(self, window: float | None = None) -> None:
         """Read now and then every half interval until ``window`` seconds have passed."""

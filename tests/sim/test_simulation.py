@@ -30,6 +30,7 @@ from shareddisk import node as node_mod
 from shareddisk.drivers.image import read_contents
 from shareddisk.faults import Fault
 from shareddisk.format.volume import VolumeState
+from shareddisk.membership import Membership
 from shareddisk.sim import MIB, WORKAROUNDS, SimConfig, Simulation, run_seed
 from shareddisk.timeouts import Timeouts
 
@@ -195,8 +196,10 @@ def test_a_seed_gives_the_same_run_every_time() -> None:
 
 def test_the_harness_catches_peers_that_declare_a_node_dead_too_early(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A planted bug: the dead timeout shorter than renew_fail."""
+    """A planted bug: the dead timeout shorter than renew_fail (and the read rule
+    that would hold the verdict back anyway switched off)."""
     monkeypatch.setattr(Timeouts, "dead", property(lambda t: t.renew_fail - 2 * t.interval))
+    monkeypatch.setattr(Membership, "_watched", lambda self, peer, t: True)
     sim = scripted(run_for=40.0, freeze_mode="anywhere")
     sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 3.5)))
     assert {v.invariant for v in sim.violations} & {"declared-dead-while-renewing", "two-owners"}
@@ -323,6 +326,14 @@ def release_outside_host_lock(s: Simulation) -> None:
         s.at(21.0 + 0.2 * k, lambda: s.attr_update(0, s.hosts[1]))
 
 
+def dead_by_minority_reads(s: Simulation) -> None:
+    """Node 3 cannot write disk 1 and renews on disks 0 and 2; host 1 can read only
+    disk 1, where node 3's counter stands still: it declared node 3 dead."""
+    s.at(15.0, _fault(s, 3, 1, 20.0, op="write"))
+    for disk in (0, 2):
+        s.at(15.0, _fault(s, 1, disk, 20.0, op="read", **_region(s, "heartbeat")))
+
+
 BUGS = {
     "takeover-keeps-lease": takeover_keeps_lease,
     "online-state-not-written": online_state_not_written,
@@ -335,6 +346,7 @@ BUGS = {
     "log-append-race": log_append_race,
     "lost-heartbeat-write": lost_heartbeat_write,
     "release-outside-host-lock": release_outside_host_lock,
+    "dead-by-minority-reads": dead_by_minority_reads,
 }
 
 

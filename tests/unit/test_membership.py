@@ -4,8 +4,10 @@ Every transition is driven by hand-made slot tuples and explicit observer
 times, so each deadline can be checked at the exact instant it falls due
 (I = T = 1 s: suspect 3 s, dead 7 s, all exact in binary floating point).
 The rules under test are the ones the safety argument needs: dead only
-after the *peer's own* dead timeout, only by a reader whose reads are fresh,
-sticky for an incarnation, and merged across disks where one may lag.
+after the *peer's own* dead timeout, only by a reader whose reads are fresh
+and reached a majority of disks late enough to show any renewal the peer
+could still rely on, sticky for an incarnation, and merged across disks
+where one may lag.
 """
 
 from __future__ import annotations
@@ -253,6 +255,58 @@ def test_merge_of_two_disks_where_one_lags() -> None:
     for k in range(1, 8):
         at(m, T0 + 10 + k, hold_b)
     assert peer.state is PeerState.DEAD
+
+
+def test_reads_of_a_minority_of_disks_never_declare_dead() -> None:
+    """Seed 8228 of the campaign on ae2b25e, as a rule.
+
+    The peer cannot write disk 1 but renews on disks 0 and 2 (a majority);
+    the observer can read only disk 1.  A still counter there is no evidence:
+    the peer renews where the observer cannot look.
+    """
+    m = Membership(1, TIMEOUTS, disk_count=3)
+    for disk in range(3):
+        m.observe(scan(n2=raw(2, counter=5)), T0, disk=disk)
+    m.evaluate(T0)
+    stuck = scan(n2=raw(2, counter=5))
+    for k in range(1, 30):
+        at_disk = T0 + k
+        m.observe(stuck, at_disk, disk=1)
+        m.evaluate(at_disk)
+        assert m.peers[2].state is not PeerState.DEAD
+    # A read of a second disk (begun after T0 + renew_fail + T) that shows the
+    # same counter completes the majority: now the silence means it stopped.
+    m.observe(stuck, T0 + 30, disk=0)
+    assert m.evaluate(T0 + 30) == [Transition(2, PeerState.SUSPECT, PeerState.DEAD, 1)]
+
+
+def test_a_read_begun_before_a_late_renewal_could_land_proves_nothing() -> None:
+    """Last change at c: a renewal may begin up to c + renew_fail and land T later."""
+    m = membership()
+    at(m, T0, scan(n2=raw(2, counter=1)))
+    stuck = scan(n2=raw(2, counter=1))
+    # A slow read, issued at c + 4.5 and done at c + 7.5: it may have missed
+    # a renewal that began at c + 3.9 and landed at c + 4.9.
+    m.observe(stuck, T0 + 7.5, begun_at=T0 + 4.5)
+    m.evaluate(T0 + 7.5)
+    assert m.peers[2].state is PeerState.SUSPECT
+    m.observe(stuck, T0 + 8, begun_at=T0 + 5)  # begun at c + renew_fail + T: it would show
+    m.evaluate(T0 + 8)
+    assert m.peers[2].state is PeerState.DEAD
+
+
+def test_a_damaged_copy_is_no_evidence_of_silence() -> None:
+    m = Membership(1, TIMEOUTS, disk_count=3)
+    for disk in range(3):
+        m.observe(scan(n2=raw(2, counter=5)), T0, disk=disk)
+    for k in range(1, 10):
+        m.observe(scan(n2=raw(2, counter=5)), T0 + k, disk=0)
+        m.observe(scan(n2=None), T0 + k, disk=1)  # the peer's slot there does not decode
+        m.evaluate(T0 + k)
+    assert m.peers[2].state is PeerState.SUSPECT
+    m.observe(scan(n2=raw(2, counter=5)), T0 + 10, disk=2)
+    m.evaluate(T0 + 10)
+    assert m.peers[2].state is PeerState.DEAD
 
 
 def test_lagging_disk_read_first_does_not_mask_a_change() -> None:
