@@ -31,7 +31,7 @@ _IDX = heartbeat.CODEC.raw_index
 _STATE, _INCARNATION, _COUNTER = _IDX["state"], _IDX["incarnation"], _IDX["counter"]
 _CONFIG, _ACK = _IDX["config_generation"], _IDX["mailbox_ack"]
 _INTERVAL, _IO_TIMEOUT = _IDX["interval_ms"], _IDX["io_timeout_ms"]
-_NAME, _DEAD_MAP = _IDX["name"], _IDX["dead_map"]
+_NAME, _DEAD_MAP, _DISKS = _IDX["name"], _IDX["dead_map"], _IDX["disk_count"]
 
 
 class PeerState(str, enum.Enum):
@@ -67,6 +67,7 @@ class Peer:
     incarnation: int = 0
     counter: int = 0
     slot_state: int = heartbeat.SlotState.EMPTY
+    disk_count: int = 0                   # disks it says it writes (0: not said)
     config_generation: int = 0
     mailbox_ack: int = 0
     declared_dead: frozenset[int] = frozenset()
@@ -128,6 +129,7 @@ class Membership:
                 continue  # an older copy on a lagging disk: the newer one stands
             peer.incarnation, peer.counter = key
             peer.slot_state = raw[_STATE]
+            peer.disk_count = raw[_DISKS]
             peer.config_generation = raw[_CONFIG]
             peer.mailbox_ack = raw[_ACK]
             peer.name = raw[_NAME].rstrip(b"\0").decode("utf-8", "replace")
@@ -183,12 +185,14 @@ class Membership:
         c + renew_fail + T.  Reads of a majority of disks, each begun after
         that and showing the peer's slot, include one of those disks and
         would have shown the change.  Without them the silence proves nothing.
+        The majority is of the peer's disks when it writes more than we read
+        (a ``status`` given one device of three never judges by itself).
         """
         since = peer.last_change if peer.last_change is not None else peer.first_seen
         assert since is not None
         after = since + t.renew_fail + t.io_timeout
         return sum(1 for begun in peer.read_begun.values() if begun >= after) \
-            >= majority(self.disk_count)
+            >= majority(max(self.disk_count, peer.disk_count))
 
     def dead_ids(self) -> list[int]:
         return sorted(p.node_id for p in self.peers.values() if p.state is PeerState.DEAD)

@@ -295,6 +295,17 @@ def test_a_read_begun_before_a_late_renewal_could_land_proves_nothing() -> None:
     assert m.peers[2].state is PeerState.DEAD
 
 
+@pytest.mark.parametrize("writes, dies", [(0, True), (1, True), (3, False)])
+def test_a_reader_of_one_disk_does_not_judge_a_peer_that_writes_three(writes, dies) -> None:
+    """``status`` given one device of a three-disk cluster: the peer's slot says
+    how many disks it writes, and one of three is not a majority of them."""
+    m = Membership(None, TIMEOUTS, disk_count=1)
+    stuck = scan(n2=raw(2, counter=5, disk_count=writes))
+    for k in range(0, 20):
+        at(m, T0 + k, stuck)
+    assert (m.peers[2].state is PeerState.DEAD) is dies
+
+
 def test_a_damaged_copy_is_no_evidence_of_silence() -> None:
     m = Membership(1, TIMEOUTS, disk_count=3)
     for disk in range(3):
