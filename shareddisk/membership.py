@@ -185,12 +185,18 @@ class Membership:
         c + renew_fail + T.  Reads of a majority of disks, each begun after
         that and showing the peer's slot, include one of those disks and
         would have shown the change.  Without them the silence proves nothing.
+        A damaged copy is no evidence either (damage after a renewal landed
+        would hide it): a dead node whose slot is damaged on too many disks
+        stays suspect until it restarts (docs/TIMEOUTS.md).
         The majority is of the peer's disks when it writes more than we read
         (a ``status`` given one device of three never judges by itself).
         """
         since = peer.last_change if peer.last_change is not None else peer.first_seen
         assert since is not None
-        after = since + t.renew_fail + t.io_timeout
+        # Half an interval more: clocks that run at slightly different rates, and a
+        # read's start taken a little before its I/O is issued (dead still leaves
+        # a healthy reader 1.5 intervals to begin one).
+        after = since + t.renew_fail + t.io_timeout + t.interval / 2
         return sum(1 for begun in peer.read_begun.values() if begun >= after) \
             >= majority(max(self.disk_count, peer.disk_count))
 

@@ -34,7 +34,7 @@ from shareddisk.diskio import DiskWorker, Outcome, run_round
 from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, QuorumLost, UsageError
 from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
-from shareddisk.membership import Membership, Transition, majority
+from shareddisk.membership import Membership, PeerState, Transition, majority
 from shareddisk.slots import SlotScanner
 from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
@@ -402,20 +402,28 @@ class Node:
 
     def _observe(self, reads: list[Outcome], begun: float) -> list[Transition]:
         self._confirm_renewal(reads)
-        for index, (disk, outcome) in enumerate(zip(self.disks, reads)):
+        for number, (disk, outcome) in enumerate(zip(self.disks, reads)):
             if not outcome.ok:
                 continue
             result = disk.scanner.update(outcome.value[0])
-            for index, exc in result.damaged.items():
+            for slot, exc in result.damaged.items():
                 log.warning("event=slot-damaged node=%d disk=%s slot=%d error=%r",
-                            self.node_id, disk.path, index, str(exc))
+                            self.node_id, disk.path, slot, str(exc))
             self._check_own_slot(disk)
-            self.membership.observe(disk.scanner.raw, self.clock.monotonic(), disk=index,
+            self.membership.observe(disk.scanner.raw, self.clock.monotonic(), disk=number,
                                     begun_at=begun)
         changes = self.membership.evaluate(self.clock.monotonic())
         for change in changes:
             log.info("event=peer node=%d peer=%d from=%s to=%s incarnation=%d", self.node_id,
                      change.node_id, change.old.value, change.new.value, change.incarnation)
+            said = self.membership.peers[change.node_id].disk_count
+            if change.new in (PeerState.JOINING, PeerState.ALIVE) and said \
+                    and said != len(self.disks):
+                # Majorities of different disk sets need not meet: the dead verdict's
+                # argument (docs/TIMEOUTS.md) needs every node on every disk.
+                log.warning("event=disk-count-mismatch node=%d peer=%d peer_disks=%d disks=%d "
+                            "hint=%r", self.node_id, change.node_id, said, len(self.disks),
+                            "give every node every disk of the cluster")
             for hook in self.transition_hooks:
                 hook(change)
         return changes

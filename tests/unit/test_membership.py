@@ -228,8 +228,8 @@ def test_reads_just_fresh_enough_still_declare_dead() -> None:
     """Fresh means within I + T (the peer's) + I (ours) of the last read."""
     m = membership()
     at(m, T0, scan(n2=raw(2, counter=1)))
-    at(m, T0 + 5, scan(n2=raw(2, counter=1)))
-    m.evaluate(T0 + 8)  # last read 3 s ago: exactly the limit
+    at(m, T0 + 5.5, scan(n2=raw(2, counter=1)))  # begun late enough to show a renewal
+    m.evaluate(T0 + 8.5)  # last read 3 s ago: exactly the limit
     assert m.peers[2].state is PeerState.DEAD
 
 
@@ -281,16 +281,17 @@ def test_reads_of_a_minority_of_disks_never_declare_dead() -> None:
 
 
 def test_a_read_begun_before_a_late_renewal_could_land_proves_nothing() -> None:
-    """Last change at c: a renewal may begin up to c + renew_fail and land T later."""
+    """Last change at c: a renewal may begin up to c + renew_fail and land T later
+    (plus half an interval of slack for clock rates)."""
     m = membership()
     at(m, T0, scan(n2=raw(2, counter=1)))
     stuck = scan(n2=raw(2, counter=1))
-    # A slow read, issued at c + 4.5 and done at c + 7.5: it may have missed
-    # a renewal that began at c + 3.9 and landed at c + 4.9.
-    m.observe(stuck, T0 + 7.5, begun_at=T0 + 4.5)
+    # A slow read, issued at c + 5.25 and done at c + 7.5: it may have missed
+    # a renewal that began at c + 3.9 and landed at c + 4.9 on a slower clock.
+    m.observe(stuck, T0 + 7.5, begun_at=T0 + 5.25)
     m.evaluate(T0 + 7.5)
     assert m.peers[2].state is PeerState.SUSPECT
-    m.observe(stuck, T0 + 8, begun_at=T0 + 5)  # begun at c + renew_fail + T: it would show
+    m.observe(stuck, T0 + 8, begun_at=T0 + 5.5)  # c + renew_fail + T + I/2: it would show
     m.evaluate(T0 + 8)
     assert m.peers[2].state is PeerState.DEAD
 

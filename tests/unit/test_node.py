@@ -369,6 +369,57 @@ def test_one_of_three_disks_failing_keeps_renewing() -> None:
     assert n.disks[1].write_ok and c.slot(1, 1)["counter"] == 22
 
 
+def test_a_watcher_that_reads_only_the_disk_a_peer_cannot_write_never_calls_it_dead() -> None:
+    """Finding 22 through a whole Node, with a damaged slot of a third node on the
+    one readable disk changing every other step (a scan that reports damage once
+    mixed the damaged slot's number into the disk number of the evidence)."""
+    c = Cluster(disks=3)
+    peer_view = [FaultyDevice(m, c.clock) for m in c.mems]
+    watcher_view = [FaultyDevice(m, c.clock) for m in c.mems]
+    peer = Node([Area.open(d) for d in peer_view], 2, clock=c.clock, fence=Fence())
+    watcher = Node([Area.open(d) for d in watcher_view], 1, clock=c.clock, fence=Fence())
+    watcher.start()
+    peer.start()
+    for _ in range(3):
+        c.clock.advance(T.interval)
+        peer.step()
+        watcher.step()
+    assert watcher.membership.peers[2].state is PeerState.ALIVE
+    peer_view[1].fail_writes = True                      # the peer renews on disks 0 and 2
+    watcher_view[0].fail_reads = watcher_view[2].fail_reads = True  # the watcher reads disk 1
+    offset = Area.open(c.mems[1]).regions["heartbeat"].record_offset(3)
+    for k in range(30):
+        c.mems[1].data[offset:offset + 512] = bytes([k // 2 + 1]) * 512  # node 4: garbage
+        c.clock.advance(T.interval)
+        peer.step()
+        watcher.step()
+        assert watcher.membership.peers[2].state is not PeerState.DEAD, k
+    assert not peer.fenced and not watcher.fenced
+    # Once the watcher reads a second disk, the peer's silence there would count:
+    # it is not silent, so it stays alive.
+    watcher_view[0].fail_reads = False
+    for _ in range(10):
+        c.clock.advance(T.interval)
+        peer.step()
+        watcher.step()
+    assert watcher.membership.peers[2].state is PeerState.ALIVE
+
+
+def test_a_peer_on_fewer_disks_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    c = Cluster(disks=3)
+    watcher = c.node(1)
+    lone = Node([Area.open(c.devs[0])], 2, clock=c.clock, fence=Fence())  # given one of three
+    watcher.start()
+    lone.start()
+    with caplog.at_level("WARNING", logger="shareddisk.node"):
+        for _ in range(3):
+            c.clock.advance(T.interval)
+            lone.step()
+            watcher.step()
+    lines = [r.getMessage() for r in caplog.records if "disk-count-mismatch" in r.getMessage()]
+    assert any("node=1 peer=2 peer_disks=1 disks=3" in line for line in lines)  # and the other way
+
+
 def test_two_of_three_disks_failing_fences_after_renew_fail() -> None:
     c = Cluster(disks=3)
     stopped: list[str] = []
