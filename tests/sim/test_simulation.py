@@ -360,6 +360,30 @@ def test_bug_scenario_stays_fixed(bug: str) -> None:
     assert result.ok, violations(sim)
 
 
+def unpublished_move(s: Simulation) -> None:
+    """Finding 23 (seed 77 of --resources 4 --log-disks 1 on f5fedf6), scripted.
+
+    Node 1 owns r0 (failover order 1, 2, 3) and writes move_to=2, but cannot
+    publish the new record version in the lease, and is killed; it restarts at
+    once.  Nodes 2 and 3 never reload the record (its lease sector did not
+    change): for them node 1, alive again, is the successor.  Node 1 loaded the
+    new record at start: for it node 2 (move_to) is.  Each waits for the other,
+    and r0 stays offline for good.
+    """
+    s.at(20.0, _fault(s, 1, 0, 3.0, op="write", **_region(s, "lease")))
+    s.at(20.2, lambda: s.update(s.hosts[1], 0, {"move_to": 2}))
+    s.at(20.5, lambda: s.crash(s.hosts[1]))
+    s.at(21.5, lambda: s.boot(s.hosts[1]))
+
+
+@pytest.mark.xfail(strict=True, reason="finding 23, open: nodes decide the successor of an "
+                                       "orphaned resource from copies of different versions")
+def test_an_unpublished_record_version_does_not_split_the_successor_choice() -> None:
+    sim = scripted(run_for=50.0, quiet=30.0, boot_at=BOOT_AT)
+    result = sim.run(unpublished_move)
+    assert result.ok, violations(sim)
+
+
 def test_cli_session_while_the_local_daemon_restarts() -> None:
     """The daemon on host 1 restarts (its slot still shows the dead incarnation while it
     waits join_wait); `attr set` on host 1 borrows that dead incarnation and writes."""
