@@ -93,27 +93,11 @@ class ConfigSync:
         failed = []
         for index in changed:
             try:
-                record = read_stored(self.area, index).record
+                if self._reload(index):
+                    reloaded.append(index)  # a new version, if only of the same values
             except (FormatError, DeviceError) as exc:
                 log.warning("event=record-unreadable resource=%d error=%r", index, str(exc))
                 failed.append(index)
-                continue
-            old = self.records.get(index)
-            if old is not None and record is not None and old.version == record.version:
-                continue  # a lease change without a new record version
-            if record is None:
-                self.records.pop(index, None)
-            else:
-                self.records[index] = record
-            if old is None and record is None:
-                continue
-            reloaded.append(index)  # a new version, if only of the same values: save it
-            keys = changed_keys(old, record)
-            if keys:
-                log.info("event=record-changed resource=%d version=%s keys=%s", index,
-                         record.version if record else "removed", ",".join(sorted(keys)))
-                for hook in self.hooks:
-                    hook(index, record, keys)
         if failed:
             # Keep the old lease bytes of what we could not read, so the next
             # poll tries again; and do not call the copy confirmed.
@@ -127,6 +111,37 @@ class ConfigSync:
         elif not failed:
             self._touch()
         return reloaded
+
+    def refresh(self, index: int) -> ResourceRecord | None:
+        """Read record ``index`` from disk now, whatever its lease sector says.
+
+        A version whose writer died before publishing it in the lease is on
+        disk only; a node about to act on the record (choose who succeeds a
+        dead owner) must not act on an older copy.  Raises on a read error.
+        """
+        if self._reload(index):
+            self._save()
+        return self.records.get(index)
+
+    def _reload(self, index: int) -> bool:
+        """Take record ``index`` from disk if its version is new; True if it was."""
+        record = read_stored(self.area, index).record
+        old = self.records.get(index)
+        if old is not None and record is not None and old.version == record.version:
+            return False  # a lease change without a new record version
+        if record is None:
+            self.records.pop(index, None)
+        else:
+            self.records[index] = record
+        if old is None and record is None:
+            return False
+        keys = changed_keys(old, record)
+        if keys:
+            log.info("event=record-changed resource=%d version=%s keys=%s", index,
+                     record.version if record else "removed", ",".join(sorted(keys)))
+            for hook in self.hooks:
+                hook(index, record, keys)
+        return True
 
     def lease(self, index: int) -> dict[str, Any] | None:
         """Resource ``index``'s lease as the last poll read it (None: not read, damaged)."""

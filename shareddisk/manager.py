@@ -156,8 +156,9 @@ class ClusterManager:
             try:
                 if index in self.owned:
                     self._tend(index, record)
-                elif self._should_take(record):
-                    self._take_over(index, record)
+                elif (newest := self._newest_if_orphaned(index, record)) is not None \
+                        and self._should_take(newest):
+                    self._take_over(index, newest)
             except LeaseLost as exc:
                 log.error("event=lease-lost resource=%s error=%r", record.name, str(exc))
                 self._drop(index, "lease lost")
@@ -165,6 +166,25 @@ class ClusterManager:
                 log.info("event=takeover-lost resource=%s reason=%r", record.name, str(exc))
             except ShareddiskError as exc:
                 log.error("event=manager-error resource=%s error=%r", record.name, str(exc))
+
+    def _newest_if_orphaned(self, index: int, record: ResourceRecord) -> ResourceRecord | None:
+        """The record to choose a dead owner's successor from: the newest on disk.
+
+        Records are reloaded when their lease sector changes.  An owner that
+        wrote a version (move_to, say) and died before publishing it leaves
+        it on disk only: nodes that kept the older copy and a node that loaded
+        the newer one at start would each pick another successor and wait for
+        it for good (finding 23).  So while a resource has no live owner, each
+        tick reads its record first: one read, only until a successor holds it.
+        None: the record is gone.
+        """
+        owner = record.owner
+        if stopped(record) or (owner is not None and self._alive(owner.node_id,
+                                                                  owner.incarnation)):
+            return record
+        if owner is None and self.clock.monotonic() - self.started < self.settle:
+            return record
+        return self.config.refresh(index)
 
     def _should_take(self, record: ResourceRecord) -> bool:
         assert self.me is not None
