@@ -291,3 +291,21 @@ def test_a_change_of_type_alone_reaches_the_hooks(sync, area) -> None:
     sync.poll()
     assert [(i, keys) for i, _, keys in sync.calls] == [(0, {"size"})]
     assert local_values() == {"sg1": True, "sg2": 2}
+
+
+def test_refresh_reads_a_version_its_writer_never_published(sync, area) -> None:
+    """Finding 23: a record written by an owner that died before bumping the lease
+    sector is on disk only; poll cannot see it, refresh must."""
+    region = area.regions["lease"]
+    leases_before = area.device.read(region.offset, region.length)
+    act(area, "update_resource", "sg1", {"move_to": 2})
+    area.device.write(region.offset, leases_before)  # as if the publish never happened
+    assert sync.poll() == []
+    assert sync.records[0].attributes.get("move_to") is None
+    record = sync.refresh(0)
+    assert record is not None and record.attributes["move_to"] == 2
+    assert sync.records[0] == record and sync.calls[-1][2] == {"move_to"}
+    assert local_values("move_to") == {"sg1": 2, "sg2": None}
+    calls = len(sync.calls)
+    assert sync.refresh(0) == record and len(sync.calls) == calls  # nothing new: no hook
+    assert sync.refresh(2) is None  # a free index
