@@ -94,30 +94,51 @@ class Daemon:
             self._idle.set()
 
     def _before_leave(self) -> None:
-        """Let a running tick (an operation) finish, heartbeating meanwhile so that
-        a clean stop is not taken for a death; then hand every resource over.
+        """Let a running tick (an operation) finish, then hand every resource over,
+        heartbeating all along so that a clean stop is not taken for a death.
 
-        A tick still running after SHUTDOWN_WAIT (a step hung on its data
-        device) cannot be handed over cleanly: its writes could land after a
-        successor's.  The daemon then goes quiet (no write passes the gate any
-        more, no ``left``), stops its resources locally and exits; peers take
-        over after the dead timeout, as after a crash.
+        The hand-over runs on the manager's worker too: a release write held
+        up by a stalled disk must not stop our heartbeat, or peers would call
+        us dead while that write can still land (finding 24).
+
+        A tick (or the hand-over) still running after SHUTDOWN_WAIT (a step
+        hung on its data device) cannot be finished cleanly: its writes could
+        land after a successor's.  The daemon then goes quiet (no write passes
+        the gate any more, no ``left``), stops its resources locally and
+        exits; peers take over after the dead timeout, as after a crash.
         """
         self._stopping = True
-        interval = self.node.timeouts.interval
         end = self.clock.monotonic() + SHUTDOWN_WAIT
+        if self._heartbeat_until_idle(end):
+            self._idle.clear()
+            self._worker.submit(self._release_all)
+            if self._heartbeat_until_idle(end):
+                return
+        log.error("event=shutdown-timeout node=%d waited=%gs reason=%r",
+                  self.node.node_id, SHUTDOWN_WAIT, "a manager tick is still running; "
+                  "leaving without a word, peers take over after the dead timeout")
+        self.node.go_quiet()
+        self.manager.stop_local("shutdown timeout")
+
+    def _heartbeat_until_idle(self, end: float) -> bool:
+        """Step the heartbeat every interval until the manager's worker is idle;
+        False if ``end`` came first."""
+        interval = self.node.timeouts.interval
         next_tick = self.clock.monotonic() + interval
         while not self._idle.wait(max(0.0, next_tick - self.clock.monotonic())):
             if self.clock.monotonic() >= end:
-                log.error("event=shutdown-timeout node=%d waited=%gs reason=%r",
-                          self.node.node_id, SHUTDOWN_WAIT, "a manager tick is still running; "
-                          "leaving without a word, peers take over after the dead timeout")
-                self.node.go_quiet()
-                self.manager.stop_local("shutdown timeout")
-                return
+                return False
             self.node.step()
             next_tick = max(next_tick + interval, self.clock.monotonic())
-        self.manager.release_all()
+        return True
+
+    def _release_all(self) -> None:
+        try:
+            self.manager.release_all()
+        except (ShareddiskError, OSError) as exc:
+            log.warning("event=release-failed node=%d error=%r", self.node.node_id, str(exc))
+        finally:
+            self._idle.set()
 
     def run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:
         with contextlib.ExitStack() as stack:
