@@ -79,9 +79,14 @@ class Peer:
     # disk index -> observer clock when the last read showing this slot (valid) began
     read_begun: dict[int, float] = field(default_factory=dict)
 
+    @property
+    def since(self) -> float | None:
+        """When a change was last seen (first sight when none was)."""
+        return self.last_change if self.last_change is not None else self.first_seen
+
     def age(self, now: float) -> float | None:
         """Seconds since a change was seen (since first sight when none was)."""
-        since = self.last_change if self.last_change is not None else self.first_seen
+        since = self.since
         return None if since is None else max(0.0, now - since)
 
 
@@ -191,7 +196,7 @@ class Membership:
         The majority is of the peer's disks when it writes more than we read
         (a ``status`` given one device of three never judges by itself).
         """
-        since = peer.last_change if peer.last_change is not None else peer.first_seen
+        since = peer.since
         assert since is not None
         # Half an interval more: clocks that run at slightly different rates, and a
         # read's start taken a little before its I/O is issued (dead still leaves
