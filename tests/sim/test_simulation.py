@@ -350,6 +350,21 @@ def unpublished_move(s: Simulation) -> None:
     s.at(21.5, lambda: s.boot(s.hosts[1]))
 
 
+def release_without_heartbeat(s: Simulation) -> None:
+    """Finding 24 (seed 1789 of the default schedule on 0b91583).
+
+    Node 1 (owner of r0) is asked to stop while its writes to the lease region
+    of disk 0 hang for 12 s.  Its lease release waits on disk 0; the heartbeat
+    ran the hand-over itself, so it stopped renewing, its peers rightly declared
+    it dead after the dead timeout, and the held-up write landed after that.
+    """
+    def stall() -> None:
+        s.add_fault(0, 1, Fault("stall", until=s.sched.now + 12.0, op="write",
+                                **_region(s, "lease")), 12.0)
+    s.at(20.0, stall)
+    s.at(20.05, lambda: s.stop(s.hosts[1]))
+
+
 BUGS = {
     "takeover-keeps-lease": takeover_keeps_lease,
     "online-state-not-written": online_state_not_written,
@@ -364,6 +379,7 @@ BUGS = {
     "release-outside-host-lock": release_outside_host_lock,
     "dead-by-minority-reads": dead_by_minority_reads,
     "unpublished-move-splits-successor": unpublished_move,
+    "release-without-heartbeat": release_without_heartbeat,
 }
 
 
