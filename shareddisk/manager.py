@@ -156,9 +156,8 @@ class ClusterManager:
             try:
                 if index in self.owned:
                     self._tend(index, record)
-                elif (newest := self._newest_if_orphaned(index, record)) is not None \
-                        and self._should_take(newest):
-                    self._take_over(index, newest)
+                elif (to_take := self._record_to_take(index, record)) is not None:
+                    self._take_over(index, to_take)
             except LeaseLost as exc:
                 log.error("event=lease-lost resource=%s error=%r", record.name, str(exc))
                 self._drop(index, "lease lost")
@@ -167,39 +166,44 @@ class ClusterManager:
             except ShareddiskError as exc:
                 log.error("event=manager-error resource=%s error=%r", record.name, str(exc))
 
-    def _newest_if_orphaned(self, index: int, record: ResourceRecord) -> ResourceRecord | None:
-        """The record to choose a dead owner's successor from: the newest on disk.
+    def _record_to_take(self, index: int, record: ResourceRecord) -> ResourceRecord | None:
+        """The record to take this resource over by, or None: not ours to take.
 
         Records are reloaded when their lease sector changes.  An owner that
         wrote a version (move_to, say) and died before publishing it leaves
         it on disk only: nodes that kept the older copy and a node that loaded
         the newer one at start would each pick another successor and wait for
-        it for good (finding 23).  So while a resource has no live owner, each
-        tick reads its record first: one read, only until a successor holds it.
-        None: the record is gone.
+        it for good (finding 23).  So while a resource is orphaned, the choice
+        is made from its record as read now: one read a tick, only until a
+        successor holds it.
         """
+        if self._orphaned(record):
+            newest = self.config.refresh(index)
+            if newest is None:  # the record is gone
+                return None
+            record = newest
+        return record if self._should_take(record) else None
+
+    def _orphaned(self, record: ResourceRecord) -> bool:
+        """Nobody live owns it and it should run: a successor is due.  A resource
+        that never had an owner waits for the settle time, so that the peers
+        starting with us show up before anyone chooses."""
+        if stopped(record):
+            return False
         owner = record.owner
-        if stopped(record) or (owner is not None and self._alive(owner.node_id,
-                                                                  owner.incarnation)):
-            return record
-        if owner is None and self.clock.monotonic() - self.started < self.settle:
-            return record
-        return self.config.refresh(index)
+        if owner is None:
+            return self.clock.monotonic() - self.started >= self.settle
+        return not self._alive(owner.node_id, owner.incarnation)
 
     def _should_take(self, record: ResourceRecord) -> bool:
         assert self.me is not None
-        owner = record.owner
         if stopped(record):
             return False
         if self._names_me(record):
             # A takeover of ours failed after writing owner_host and giving the
             # lease back failed too: nobody else may take it while we live.
             return True
-        if owner is not None and self._alive(owner.node_id, owner.incarnation):
-            return False
-        if owner is None and self.clock.monotonic() - self.started < self.settle:
-            return False  # let the peers that start with us show up before choosing
-        return self.successor(record) == self.me.node_id
+        return self._orphaned(record) and self.successor(record) == self.me.node_id
 
     def _names_me(self, record: ResourceRecord) -> bool:
         """owner_host names this very incarnation."""
