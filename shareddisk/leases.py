@@ -121,6 +121,7 @@ class Leases:
         if self.clock.monotonic() - started > self.settle:
             raise LockHeld(f"{self.area.device.path}: resource {index}: reading the lease took "
                            f"longer than {self.settle:g} s; not taking it on stale data")
+        self.alive_check()  # an acquirer past its own renew deadline must not write
         _write_lease(self.area, index, mine)
         if self.clock.monotonic() - started > self.settle:
             # Our late write may have overwritten a rival that already confirmed:

@@ -70,15 +70,19 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
                 continue
         return out
 
-    def holder_slot(node_id: int) -> dict | None:
-        """The holder's slot; None when it is damaged (that tells nothing)."""
+    def holder_slot(node_id: int, incarnation: int) -> dict | None:
+        """The holder's slot; None when it tells nothing of that incarnation: damaged,
+        or still showing an earlier life (the holder has not written this disk
+        since it started, and may renew on the others)."""
         try:
-            return heartbeat.CODEC.decode(area.read_record("heartbeat", node_id - 1), 0,
+            slot = heartbeat.CODEC.decode(area.read_record("heartbeat", node_id - 1), 0,
                                           area.where("heartbeat", node_id - 1))
         except FormatError:
             return None
+        return None if slot["incarnation"] < incarnation else slot
 
     def gone(slot: dict, incarnation: int) -> bool:
+        """A later life ended the holder, or the holder wrote left/fenced."""
         return slot["incarnation"] != incarnation or slot["state"] not in _LIVE_SLOT
 
     def timeouts_of(slot: dict | None) -> Timeouts:
@@ -100,7 +104,7 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
         while clock.monotonic() < end:
             clock.sleep(min(t.interval / 2, max(0.0, end - clock.monotonic())))
             tick()
-            slot = holder_slot(node_id)
+            slot = holder_slot(node_id, incarnation)
             if slot is not None:
                 if gone(slot, incarnation):
                     return False, now
@@ -116,7 +120,7 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
         return None, now
 
     def alive(node_id: int, incarnation: int) -> bool:
-        first, holder = peers(), holder_slot(node_id)
+        first, holder = peers(), holder_slot(node_id, incarnation)
         if holder is not None and gone(holder, incarnation):
             return False
         t = timeouts_of(holder)

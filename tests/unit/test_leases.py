@@ -19,7 +19,7 @@ from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
-from shareddisk.errors import LeaseLost, LockHeld, UsageError
+from shareddisk.errors import Fenced, LeaseLost, LockHeld, UsageError
 from shareddisk.format import heartbeat, lease
 from shareddisk.leases import Holder, Leases, holds, read_lease
 from shareddisk.liveness import by_watching, from_membership
@@ -71,6 +71,28 @@ def test_acquiring_a_free_lease_writes_us_in_with_the_next_generation() -> None:
                        generation=7, acquired_ns=int(wall_at_write * 1e9), record_version=9,
                        owner_name="alpha")
     assert clock.monotonic() - 1000.0 >= T.io_timeout, "it must wait settle before confirming"
+
+
+@pytest.mark.parametrize("lease_was", ["free", "held by a dead node"])
+def test_an_acquirer_past_its_renew_deadline_writes_nothing(lease_was: str) -> None:
+    """Seed 194 of --cli session: a CLI session whose own heartbeat had failed for
+    7 s (slow reads of its one disk) wrote itself into a lease.  Its writes of
+    records were refused, the acquisition was not."""
+    area, clock = make_area(), FakeClock()
+    if lease_was == "free":
+        put_lease(area, 2, generation=6)
+    else:
+        put_lease(area, 2, owner_id=2, owner_incarnation=5, generation=6)
+    before = lease_bytes(area)
+    leases = Leases(area, clock, T)
+
+    def past_deadline() -> None:
+        raise Fenced("node 1 is past its renew deadline")
+
+    leases.alive_check = past_deadline
+    with pytest.raises(Fenced):
+        leases.acquire(2, A, always(False))
+    assert lease_bytes(area) == before
 
 
 def test_acquire_is_reentrant_and_writes_nothing_the_second_time() -> None:
@@ -425,15 +447,38 @@ def test_by_watching_calls_a_still_counter_dead_after_the_dead_timeout() -> None
 
 def test_by_watching_does_not_wait_for_a_slot_that_says_it_is_gone() -> None:
     area, clock = make_area(), FakeClock()
-    node = Node([area], 2, clock=clock)
+    Node([area], 2, clock=clock).start()
+    node = Node([area], 2, clock=clock)  # the next life of node 2
     node.start()
     alive = by_watching(area, clock)
-    assert alive(2, node.incarnation + 1) is False  # another life
-    assert alive(3, 1) is False                     # empty slot
-    node.leave()
     start = clock.monotonic()
-    assert alive(2, node.incarnation) is False
+    assert alive(2, node.incarnation - 1) is False  # a later life ended it
+    node.leave()
+    assert alive(2, node.incarnation) is False      # it wrote left
     assert clock.monotonic() == start
+
+
+@pytest.mark.parametrize("earlier", ["alive", "left", "empty"])
+def test_by_watching_an_earlier_life_in_the_slot_tells_nothing_of_the_holder(
+        earlier: str) -> None:
+    """Seed 194 of --cli session on 0b91583: node 1's new life could not write disk 0
+    and renewed on disks 1 and 2; disk 0 still showed its previous life, which had
+    left.  The CLI reading disk 0 took that for the holder's end and took the
+    lease of a live holder.  An earlier life says nothing of the holder."""
+    devices = [make_device() for _ in range(3)]
+    clock = FakeClock()
+    if earlier != "empty":
+        first = Node([Area.open(d) for d in devices], 2, clock=clock)
+        first.start()
+        if earlier == "left":
+            first.leave()
+    holder = Node([Area.open(d) for d in devices[1:]], 2, clock=clock)  # lost disk 0
+    holder.start()
+    area = Area.open(devices[0])
+    start = clock.monotonic()
+    with pytest.raises(LockHeld, match="may write to other disks and no running daemon"):
+        by_watching(area, clock)(2, holder.incarnation)
+    assert clock.monotonic() - start >= T.dead
 
 
 def test_by_watching_a_damaged_slot_tells_nothing_until_it_is_readable_again() -> None:
