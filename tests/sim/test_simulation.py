@@ -432,3 +432,26 @@ def test_cli_session_does_not_take_the_lease_of_a_holder_that_lost_one_disk() ->
 
     result = sim.run(script, final_checks=False)
     assert result.ok, violations(sim)
+
+
+def test_cli_session_does_not_take_the_lease_of_a_new_life_it_has_not_seen() -> None:
+    """Finding 25 (seed 194 of --cli session on 0b91583).  Node 1 cannot write its
+    heartbeat slot on disk 0 and restarts: its new life renews on disks 1 and 2
+    and takes r0 back, while disk 0 still shows the previous life.  A CLI session
+    on host 3 (no daemon there) reads disk 0 only: it took the earlier life in
+    the slot for the holder's end and took r0's lease from a live holder."""
+    sim = scripted(run_for=50.0, cli="session")
+    attempts: list[Any] = []
+
+    def script(s: Simulation) -> None:
+        s.at(10.0, lambda: s.crash(s.hosts[3]))
+        s.at(11.0, _fault(s, 1, 0, 39.0, op="write", **_region(s, "heartbeat")))
+        s.at(12.0, lambda: s.crash(s.hosts[1]))
+        s.at(12.5, lambda: s.boot(s.hosts[1]))
+        s.at(25.0, lambda: attempts.append(s.attr_update(0, s.hosts[3])))
+
+    result = sim.run(script)
+    assert result.ok, violations(sim)
+    [attempt] = attempts
+    assert attempt.end is not None and not attempt.acked, attempt
+    assert "leased by node 1" in attempt.error  # the daemons still see node 1 alive
