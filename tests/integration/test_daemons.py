@@ -69,6 +69,8 @@ def test_sigkill_is_declared_dead_within_the_deadline(cluster: Cluster) -> None:
     assert not daemons[1].events("fence") and not daemons[3].events("fence")
 
 
+# The fast tier's daemon start and stop.
+@pytest.mark.fast
 def test_sigterm_leaves_cleanly_and_peers_see_left(cluster: Cluster) -> None:
     daemons = cluster.start_joined(1, 2, 3)
 

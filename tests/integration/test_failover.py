@@ -32,7 +32,8 @@ pattern where volumes go, so a missing ``zero`` or ``scrub`` shows.
 
 Timing is never asserted, only order (log timestamps of one host's
 processes).  Most crash points are marked ``slow``; a representative set
-(REPRESENTATIVE) runs by default.
+(REPRESENTATIVE) runs in the full tier without them, and the crash as
+tools/demo does it also in the fast tier (``fast``, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -655,7 +656,9 @@ def _cases() -> list[Any]:
     for c in cases:
         point = c.successor_point or c.owner_point
         slow = (point not in REPRESENTATIVE or c.kind != "create-volume") and not c.stop
-        out.append(pytest.param(c, id=c.id, marks=[pytest.mark.slow] if slow else []))
+        # The demo's crash (SIGKILL of the owner mid-operation) is the fast tier's failover.
+        marks = [pytest.mark.slow] if slow else [pytest.mark.fast] if c.stop else []
+        out.append(pytest.param(c, id=c.id, marks=marks))
     return out
 
 

@@ -354,6 +354,8 @@ def test_dump_and_status_show_who_holds_a_lease(cluster: Cluster) -> None:
 # -- (4) compare-and-swap with --expect-version -------------------------------------------
 
 
+# The fast tier's end-to-end CLI run.
+@pytest.mark.fast
 def test_a_write_records_its_lease_and_a_stale_expect_version_exits_5(cluster: Cluster) -> None:
     c = cluster
     c.cli("resource", "add", str(c.image), RESOURCE, "--type", "storage-group",

@@ -35,6 +35,8 @@ from shareddisk.sim import MIB, WORKAROUNDS, SimConfig, Simulation, run_seed
 from shareddisk.timeouts import Timeouts
 
 CI_SEEDS = 200
+FAST_SEEDS = 40
+"""The first seeds run in the fast tier (./tools/test); all CI_SEEDS in the full one."""
 # Virtual seconds per CI seed: 6 of warm-up, 32 of chaos (0.6 actions a second), 22 quiet.
 CI = dict(warmup=6.0, duration=32.0, quiet=22.0, chaos_rate=0.6)
 T = Timeouts.from_interval(1.0)
@@ -49,7 +51,9 @@ def _explain(result: Any) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("seed", range(CI_SEEDS))
+@pytest.mark.parametrize("seed", [
+    seed if seed < FAST_SEEDS else pytest.param(seed, marks=pytest.mark.slow)
+    for seed in range(CI_SEEDS)])
 def test_seed(seed: int) -> None:
     result = run_seed(seed, **CI)
     assert result.ok, _explain(result)
