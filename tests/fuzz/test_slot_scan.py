@@ -10,15 +10,11 @@ ones as damaged.  Slot counts span several blocks and end in a partial one.
 
 from __future__ import annotations
 
-import uuid
-
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import make_area
 from shareddisk.area import Area, Geometry
-from shareddisk.clock import FakeClock
-from shareddisk.create import create_area
-from shareddisk.device import MemoryDevice
 from shareddisk.errors import FormatError
 from shareddisk.format import heartbeat, mailbox
 from shareddisk.slots import SlotScanner
@@ -26,12 +22,8 @@ from shareddisk.slots import SlotScanner
 NODES = 37  # two full blocks of 16 and a partial one
 
 
-def make_area(sector_size: int) -> Area:
-    dev = MemoryDevice(1 << 20, sector_size=sector_size)
-    create_area(dev, Geometry(sector_size=sector_size, node_count=NODES, resource_count=1,
-                              log_disks=()),
-                cluster_uuid=uuid.UUID(int=11), clock=FakeClock())
-    return Area.open(dev)
+def geometry(sector_size: int) -> Geometry:
+    return Geometry(sector_size=sector_size, node_count=NODES, resource_count=1, log_disks=())
 
 
 def reference(area: Area, data: bytes, before: bytes | None) -> tuple[list, dict, set]:
@@ -65,7 +57,7 @@ step = st.tuples(st.integers(0, NODES - 1),
 @given(sector_size=st.sampled_from([512, 4096]),
        history=st.lists(st.lists(step, max_size=12), min_size=1, max_size=8))
 def test_scan_equals_the_slot_by_slot_reference(sector_size: int, history: list) -> None:
-    area = make_area(sector_size)
+    area = make_area(geometry(sector_size))
     region = area.regions["heartbeat"]
     dev = area.device
     scanner = SlotScanner(area)

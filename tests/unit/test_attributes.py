@@ -11,12 +11,11 @@ node that took its lease over.  Memory devices and FakeClocks throughout.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import make_area, make_device
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import (
     MAX_LIST_ITEM,
@@ -37,7 +36,6 @@ from shareddisk.attributes import (
     write_copy,
 )
 from shareddisk.clock import FakeClock
-from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import (
     BadLayout,
@@ -65,21 +63,13 @@ B = Holder(2, 1, "beta")
 CHUNKS = 2
 
 
-def make_device(chunks: int = CHUNKS, resources: int = 3) -> MemoryDevice:
-    geometry = Geometry(sector_size=512, node_count=4, resource_count=resources,
-                        log_disks=("log0",), log_size=4, resource_chunks=chunks,
-                        interval_ms=1000)
-    dev = MemoryDevice(required_size(geometry))
-    create_area(dev, geometry, cluster_uuid=uuid.UUID(int=9), clock=FakeClock())
-    return dev
-
-
-def make_area(chunks: int = CHUNKS) -> Area:
-    return Area.open(make_device(chunks))
+def geometry(chunks: int = CHUNKS) -> Geometry:
+    return Geometry(sector_size=512, node_count=4, resource_count=3, log_disks=("log0",),
+                    log_size=4, resource_chunks=chunks, interval_ms=1000)
 
 
 def faulty_area() -> tuple[Area, FaultyDevice]:
-    dev = FaultyDevice(make_device(), NO_FAULTS, FakeClock())
+    dev = FaultyDevice(make_device(geometry()), NO_FAULTS, FakeClock())
     return Area.open(dev), dev
 
 
@@ -265,7 +255,7 @@ def test_an_unknown_state_in_a_body_is_bad_layout() -> None:
 
 
 def test_a_fresh_area_reads_as_free_records() -> None:
-    area = make_area()
+    area = make_area(geometry())
     stored = read_all(area)
     assert [(s.index, s.version, s.record) for s in stored] == [(0, 0, None), (1, 0, None),
                                                                  (2, 0, None)]
@@ -274,7 +264,7 @@ def test_a_fresh_area_reads_as_free_records() -> None:
 
 
 def test_writes_alternate_between_the_copies_keeping_the_previous_version_whole() -> None:
-    area = make_area()
+    area = make_area(geometry())
     assert write(area, record(size=1), expect=0) == 1
     first = read_stored(area, 0).current_copy
     assert write(area, record(size=2), expect=1) == 2
@@ -290,7 +280,7 @@ def test_writes_alternate_between_the_copies_keeping_the_previous_version_whole(
 
 
 def test_writes_to_one_resource_leave_the_others_alone() -> None:
-    area = make_area()
+    area = make_area(geometry())
     write(area, record("one"), expect=0, index=0)
     before = [read_stored(area, i) for i in (0, 2)]
     write(area, record("two", size=5), expect=0, index=1)
@@ -334,7 +324,7 @@ def test_a_silently_torn_write_is_not_read_and_a_retry_based_on_what_is_read_wor
 
 
 def test_half_a_copy_written_by_hand_reads_as_the_older_copy() -> None:
-    area = make_area(chunks=4)
+    area = make_area(geometry(chunks=4))
     write(area, record(size=1), expect=0)
     stored = read_stored(area, 0)
     inactive = 1 - stored.current_copy
@@ -349,7 +339,7 @@ def test_half_a_copy_written_by_hand_reads_as_the_older_copy() -> None:
 
 
 def test_both_copies_torn_is_a_format_error_naming_the_resource() -> None:
-    area = make_area(chunks=4)
+    area = make_area(geometry(chunks=4))
     write(area, record(size=1), expect=0)
     for copy in (0, 1):
         chunks = resource.split_body(0, copy, 9, record(size=9).body(), 4)
@@ -360,7 +350,7 @@ def test_both_copies_torn_is_a_format_error_naming_the_resource() -> None:
 
 
 def test_removal_frees_the_record_and_the_version_keeps_counting() -> None:
-    area = make_area()
+    area = make_area(geometry())
     write(area, record(size=1), expect=0)
     assert write(area, None, expect=1) == 2
     stored = read_stored(area, 0)
@@ -370,7 +360,7 @@ def test_removal_frees_the_record_and_the_version_keeps_counting() -> None:
 
 
 def test_a_record_too_large_for_its_chunks_is_refused_before_anything_is_written() -> None:
-    area = make_area(chunks=1)  # 480 bytes per copy
+    area = make_area(geometry(chunks=1))  # 480 bytes per copy
     before = resource_bytes(area)
     with pytest.raises(UsageError) as info:
         write(area, record(big="x" * MAX_STRING), expect=0)
@@ -381,7 +371,7 @@ def test_a_record_too_large_for_its_chunks_is_refused_before_anything_is_written
 
 
 def test_a_record_that_just_fits_is_written() -> None:
-    area = make_area(chunks=1)
+    area = make_area(geometry(chunks=1))
     base = len(record(big="").body())
     fits = record(big="x" * (resource.CHUNK_DATA - base))
     assert len(fits.body()) == resource.CHUNK_DATA
@@ -393,7 +383,7 @@ def test_a_record_that_just_fits_is_written() -> None:
 
 
 def test_guarded_write_publishes_the_new_version_in_the_lease() -> None:
-    area = make_area()
+    area = make_area(geometry())
     leases = Leases(area, FakeClock(), T)
     g = leases.acquire(0, A, lambda n, i: False)
     version = guarded_write(area, leases, A, g, record(size=1), 0, 0)
@@ -404,7 +394,7 @@ def test_guarded_write_publishes_the_new_version_in_the_lease() -> None:
 
 
 def test_a_stale_lease_writes_nothing() -> None:
-    area = make_area()
+    area = make_area(geometry())
     write(area, record(size=1), expect=0)
     leases = Leases(area, FakeClock(), T)
     g = leases.acquire(0, A, lambda n, i: False)
@@ -416,7 +406,7 @@ def test_a_stale_lease_writes_nothing() -> None:
 
 
 def test_a_write_without_any_lease_writes_nothing() -> None:
-    area = make_area()
+    area = make_area(geometry())
     before = resource_bytes(area)
     with pytest.raises(LeaseLost):
         guarded_write(area, Leases(area, FakeClock(), T), A, 0, record(), 0, 0)
@@ -424,7 +414,7 @@ def test_a_write_without_any_lease_writes_nothing() -> None:
 
 
 def test_a_stale_expected_version_writes_nothing() -> None:
-    area = make_area()
+    area = make_area(geometry())
     write(area, record(size=1), expect=0)
     write(area, record(size=2), expect=1)
     leases = Leases(area, FakeClock(), T)
@@ -450,7 +440,7 @@ class TakeoverDuringRead(MemoryDevice):
 
 def test_a_takeover_between_the_first_check_and_the_write_is_caught() -> None:
     """guarded_write checks the lease again right before writing."""
-    plain = make_device()
+    plain = make_device(geometry())
     dev = TakeoverDuringRead(plain.size, data=bytes(plain.data))
     area = Area.open(dev)
     write(area, record(size=1), expect=0)
@@ -477,7 +467,7 @@ def step_both(a: Node, b: Node, clock: FakeClock, rounds: int = 3) -> None:
 
 
 def test_a_frozen_holder_wakes_to_lease_lost_and_the_takeover_update_stays() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(geometry()), FakeClock()
     node_a = Node([area], 1, clock=clock, name="alpha")
     node_b = Node([area], 2, clock=clock, name="beta")
     node_a.start()
@@ -524,7 +514,7 @@ def test_a_frozen_holder_wakes_to_lease_lost_and_the_takeover_update_stays() -> 
 
 def test_a_frozen_holder_is_also_refused_after_a_cli_style_takeover() -> None:
     """The taker has no history: it watches A's counter stand still (by_watching)."""
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(geometry()), FakeClock()
     node_a = Node([area], 1, clock=clock, name="alpha")
     node_a.start()
     node_a.step()
@@ -551,7 +541,7 @@ def test_a_frozen_holder_is_also_refused_after_a_cli_style_takeover() -> None:
 
 @pytest.fixture
 def owned() -> tuple[Area, Leases, int]:
-    area = make_area()
+    area = make_area(geometry())
     leases = Leases(area, FakeClock(), T)
     g = leases.acquire(0, A, lambda n, i: False)
     owned_record = ResourceRecord(index=0, name="sg1", type="t", owner=Owner(1, 1, "alpha"))
@@ -587,7 +577,7 @@ def test_owner_guard_refuses_the_owner_whose_lease_was_lost(owned) -> None:
 
 
 def test_write_copy_writes_exactly_one_copy() -> None:
-    area = make_area()
+    area = make_area(geometry())
     before = copy_versions(area)
     write_copy(area, 0, 5, record().body(), 1)
     assert copy_versions(area) == before[:CHUNKS] + [5] * CHUNKS
@@ -608,7 +598,7 @@ def test_valid_attributes_round_trip_through_the_disk(attributes) -> None:
     for key, value in attributes.items():
         check_key(key)
         check_value(value)
-    area = make_area(chunks=4)
+    area = make_area(geometry(chunks=4))
     write(area, ResourceRecord(0, "sg1", "t", attributes=dict(attributes)), expect=0)
     got = read_stored(area, 0).record.attributes
     assert got == attributes

@@ -10,17 +10,14 @@ same name, and a lease held by a live or a dead other node.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
+from helpers import SteppingClock, make_area
 from shareddisk import config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import ResourceRecord, find, guarded_write, read_all, read_stored
 from shareddisk.clock import FakeClock
 from shareddisk.config import add_resource, update_resource
-from shareddisk.create import create_area, required_size
-from shareddisk.device import MemoryDevice
 from shareddisk.errors import ConflictError, LockHeld, StaleVersion, UsageError
 from shareddisk.format import heartbeat
 from shareddisk.leases import Holder, Leases, read_lease
@@ -31,17 +28,13 @@ from shareddisk.timeouts import Timeouts
 T = Timeouts.from_interval(1.0)
 
 
-def make_area(resources: int = 3) -> Area:
-    geometry = Geometry(sector_size=512, node_count=4, resource_count=resources,
-                        log_disks=("log0", "log1"), log_size=4, interval_ms=1000)
-    dev = MemoryDevice(required_size(geometry))
-    create_area(dev, geometry, cluster_uuid=uuid.UUID(int=11), clock=FakeClock())
-    return Area.open(dev)
+GEOMETRY = Geometry(sector_size=512, node_count=4, resource_count=3, log_disks=("log0", "log1"),
+                    log_size=4, interval_ms=1000)
 
 
 @pytest.fixture
 def area() -> Area:
-    return make_area()
+    return make_area(GEOMETRY, cluster=11)
 
 
 class Acting:
@@ -254,17 +247,6 @@ def test_apply_validates_without_touching_the_input(session, sg1) -> None:
     assert (sg1.attributes, sg1.failover) == before
 
 
-class SteppingClock(FakeClock):
-    """Every sleep of the session lets node 2 (the other lease holder) take a step."""
-
-    other: Node | None = None
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        if self.other is not None:
-            self.other.step()
-
-
 def test_a_lease_held_by_a_live_other_node_refuses_the_update(area) -> None:
     clock = SteppingClock()
     with Session(area, 1, clock) as s:
@@ -273,7 +255,7 @@ def test_a_lease_held_by_a_live_other_node_refuses_the_update(area) -> None:
     other.start()
     other.step()
     Leases(area, clock, T).acquire(0, Holder(2, other.incarnation, "beta"), lambda n, i: False)
-    clock.other = other
+    clock.node = other  # every sleep of the session lets node 2 (the other holder) step
     before = area.read_region("resource")
     with Session(area, 1, clock) as s:
         with pytest.raises(LockHeld, match="leased by node 2 \\(beta"):

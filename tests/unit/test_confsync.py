@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 
+from helpers import make_area
 from shareddisk import confsync, config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import Owner, ResourceRecord
 from shareddisk.clock import FakeClock
 from shareddisk.confsync import STATE_FILE, ConfigSync, changed_keys, read_local
-from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import DeviceError, UsageError
 from shareddisk.leases import Holder, Leases
@@ -45,12 +44,8 @@ class FlakyDevice(MemoryDevice):
         return super().read(offset, length)
 
 
-def make_area() -> Area:
-    geometry = Geometry(sector_size=512, node_count=4, resource_count=3,
-                        log_disks=("log0", "log1"), log_size=4, interval_ms=1000)
-    dev = FlakyDevice(required_size(geometry))
-    create_area(dev, geometry, cluster_uuid=uuid.UUID(int=13), clock=FakeClock())
-    return Area.open(dev)
+GEOMETRY = Geometry(sector_size=512, node_count=4, resource_count=3, log_disks=("log0", "log1"),
+                    log_size=4, interval_ms=1000)
 
 
 def act(area: Area, operation: str, *args, **kwargs):
@@ -61,7 +56,7 @@ def act(area: Area, operation: str, *args, **kwargs):
 
 @pytest.fixture
 def area() -> Area:
-    area = make_area()
+    area = make_area(GEOMETRY, cluster=13, device_type=FlakyDevice)
     act(area, "add_resource", "sg1", "storage-group", attributes={"size": 1})
     act(area, "add_resource", "sg2", "storage-group", attributes={"size": 2})
     return area

@@ -10,14 +10,13 @@ our read and our write), and once more with two real acquirers in lockstep.
 from __future__ import annotations
 
 import threading
-import uuid
 from typing import Callable
 
 import pytest
 
+from helpers import SteppingClock, make_area, make_device
 from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
-from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, UsageError
 from shareddisk.format import heartbeat, lease
@@ -30,18 +29,8 @@ from shareddisk.timeouts import Timeouts
 T = Timeouts.from_interval(1.0)  # settle 1 s, dead 7 s
 A = Holder(1, 3, "alpha")
 B = Holder(2, 5, "beta")
-
-
-def make_device(resources: int = 4) -> MemoryDevice:
-    geometry = Geometry(sector_size=512, node_count=4, resource_count=resources, log_disks=(),
-                        interval_ms=1000)
-    dev = MemoryDevice(required_size(geometry))
-    create_area(dev, geometry, cluster_uuid=uuid.UUID(int=7), clock=FakeClock())
-    return dev
-
-
-def make_area() -> Area:
-    return Area.open(make_device())
+GEOMETRY = Geometry(sector_size=512, node_count=4, resource_count=4, log_disks=(),
+                    interval_ms=1000)
 
 
 def lease_bytes(area: Area) -> bytes:
@@ -61,7 +50,7 @@ def put_lease(area: Area, index: int, **values) -> None:
 
 
 def test_acquiring_a_free_lease_writes_us_in_with_the_next_generation() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     put_lease(area, 2, generation=6, record_version=9)
     wall_at_write = clock.wall()
     generation = Leases(area, clock, T).acquire(2, A, always(False))
@@ -78,7 +67,7 @@ def test_an_acquirer_past_its_renew_deadline_writes_nothing(lease_was: str) -> N
     """Seed 194 of --cli session: a CLI session whose own heartbeat had failed for
     7 s (slow reads of its one disk) wrote itself into a lease.  Its writes of
     records were refused, the acquisition was not."""
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     if lease_was == "free":
         put_lease(area, 2, generation=6)
     else:
@@ -96,7 +85,7 @@ def test_an_acquirer_past_its_renew_deadline_writes_nothing(lease_was: str) -> N
 
 
 def test_acquire_is_reentrant_and_writes_nothing_the_second_time() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     leases = Leases(area, clock, T)
     first = leases.acquire(0, A, always(False))
     before = lease_bytes(area)
@@ -105,7 +94,7 @@ def test_acquire_is_reentrant_and_writes_nothing_the_second_time() -> None:
 
 
 def test_a_lease_of_a_live_other_holder_is_refused_and_left_alone() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     Leases(area, clock, T).acquire(1, B, always(False))
     before = lease_bytes(area)
     asked: list[tuple[int, int]] = []
@@ -122,7 +111,7 @@ def test_a_lease_of_a_live_other_holder_is_refused_and_left_alone() -> None:
 
 
 def test_a_lease_of_a_dead_holder_is_taken_with_the_next_generation() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     g = Leases(area, clock, T).acquire(1, B, always(False))
     assert Leases(area, clock, T).acquire(1, A, always(False)) == g + 1
     assert holds(read_lease(area, 1), A, g + 1)
@@ -130,7 +119,7 @@ def test_a_lease_of_a_dead_holder_is_taken_with_the_next_generation() -> None:
 
 def test_judging_a_holder_dead_may_take_longer_than_settle() -> None:
     """A watcher needs the holder's whole dead timeout; the write must still happen."""
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     g = Leases(area, clock, T).acquire(1, B, always(False))
 
     def slow_judge(node_id: int, incarnation: int) -> bool:
@@ -141,7 +130,7 @@ def test_judging_a_holder_dead_may_take_longer_than_settle() -> None:
 
 
 def test_a_lease_that_changes_while_its_holder_is_judged_is_not_taken() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     g = Leases(area, clock, T).acquire(0, B, always(False))
     third = dict(owner_id=3, owner_incarnation=1, generation=g + 1, owner_name="gamma")
 
@@ -156,7 +145,7 @@ def test_a_lease_that_changes_while_its_holder_is_judged_is_not_taken() -> None:
 
 
 def test_our_own_older_incarnation_counts_as_another_holder() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     old = Holder(1, 2, "alpha")
     g = Leases(area, clock, T).acquire(0, old, always(False))
     with pytest.raises(LockHeld):
@@ -165,7 +154,7 @@ def test_our_own_older_incarnation_counts_as_another_holder() -> None:
 
 
 def test_a_bad_index_is_a_usage_error() -> None:
-    area = make_area()
+    area = make_area(GEOMETRY)
     with pytest.raises(UsageError, match="out of range"):
         read_lease(area, 4)
     with pytest.raises(UsageError):
@@ -191,7 +180,7 @@ class SleepHook(FakeClock):
 
 def test_a_rival_write_during_our_settle_wins_and_we_refuse() -> None:
     """Both read the lease free; the rival's write lands while we settle."""
-    area = make_area()
+    area = make_area(GEOMETRY)
     free = read_lease(area, 0)
     rival = dict(free, owner_id=B.node_id, owner_incarnation=B.incarnation,
                  generation=free["generation"] + 1, owner_name=B.name)
@@ -221,7 +210,7 @@ class SlowReads(MemoryDevice):
 
 
 def slow_area(delay: float) -> tuple[Area, SlowReads, FakeClock]:
-    plain = make_device()
+    plain = make_device(GEOMETRY)
     dev = SlowReads(plain.size, data=bytes(plain.data))
     area = Area.open(dev)
     region = area.regions["lease"]
@@ -257,7 +246,7 @@ class SlowWrites(SlowReads):
 
 def test_a_write_slower_than_settle_is_refused_and_does_not_leave_the_lease_held() -> None:
     """Our late write may have landed after a rival confirmed: we must not keep it."""
-    plain = make_device()
+    plain = make_device(GEOMETRY)
     dev = SlowWrites(plain.size, data=bytes(plain.data))
     area = Area.open(dev)
     region = area.regions["lease"]
@@ -301,7 +290,7 @@ def _lockstep_acquire(area: Area, barrier: threading.Barrier, holder: Holder,
 
 @pytest.mark.parametrize("round_", range(10))
 def test_two_acquirers_that_both_saw_the_lease_free_never_both_win(round_: int) -> None:
-    area = make_area()
+    area = make_area(GEOMETRY)
     barrier = threading.Barrier(2)
     results: dict = {}
     threads = [threading.Thread(target=_lockstep_acquire, args=(area, barrier, h, results))
@@ -322,7 +311,7 @@ def test_two_acquirers_that_both_saw_the_lease_free_never_both_win(round_: int) 
 
 @pytest.fixture
 def held() -> tuple[Area, Leases, int]:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     leases = Leases(area, clock, T)
     generation = leases.acquire(0, A, always(False))
     Leases(area, clock, T).acquire(0, B, always(False))  # A died; B took over
@@ -330,7 +319,7 @@ def held() -> tuple[Area, Leases, int]:
 
 
 def test_verify_returns_the_lease_while_it_names_us() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     leases = Leases(area, clock, T)
     g = leases.acquire(0, A, always(False))
     assert leases.verify(0, A, g)["generation"] == g
@@ -343,7 +332,7 @@ def test_verify_refuses_a_stale_generation(held) -> None:
 
 
 def test_verify_refuses_another_incarnation_of_the_same_node() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     leases = Leases(area, clock, T)
     g = leases.acquire(0, A, always(False))
     with pytest.raises(LeaseLost):
@@ -361,7 +350,7 @@ def test_record_written_with_a_stale_generation_writes_nothing(held) -> None:
 
 
 def test_record_written_publishes_the_version_and_keeps_the_rest() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     leases = Leases(area, clock, T)
     g = leases.acquire(0, A, always(False))
     before = read_lease(area, 0)
@@ -377,7 +366,7 @@ def test_release_of_a_stale_generation_is_a_no_op(held) -> None:
 
 
 def test_release_frees_the_lease_and_the_generation_keeps_counting() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     leases = Leases(area, clock, T)
     g = leases.acquire(0, A, always(False))
     leases.record_written(0, A, g, 3)
@@ -417,19 +406,8 @@ def test_from_membership_judges_a_peer(state: PeerState, incarnation: int,
     assert alive(2, 5) is expected
 
 
-class SteppingClock(FakeClock):
-    """Sleeping lets ``node`` take a heartbeat step (it is alive and writing)."""
-
-    node: Node | None = None
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        if self.node is not None:
-            self.node.step()
-
-
 def test_by_watching_sees_a_moving_counter_as_alive() -> None:
-    area, clock = make_area(), SteppingClock()
+    area, clock = make_area(GEOMETRY), SteppingClock()
     node = Node([area], 2, clock=clock)
     node.start()
     clock.node = node
@@ -437,7 +415,7 @@ def test_by_watching_sees_a_moving_counter_as_alive() -> None:
 
 
 def test_by_watching_calls_a_still_counter_dead_after_the_dead_timeout() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     node = Node([area], 2, clock=clock)
     node.start()  # then it freezes
     start = clock.monotonic()
@@ -446,7 +424,7 @@ def test_by_watching_calls_a_still_counter_dead_after_the_dead_timeout() -> None
 
 
 def test_by_watching_does_not_wait_for_a_slot_that_says_it_is_gone() -> None:
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     Node([area], 2, clock=clock).start()
     node = Node([area], 2, clock=clock)  # the next life of node 2
     node.start()
@@ -465,7 +443,7 @@ def test_by_watching_an_earlier_life_in_the_slot_tells_nothing_of_the_holder(
     and renewed on disks 1 and 2; disk 0 still showed its previous life, which had
     left.  The CLI reading disk 0 took that for the holder's end and took the
     lease of a live holder.  An earlier life says nothing of the holder."""
-    devices = [make_device() for _ in range(3)]
+    devices = [make_device(GEOMETRY) for _ in range(3)]
     clock = FakeClock()
     if earlier != "empty":
         first = Node([Area.open(d) for d in devices], 2, clock=clock)
@@ -483,7 +461,7 @@ def test_by_watching_an_earlier_life_in_the_slot_tells_nothing_of_the_holder(
 
 def test_by_watching_a_damaged_slot_tells_nothing_until_it_is_readable_again() -> None:
     """A torn or corrupt slot is no verdict: the holder may be renewing elsewhere."""
-    area, clock = make_area(), SteppingClock()
+    area, clock = make_area(GEOMETRY), SteppingClock()
     node = Node([area], 2, clock=clock)
     node.start()
     area.device.write(area.regions["heartbeat"].record_offset(1), b"\xff" * 512)
@@ -493,7 +471,7 @@ def test_by_watching_a_damaged_slot_tells_nothing_until_it_is_readable_again() -
 
 def test_by_watching_a_slot_damaged_for_the_whole_watch_with_nobody_to_ask_refuses() -> None:
     """Nothing can be read of the holder and nobody can be asked: no verdict at all."""
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     node = Node([area], 2, clock=clock)
     node.start()
     area.device.write(area.regions["heartbeat"].record_offset(1), b"\xff" * 512)
@@ -505,7 +483,7 @@ def test_by_watching_a_slot_damaged_for_the_whole_watch_with_nobody_to_ask_refus
 
 def test_by_watching_a_still_holder_of_several_disks_with_nobody_to_ask_refuses() -> None:
     """One disk cannot tell the death of a node that writes to three."""
-    devices = [make_device() for _ in range(3)]
+    devices = [make_device(GEOMETRY) for _ in range(3)]
     clock = FakeClock()
     holder = Node([Area.open(d) for d in devices], 2, clock=clock)
     holder.start()  # then it loses disk 0 only, say
@@ -547,7 +525,7 @@ def _holder_and_observers(area: Area, clock: Observers) -> Node:
 def test_by_watching_a_still_holder_the_daemons_still_see_alive_is_alive() -> None:
     """The holder lost only the watched disk and renews on the others: the daemons
     (who read every disk) publish no verdict, so the watcher does not take it."""
-    area, clock = make_area(), Observers()
+    area, clock = make_area(GEOMETRY), Observers()
     holder = _holder_and_observers(area, clock)
     start = clock.monotonic()
     assert by_watching(area, clock, self_id=1)(2, holder.incarnation) is True
@@ -555,7 +533,7 @@ def test_by_watching_a_still_holder_the_daemons_still_see_alive_is_alive() -> No
 
 
 def test_by_watching_a_still_holder_the_daemons_call_dead_is_gone() -> None:
-    area, clock = make_area(), Observers()
+    area, clock = make_area(GEOMETRY), Observers()
     holder = _holder_and_observers(area, clock)
     start = clock.monotonic()
     clock.declare_after = start + T.dead + 1.0
@@ -566,7 +544,7 @@ def test_by_watching_a_still_holder_the_daemons_call_dead_is_gone() -> None:
 def test_by_watching_does_not_ask_its_own_node_or_a_silent_one() -> None:
     """Node 3 is the watcher itself (a CLI session), node 4 stopped too: nobody else
     to ask, the one disk decides."""
-    area, clock = make_area(), Observers()
+    area, clock = make_area(GEOMETRY), Observers()
     holder = _holder_and_observers(area, clock)
     clock.observers = clock.observers[:1]  # node 3 steps, node 4 is silent
     start = clock.monotonic()
@@ -576,7 +554,7 @@ def test_by_watching_does_not_ask_its_own_node_or_a_silent_one() -> None:
 
 def test_a_frozen_holder_loses_its_lease_to_a_watching_acquirer() -> None:
     """A CLI-style acquirer (no history) waits out the holder's dead timeout, then takes over."""
-    area, clock = make_area(), FakeClock()
+    area, clock = make_area(GEOMETRY), FakeClock()
     holder_node = Node([area], 2, clock=clock, name="beta")
     holder_node.start()
     holder_node.step()

@@ -9,13 +9,11 @@ Everything runs on memory devices and a FakeClock.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
+from helpers import SteppingClock, make_device
 from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
-from shareddisk.create import create_area
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import DeviceError, Fenced, QuorumLost, UsageError
 from shareddisk.format import heartbeat, mailbox
@@ -27,6 +25,7 @@ from shareddisk.timeouts import Timeouts
 NODES = 3
 S = heartbeat.SlotState
 T = Timeouts.from_interval(1.0)
+GEOMETRY = Geometry(sector_size=512, node_count=NODES, resource_count=1, log_disks=())
 
 
 class FlakyDevice(MemoryDevice):
@@ -56,11 +55,7 @@ class Fence:
 def make_devices(n: int = 1) -> list[FlakyDevice]:
     devs = []
     for _ in range(n):
-        dev = FlakyDevice(64 * 1024)
-        create_area(dev, Geometry(sector_size=512, node_count=NODES, resource_count=1,
-                                  log_disks=()),
-                    cluster_uuid=uuid.UUID(int=5), clock=FakeClock())
-        devs.append(dev)
+        devs.append(make_device(GEOMETRY, size=64 * 1024, cluster=5, device_type=FlakyDevice))
     return devs
 
 
@@ -260,24 +255,9 @@ def test_default_wait_is_the_targets_own_dead_timeout() -> None:
     assert 14 <= clock.monotonic() - start <= 14 + T.interval
 
 
-class SteppingClock(FakeClock):
-    """A FakeClock whose sleep lets a node run its interval steps meanwhile."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.node: Node | None = None
-        self.next_step = 0.0
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        if self.node is not None and self.monotonic() >= self.next_step:
-            self.next_step = self.monotonic() + T.interval
-            self.node.step()
-
-
 def test_wait_for_ack_returns_once_the_target_acknowledges() -> None:
     devs = make_devices(1)
-    clock = SteppingClock()
+    clock = SteppingClock(every=T.interval)
     node = running_node(devs, 3, clock)
     sent = send_message(areas_of(devs), 3, "test", clock=clock)
     clock.node, clock.next_step = node, clock.monotonic() + T.interval

@@ -10,16 +10,16 @@ renewed on a majority of disks for renew_fail stops its resources and fences
 
 from __future__ import annotations
 
-import uuid
 from typing import Callable
 
 import pytest
 
+from helpers import make_device
 from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
-from shareddisk.create import create_area
 from shareddisk.device import MemoryDevice
-from shareddisk.errors import BadLayout, DeviceError, Fenced, LockHeld, QuorumLost, UsageError
+from shareddisk.errors import DeviceError, Fenced, LockHeld, QuorumLost, UsageError
+from shareddisk.faults import Fault, FaultRules, FaultyDevice
 from shareddisk.format import heartbeat
 from shareddisk.membership import PeerState, Transition
 from shareddisk.node import Node, majority
@@ -27,54 +27,46 @@ from shareddisk.timeouts import Timeouts
 
 NODES = 4
 S = heartbeat.SlotState
+GEOMETRY = Geometry(sector_size=512, node_count=NODES, resource_count=1, log_disks=())
 T = Timeouts.from_interval(1.0)  # the area's interval: renew_fail 4, dead 7, join_wait 3
 
 
-class FaultyDevice:
-    """A MemoryDevice wrapper that fails, slows down or intercepts writes.
+class Disk(FaultyDevice):
+    """The library's FaultyDevice under switches, counting the writes that returned.
 
-    ``write_delay`` advances the FakeClock during a write, which is how a
-    slow disk looks to the node: the write returns, but late.
+    ``fail_writes`` and ``fail_reads`` make the I/O fail (an injected EIO);
+    ``write_delay`` is a latency on the FakeClock before each write, which is
+    how a slow disk looks to the node: the write returns, but late; ``lose``
+    acknowledges writes and keeps none of them (a lost write);
+    ``after_write(offset)`` runs after each write that returned.
     """
 
     def __init__(self, inner: MemoryDevice, clock: FakeClock):
-        self.inner = inner
-        self.clock = clock
-        self.path = f"<faulty {id(self):x}>"
-        self.sector_size, self.size = inner.sector_size, inner.size
-        self.io_mode, self.writable = inner.io_mode, inner.writable
         self.fail_writes = False
         self.fail_reads = False
         self.write_delay = 0.0
+        self.lose = False
         self.writes = 0
         self.after_write: Callable[[int], None] | None = None
+        super().__init__(inner, self.current_rules, clock)
 
-    def read(self, offset: int, length: int) -> bytes:
+    def current_rules(self) -> FaultRules:
+        faults = []
+        if self.fail_writes:
+            faults.append(Fault("error", op="write"))
+        elif self.write_delay:  # (a failing write fails at once)
+            faults.append(Fault("latency", op="write", seconds=self.write_delay))
         if self.fail_reads:
-            raise DeviceError(f"{self.path}: read at offset {offset} failed: Input/output error")
-        return self.inner.read(offset, length)
+            faults.append(Fault("error", op="read"))
+        if self.lose:
+            faults.append(Fault("lost"))
+        return FaultRules(tuple(faults))
 
     def write(self, offset: int, data: bytes) -> None:
-        if self.fail_writes:
-            raise DeviceError(f"{self.path}: write at offset {offset} failed: Input/output error")
-        if self.write_delay:
-            self.clock.advance(self.write_delay)
-        self.inner.write(offset, data)
+        super().write(offset, data)
         self.writes += 1
         if self.after_write is not None:
             self.after_write(offset)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Fence:
@@ -91,18 +83,16 @@ class Fence:
 
 
 class Cluster:
-    """``n`` memory disks of one cluster, each behind a FaultyDevice."""
+    """``n`` memory disks of one cluster, each behind a Disk (a FaultyDevice)."""
 
     def __init__(self, disks: int = 1, clock: FakeClock | None = None):
         self.clock = clock or FakeClock()
         self.mems = []
-        for _ in range(disks):
-            mem = MemoryDevice(64 * 1024)
-            create_area(mem, Geometry(sector_size=512, node_count=NODES, resource_count=1,
-                                      log_disks=()),
-                        cluster_uuid=uuid.UUID(int=99), clock=FakeClock())
+        for i in range(disks):
+            mem = make_device(GEOMETRY, size=64 * 1024, cluster=99)
+            mem.path = f"<memory disk {i}>"  # a node tells its disks apart by path
             self.mems.append(mem)
-        self.devs = [FaultyDevice(m, self.clock) for m in self.mems]
+        self.devs = [Disk(m, self.clock) for m in self.mems]
 
     def areas(self) -> list[Area]:
         """A fresh set of Area objects: what another process would open."""
@@ -154,9 +144,7 @@ def test_too_long_name_is_a_usage_error() -> None:
 
 def test_devices_of_different_clusters_are_refused() -> None:
     one, other = Cluster(), Cluster()
-    mem = MemoryDevice(64 * 1024)
-    create_area(mem, Geometry(sector_size=512, node_count=NODES, resource_count=1, log_disks=()),
-                cluster_uuid=uuid.UUID(int=1), clock=FakeClock())
+    mem = make_device(GEOMETRY, size=64 * 1024, cluster=1)
     with pytest.raises(UsageError, match="different clusters"):
         Node([one.areas()[0], Area.open(mem)], 1, clock=one.clock)
     with pytest.raises(UsageError, match="no devices"):
@@ -374,8 +362,8 @@ def test_a_watcher_that_reads_only_the_disk_a_peer_cannot_write_never_calls_it_d
     one readable disk changing every other step (a scan that reports damage once
     mixed the damaged slot's number into the disk number of the evidence)."""
     c = Cluster(disks=3)
-    peer_view = [FaultyDevice(m, c.clock) for m in c.mems]
-    watcher_view = [FaultyDevice(m, c.clock) for m in c.mems]
+    peer_view = [Disk(m, c.clock) for m in c.mems]
+    watcher_view = [Disk(m, c.clock) for m in c.mems]
     peer = Node([Area.open(d) for d in peer_view], 2, clock=c.clock, fence=Fence())
     watcher = Node([Area.open(d) for d in watcher_view], 1, clock=c.clock, fence=Fence())
     watcher.start()
@@ -571,23 +559,8 @@ def test_old_incarnation_waking_after_a_restart_fences_without_overwriting() -> 
 # -- renewals that did not land, incarnations a disk cannot show -----------------
 
 
-class Losing(FaultyDevice):
-    """Acknowledges writes and keeps none of them (a lost write)."""
-
-    def __init__(self, inner: MemoryDevice, clock: FakeClock):
-        super().__init__(inner, clock)
-        self.lose = False
-
-    def write(self, offset: int, data: bytes) -> None:
-        if self.lose:
-            self.writes += 1
-            return
-        super().write(offset, data)
-
-
 def test_renewals_lost_on_a_majority_of_disks_do_not_count() -> None:
     c = Cluster(disks=3)
-    c.devs = [Losing(m, c.clock) for m in c.mems]
     n = c.node(1)
     n.start()
     n.step()
@@ -608,7 +581,6 @@ def test_renewals_lost_on_a_majority_of_disks_do_not_count() -> None:
 
 def test_a_renewal_lost_on_one_disk_of_three_still_counts() -> None:
     c = Cluster(disks=3)
-    c.devs = [Losing(m, c.clock) for m in c.mems]
     n = c.node(1)
     n.start()
     c.devs[2].lose = True
@@ -674,7 +646,6 @@ def test_the_write_gate_refuses_writes_once_the_node_is_past_its_deadline() -> N
 
 def test_an_unreadable_renewal_counts_unless_the_disks_have_lost_one() -> None:
     c = Cluster(disks=3)
-    c.devs = [Losing(m, c.clock) for m in c.mems]
     n = c.node(1)
     n.start()
     n.step()

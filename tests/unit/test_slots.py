@@ -9,14 +9,10 @@ from watching every other peer.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
+from helpers import make_area
 from shareddisk.area import Area, Geometry
-from shareddisk.clock import FakeClock
-from shareddisk.create import create_area
-from shareddisk.device import MemoryDevice
 from shareddisk.errors import BadLayout, BadMagic, ChecksumMismatch, UnsupportedVersion
 from shareddisk.format import heartbeat, mailbox
 from shareddisk.format.record import HEADER_SIZE
@@ -25,12 +21,8 @@ from shareddisk.slots import SlotScanner
 NODES = 5
 
 
-def make_area(sector_size: int = 512) -> Area:
-    dev = MemoryDevice(256 * 1024, sector_size=sector_size)
-    create_area(dev, Geometry(sector_size=sector_size, node_count=NODES, resource_count=1,
-                              log_disks=()),
-                cluster_uuid=uuid.UUID(int=7), clock=FakeClock())
-    return Area.open(dev)
+def geometry(sector_size: int = 512) -> Geometry:
+    return Geometry(sector_size=sector_size, node_count=NODES, resource_count=1, log_disks=())
 
 
 def slot_values(node_id: int, **changes) -> dict:
@@ -64,7 +56,7 @@ def as_decoded(raw: tuple) -> dict:
 
 @pytest.mark.parametrize("sector_size", [512, 4096])
 def test_first_scan_decodes_every_slot(sector_size: int) -> None:
-    area = make_area(sector_size)
+    area = make_area(geometry(sector_size))
     scanner = SlotScanner(area)
     result = scanner.scan()
     assert result.changed == list(range(NODES))
@@ -75,7 +67,7 @@ def test_first_scan_decodes_every_slot(sector_size: int) -> None:
 
 
 def test_unchanged_region_decodes_nothing() -> None:
-    area = make_area()
+    area = make_area(geometry())
     scanner = SlotScanner(area)
     scanner.scan()
     before = list(scanner.raw)
@@ -87,7 +79,7 @@ def test_unchanged_region_decodes_nothing() -> None:
 
 
 def test_only_changed_slots_are_listed_and_redecoded() -> None:
-    area = make_area()
+    area = make_area(geometry())
     scanner = SlotScanner(area)
     scanner.scan()
     untouched = scanner.raw[0]
@@ -102,7 +94,7 @@ def test_only_changed_slots_are_listed_and_redecoded() -> None:
 @pytest.mark.parametrize("sector_size", [512, 4096])
 def test_raw_tuples_equal_the_codec_decode(sector_size: int) -> None:
     """The fast path and both reference decoders agree field by field."""
-    area = make_area(sector_size)
+    area = make_area(geometry(sector_size))
     write_slot(area, 0, slot_values(1, name="alpha", wall_ns=123456789, flags=3,
                                     config_generation=7, mailbox_ack=5,
                                     dead_map=heartbeat.dead_map([2, 5, 2048])))
@@ -118,7 +110,7 @@ def test_raw_tuples_equal_the_codec_decode(sector_size: int) -> None:
 
 def test_padding_change_is_not_a_change() -> None:
     """Only the meaningful bytes are compared (verify reports dirty padding)."""
-    area = make_area()
+    area = make_area(geometry())
     scanner = SlotScanner(area)
     scanner.scan()
     poke(area, 2, heartbeat.CODEC.size + 10, 0xFF)
@@ -134,7 +126,7 @@ def test_padding_change_is_not_a_change() -> None:
     ("mailbox", BadMagic),
 ])
 def test_damaged_slot_is_reported_not_raised(damage: str, error: type) -> None:
-    area = make_area()
+    area = make_area(geometry())
     write_slot(area, 0, slot_values(1))
     write_slot(area, 2, slot_values(3))
     scanner = SlotScanner(area)
@@ -173,7 +165,7 @@ def test_a_valid_record_in_the_wrong_slot_is_damage(region: str, codec) -> None:
     incarnation) and keep a dead node looking alive.  verify reports the same
     record as misplaced.
     """
-    area = make_area()
+    area = make_area(geometry())
     scanner = SlotScanner(area, region)
     scanner.scan()
     values = slot_values(2) if region == "heartbeat" else dict(mailbox.empty(2), seq=4)
@@ -186,7 +178,7 @@ def test_a_valid_record_in_the_wrong_slot_is_damage(region: str, codec) -> None:
 
 
 def test_damage_is_reported_once_and_repair_restores_the_slot() -> None:
-    area = make_area()
+    area = make_area(geometry())
     scanner = SlotScanner(area)
     scanner.scan()
     poke(area, 1, HEADER_SIZE + 3, 0x77)
@@ -203,7 +195,7 @@ def test_damage_is_reported_once_and_repair_restores_the_slot() -> None:
 
 def test_update_accepts_a_buffer_read_elsewhere() -> None:
     """update() is the scan without the read: the simulation feeds it bytes."""
-    area = make_area()
+    area = make_area(geometry())
     scanner = SlotScanner(area)
     data = bytearray(area.read_region("heartbeat"))
     assert scanner.update(bytes(data)).changed == list(range(NODES))
@@ -215,7 +207,7 @@ def test_update_accepts_a_buffer_read_elsewhere() -> None:
 
 
 def test_other_regions_can_be_scanned() -> None:
-    area = make_area()
+    area = make_area(geometry())
     scanner = SlotScanner(area, "mailbox")
     scanner.scan()
     assert [r[mailbox.CODEC.raw_index["node_id"]] for r in scanner.raw] == list(range(1, NODES + 1))
