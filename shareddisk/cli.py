@@ -402,7 +402,7 @@ def repair(device: str, dry_run: bool, as_json: bool) -> None:
     Exit 0 when nothing damaged is left, 3 when some damage was left alone.
     """
     from shareddisk.repair import repair_area
-    with open_device(device, writable=not dry_run, exclusive=not dry_run) as dev:
+    with open_device(device, writable=not dry_run, exclusive=True) as dev:  # as the real run
         report = repair_area(dev, clock=SystemClock(), dry_run=dry_run)
     data = report.to_json()
     rows = [(a["region"], a["index"], a["offset"], a["action"], a["why"]) for a in data["actions"]]

@@ -315,3 +315,103 @@ def test_size_larger_than_the_file_system_leaves_nothing_behind(small_fs):
     assert result.exit_code == 4
     assert "free" in one_error(result)
     assert not img.exists()
+
+
+# --- (8) repair --dry-run says what repair then does -----------------------------------------
+
+
+def test_dry_run_and_repair_agree_when_the_backup_lies_beyond_a_shrunk_device():
+    big = area_device(size=2 * MiB)
+    dev = MemoryDevice(MiB, data=bytes(big.data[:MiB]))  # the device shrank: backup gone
+    before = bytes(dev.data)
+    planned = repair_area(dev, clock=FakeClock(), dry_run=True)
+    done = repair_area(dev, clock=FakeClock())
+    assert [(a.region, a.index, a.action) for a in planned.actions] == \
+        [("superblock", 1, "left alone")]
+    assert [(a.region, a.index, a.action, a.why) for a in done.actions] == \
+        [(a.region, a.index, a.action, a.why) for a in planned.actions]
+    assert "beyond the device end" in done.actions[0].why
+    assert bytes(dev.data) == before
+
+
+def test_cli_dry_run_and_repair_agree_on_a_shrunk_image(tmp_path):
+    img = tmp_path / "disk.img"
+    assert run("init", img, "--nodes", 3, "--size", "2M").exit_code == 0
+    os.truncate(img, MiB)
+    before = img.read_bytes()
+    dry = run("repair", "--dry-run", "--json", img)
+    real = run("repair", "--json", img)
+    assert (dry.exit_code, real.exit_code) == (3, 3)
+    import json
+    assert json.loads(dry.stdout)["actions"] == json.loads(real.stdout)["actions"]
+    assert img.read_bytes() == before
+
+
+# --- (2) a node whose area is re-created under it fences -------------------------------------
+
+
+class CountingDevice:
+    """A MemoryDevice that counts writes (to show the fenced node wrote nothing more)."""
+
+    def __init__(self, inner: MemoryDevice):
+        self.inner, self.writes = inner, 0
+        self.path, self.sector_size, self.size = "<counting>", inner.sector_size, inner.size
+        self.io_mode, self.writable = inner.io_mode, True
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.inner.read(offset, length)
+
+    def write(self, offset: int, data) -> None:
+        self.writes += 1
+        self.inner.write(offset, data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _running_node(dev: MemoryDevice):
+    from shareddisk.node import Node
+    counting = CountingDevice(dev)
+    clock = FakeClock()
+    node = Node([Area.open(counting)], 1, clock=clock)
+    node.start()
+    node.step()
+    return node, counting, clock
+
+
+@pytest.mark.parametrize("how", ["same-geometry", "other-geometry", "zeroed", "lvm"])
+def test_node_fences_when_its_area_is_replaced(how, caplog):
+    from shareddisk.errors import Fenced
+    dev = area_device()
+    node, counting, clock = _running_node(dev)
+    if how == "same-geometry":
+        create_area(dev, geometry(), force=True, clock=FakeClock(), ignore_live=True)
+    elif how == "other-geometry":
+        create_area(dev, geometry(node_count=7), force=True, clock=FakeClock(), ignore_live=True)
+    elif how == "zeroed":  # init --force's first write
+        dev.data[0:512] = bytes(512)
+    else:
+        _lvm_label(dev)
+    after = bytes(dev.data)
+    writes = counting.writes
+    clock.advance(1.0)
+    with caplog.at_level("CRITICAL"), pytest.raises(Fenced, match="re-created"):
+        node.step()
+    assert counting.writes == writes and bytes(dev.data) == after  # fenced before writing
+    assert [r for r in caplog.records if r.levelname == "CRITICAL"][-1].getMessage() \
+        .startswith("event=fence")
+
+
+def test_a_rotted_primary_warns_and_does_not_fence(caplog):
+    dev = area_device()
+    node, counting, clock = _running_node(dev)
+    dev.data[40] ^= 0xFF
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            clock.advance(1.0)
+            node.step()
+    warned = [r for r in caplog.records if "superblock-damaged" in r.getMessage()]
+    assert len(warned) == 1 and not node.fenced
