@@ -13,8 +13,9 @@ Two questions every command asks before it trusts (or overwrites) a device:
   many.  Only the first may be read around (and restored) from the backup:
   the second means the device now belongs to someone else.  An all-zero
   primary sector counts as damaged (an erased or lost sector belongs to
-  nobody); a tool that zeroes it and writes its own data elsewhere is caught
-  by its signature.
+  nobody; a tool that zeroes it and writes its own data elsewhere is caught
+  by its signature), and so does one that starts with our record magic (a
+  record of ours written to the wrong sector, or a rotted superblock).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def scan(device: BlockDevice, limit: int | None = None) -> list[signatures.Signa
     boundary below ``limit`` (default: the whole device)."""
     s = device.sector_size
     usable = device.size // s * s
-    head = _read(device, 0, min(signatures.HEAD_BYTES, usable))
+    head = _read(device, 0, min(signatures.SCAN_HEAD_BYTES, usable))
     tail_len = min(signatures.TAIL_BYTES, usable) // s * s
     tail = _read(device, usable - tail_len, tail_len) if tail_len else b""
     samples = {o: _read(device, o, signatures.SAMPLE_BYTES)
@@ -67,4 +68,5 @@ def differing_bytes(a: bytes, b: bytes) -> int:
 def rotted(primary: bytes, backup: bytes) -> bool:
     """True when ``primary`` is ``backup`` with a few bytes changed (damage),
     False when it was replaced by something else (see the module docstring)."""
-    return not any(primary) or differing_bytes(primary, backup) <= MAX_ROT_BYTES
+    return not any(primary) or primary.startswith(MAGIC) \
+        or differing_bytes(primary, backup) <= MAX_ROT_BYTES

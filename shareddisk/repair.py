@@ -85,6 +85,10 @@ def repair_area(device: BlockDevice, *, clock: Clock, dry_run: bool = False) -> 
                 _resource(area, index, d, report, done, dry_run, clock)
         elif d.region == "mailbox":
             _mailbox(area, d, report, done, dry_run)
+        elif d.region == "gap":
+            report.actions.append(Action("gap", d.index, d.offset, "left alone",
+                                         "bytes between regions that no writer of ours puts "
+                                         "there: see what they are (dump, hexdump) first"))
         else:
             report.actions.append(Action(d.region, d.index, d.offset, "left alone",
                                          f"a damaged {d.region} record cannot be proven stale: "

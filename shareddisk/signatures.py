@@ -65,11 +65,15 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-__all__ = ["HEAD_BYTES", "TAIL_BYTES", "SAMPLE_EVERY", "SAMPLE_BYTES", "Signature",
+__all__ = ["HEAD_BYTES", "SCAN_HEAD_BYTES", "TAIL_BYTES", "SAMPLE_EVERY", "SAMPLE_BYTES", "Signature",
            "detect_signatures", "sample_offsets"]
 
-HEAD_BYTES = 128 * 1024
-"""How much of the device start the caller should pass as ``head``."""
+HEAD_BYTES = 65536
+"""How much of the device start a caller passes as ``head`` at the least
+(the volume table driver reads just this much)."""
+
+SCAN_HEAD_BYTES = 128 * 1024
+"""How much of the device start to pass to see every probe (btrfs at 64 KiB)."""
 
 TAIL_BYTES = 128 * 1024
 """How much of the device end the caller should pass as ``tail`` (or the
@@ -322,7 +326,7 @@ def sample_offsets(device_size: int, limit: int | None = None) -> list[int]:
     end = device_size if limit is None else min(limit, device_size)
     tail_start = max(0, device_size - TAIL_BYTES)
     return [o for o in range(SAMPLE_EVERY, end, SAMPLE_EVERY)
-            if o >= HEAD_BYTES and o < tail_start and o + SAMPLE_BYTES <= device_size]
+            if o >= SCAN_HEAD_BYTES and o < tail_start and o + SAMPLE_BYTES <= device_size]
 
 
 def detect_signatures(head: bytes, tail: bytes = b"",

@@ -415,3 +415,47 @@ def test_a_rotted_primary_warns_and_does_not_fence(caplog):
             node.step()
     warned = [r for r in caplog.records if "superblock-damaged" in r.getMessage()]
     assert len(warned) == 1 and not node.fenced
+
+
+# --- (12) verify: valid checksums around impossible values, and the bytes between regions ----
+
+
+def _rewrite(dev: MemoryDevice, region: str, index: int, **changes) -> int:
+    """Re-encode one record with ``changes`` and a valid checksum; its offset."""
+    area = Area.open(dev)
+    r = area.regions[region]
+    offset = r.record_offset(index)
+    values = r.codec.decode(bytes(dev.data[offset:offset + 512]), 0)
+    values.update(changes)
+    dev.data[offset:offset + 512] = r.codec.encode(values, 512)
+    return offset
+
+
+@pytest.mark.parametrize("region, changes, words", [
+    ("heartbeat", {"state": 99}, "slot state 99"),
+    ("log:log0", {"entry_type": 99}, "entry type 99"),
+    ("log:log0", {"data_length": 65535}, "data_length 65535"),
+    ("mailbox", {"message": 99}, "message 99"),
+    ("lease", {"owner_id": 999}, "owner node 999"),
+])
+def test_verify_reports_impossible_values_under_a_valid_checksum(region, changes, words):
+    dev = area_device()
+    offset = _rewrite(dev, region, 1, **changes)
+    [damage] = verify_area(dev).damage
+    assert (damage.region, damage.index, damage.offset) == (region, 1, offset)
+    assert words in damage.problem
+
+
+@pytest.mark.parametrize("where", ["after-superblock", "between-regions", "area-end"])
+def test_verify_reports_bytes_between_regions(where):
+    dev = area_device(log_size=7)  # the last region ends before a 4 KiB boundary
+    area = Area.open(dev)
+    hb, mb = area.regions["heartbeat"], area.regions["mailbox"]
+    last = max(r.end for r in area.regions.values())
+    offset = {"after-superblock": 777, "between-regions": hb.end + 3,
+              "area-end": last + 5}[where]
+    assert last + 5 < area.layout.area_size - 512
+    assert mb.offset > hb.end  # the layout leaves a gap here
+    dev.data[offset] = 0x42
+    [damage] = verify_area(dev).damage
+    assert (damage.region, damage.offset) == ("gap", offset)
