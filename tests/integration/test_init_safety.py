@@ -76,7 +76,7 @@ def test_init_force_and_repair_refuse_a_mounted_file_system(tmp_path, loops) -> 
 
     try:
         before = boot_block()
-        for args in (("init", dev, "--nodes", 3, "--force", "--ignore-live-nodes"),
+        for args in (("init", dev, "--nodes", 3, "--force"),
                      ("repair", dev), ("repair", "--dry-run", dev)):
             proc = shareddisk(*args)
             assert proc.returncode == 4, (args, proc.stderr)

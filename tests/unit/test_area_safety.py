@@ -312,9 +312,9 @@ def small_fs(tmp_path):
 def test_size_larger_than_the_file_system_leaves_nothing_behind(small_fs):
     img = small_fs / "big.img"
     result = run("init", img, "--nodes", 2048, "--size", "1T")
+    assert not img.exists()
     assert result.exit_code == 4
     assert "free" in one_error(result)
-    assert not img.exists()
 
 
 # --- (8) repair --dry-run says what repair then does -----------------------------------------
