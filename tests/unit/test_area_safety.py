@@ -159,6 +159,33 @@ def test_real_pvcreate_over_an_area_is_refused(tmp_path):
     assert img.read_bytes() == before
 
 
+REAL_TOOLS = {
+    "mkfs.ext4": ["mkfs.ext4", "-q", "-F"],
+    "mkswap": ["mkswap"],
+    "mkfs.xfs": ["mkfs.xfs", "-q", "-f"],
+    "mkfs.btrfs": ["mkfs.btrfs", "-q", "-f"],
+    "mkfs.vfat": ["mkfs.vfat"],
+}
+
+
+@pytest.mark.parametrize("tool", list(REAL_TOOLS))
+def test_real_tools_formatting_over_an_area_are_refused(tmp_path, tool):
+    """The issue's case, with the tools themselves (those installed here)."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed")
+    img = tmp_path / "disk.img"
+    assert run("init", img, "--nodes", 3, "--size", "64M").exit_code == 0
+    proc = subprocess.run([*REAL_TOOLS[tool], str(img)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"{tool} failed on an image here: {proc.stderr.strip()}")
+    before = img.read_bytes()
+    for command in ("status", "verify", "repair", "dump"):
+        result = run(command, img)
+        assert result.exit_code == 3, (command, result.stderr)
+        one_error(result)
+    assert img.read_bytes() == before
+
+
 def test_init_looks_for_sanlock_where_sanlock_writes():
     dev = MemoryDevice(4 * MiB)
     _sanlock_at_1mib(dev)
