@@ -19,14 +19,17 @@ whose numbers do not is still refused.
 from __future__ import annotations
 
 import re
+import struct
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from shareddisk import foreign
 from shareddisk.device import BlockDevice
 from shareddisk.errors import (
     BadLayout,
     BadMagic,
+    ForeignData,
     FormatError,
     SectorSizeMismatch,
     Truncated,
@@ -270,7 +273,13 @@ class Area:
 
     @classmethod
     def open(cls, device: BlockDevice) -> "Area":
-        """Read and check the superblock (falling back to the backup) and the layout."""
+        """Read and check the superblock (falling back to the backup) and the layout.
+
+        The backup is used only for a primary that is *damaged* (a few bytes
+        differ from the backup), never for one that was written over, and
+        any foreign signature the probes know refuses the device (ForeignData,
+        exit 3): a tool that formatted over the area owns it now.
+        """
         path = device.path
         primary = SuperblockCopy("primary", 0)
         probe = min(SUPERBLOCK_PROBE, device.size // device.sector_size * device.sector_size)
@@ -279,7 +288,7 @@ class Area:
                             f"shareddisk superblock")
         head = device.read(0, probe)
         _decode_copy(primary, head, 0, f"{path}: primary superblock at offset 0")
-        backup = _find_backup(device, primary.values)
+        backup = find_backup(device, primary.values, head)
         chosen = primary if primary.error is None else backup
         if chosen.values is None:
             if is_blank(head[:superblock.CODEC.size]):
@@ -288,6 +297,8 @@ class Area:
             assert primary.error is not None
             raise primary.error
         sb = chosen.values
+        if chosen is backup:
+            _check_rotted(device, head, backup)
         where = f"{path}: {chosen.name} superblock at offset {chosen.offset}"
         layout = layout_from_superblock(sb, where)
         s = layout.sector_size
@@ -302,6 +313,11 @@ class Area:
                     if cut is not None else "the backup superblock sector is missing")
             raise Truncated(f"{path}: truncated device: the area needs {layout.area_size} "
                             f"bytes but the device holds {device.size}; {what}")
+        others = foreign.foreign(foreign.scan(device, limit=layout.area_size))
+        if others:
+            listed = "; ".join(sig.description for sig in others)
+            raise ForeignData(f"{path}: another format's data is on this area ({listed}): "
+                              f"it was formatted over; refusing to use it")
         area = cls(device, sb, layout, primary, backup)
         if primary.error is not None:
             area.notes.append(f"primary superblock damaged ({primary.error}); using the backup "
@@ -322,8 +338,40 @@ def _decode_copy(copy: SuperblockCopy, buf: bytes, offset: int, where: str) -> N
         copy.values = values
 
 
-def _find_backup(device: BlockDevice, primary: dict[str, Any] | None) -> SuperblockCopy:
-    """Decode the backup superblock: where the primary says, else in the last sector."""
+def _check_rotted(device: BlockDevice, head: bytes, backup: SuperblockCopy) -> None:
+    """Refuse to read around a primary superblock that was written over."""
+    assert backup.values is not None
+    s = backup.values["sector_size"]
+    copy = device.read(backup.offset, s)
+    primary = head[:s] if len(head) >= s else device.read(0, s)
+    if not foreign.rotted(primary, copy):
+        raise ForeignData(
+            f"{device.path}: the primary superblock at offset 0 was written over "
+            f"({foreign.differing_bytes(primary, copy)} of its {s} bytes differ from the backup "
+            f"at offset {backup.offset}; damage changes a few): the device holds something "
+            f"else now; not falling back to the backup")
+
+
+def _pointer(head: bytes) -> list[tuple[int, int]]:
+    """(offset, sector size) where a damaged primary says its backup is.
+
+    A primary that rotted (see shareddisk/foreign.py) still holds, in all
+    likelihood, the backup's offset: after the device grew, that is the one
+    place that finds the backup, which is no longer in the last sector.
+    """
+    fields = {f.name: f.offset for f in superblock.CODEC.fields}
+    try:
+        (offset,) = struct.unpack_from("<Q", head, fields["backup_offset"])
+        (s,) = struct.unpack_from("<I", head, fields["sector_size"])
+    except struct.error:
+        return []
+    return [(offset, s)] if s in SECTOR_SIZES and offset > 0 and offset % s == 0 else []
+
+
+def find_backup(device: BlockDevice, primary: dict[str, Any] | None,
+                 head: bytes = b"") -> SuperblockCopy:
+    """Decode the backup superblock: where the primary says, else where the
+    damaged primary's bytes point, else in the last sector."""
     path = device.path
     if primary is not None:
         offset = primary["backup_offset"]
@@ -336,11 +384,13 @@ def _find_backup(device: BlockDevice, primary: dict[str, Any] | None) -> Superbl
         _decode_copy(copy, device.read(offset, s), 0,
                      f"{path}: backup superblock at offset {offset}")
         return copy
-    # No primary: try the last sector for each supported sector size.
+    # No primary: where its bytes point, then the last sector for each sector size.
     copy = SuperblockCopy("backup", -1)
-    for s in sorted(SECTOR_SIZES, reverse=True):
-        offset = (device.size // s) * s - s
-        if offset <= 0 or s < device.sector_size:
+    places = _pointer(head) + [((device.size // s) * s - s, s)
+                               for s in sorted(SECTOR_SIZES, reverse=True)]
+    for offset, s in places:
+        if offset <= 0 or s < device.sector_size or offset + s > device.size \
+                or offset % device.sector_size:
             continue
         candidate = SuperblockCopy("backup", offset)
         _decode_copy(candidate, device.read(offset, s), 0,

@@ -27,8 +27,8 @@ from shareddisk.area import Area, check_name
 from shareddisk.format.superblock import CLUSTER_NAME_BYTES
 from shareddisk.clock import SystemClock
 from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES, Geometry, compute_layout
-from shareddisk.create import check_device, create_area
-from shareddisk.device import open_device
+from shareddisk.create import check_device, create_area, refuse_live
+from shareddisk.device import check_distinct, open_device
 from shareddisk.errors import (
     EXIT_CONFLICT,
     ConflictError,
@@ -132,10 +132,13 @@ def main() -> None:
 @click.option("--size", "size_text", default=None,
               help="Create missing file images of this size (bytes, or 64M, 1G ...).")
 @click.option("--force", is_flag=True, help="Overwrite a device that already holds data.")
+@click.option("--ignore-live-nodes", is_flag=True,
+              help="With --force: do not watch for (and refuse) nodes still writing "
+                   "heartbeats on the old area.")
 @json_option
 def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, log_size: int,
          sector_size: str | None, interval: float, cluster_name: str, size_text: str | None,
-         force: bool, as_json: bool) -> None:
+         force: bool, ignore_live_nodes: bool, as_json: bool) -> None:
     """Create an empty area on each of DEVICES (file images or block devices).
 
     Several devices become the disks of one cluster (one cluster uuid); a
@@ -155,12 +158,13 @@ def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, l
                              needed=needed, available=size)
     if len(set(devices)) != len(devices):
         raise UsageError("a device is named twice")
+    check_distinct(devices)  # the same storage under two names (symlink, ./, loop + file)
     missing = [d for d in devices if not os.path.exists(d)]
     with contextlib.ExitStack() as stack:
         opened = []
         try:
             for path in devices:
-                dev = stack.enter_context(open_device(path, create_size=size))
+                dev = stack.enter_context(open_device(path, create_size=size, exclusive=True))
                 if size is not None and dev.size < size:
                     raise UsageError(f"{path}: exists with {dev.size} bytes; --size {size} only "
                                      f"creates a missing image")
@@ -169,18 +173,21 @@ def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, l
                 widest = max(dev.sector_size for dev in opened)
                 geometry = dataclasses.replace(geometry, sector_size=max(512, widest))
             for dev in opened:
-                check_device(dev, geometry, force=force)
-        except ShareddiskError:
-            for path in missing:  # we created them: leave nothing behind on refusal
+                check_device(dev, geometry, force=force, ignore_live=True)
+            if force and not ignore_live_nodes:  # all devices watched at once
+                refuse_live(opened, SystemClock())
+            cluster_uuid = uuidlib.uuid4()
+            results = []
+            for dev in opened:
+                with terminal_bar(f"init {dev.path}", unit="bytes") as bar:
+                    results.append(create_area(dev, geometry, cluster_name=cluster_name,
+                                               force=True, cluster_uuid=cluster_uuid,
+                                               progress=bar, ignore_live=True))
+        except BaseException:
+            for path in missing:  # we created them: leave nothing behind on failure
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
-        cluster_uuid = uuidlib.uuid4()
-        results = []
-        for dev in opened:
-            with terminal_bar(f"init {dev.path}", unit="bytes") as bar:
-                results.append(create_area(dev, geometry, cluster_name=cluster_name,
-                                           force=True, cluster_uuid=cluster_uuid, progress=bar))
     layout = results[0].layout
     data = {"devices": list(devices), "cluster_uuid": str(cluster_uuid),
             "area_size": layout.area_size, "sector_size": layout.sector_size, "nodes": nodes,
@@ -395,7 +402,7 @@ def repair(device: str, dry_run: bool, as_json: bool) -> None:
     Exit 0 when nothing damaged is left, 3 when some damage was left alone.
     """
     from shareddisk.repair import repair_area
-    with open_device(device, writable=not dry_run) as dev:
+    with open_device(device, writable=not dry_run, exclusive=True) as dev:  # as the real run
         report = repair_area(dev, clock=SystemClock(), dry_run=dry_run)
     data = report.to_json()
     rows = [(a["region"], a["index"], a["offset"], a["action"], a["why"]) for a in data["actions"]]

@@ -30,6 +30,10 @@ from typing import Any, Callable, Protocol, Self, runtime_checkable
 
 from shareddisk.errors import DeviceError, ShareddiskError, UnalignedIO, UsageError
 
+
+class DeviceBusy(DeviceError):
+    """An exclusive open of a block device found it in use (EBUSY): exit 4."""
+
 __all__ = [
     "BLKGETSIZE64",
     "BLKSSZGET",
@@ -329,10 +333,21 @@ class BlockDeviceNode(_FdDevice):
     code can refuse an area whose sectors are smaller than the device's.
     """
 
-    def __init__(self, path: str, *, writable: bool = True) -> None:
+    def __init__(self, path: str, *, writable: bool = True, exclusive: bool = False) -> None:
         if not stat.S_ISBLK(_stat_kind(path).st_mode):
             raise DeviceError(f"{path}: not a block device")
-        fd = _open_fd(path, _access_flags(writable) | os.O_DIRECT)
+        if exclusive:  # O_EXCL on a block device: EBUSY while mounted or held
+            try:
+                fd = os.open(path, _access_flags(writable) | os.O_DIRECT | os.O_EXCL
+                             | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno == errno.EBUSY:
+                    raise DeviceBusy(f"{path}: device is in use (mounted, or held by LVM, "
+                                     f"MD or another exclusive opener: EBUSY); not writing "
+                                     f"to it") from exc
+                raise DeviceError(f"{path}: cannot open: {_errno_text(exc)}") from exc
+        else:
+            fd = _open_fd(path, _access_flags(writable) | os.O_DIRECT)
         super().__init__(path, fd, writable=writable)
         self.io_mode = IO_MODE_DIRECT
         try:
@@ -425,8 +440,13 @@ def open_device(
     writable: bool = True,
     create_size: int | None = None,
     sector_size: int = 512,
+    exclusive: bool = False,
 ) -> BlockDevice:
     """Open ``path`` as the right kind of device.
+
+    ``exclusive`` opens a block device with O_EXCL, as mkfs does: the kernel
+    refuses (EBUSY, raised as DeviceBusy) while it is mounted or held by
+    LVM/MD or another exclusive opener.  For ``init`` and ``repair``.
 
     A block special file becomes a :class:`BlockDeviceNode` (its sector size
     comes from the kernel; ``sector_size`` is ignored). A regular file becomes
@@ -448,7 +468,7 @@ def open_device(
 
     device: BlockDevice
     if stat.S_ISBLK(st.st_mode):
-        device = BlockDeviceNode(path, writable=writable)
+        device = BlockDeviceNode(path, writable=writable, exclusive=exclusive)
     elif stat.S_ISREG(st.st_mode):
         device = FileImage(path, writable=writable, sector_size=sector_size)
     else:
@@ -458,6 +478,49 @@ def open_device(
 
         device = wrap_from_env(device)
     return device
+
+
+def device_keys(path: str) -> set[tuple]:
+    """What identifies the storage behind ``path``, whatever the name it was
+    given by (a symlink, ``./``, a loop device and its backing file).
+
+    A regular file is (st_dev, st_ino); a block device its st_rdev, and a
+    loop device also the (st_dev, st_ino) of its backing file (read from
+    /sys/block/loopN/loop/backing_file).  A path that does not exist yet is
+    its absolute, normalised name.  Two paths share storage when their key
+    sets meet.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {("path", os.path.realpath(path))}
+    if stat.S_ISREG(st.st_mode):
+        return {("file", st.st_dev, st.st_ino)}
+    if not stat.S_ISBLK(st.st_mode):
+        return {("path", os.path.realpath(path))}
+    keys: set[tuple] = {("blk", st.st_rdev)}
+    sysfs = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/loop/backing_file"
+    try:
+        with open(sysfs, encoding="utf-8", errors="replace") as f:
+            backing = f.read().strip()
+        bst = os.stat(backing)
+    except OSError:
+        return keys  # not a loop device (or its file is gone)
+    keys.add(("file", bst.st_dev, bst.st_ino))
+    return keys
+
+
+def check_distinct(paths: list[str] | tuple[str, ...]) -> None:
+    """UsageError when two of ``paths`` name the same storage (see device_keys)."""
+    seen: list[tuple[str, set[tuple]]] = []
+    for path in paths:
+        keys = device_keys(path)
+        for other, other_keys in seen:
+            if keys & other_keys:
+                raise UsageError(f"{path} and {other} are the same device (by device and "
+                                 f"inode, or a loop device and its backing file); name each "
+                                 f"disk once")
+        seen.append((path, keys))
 
 
 class WriteGate:

@@ -65,6 +65,11 @@ class BadLayout(FormatError):
     """A checksummed record holds values that cannot be right (offsets, counts, padding)."""
 
 
+class ForeignData(FormatError):
+    """Another tool's data is on the device (a signature, or a primary superblock
+    written over): the area is no longer ours to use or to repair."""
+
+
 # --- devices --------------------------------------------------------------
 
 

@@ -102,6 +102,75 @@ def _expectations(area: Area, region: Region, index: int) -> dict[str, int]:
     return {"log_index": log_index, "position": index}
 
 
+def _enum_ok(enum_type: Any, value: int) -> bool:
+    return value in enum_type._value2member_map_
+
+
+def impossible_values(area: Area, region: str, values: dict[str, Any] | None) -> str | None:
+    """What no writer of ours ever puts in a record with a valid checksum, or None.
+
+    A CRC proves the bytes are what someone wrote, not that a correct writer
+    wrote them (a bug, another version, a hand edit): a state, message or
+    entry type outside its enum, a length beyond its field, a node id or
+    resource number beyond the area's counts.
+    """
+    if values is None:
+        return None
+    nodes = area.superblock["node_count"]
+    resources = area.superblock["resource_count"]
+    if region == "heartbeat" and not _enum_ok(heartbeat.SlotState, values["state"]):
+        return f"impossible slot state {values['state']}"
+    if region == "mailbox":
+        if not _enum_ok(mailbox.Message, values["message"]):
+            return f"impossible message {values['message']}"
+        if values["sender_id"] > nodes:
+            return f"sender node {values['sender_id']} beyond the {nodes} nodes of the area"
+        if values["resource"] > resources:
+            return (f"resource number {values['resource']} beyond the {resources} resources "
+                    f"of the area")
+    if region == "lease" and values["owner_id"] > nodes:
+        return f"owner node {values['owner_id']} beyond the {nodes} nodes of the area"
+    if region.startswith(LOG_PREFIX):
+        if not _enum_ok(logrecord.EntryType, values["entry_type"]):
+            return f"impossible log entry type {values['entry_type']}"
+        if values["data_length"] > logrecord.LOG_DATA:
+            return (f"data_length {values['data_length']} beyond the "
+                    f"{logrecord.LOG_DATA}-byte data field")
+    return None
+
+
+def gaps(area: Area) -> list[tuple[int, int]]:
+    """(start, end) of every byte range of the area that no record uses: after
+    the primary superblock, between regions, and up to the backup or the end of
+    the area (what ``init`` zeroes; beyond it a device may hold anything)."""
+    s = area.sector_size
+    end = min(area.superblock["backup_offset"], area.layout.area_size)
+    out, at = [], s
+    for r in sorted(area.regions.values(), key=lambda r: r.offset):
+        if r.offset > at:
+            out.append((at, r.offset))
+        at = max(at, r.end)
+    if end > at:
+        out.append((at, end))
+    return out
+
+
+def gap_damage(area: Area) -> list[Damage]:
+    """A Damage for each gap holding a non-zero byte (the first one's offset)."""
+    found = []
+    for n, (start, end) in enumerate(gaps(area)):
+        for at in range(start, end, READ_BATCH):
+            chunk = area.device.read(at, min(READ_BATCH, end - at))
+            if chunk.count(0) != len(chunk):
+                bad = at + next(i for i, b in enumerate(chunk) if b)
+                found.append(Damage("gap", n, bad,
+                                    f"{area.device.path}: non-zero byte at offset {bad} between "
+                                    f"regions (unused range {start}..{end}, zeroed by init)",
+                                    "BadLayout"))
+                break
+    return found
+
+
 def iter_region(area: Area, region: Region, indexes: range | None = None,
                 after_batch: Callable[[int], None] | None = None) -> Iterator[Checked]:
     """Check every record of a region (or of ``indexes``), reading in large batches.
@@ -115,8 +184,19 @@ def iter_region(area: Area, region: Region, indexes: range | None = None,
         data = area.device.read(region.record_offset(first), (last - first) * region.stride)
         for i in range(first, last):
             start = (i - first) * region.stride
-            yield check_record(area.device.path, region, i, data[start:start + region.stride],
-                               _expectations(area, region, i))
+            checked = check_record(area.device.path, region, i,
+                                   data[start:start + region.stride],
+                                   _expectations(area, region, i))
+            problem = None if checked.damage is not None else \
+                impossible_values(area, region.name, checked.values)
+            if problem is not None:
+                buf = data[start:start + region.stride]
+                expected, found = _crcs(region.codec, buf)
+                checked = Checked(region.name, i, checked.offset, None, Damage(
+                    region.name, i, checked.offset,
+                    f"{area.device.path}: {region.name} record {i} at offset {checked.offset}: "
+                    f"{problem}", "BadLayout", expected, found))
+            yield checked
         if after_batch is not None:
             after_batch(last - first)
 
@@ -438,4 +518,5 @@ def verify_area(device: BlockDevice, progress: Progress | None = None) -> Verify
             for view in resource_views(area, checked):
                 report.damage += view.damage
                 report.notes += view.notes
+    report.damage += gap_damage(area)
     return report

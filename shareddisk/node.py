@@ -28,6 +28,7 @@ import stat
 from dataclasses import dataclass
 from typing import Callable
 
+from shareddisk import identity
 from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.diskio import DiskWorker, Outcome, run_round
@@ -108,6 +109,7 @@ class Node:
                  interval: float | None = None, fence: FenceAction | None = None,
                  threaded_io: bool = False, incarnations: IncarnationMemory | None = None):
         self.disks = open_disks(areas)
+        self.identity = identity.Watch(areas)  # fence if an area is re-created under us
         for disk in self.disks:
             disk.worker = DiskWorker(disk.path, clock, threaded_io)
         first = self.disks[0].area
@@ -213,6 +215,9 @@ class Node:
         self._check_deadline(since=self.last_renew_start)  # woke from a freeze, say
         begun = self.clock.monotonic()
         reads = self._read_round()
+        replaced = self.identity.check([o.value[2] if o.ok else None for o in reads])
+        if replaced is not None:
+            self.fence(replaced)
         changes = self._observe(reads, begun)
         self._check_deadline()
         self._check_mailbox(reads)
@@ -300,10 +305,9 @@ class Node:
                          self.clock, self.timeouts.io_timeout)
 
     def _read_round(self) -> list[Outcome]:
-        """(slot region bytes, our mailbox sector) from every disk."""
-        def request(area: Area) -> Callable[[], tuple[bytes, bytes]]:
-            return lambda: (area.read_region("heartbeat"),
-                            area.read_record("mailbox", self.node_id - 1))
+        """(slot region bytes, our mailbox sector, primary superblock) from every disk."""
+        def request(area: Area) -> Callable[[], tuple[bytes, bytes, bytes]]:
+            return lambda: identity.read_round(area, self.node_id)  # + the superblock
 
         outcomes = self._round([request(d.area) for d in self.disks])
         for disk, outcome in zip(self.disks, outcomes):

@@ -18,7 +18,14 @@ a correct writer would have left there:
 Everything else — heartbeat slots, leases, log entries, a resource with no
 whole copy — is reported and left alone: rewriting it could erase the only
 trace of an incarnation, a lease holder or an interrupted operation.
-``--dry-run`` shows the plan without writing.
+
+``--dry-run`` runs the very same planning, every check included (a target
+beyond the device end, say, is planned "left alone" in both modes), and
+only skips the writes: what it says is what ``repair`` then does.
+
+A primary superblock written over by another tool, or any foreign signature
+on the area, makes ``Area.open`` refuse (exit 3) before anything is planned:
+repair restores the primary from the backup only when it is damaged.
 """
 
 from __future__ import annotations
@@ -78,6 +85,10 @@ def repair_area(device: BlockDevice, *, clock: Clock, dry_run: bool = False) -> 
                 _resource(area, index, d, report, done, dry_run, clock)
         elif d.region == "mailbox":
             _mailbox(area, d, report, done, dry_run)
+        elif d.region == "gap":
+            report.actions.append(Action("gap", d.index, d.offset, "left alone",
+                                         "bytes between regions that no writer of ours puts "
+                                         "there: see what they are (dump, hexdump) first"))
         else:
             report.actions.append(Action(d.region, d.index, d.offset, "left alone",
                                          f"a damaged {d.region} record cannot be proven stale: "
@@ -87,6 +98,18 @@ def repair_area(device: BlockDevice, *, clock: Clock, dry_run: bool = False) -> 
     return report
 
 
+def unwritable(area: Area, offset: int, length: int) -> str | None:
+    """Why a planned write of ``length`` bytes at ``offset`` could not be made, or None."""
+    device = area.device
+    if offset < 0 or offset + length > device.size:
+        return (f"its place (offset {offset}, {length} bytes) lies beyond the device end "
+                f"({device.size} bytes): the device shrank; grow it back, or re-create the area")
+    if offset % device.sector_size or length % device.sector_size:
+        return (f"its place (offset {offset}) is not aligned to the device's "
+                f"{device.sector_size}-byte sectors")
+    return None
+
+
 def _superblock(area: Area, d: Damage, report: RepairReport, done: str, dry_run: bool) -> None:
     good = area.backup if d.index == 0 else area.primary
     if good.values is None or good.error is not None:
@@ -94,6 +117,10 @@ def _superblock(area: Area, d: Damage, report: RepairReport, done: str, dry_run:
                                      "the other superblock copy is damaged too"))
         return
     offset = 0 if d.index == 0 else area.superblock["backup_offset"]
+    why = unwritable(area, offset, area.sector_size)
+    if why is not None:
+        report.actions.append(Action("superblock", d.index, offset, "left alone", why))
+        return
     if not dry_run:
         area.device.write(offset, superblock.CODEC.encode(good.values, area.sector_size))
     report.actions.append(Action("superblock", d.index, offset, done,

@@ -40,21 +40,50 @@ Where the magic values come from (checked against the projects' sources):
 * GPT (libblkid/src/partitions/gpt.c ``GPT_HEADER_SIGNATURE`` = "EFI PART"
   little endian): header at LBA 1 (byte 512, or 4096 on 4Kn disks); the
   backup header sits in the last LBA of the device.
+* sanlock again: a lockspace or resource lease need not start at byte 0.
+  ``sanlock client init -s LS:ID:PATH:OFFSET`` writes wherever it is told,
+  and lvmlockd, its main user, puts leases at multiples of the 1 MiB align
+  size (sanlock src/sanlock_internal.h ``ALIGN_SIZE_1M``; lvm2
+  lib/locking/lvmlockd-sanlock.c ``LS_BEGIN`` and the 1 MiB lease offsets).
+  So the three sanlock magics are also looked for at every 1 MiB boundary
+  the caller passes a sample of (``samples``; see ``sample_offsets``).
+* btrfs (libblkid/src/superblocks/btrfs.c): "_BHRfS_M" at 64 KiB + 0x40.
+* Linux swap (libblkid/src/superblocks/swap.c): "SWAPSPACE2" or
+  "SWAP-SPACE" in the last 10 bytes of the first page (4096 here).
+* LUKS (libblkid/src/superblocks/luks.c, cryptsetup luks1.h/luks2.h):
+  "LUKS\xba\xbe" at 0; LUKS2's second header "SKUL\xba\xbe" at 16 KiB.
+* Linux MD RAID (libblkid/src/superblocks/linux_raid.c, md_p.h
+  ``MD_SB_MAGIC 0xa92b4efc``, little endian on x86): metadata 1.1 at 0,
+  1.2 at 4 KiB, 1.0 at ``(size - 8 KiB) & ~(4 KiB - 1)``, 0.90 at
+  ``(size & ~(64 KiB - 1)) - 64 KiB``.
+* ISO 9660 (libblkid/src/superblocks/iso9660.c): "CD001" at 32769.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Callable, Mapping
 
-__all__ = ["HEAD_BYTES", "TAIL_BYTES", "Signature", "detect_signatures"]
+__all__ = ["HEAD_BYTES", "SCAN_HEAD_BYTES", "TAIL_BYTES", "SAMPLE_EVERY", "SAMPLE_BYTES", "Signature",
+           "detect_signatures", "sample_offsets"]
 
 HEAD_BYTES = 65536
-"""How much of the device start the caller should pass as ``head``."""
+"""How much of the device start a caller passes as ``head`` at the least
+(the volume table driver reads just this much)."""
 
-TAIL_BYTES = 8192
+SCAN_HEAD_BYTES = 128 * 1024
+"""How much of the device start to pass to see every probe (btrfs at 64 KiB)."""
+
+TAIL_BYTES = 128 * 1024
 """How much of the device end the caller should pass as ``tail`` (or the
 whole device, if it is smaller)."""
+
+SAMPLE_EVERY = 1 << 20
+"""Probes with ``every`` look at each multiple of this (sanlock's align size)."""
+
+SAMPLE_BYTES = 4096
+"""How much the caller should read at each sample offset."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +107,10 @@ class _Probe:
 
     offsets: where the magic may be.  A value >= 0 is a byte offset from the
         device start; a value < 0 means "the start of the last ``-value``-byte
-        sector of the device" (e.g. -512 is the last 512-byte sector).
+        sector of the device" (e.g. -512 is the last 512-byte sector); a
+        callable maps the device size to an offset (or None).
+    every: if set, also at each multiple of this many bytes that the caller
+        passed bytes for (head, tail or a sample).
     magic: the bytes that must be at that offset.
     also: further (offset relative to the magic, bytes) pairs that must match.
     fields: (name, offset relative to the magic, struct format) values read
@@ -87,11 +119,12 @@ class _Probe:
     """
 
     name: str
-    offsets: tuple[int, ...]
+    offsets: tuple[int | Callable[[int], int | None], ...]
     magic: bytes
     text: str
     also: tuple[tuple[int, bytes], ...] = ()
     fields: tuple[tuple[str, int, str], ...] = ()
+    every: int = 0
 
 
 def _le32(value: int) -> bytes:
@@ -109,6 +142,15 @@ SANLOCK_RINDEX_DISK_MAGIC = 0x01042018
 _SHDK_SUPERBLOCK = ((6, struct.pack("<H", SHAREDDISK_KIND_SUPERBLOCK)),)
 _SHDK_VERSION = (("version", 4, "<H"),)
 _SANLOCK_VERSION = (("version", 4, "<I"),)
+MD_SB_MAGIC = 0xA92B4EFC
+
+
+def _md_1_0(size: int) -> int | None:
+    return (size - 8192) & ~4095 if size >= 8192 else None
+
+
+def _md_0_90(size: int) -> int | None:
+    return (size & ~65535) - 65536 if size >= 131072 else None
 
 # The whole table: every offset and magic in one place.
 _PROBES: tuple[_Probe, ...] = (
@@ -127,15 +169,15 @@ _PROBES: tuple[_Probe, ...] = (
     _Probe("sanlock", (0,), _le32(SANLOCK_DELTA_DISK_MAGIC),
            "sanlock delta lease (lockspace) leader record, version "
            "{version:#010x} (magic 0x12212010 LE at byte {offset})",
-           fields=_SANLOCK_VERSION),
+           fields=_SANLOCK_VERSION, every=SAMPLE_EVERY),
     _Probe("sanlock", (0,), _le32(SANLOCK_PAXOS_DISK_MAGIC),
            "sanlock paxos lease (resource) leader record, version "
            "{version:#010x} (magic 0x06152010 LE at byte {offset})",
-           fields=_SANLOCK_VERSION),
+           fields=_SANLOCK_VERSION, every=SAMPLE_EVERY),
     _Probe("sanlock", (0,), _le32(SANLOCK_RINDEX_DISK_MAGIC),
            "sanlock resource index header, version {version:#010x} "
            "(magic 0x01042018 LE at byte {offset})",
-           fields=_SANLOCK_VERSION),
+           fields=_SANLOCK_VERSION, every=SAMPLE_EVERY),
     _Probe("ext4", (1080,), struct.pack("<H", 0xEF53),
            "ext2/3/4 filesystem superblock (magic 0xEF53 at byte {offset})"),
     _Probe("xfs", (0,), b"XFSB",
@@ -151,14 +193,34 @@ _PROBES: tuple[_Probe, ...] = (
            "GPT header (magic 'EFI PART' at byte {offset})"),
     _Probe("gpt", (-512, -4096), b"EFI PART",
            "GPT backup header (magic 'EFI PART' at byte {offset})"),
+    _Probe("btrfs", (65536 + 0x40,), b"_BHRfS_M",
+           "btrfs filesystem superblock (magic '_BHRfS_M' at byte {offset})"),
+    _Probe("swap", (4086,), b"SWAPSPACE2",
+           "Linux swap area (magic 'SWAPSPACE2' at byte {offset})"),
+    _Probe("swap", (4086,), b"SWAP-SPACE",
+           "Linux swap area, old style (magic 'SWAP-SPACE' at byte {offset})"),
+    _Probe("luks", (0,), b"LUKS\xba\xbe",
+           "LUKS encrypted volume header (magic 'LUKS\\xba\\xbe' at byte {offset})"),
+    _Probe("luks", (16384,), b"SKUL\xba\xbe",
+           "LUKS2 secondary header (magic 'SKUL\\xba\\xbe' at byte {offset})"),
+    _Probe("md", (0, 4096, _md_1_0, _md_0_90), _le32(MD_SB_MAGIC),
+           "Linux MD RAID member superblock (magic 0xa92b4efc LE at byte {offset})"),
+    _Probe("iso9660", (32769,), b"CD001",
+           "ISO 9660 filesystem (magic 'CD001' at byte {offset})"),
 )
+
+PARTIAL_SECTOR = frozenset({"mbr"})
+"""Signatures whose tools rewrite only part of a sector (fdisk keeps the boot
+code before byte 446): a sector that still starts with another format's
+magic says nothing against them (see ``detect_signatures``' ``ours``)."""
 
 
 class _Device:
     """The known bytes of a device: its head and, if the size is known, its
     tail, addressed by absolute offset."""
 
-    def __init__(self, head: bytes, tail: bytes, size: int | None) -> None:
+    def __init__(self, head: bytes, tail: bytes, size: int | None,
+                 samples: Mapping[int, bytes] | None = None) -> None:
         if size is not None:
             head = head[:size]
             tail = tail[len(tail) - size:] if len(tail) > size else tail
@@ -168,6 +230,8 @@ class _Device:
         self.tail = tail
         self.size = size
         self.tail_start = size - len(tail) if size is not None else 0
+        self.samples = {o: _as_bytes(b) for o, b in (samples or {}).items()
+                        if isinstance(o, int) and o >= 0}
 
     def read(self, offset: int, length: int) -> bytes | None:
         """``length`` bytes at ``offset``, or None if they were not passed in."""
@@ -178,10 +242,29 @@ class _Device:
             return self.head[offset:end]
         if self.tail and offset >= self.tail_start and end <= self.size:
             return self.tail[offset - self.tail_start:end - self.tail_start]
+        for start, data in self.samples.items():
+            if start <= offset and end <= start + len(data):
+                return data[offset - start:end - start]
         return None
 
-    def candidates(self, spec: int) -> list[int]:
+    def multiples(self, every: int) -> list[int]:
+        """Each multiple of ``every`` (from ``every`` on) that lies in known bytes."""
+        spans = [(0, len(self.head))] + [(s, s + len(b)) for s, b in self.samples.items()]
+        if self.tail:
+            spans.append((self.tail_start, self.tail_start + len(self.tail)))
+        found: set[int] = set()
+        for start, end in spans:
+            first = max(every, -(-start // every) * every)
+            found.update(range(first, end, every))
+        return sorted(found)
+
+    def candidates(self, spec: int | Callable[[int], int | None]) -> list[int]:
         """Absolute offsets for a table offset (see ``_Probe.offsets``)."""
+        if callable(spec):
+            if self.size is None:
+                return []
+            at = spec(self.size)
+            return [at] if at is not None and at >= 0 else []
         if spec >= 0:
             return [spec]
         if self.size is None:
@@ -236,8 +319,20 @@ def _matches(probe: _Probe, device: _Device, offset: int) -> bool:
                for rel, want in probe.also)
 
 
+def sample_offsets(device_size: int, limit: int | None = None) -> list[int]:
+    """Where a caller should read SAMPLE_BYTES for the ``every`` probes: each
+    1 MiB boundary below ``limit`` (default: the device size) that the head
+    and tail do not already cover."""
+    end = device_size if limit is None else min(limit, device_size)
+    tail_start = max(0, device_size - TAIL_BYTES)
+    return [o for o in range(SAMPLE_EVERY, end, SAMPLE_EVERY)
+            if o >= SCAN_HEAD_BYTES and o < tail_start and o + SAMPLE_BYTES <= device_size]
+
+
 def detect_signatures(head: bytes, tail: bytes = b"",
-                      device_size: int | None = None) -> list[Signature]:
+                      device_size: int | None = None,
+                      samples: Mapping[int, bytes] | None = None,
+                      ours: Callable[[int], bool] | None = None) -> list[Signature]:
     """Every known signature found in the bytes passed in, by offset.
 
     head: the first bytes of the device (up to HEAD_BYTES; fewer for a tiny
@@ -249,21 +344,34 @@ def detect_signatures(head: bytes, tail: bytes = b"",
         only when it is known; they are read from ``tail``, or from ``head``
         when ``head`` reaches the end of the device.
 
+    samples: more bytes, by absolute offset (see ``sample_offsets``).
+    ours: ``ours(offset)`` says whether the sector holding ``offset`` is a
+        shareddisk record (it starts with our magic).  A foreign magic found
+        *inside* such a sector, not at its start, is our record's payload
+        (a node name, log data) and not reported: every format listed here
+        writes the sector holding its magic whole, which would have
+        overwritten our magic.  Partial-sector writers (PARTIAL_SECTOR) are
+        reported anyway.
+
     Returns [] for a blank (all-zero) device.  Never raises: short or empty
     buffers, odd sizes and inconsistent arguments only mean fewer places can
     be checked.  A (name, offset) pair is reported once, even if two table
     rows lead to it (on a tiny device the "last sector" can be sector 0).
     """
-    device = _Device(_as_bytes(head), _as_bytes(tail), _as_size(device_size))
+    device = _Device(_as_bytes(head), _as_bytes(tail), _as_size(device_size), samples)
     found: dict[tuple[str, int], tuple[int, Signature]] = {}
     for order, probe in enumerate(_PROBES):
-        for spec in probe.offsets:
-            for offset in device.candidates(spec):
-                key = (probe.name, offset)
-                if key in found or not _matches(probe, device, offset):
-                    continue
-                sig = Signature(probe.name, offset,
-                                _describe(probe, device, offset))
-                found[key] = (order, sig)
+        where = [o for spec in probe.offsets for o in device.candidates(spec)]
+        if probe.every:
+            where += device.multiples(probe.every)
+        for offset in where:
+            key = (probe.name, offset)
+            if key in found or not _matches(probe, device, offset):
+                continue
+            if ours is not None and probe.name != "shareddisk" \
+                    and probe.name not in PARTIAL_SECTOR and offset % 512 and ours(offset):
+                continue
+            sig = Signature(probe.name, offset, _describe(probe, device, offset))
+            found[key] = (order, sig)
     ranked = sorted(found.values(), key=lambda item: (item[1].offset, item[0]))
     return [sig for _, sig in ranked]

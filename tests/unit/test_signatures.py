@@ -28,7 +28,8 @@ from shareddisk.signatures import (
 )
 
 MiB = 1024 * 1024
-NAMES = {"shareddisk", "sbd", "sanlock", "ext4", "xfs", "lvm2", "mbr", "gpt"}
+NAMES = {"shareddisk", "sbd", "sanlock", "ext4", "xfs", "lvm2", "mbr", "gpt",
+         "btrfs", "swap", "luks", "md", "iso9660"}
 
 
 # --------------------------------------------------------------------------
