@@ -97,3 +97,46 @@ def test_init_refuses_a_loop_device_and_its_backing_file(tmp_path, loops) -> Non
     assert proc.returncode == 2
     assert "same device" in one_error_line(proc)
     assert digest(img) == before
+
+
+# --- real tools formatting over an area (the issue's item 3) ---------------------------------
+
+
+def _area_on_loop(tmp_path: Path, loops, nodes: int = 1200) -> tuple[Path, str]:
+    """An area reaching past 1 MiB (1,200 slots) on a loop device over an image."""
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(8 * MiB)
+    dev = loops.attach(img)
+    proc = shareddisk("init", dev, "--nodes", nodes)
+    assert proc.returncode == 0, proc.stderr
+    return img, dev
+
+
+TOOLS = {
+    # lvm2: pvcreate zeroes the first sectors and writes its label in sector 1
+    "pvcreate": lambda dev, img: ["pvcreate", "-ff", "-y", dev],
+    # sbd: its header at the start of sector 0
+    "sbd": lambda dev, img: ["sbd", "-d", dev, "create"],
+    # sanlock: a lockspace where lvmlockd puts them, at a 1 MiB boundary
+    "sanlock": lambda dev, img: ["sanlock", "direct", "init", "-s", f"LS:0:{dev}:{MiB}"],
+}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_real_tools_over_an_area_on_a_loop_device_are_refused(tmp_path, loops, tool) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed")
+    img, dev = _area_on_loop(tmp_path, loops)
+    made = subprocess.run(TOOLS[tool](dev, img), capture_output=True, text=True, timeout=60)
+    if made.returncode != 0:
+        pytest.skip(f"{tool} failed here: {made.stderr.strip() or made.stdout.strip()}")
+    before = digest(img)
+    for args in (("status", dev), ("verify", dev), ("repair", dev), ("run", dev, "--node-id", 1),
+                 ("init", dev, "--nodes", 3)):
+        proc = shareddisk(*args)
+        want = 5 if args[0] == "init" else 3  # init: "already holds data" without --force
+        assert proc.returncode == want, (args, proc.stderr)
+        one_error_line(proc)
+    assert digest(img) == before
