@@ -25,7 +25,7 @@ from shareddisk.attributes import read_all
 from shareddisk.errors import DeviceError, FormatError
 from shareddisk.leases import read_lease
 from shareddisk.membership import Membership, PeerState, majority
-from shareddisk.node import open_disks
+from shareddisk.disks import open_disks
 from shareddisk.timeouts import Timeouts
 
 _LIVE = (PeerState.ALIVE, PeerState.JOINING)
