@@ -84,8 +84,8 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Self
 
-from shareddisk.clock import Clock, SystemClock
 from shareddisk.blockdevice import BlockDevice, BytesLike, errno_text
+from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import DeviceError, UsageError
 
 __all__ = [
