@@ -32,8 +32,8 @@ from shareddisk.errors import (
 )
 from shareddisk.format import resource
 from shareddisk.format.resource import ResourceState, ValueType
-from shareddisk.inspect import iter_region, resource_views
 from shareddisk.leases import Holder, Leases, check_resource_index
+from shareddisk.readpath import read_resources
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -201,6 +201,15 @@ class ResourceRecord:
         }
 
 
+STOPPED = "stopped"
+"""The ``target_state`` attribute of a resource kept offline everywhere (placement.stop)."""
+
+
+def stopped(record: ResourceRecord) -> bool:
+    """Whether ``record`` is to stay offline on every node until it is started again."""
+    return record.attributes.get("target_state") == STOPPED
+
+
 @dataclass
 class Stored:
     """What one resource index holds: its version and record (None when free)."""
@@ -223,26 +232,16 @@ def read_all(area: Area) -> list[Stored]:
 
 
 def _stored(area: Area, indexes: list[int]) -> list[Stored]:
-    k = area.superblock["resource_chunks"]
-    region = area.regions["resource"]
-    if len(indexes) == 1:  # read just this resource's chunks
-        i = indexes[0]
-        checked: list[Any] = [None] * region.count
-        for c in iter_region(area, region, range(i * 2 * k, (i + 1) * 2 * k)):
-            checked[c.index] = c
-    else:
-        checked = list(iter_region(area, region))
     out = []
-    for view in resource_views(area, checked, indexes):
-        i = view.index
-        if view.current is None:
+    for found in read_resources(area, indexes):
+        i = found.index
+        if found.current is None:
             raise FormatError(f"{area.device.path}: resource {i}: no whole copy "
-                              f"({'; '.join(d.problem for d in view.damage) or 'torn'})")
-        copy = resource.COPIES.index(view.current)
+                              f"({'; '.join(d.problem for d in found.damage) or 'torn'})")
         record = None
-        if view.version and view.record is not None and view.record["name"]:
-            record = ResourceRecord.from_body(i, view.version, view.record)
-        out.append(Stored(i, view.version, record, copy))
+        if found.version and found.body is not None and found.body["name"]:
+            record = ResourceRecord.from_body(i, found.version, found.body)
+        out.append(Stored(i, found.version, record, found.current))
     return out
 
 

@@ -8,7 +8,8 @@ the sector size: the on-disk format is built from whole sectors, and the
 kernel rejects unaligned direct I/O anyway. Unaligned requests are refused,
 never rounded, so a layout bug shows up as an error instead of a torn record.
 
-Three implementations share one protocol, :class:`BlockDevice`:
+Three implementations share one protocol, :class:`BlockDevice`
+(shareddisk/blockdevice.py, re-exported here):
 
 * :class:`FileImage` - a regular file (test images, loop-mounted images);
 * :class:`BlockDeviceNode` - a block special file such as ``/dev/sdb``;
@@ -26,8 +27,9 @@ import os
 import stat
 import struct
 import threading
-from typing import Any, Callable, Protocol, Self, runtime_checkable
+from typing import Any, Callable, Self
 
+from shareddisk.blockdevice import BlockDevice, BytesLike, errno_text
 from shareddisk.errors import DeviceError, ShareddiskError, UnalignedIO, UsageError
 
 
@@ -55,50 +57,11 @@ IO_MODE_MEMORY = "memory"
 
 _MIN_SECTOR_SIZE = 512
 
-BytesLike = bytes | bytearray | memoryview
-"""What ``write`` accepts: anything exposing contiguous bytes."""
-
-
-@runtime_checkable
-class BlockDevice(Protocol):
-    """What the rest of shareddisk needs from a device: aligned, durable I/O."""
-
-    path: str
-    """What the user named (``"<memory>"`` for memory devices)."""
-    sector_size: int
-    """Logical sector size; every offset and length must be a multiple of it."""
-    size: int
-    """Usable size in bytes."""
-    io_mode: str
-    """``"O_DIRECT"``, ``"O_DSYNC"`` (file without O_DIRECT support) or ``"memory"``."""
-    writable: bool
-
-    def read(self, offset: int, length: int) -> bytes: ...
-
-    def write(self, offset: int, data: BytesLike) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-
 def _check_sector_size(sector_size: int) -> None:
     if sector_size < _MIN_SECTOR_SIZE or sector_size & (sector_size - 1):
         raise UsageError(
             f"sector size {sector_size} is not a power of two of at least {_MIN_SECTOR_SIZE}"
         )
-
-
-def _errno_text(exc: OSError) -> str:
-    """``"Input/output error (EIO)"``: readable, and still greppable by name."""
-    if exc.errno is None:
-        return str(exc)
-    name = errno.errorcode.get(exc.errno, str(exc.errno))
-    return f"{os.strerror(exc.errno)} ({name})"
 
 
 class _DeviceBase:
@@ -182,7 +145,7 @@ class _FdDevice(_DeviceBase):
 
     def _os_error(self, op: str, offset: int, length: int, exc: OSError) -> DeviceError:
         return DeviceError(
-            f"{self.path}: {op} at offset {offset} length {length} failed: {_errno_text(exc)}"
+            f"{self.path}: {op} at offset {offset} length {length} failed: {errno_text(exc)}"
         )
 
     def read(self, offset: int, length: int) -> bytes:
@@ -238,7 +201,7 @@ class _FdDevice(_DeviceBase):
             try:
                 os.fsync(self._fd)
             except OSError as exc:
-                raise DeviceError(f"{self.path}: flush failed: {_errno_text(exc)}") from exc
+                raise DeviceError(f"{self.path}: flush failed: {errno_text(exc)}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -251,7 +214,7 @@ class _FdDevice(_DeviceBase):
             try:
                 os.close(self._fd)
             except OSError as exc:
-                raise DeviceError(f"{self.path}: close failed: {_errno_text(exc)}") from exc
+                raise DeviceError(f"{self.path}: close failed: {errno_text(exc)}") from exc
 
 
 def _stat_kind(path: str) -> os.stat_result:
@@ -261,14 +224,14 @@ def _stat_kind(path: str) -> os.stat_result:
     except FileNotFoundError as exc:
         raise DeviceError(f"{path}: no such file or device") from exc
     except OSError as exc:
-        raise DeviceError(f"{path}: cannot access: {_errno_text(exc)}") from exc
+        raise DeviceError(f"{path}: cannot access: {errno_text(exc)}") from exc
 
 
 def _open_fd(path: str, flags: int) -> int:
     try:
         return os.open(path, flags | os.O_CLOEXEC)
     except OSError as exc:
-        raise DeviceError(f"{path}: cannot open: {_errno_text(exc)}") from exc
+        raise DeviceError(f"{path}: cannot open: {errno_text(exc)}") from exc
 
 
 def _access_flags(writable: bool) -> int:
@@ -297,7 +260,7 @@ class FileImage(_FdDevice):
             self.size = os.fstat(fd).st_size
         except OSError as exc:
             os.close(fd)
-            raise DeviceError(f"{path}: cannot stat: {_errno_text(exc)}") from exc
+            raise DeviceError(f"{path}: cannot stat: {errno_text(exc)}") from exc
 
     @staticmethod
     def _open(path: str, flags: int, sector_size: int) -> tuple[int, str]:
@@ -305,7 +268,7 @@ class FileImage(_FdDevice):
             fd = os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
-                raise DeviceError(f"{path}: cannot open: {_errno_text(exc)}") from exc
+                raise DeviceError(f"{path}: cannot open: {errno_text(exc)}") from exc
         else:
             try:
                 if os.fstat(fd).st_size > 0:
@@ -321,7 +284,7 @@ class FileImage(_FdDevice):
                 if exc.errno != errno.EINVAL:
                     raise DeviceError(
                         f"{path}: read at offset 0 length {sector_size} failed: "
-                        f"{_errno_text(exc)}"
+                        f"{errno_text(exc)}"
                     ) from exc
         return _open_fd(path, flags | os.O_DSYNC), IO_MODE_DSYNC
 
@@ -358,7 +321,7 @@ class BlockDeviceNode(_FdDevice):
         except OSError as exc:
             os.close(fd)
             raise DeviceError(
-                f"{path}: cannot query sector size and size: {_errno_text(exc)}"
+                f"{path}: cannot query sector size and size: {errno_text(exc)}"
             ) from exc
 
 
@@ -424,12 +387,12 @@ def _create_image(path: str, size: int, sector_size: int) -> None:
     except FileExistsError:
         return  # created by someone else meanwhile: open what is there
     except OSError as exc:
-        raise DeviceError(f"{path}: cannot create image: {_errno_text(exc)}") from exc
+        raise DeviceError(f"{path}: cannot create image: {errno_text(exc)}") from exc
     try:
         os.ftruncate(fd, size)
     except OSError as exc:
         os.unlink(path)
-        raise DeviceError(f"{path}: cannot size image to {size} bytes: {_errno_text(exc)}") from exc
+        raise DeviceError(f"{path}: cannot size image to {size} bytes: {errno_text(exc)}") from exc
     finally:
         os.close(fd)
 
@@ -464,7 +427,7 @@ def open_device(
         _create_image(path, create_size, sector_size)
         st = _stat_kind(path)
     except OSError as exc:
-        raise DeviceError(f"{path}: cannot access: {_errno_text(exc)}") from exc
+        raise DeviceError(f"{path}: cannot access: {errno_text(exc)}") from exc
 
     device: BlockDevice
     if stat.S_ISBLK(st.st_mode):
@@ -474,7 +437,7 @@ def open_device(
     else:
         raise DeviceError(f"{path}: not a regular file or block device")
     if os.environ.get("SHAREDDISK_FAULTS"):  # fault testing only: see shareddisk/faults.py
-        from shareddisk.faults import wrap_from_env  # late: faults imports this module
+        from shareddisk.faults import wrap_from_env  # late: only fault tests pay its import
 
         device = wrap_from_env(device)
     return device

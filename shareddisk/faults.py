@@ -2,7 +2,7 @@
 
 Self-fencing, quorum and failover are only as good as their behaviour when
 the disk fails, and real disks fail in more ways than "raises an error".
-:class:`FaultyDevice` wraps any :class:`~shareddisk.device.BlockDevice` and,
+:class:`FaultyDevice` wraps any :class:`~shareddisk.blockdevice.BlockDevice` and,
 following its current :class:`FaultRules`, injects:
 
 ``error``    the I/O raises DeviceError like a real EIO (``op`` read, write or both);
@@ -84,8 +84,8 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Self
 
+from shareddisk.blockdevice import BlockDevice, BytesLike, errno_text
 from shareddisk.clock import Clock, SystemClock
-from shareddisk.device import BlockDevice, BytesLike, _errno_text
 from shareddisk.errors import DeviceError, UsageError
 
 __all__ = [
@@ -497,7 +497,7 @@ class FaultyDevice:
                               f"(injected fault: torn write)")
 
 
-_EIO = _errno_text(OSError(errno.EIO, os.strerror(errno.EIO)))
+_EIO = errno_text(OSError(errno.EIO, os.strerror(errno.EIO)))
 
 
 # -- rules from a file, across processes ------------------------------------------

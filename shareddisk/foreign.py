@@ -21,7 +21,7 @@ Two questions every command asks before it trusts (or overwrites) a device:
 from __future__ import annotations
 
 from shareddisk import signatures
-from shareddisk.device import BlockDevice
+from shareddisk.blockdevice import BlockDevice
 from shareddisk.format.record import MAGIC
 
 MAX_ROT_BYTES = 32

@@ -1,143 +1,28 @@
 """Reading an area for people and scripts: ``dump`` and ``verify``.
 
-Both walk every record of every region with the same check: frame (magic,
-version, CRC32C), zero padding, and that the record sits where it belongs
-(a slot's own index inside it catches misdirected writes).  ``dump`` returns
-what it decoded, with damaged records marked in place; ``verify`` returns the
-list of damage.  Both return plain JSON-ready dicts that the CLI prints as
-tables or as JSON, and neither ever writes.
+Both walk every record of every region through the read path the protocols
+use (shareddisk/readpath.py: frame, padding and placement checks, the newest
+whole copy of each resource record).  ``dump`` returns what it decoded, with
+damaged records marked in place; ``verify`` returns the list of damage.  Both
+return plain JSON-ready dicts that the CLI prints as tables or as JSON, and
+neither ever writes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import struct
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
-from shareddisk.area import LOG_PREFIX, Area, Region
-from shareddisk.crc import crc32c
+from shareddisk.area import LOG_PREFIX, Area
 from shareddisk.device import BlockDevice
-from shareddisk.errors import FormatError, UsageError
+from shareddisk.errors import UsageError
 from shareddisk.format import heartbeat, logrecord, mailbox, resource, superblock
 from shareddisk.format.record import RecordCodec
 from shareddisk.progress import Progress, Tally
-
-READ_BATCH = 1 << 20
-
-
-@dataclass
-class Damage:
-    """One damaged record: where it is and what is wrong with it."""
-
-    region: str
-    index: int
-    offset: int
-    problem: str
-    error: str
-    expected_crc: str | None = None  # the CRC32C stored in the record
-    found_crc: str | None = None     # the CRC32C of the bytes it covers
-
-
-@dataclass
-class Checked:
-    """The outcome of checking one record."""
-
-    region: str
-    index: int
-    offset: int
-    values: dict[str, Any] | None
-    damage: Damage | None = None
-
-
-def _crcs(codec: RecordCodec, buf: bytes | memoryview) -> tuple[str, str]:
-    (stored,) = struct.unpack_from("<I", buf, codec.crc_offset)
-    return f"0x{stored:08x}", f"0x{crc32c(buf[:codec.crc_offset]):08x}"
-
-
-def check_record(device_path: str, region: Region, index: int, buf: bytes,
-                 expect: dict[str, int]) -> Checked:
-    """Decode one record and check padding and identity fields against ``expect``."""
-    codec = region.codec
-    offset = region.offset + index * region.stride
-
-    def where() -> str:  # built only for damage: dump reads thousands of good records
-        return f"{device_path}: {region.name} record {index} at offset {offset}"
-
-    def damaged(problem: str, error: str) -> Checked:
-        expected, found = _crcs(codec, buf)
-        return Checked(region.name, index, offset, None,
-                       Damage(region.name, index, offset, problem, error, expected, found))
-
-    try:
-        values = codec.decode(buf, 0)
-    except FormatError:
-        try:
-            codec.decode(buf, 0, where())  # again, for the message that names the place
-        except FormatError as exc:
-            return damaged(str(exc), type(exc).__name__)
-        raise AssertionError("decode is deterministic")  # pragma: no cover
-    pad = codec.padding_problem(buf, 0, region.stride)
-    if pad is not None:
-        return damaged(f"{where()}: non-zero byte in padding at record offset {pad} "
-                       f"(absolute {offset + pad})", "BadLayout")
-    for key, want in expect.items():
-        if values[key] != want:
-            return damaged(f"{where()}: misplaced record: {key} is {values[key]}, this "
-                           f"position expects {want}", "BadLayout")
-    return Checked(region.name, index, offset, values)
-
-
-def _expectations(area: Area, region: Region, index: int) -> dict[str, int]:
-    name = region.name
-    if name in ("heartbeat", "mailbox"):
-        return {"node_id": index + 1}
-    if name == "lease":
-        return {"resource_index": index}
-    if name == "resource":
-        k = area.superblock["resource_chunks"]
-        return {"resource_index": index // (2 * k), "copy": (index // k) % 2,
-                "chunk": index % k, "chunk_count": k}
-    log_index = list(area.layout.geometry.log_disks).index(name[len(LOG_PREFIX):])
-    return {"log_index": log_index, "position": index}
-
-
-def _enum_ok(enum_type: Any, value: int) -> bool:
-    return value in enum_type._value2member_map_
-
-
-def impossible_values(area: Area, region: str, values: dict[str, Any] | None) -> str | None:
-    """What no writer of ours ever puts in a record with a valid checksum, or None.
-
-    A CRC proves the bytes are what someone wrote, not that a correct writer
-    wrote them (a bug, another version, a hand edit): a state, message or
-    entry type outside its enum, a length beyond its field, a node id or
-    resource number beyond the area's counts.
-    """
-    if values is None:
-        return None
-    nodes = area.superblock["node_count"]
-    resources = area.superblock["resource_count"]
-    if region == "heartbeat" and not _enum_ok(heartbeat.SlotState, values["state"]):
-        return f"impossible slot state {values['state']}"
-    if region == "mailbox":
-        if not _enum_ok(mailbox.Message, values["message"]):
-            return f"impossible message {values['message']}"
-        if values["sender_id"] > nodes:
-            return f"sender node {values['sender_id']} beyond the {nodes} nodes of the area"
-        if values["resource"] > resources:
-            return (f"resource number {values['resource']} beyond the {resources} resources "
-                    f"of the area")
-    if region == "lease" and values["owner_id"] > nodes:
-        return f"owner node {values['owner_id']} beyond the {nodes} nodes of the area"
-    if region.startswith(LOG_PREFIX):
-        if not _enum_ok(logrecord.EntryType, values["entry_type"]):
-            return f"impossible log entry type {values['entry_type']}"
-        if values["data_length"] > logrecord.LOG_DATA:
-            return (f"data_length {values['data_length']} beyond the "
-                    f"{logrecord.LOG_DATA}-byte data field")
-    return None
-
+from shareddisk.readpath import (READ_BATCH, Checked, Damage, ResourceCopies, choose_copies, crcs,
+                                 iter_region)
 
 def gaps(area: Area) -> list[tuple[int, int]]:
     """(start, end) of every byte range of the area that no record uses: after
@@ -169,36 +54,6 @@ def gap_damage(area: Area) -> list[Damage]:
                                     "BadLayout"))
                 break
     return found
-
-
-def iter_region(area: Area, region: Region, indexes: range | None = None,
-                after_batch: Callable[[int], None] | None = None) -> Iterator[Checked]:
-    """Check every record of a region (or of ``indexes``), reading in large batches.
-
-    ``after_batch(n)`` is called once the ``n`` records of a batch are yielded.
-    """
-    indexes = indexes if indexes is not None else range(region.count)
-    per_batch = max(1, READ_BATCH // region.stride)
-    for first in range(indexes.start, indexes.stop, per_batch):
-        last = min(indexes.stop, first + per_batch)
-        data = area.device.read(region.record_offset(first), (last - first) * region.stride)
-        for i in range(first, last):
-            start = (i - first) * region.stride
-            checked = check_record(area.device.path, region, i,
-                                   data[start:start + region.stride],
-                                   _expectations(area, region, i))
-            problem = None if checked.damage is not None else \
-                impossible_values(area, region.name, checked.values)
-            if problem is not None:
-                buf = data[start:start + region.stride]
-                expected, found = _crcs(region.codec, buf)
-                checked = Checked(region.name, i, checked.offset, None, Damage(
-                    region.name, i, checked.offset,
-                    f"{area.device.path}: {region.name} record {i} at offset {checked.offset}: "
-                    f"{problem}", "BadLayout", expected, found))
-            yield checked
-        if after_batch is not None:
-            after_batch(last - first)
 
 
 # --- JSON views of decoded records ---------------------------------------------
@@ -293,73 +148,13 @@ def _is_empty(region: str, values: dict[str, Any]) -> bool:
     return values["version"] == 0
 
 
-@dataclass
-class ResourceView:
-    """Both copies of one resource record and which one readers use."""
-
-    index: int
-    offset: int
-    copies: list[dict[str, Any]] = field(default_factory=list)
-    current: str | None = None
-    version: int = 0
-    record: dict[str, Any] | None = None
-    damage: list[Damage] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def resource_views(area: Area, checked: list[Checked | None],
-                   resources: Iterable[int] | None = None) -> list[ResourceView]:
-    """Group chunk records into resources and pick the newest whole copy of each.
-
-    ``checked`` is indexed by chunk record; ``resources`` limits the view to
-    those resource indexes (only their chunks need to be present).
-    """
-    k = area.superblock["resource_chunks"]
-    views = []
-    if resources is None:
-        resources = range(area.superblock["resource_count"])
-    for r in resources:
-        base = r * 2 * k
-        view = ResourceView(r, checked[base].offset)
-        best: tuple[int, bytes, str] | None = None
-        for copy in (0, 1):
-            name = resource.COPIES[copy]
-            chunks = checked[base + copy * k: base + (copy + 1) * k]
-            where = f"{area.device.path}: resource {r} copy {name}"
-            if any(c.damage for c in chunks):
-                view.copies.append({"copy": name, "status": "damaged", "version": None})
-                continue
-            try:
-                version, body = resource.join_chunks([c.values for c in chunks], where)
-            except FormatError as exc:
-                view.copies.append({"copy": name, "status": "torn", "version": None})
-                view.notes.append(str(exc))
-                continue
-            view.copies.append({"copy": name, "status": "ok", "version": version})
-            if best is None or version > best[0]:
-                best = (version, body, name)
-        if best is None and not any(c["status"] == "damaged" for c in view.copies):
-            # Damaged chunks are reported one by one; two torn copies are not.
-            view.damage.append(Damage("resource", base, view.offset,
-                                      f"{area.device.path}: resource {r}: no whole copy "
-                                      f"(A and B both torn)", "BadLayout"))
-        if best is not None:
-            view.version, body, view.current = best
-            if view.version and body:  # an empty body: a removed resource
-                try:
-                    view.record = resource.decode_body(
-                        body, f"{area.device.path}: resource {r} copy {view.current}")
-                except FormatError as exc:
-                    view.damage.append(Damage("resource", base, view.offset, str(exc),
-                                              type(exc).__name__))
-        views.append(view)
-    return views
-
-
-def _resource_json(view: ResourceView) -> dict[str, Any]:
-    out = asdict(view)
-    out["damage"] = [d.problem for d in view.damage]
-    return out
+def _resource_json(found: ResourceCopies) -> dict[str, Any]:
+    return {"index": found.index, "offset": found.offset,
+            "copies": [{"copy": c.name, "status": c.status.value, "version": c.version}
+                       for c in found.copies],
+            "current": None if found.current is None else resource.COPIES[found.current],
+            "version": found.version, "record": deepcopy(found.body),
+            "damage": [d.problem for d in found.damage], "notes": list(found.notes)}
 
 
 # --- dump ---------------------------------------------------------------------
@@ -398,10 +193,10 @@ def dump_area(device: BlockDevice, region: str | None = None,
             indexes = _resource_range(area, index)
             checked = list(iter_region(area, r, indexes))
             wanted = None
-            if index is not None:  # place the chunks where resource_views expects them
+            if index is not None:  # place the chunks where choose_copies expects them
                 checked = [None] * indexes.start + checked  # type: ignore[list-item]
                 wanted = range(index, index + 1)
-            views = resource_views(area, checked, wanted)
+            views = choose_copies(area, checked, wanted)
             out["resource"] = [_resource_json(v) for v in views]
             damaged += sum(len(v.damage) for v in views)
             damaged += sum(1 for c in checked if c is not None and c.damage)
@@ -496,7 +291,7 @@ def verify_area(device: BlockDevice, progress: Progress | None = None) -> Verify
             expected = found = None
             if copy.offset >= 0 and copy.offset + area.sector_size <= device.size:
                 buf = device.read(copy.offset, area.sector_size)
-                expected, found = _crcs(superblock.CODEC, buf)
+                expected, found = crcs(superblock.CODEC, buf)
             report.damage.append(Damage("superblock", 0 if copy.name == "primary" else 1,
                                         copy.offset, str(copy.error), type(copy.error).__name__,
                                         expected, found))
@@ -515,7 +310,7 @@ def verify_area(device: BlockDevice, progress: Progress | None = None) -> Verify
         report.records_checked += len(checked)
         report.damage += [c.damage for c in checked if c.damage is not None]
         if region.name == "resource":
-            for view in resource_views(area, checked):
+            for view in choose_copies(area, checked):
                 report.damage += view.damage
                 report.notes += view.notes
     report.damage += gap_damage(area)

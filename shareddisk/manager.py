@@ -36,11 +36,11 @@ from typing import Callable
 from shareddisk import agents
 from shareddisk.agents import AgentContext
 from shareddisk.area import Area
-from shareddisk.attributes import Owner, ResourceRecord
+from shareddisk.attributes import STOPPED, Owner, ResourceRecord, stopped
 from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync
 from shareddisk.crashpoints import crashpoint
-from shareddisk.drivers.base import make_driver
+from shareddisk.drivers import make_driver
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
@@ -56,12 +56,7 @@ View = dict[int, tuple[PeerState, int]]
 _GONE = (PeerState.DEAD, PeerState.LEFT, PeerState.FENCED, PeerState.EMPTY)
 
 
-STOPPED = "stopped"  # the target_state attribute of a resource kept offline
 RECOVER_TRIES = 3  # ticks an owner retries a failed replay before it gives the resource up
-
-
-def stopped(record: ResourceRecord) -> bool:
-    return record.attributes.get("target_state") == STOPPED
 
 
 @dataclass

@@ -23,8 +23,6 @@ and as the ``run`` daemon (I/O on worker threads).
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,32 +30,16 @@ from shareddisk import identity
 from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.diskio import DiskWorker, Outcome, run_round
+from shareddisk.disks import Disk, open_disks
 from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, QuorumLost, UsageError
 from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
 from shareddisk.membership import Membership, PeerState, Transition, majority
-from shareddisk.slots import SlotScanner
 from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
 
 log = logging.getLogger("shareddisk.node")
 _IDX = heartbeat.CODEC.raw_index
-
-
-@dataclass
-class Disk:
-    """One area the node writes its heartbeat to."""
-
-    area: Area
-    scanner: SlotScanner
-    worker: DiskWorker | None = None
-    write_ok: bool = True
-    read_ok: bool = True
-    error: str | None = None
-
-    @property
-    def path(self) -> str:
-        return self.area.device.path
 
 
 @dataclass
@@ -67,39 +49,6 @@ class _Renewal:
     counter: int
     started: float
     written: list[bool]
-
-
-def open_disks(areas: list[Area]) -> list[Disk]:
-    """Check that the areas are one cluster, each given once, and wrap them as disks."""
-    if not areas:
-        raise UsageError("no devices given")
-    uuids = {a.cluster_uuid for a in areas}
-    if len(uuids) != 1:
-        listed = ", ".join(f"{a.device.path}={a.cluster_uuid}" for a in areas)
-        raise UsageError(f"devices belong to different clusters ({listed})")
-    counts = {a.superblock["node_count"] for a in areas}
-    if len(counts) != 1:
-        raise UsageError("devices disagree on the node count")
-    seen: dict[object, str] = {}
-    for a in areas:
-        key = _identity(a)
-        if key in seen:
-            raise UsageError(f"{a.device.path} and {seen[key]} are the same disk; a disk "
-                             f"counts once toward the majority")
-        seen[key] = a.device.path
-    return [Disk(a, SlotScanner(a)) for a in areas]
-
-
-def _identity(area: Area) -> object:
-    """What makes two opened areas the same disk."""
-    path = area.device.path
-    if path.startswith("<"):  # an in-memory device is itself
-        return id(area.device)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return os.path.realpath(path)
-    return ("rdev", st.st_rdev) if stat.S_ISBLK(st.st_mode) else ("file", st.st_dev, st.st_ino)
 
 
 class Node:

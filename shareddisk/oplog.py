@@ -61,8 +61,8 @@ from shareddisk.clock import Clock
 from shareddisk.errors import BadLayout, ConflictError, UsageError
 from shareddisk.format import logrecord
 from shareddisk.format.logrecord import LOG_DATA, EntryType
-from shareddisk.inspect import check_record
 from shareddisk.locks import host_lock
+from shareddisk.readpath import check_record
 
 UNKNOWN_STEP = "?"  # step name of an operation whose BEGIN entry is no longer in the ring
 _FINISH = (EntryType.COMMIT, EntryType.ABORT)

@@ -25,11 +25,10 @@ from typing import Callable
 
 from shareddisk import config
 from shareddisk.area import Area
-from shareddisk.attributes import ResourceRecord, find
+from shareddisk.attributes import STOPPED, ResourceRecord, find, stopped
 from shareddisk.clock import Clock
 from shareddisk.errors import ConflictError, UsageError
 from shareddisk.format.resource import ResourceState
-from shareddisk.manager import STOPPED, stopped
 from shareddisk.messages import send_message, wait_for_ack
 from shareddisk.session import Session, local_daemons
 

@@ -22,10 +22,10 @@ from typing import Any
 from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.attributes import read_all
+from shareddisk.disks import open_disks
 from shareddisk.errors import DeviceError, FormatError
 from shareddisk.leases import read_lease
 from shareddisk.membership import Membership, PeerState, majority
-from shareddisk.node import open_disks
 from shareddisk.timeouts import Timeouts
 
 _LIVE = (PeerState.ALIVE, PeerState.JOINING)

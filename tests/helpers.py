@@ -1,4 +1,5 @@
-"""What many test files build: a fresh area on a memory device, a clock that lets a node run.
+"""What many test files build: a fresh area on a memory device, a clock that lets a
+node run, a resource taken over as the cluster manager does, a driver that crashes.
 
 Imported as ``helpers`` (pyproject.toml puts tests/ on the path).  Disks that
 misbehave come from the library: :class:`shareddisk.faults.FaultyDevice`.
@@ -10,10 +11,15 @@ import uuid
 from typing import Callable
 
 from shareddisk.area import Area, Geometry
+from shareddisk.attributes import Owner, ResourceRecord, guarded_write
 from shareddisk.clock import FakeClock
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
+from shareddisk.format.resource import ResourceState
+from shareddisk.leases import Holder, Leases, resource_lock
 from shareddisk.node import Node
+from shareddisk.operations import OwnerContext
+from shareddisk.timeouts import Timeouts
 
 
 def make_device(geometry: Geometry, *, size: int | None = None, cluster: int = 7,
@@ -50,3 +56,62 @@ class SteppingClock(FakeClock):
         if self.node is not None and self.monotonic() >= self.next_step:
             self.next_step = self.monotonic() + self.every
             self.node.step()
+
+
+# --- a resource and its owner, as the cluster manager sets them up ----------------------
+
+
+class Crash(Exception):
+    """The owner died here (not a ShareddiskError: nothing in the library catches it)."""
+
+
+class CrashingDriver:
+    """A real driver that dies once at a chosen point: just before or just after
+    applying step ``before``/``after``, or in ``describe`` (which only the close of
+    an operation calls: after COMMIT, before active_log_disk is cleared).
+    ``applied`` lists the steps this wrapper saw applied, in order."""
+
+    def __init__(self, inner, *, before: str = "", after: str = "",
+                 at_describe: bool = False) -> None:
+        self.inner = inner
+        self.before, self.after, self.at_describe = before, after, at_describe
+        self.applied: list[str] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def apply(self, kind: str, params: dict, step: str) -> None:
+        if step == self.before:
+            self.before = ""
+            raise Crash(f"before {step}")
+        self.inner.apply(kind, params, step)
+        self.applied.append(step)
+        if step == self.after:
+            self.after = ""
+            raise Crash(f"after {step}")
+
+    def describe(self) -> dict:
+        if self.at_describe:
+            self.at_describe = False
+            raise Crash("in describe")
+        return self.inner.describe()
+
+
+def add_record(area: Area, leases: Leases, holder: Holder, index: int,
+               record: ResourceRecord) -> None:
+    """Write a new record at a free ``index`` under ``holder``'s lease, which it keeps."""
+    generation = leases.acquire(index, holder, lambda node, incarnation: False)
+    with resource_lock(area, index, leases.clock):
+        guarded_write(area, leases, holder, generation, record, index, 0)
+
+
+def take_over(area: Area, holder: Holder, clock: FakeClock, index: int = 0,
+              timeouts: Timeouts | None = None) -> OwnerContext:
+    """``holder`` takes resource ``index`` as the cluster manager does: the lease
+    (any other holder is taken for dead), then owner_host naming it, offline."""
+    leases = Leases(area, clock, timeouts or Timeouts.from_interval(1.0))
+    generation = leases.acquire(index, holder, lambda node, incarnation: False)
+    ctx = OwnerContext(area, leases, holder, generation, index, clock)
+    ctx.update(owner=Owner(holder.node_id, holder.incarnation, holder.name),
+               state=ResourceState.OFFLINE)
+    return ctx

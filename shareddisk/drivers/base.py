@@ -15,7 +15,8 @@ that a successor can finish it after a crash (shareddisk/operations.py):
 
 ``online`` / ``offline`` / ``monitor`` / ``describe`` serve the storage
 resource agent.  Drivers: ``image`` (shareddisk/drivers/image.py, the
-default) and ``exec`` (shareddisk/drivers/exec.py, user scripts).
+default) and ``exec`` (shareddisk/drivers/exec.py, user scripts);
+``shareddisk.drivers.make_driver`` picks one from a resource's attributes.
 
 Operation arguments (checked here, the same for every driver):
 
@@ -32,10 +33,8 @@ rounded.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from shareddisk.clock import Clock, SystemClock
-from shareddisk.device import gated_opener, open_device
 from shareddisk.errors import UsageError
 
 KINDS = ("create-volume", "delete-volume", "resize-volume", "rename-volume")
@@ -47,7 +46,6 @@ _ARGS = {
     "resize-volume": ("name", "size"),
     "rename-volume": ("name", "new_name"),
 }
-DRIVERS = ("image", "exec")
 
 
 @runtime_checkable
@@ -121,27 +119,3 @@ def check_args(kind: str, args: Any) -> dict:
         if out["new_name"] == out["name"]:
             raise UsageError(f"{kind}: volume {out['name']!r} already has that name")
     return out
-
-
-def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str = "",
-                write_check: Callable[[], None] | None = None) -> Driver:
-    """The driver a resource's attributes ask for.
-
-    ``driver`` = ``"image"`` (the default; needs ``data_devices``) or
-    ``"exec"`` (needs ``exec_script``).  ``resource`` is the resource name,
-    passed to exec scripts.  ``write_check`` gates every data device write
-    of the image driver (shareddisk.device.WriteGate); exec scripts write
-    on their own, checked only before each step.
-    """
-    kind = attributes.get("driver", "image") or "image"
-    clock = clock or SystemClock()
-    if kind == "image":
-        from shareddisk.drivers.image import ImageDriver  # late: image imports this module
-
-        return ImageDriver.from_attributes(attributes, clock=clock,
-                                           opener=gated_opener(open_device, write_check))
-    if kind == "exec":
-        from shareddisk.drivers.exec import ExecDriver
-
-        return ExecDriver.from_attributes(attributes, clock=clock, resource=resource)
-    raise UsageError(f"unknown driver {kind!r} (choose from {', '.join(DRIVERS)})")

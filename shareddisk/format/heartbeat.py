@@ -11,9 +11,8 @@ from typing import Iterable
 
 import construct as cs
 
-from shareddisk.format.record import Kind, RecordCodec
+from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec
 
-NODE_NAME_BYTES = 64
 DEAD_MAP_BYTES = 256   # one bit per node id 1..2048
 
 

@@ -9,8 +9,7 @@ froze and woke after a takeover is refused.
 
 import construct as cs
 
-from shareddisk.format.heartbeat import NODE_NAME_BYTES
-from shareddisk.format.record import Kind, RecordCodec
+from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec
 
 LEASE = cs.Struct(
     "resource_index" / cs.Int16ul,

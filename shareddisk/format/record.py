@@ -41,6 +41,8 @@ MAGIC = b"SHDK"
 FORMAT_VERSION = 1
 MAX_MEANINGFUL = 512
 SECTOR_SIZES = (512, 4096)
+NODE_NAME_BYTES = 64
+"""A node's name, as heartbeats, leases and resource records hold it (UTF-8, NUL-padded)."""
 
 HEADER = cs.Struct(
     "magic" / cs.Bytes(4),

@@ -14,9 +14,8 @@ import enum
 
 import construct as cs
 
-from shareddisk.format.heartbeat import NODE_NAME_BYTES
 from shareddisk.errors import BadLayout
-from shareddisk.format.record import Kind, RecordCodec, plain
+from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec, plain
 
 CHUNK_DATA = 480
 DEFAULT_CHUNKS = 8

@@ -21,7 +21,8 @@ from shareddisk.area import Geometry, compute_layout
 from shareddisk.clock import FakeClock
 from shareddisk.create import WRITE_BATCH, create_area
 from shareddisk.device import FileImage, MemoryDevice
-from shareddisk.inspect import READ_BATCH, verify_area
+from shareddisk.inspect import verify_area
+from shareddisk.readpath import READ_BATCH
 
 MiB = 1 << 20
 # Log disks large enough that both writing and reading take several batches.
