@@ -281,6 +281,9 @@ def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, l
 @json_option
 def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_json: bool) -> None:
     """Decode every region of DEVICE (exit 3 after printing if a record is damaged)."""
+    if region == "superblock" and index is not None and index > 1:
+        raise UsageError(f"superblock index {index} out of range 0..1 (0 the primary, "
+                         f"1 the backup)")
     with open_device(device, writable=False) as dev:
         if as_hex:
             if region is None:
@@ -411,6 +414,8 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     with _Areas(devices, writable=True) as areas:
+        from shareddisk.placement import check_node
+        check_node(areas[0], node_id, "--node-id")
         daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
                         fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir)
         watchdog = Watchdog()  # systemd WatchdogSec=: fed from the heartbeat loop
