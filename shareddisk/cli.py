@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ import click
 from shareddisk import render
 from shareddisk.area import Area, check_name
 from shareddisk.format.superblock import CLUSTER_NAME_BYTES
+from shareddisk.format.heartbeat import NODE_NAME_BYTES
 from shareddisk.clock import SystemClock
 from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES, Geometry, compute_layout
 from shareddisk.create import check_device, create_area, refuse_live
@@ -33,12 +35,15 @@ from shareddisk.errors import (
     EXIT_CONFLICT,
     ConflictError,
     EXIT_DAMAGE,
+    DeviceError,
+    FormatError,
     DeviceTooSmall,
     ShareddiskError,
     UsageError,
 )
 from shareddisk.inspect import dump_area, record_bytes, verify_area
 from shareddisk.progress import terminal_bar
+from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL
 
 if TYPE_CHECKING:
     from shareddisk.session import Session
@@ -56,6 +61,59 @@ def parse_size(text: str) -> int:
     if not m:
         raise UsageError(f"bad size {text!r}: use bytes or a number with K, M, G or T")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+class Seconds(click.ParamType):
+    """A duration in seconds: finite and within ``low..high`` (``low`` excluded
+    when ``open_low``).  NaN, infinities and absurd values are usage errors at
+    parse time, before a command opens anything."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float, *, open_low: bool = False):
+        self.low, self.high, self.open_low = low, high, open_low
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float) and math.isfinite(value):
+            seconds = value
+        else:
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        too_low = seconds <= self.low if self.open_low else seconds < self.low
+        if not math.isfinite(seconds) or too_low or seconds > self.high:
+            bound = f"more than {self.low:g}" if self.open_low else f"at least {self.low:g}"
+            self.fail(f"{value!r}: give seconds, {bound} and at most {self.high:g}", param, ctx)
+        return seconds
+
+
+MAX_WAIT = 86_400.0  # a day: the longest --timeout or --window a command accepts
+WAIT_SECONDS = Seconds(0.0, MAX_WAIT, open_low=True)
+WINDOW_SECONDS = Seconds(0.0, MAX_WAIT)  # 0: one look at the slots
+INTERVAL_SECONDS = Seconds(MIN_INTERVAL, MAX_INTERVAL)
+
+
+class SizeText(click.ParamType):
+    """A size (bytes, or 64M, 1G ...) that is a positive multiple of ``multiple``;
+    returns the text itself (the command parses it with parse_size)."""
+
+    name = "size"
+
+    def __init__(self, multiple: int = 1):
+        self.multiple = multiple
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        try:
+            size = parse_size(str(value))
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+        if size <= 0:
+            self.fail(f"{value!r}: a size must be positive", param, ctx)
+        if size % self.multiple:
+            self.fail(f"{value!r} ({size} bytes) is not a multiple of {self.multiple} bytes",
+                      param, ctx)
+        return str(value)
 
 
 class _Group(click.Group):
@@ -85,24 +143,30 @@ class _Group(click.Group):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"shareddisk: error: {message}", err=True)
+    # One line, whatever the message holds (a name read from a damaged disk, say).
+    click.echo(f"shareddisk: error: {render.printable(message, keep_newlines=False)}", err=True)
     sys.exit(code)
 
 
-def _emit(as_json: bool, data: Any, text: str | Callable[[bool], str]) -> None:
+def _emit(as_json: bool, data: Any, text: str | Callable[[Any, bool], str]) -> None:
     """Print ``data`` as JSON, or ``text`` for people.
 
-    ``text`` may be a function of whether stdout is a terminal (the rich
-    tables of render.py), called only without ``--json``: JSON output never
-    imports rich.
+    ``text`` may be a function of (data, whether stdout is a terminal) (the
+    rich tables of render.py), called only without ``--json``: JSON output
+    never imports rich.  Text never carries a control character from the
+    data (a node or resource name, an attribute value) to the terminal:
+    functions get the data with them escaped, strings are escaped whole.
     """
     tty = sys.stdout.isatty()
     if as_json:
         # Indented for a person at a terminal; compact (and C-encoded, ~10x
         # faster: `dump --json` of 2,048 slots is 1.2 MB) for a pipe or file.
+        # (JSON escapes control characters itself.)
         text = json.dumps(data, indent=2 if tty else None, default=str)
     elif callable(text):
-        text = text(tty)
+        text = text(render.printable_data(data), tty)
+    else:
+        text = render.printable(text)
     click.echo(text)
 
 
@@ -111,8 +175,22 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="shareddisk")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show the library's log lines on stderr (`run` always shows them).")
+def main(verbose: bool) -> None:
     """Shared-disk quorum and failover toolkit."""
+    _quiet_logging(verbose)
+
+
+def _quiet_logging(verbose: bool) -> None:
+    """A command says what went wrong in its one error line; the library's log lines
+    (a failed disk write, a renewal that failed) stay silent unless asked for.
+    Without a handler, Python would print warnings to stderr (logging.lastResort)."""
+    library = logging.getLogger("shareddisk")
+    if not any(isinstance(h, logging.NullHandler) for h in library.handlers):
+        library.addHandler(logging.NullHandler())
+    if verbose:
+        _setup_logging(verbose=False)
 
 
 @main.command()
@@ -126,10 +204,10 @@ def main() -> None:
               help="Entries (sectors) per log disk.")
 @click.option("--sector-size", type=click.Choice(["512", "4096"]), default=None,
               help="Record size; default: the device's logical sector size.")
-@click.option("--interval", type=float, default=1.0, show_default=True,
+@click.option("--interval", type=INTERVAL_SECONDS, default=1.0, show_default=True,
               help="Heartbeat interval in seconds (0.05..60); timeouts derive from it.")
 @click.option("--cluster-name", default="cluster", show_default=True)
-@click.option("--size", "size_text", default=None,
+@click.option("--size", "size_text", type=SizeText(512), default=None,
               help="Create missing file images of this size (bytes, or 64M, 1G ...).")
 @click.option("--force", is_flag=True, help="Overwrite a device that already holds data.")
 @click.option("--ignore-live-nodes", is_flag=True,
@@ -210,6 +288,9 @@ def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, l
 @json_option
 def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_json: bool) -> None:
     """Decode every region of DEVICE (exit 3 after printing if a record is damaged)."""
+    if region == "superblock" and index is not None and index > 1:
+        raise UsageError(f"superblock index {index} out of range 0..1 (0 the primary, "
+                         f"1 the backup)")
     with open_device(device, writable=False) as dev:
         if as_hex:
             if region is None:
@@ -224,10 +305,11 @@ def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_js
                                     "type": f.type} for f in codec.fields]}
                 click.echo(json.dumps(data, indent=2))
             else:
-                click.echo(render.hex_view(codec, buf, offset, f"{device}: {title}"))
+                click.echo(render.printable(render.hex_view(codec, buf, offset,
+                                                            f"{device}: {title}")))
             return
         data = dump_area(dev, region, index)
-    _emit(as_json, data, functools.partial(render.dump_text, data))
+    _emit(as_json, data, render.dump_text)
     if data.get("damaged_records"):
         sys.exit(EXIT_DAMAGE)
 
@@ -258,6 +340,8 @@ class _Areas:
         try:
             for path in self.paths:
                 self.devices.append(open_device(path, writable=self.writable))
+                if self.writable:
+                    _check_not_read_only(path)
             return [Area.open(d) for d in self.devices]
         except BaseException:
             self.__exit__()
@@ -268,18 +352,48 @@ class _Areas:
             d.close()
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped (a peer's name is read from the disk)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return render.printable(super().format(record), keep_newlines=False)
+
+
+BLKROGET = 0x125E  # linux/fs.h: is the block device read-only?
+
+
+def _check_not_read_only(path: str) -> None:
+    """A command that writes refuses a read-only block device up front (exit 4):
+    the kernel lets it open one read-write and fails every write (EPERM)."""
+    import fcntl
+    import stat
+    try:
+        if not stat.S_ISBLK(os.stat(path).st_mode):
+            return  # a read-only file (system) already fails to open read-write
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            flag = bytearray(4)
+            fcntl.ioctl(fd, BLKROGET, flag)
+        finally:
+            os.close(fd)
+    except OSError:
+        return  # not answerable here: the writes themselves will tell
+    if int.from_bytes(flag, sys.byteorder):
+        raise DeviceError(f"{path}: the device is read-only; this command writes to it")
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
-        format="ts=%(asctime)s level=%(levelname)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("ts=%(asctime)s level=%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 @main.command()
 @click.argument("devices", nargs=-1, required=True)
-@click.option("--node-id", type=int, required=True, help="This node's id (1..node count).")
+@click.option("--node-id", type=click.IntRange(1), required=True,
+              help="This node's id (1..node count).")
 @click.option("--name", default="", help="Node name shown to peers (default: node<ID>).")
-@click.option("--interval", type=float, default=None,
+@click.option("--interval", type=INTERVAL_SECONDS, default=None,
               help="Heartbeat interval in seconds (default: the area's, set at init).")
 @click.option("--fence", "fence_name", type=click.Choice(["exit", "reboot"]), default="exit",
               show_default=True, help="What to do when this node must fence itself.")
@@ -296,6 +410,8 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     from shareddisk.daemon import Daemon
     from shareddisk.fencing import FENCE_ACTIONS
     from shareddisk.notify import Watchdog, sd_notify
+    if name:
+        check_name(name, "node name", NODE_NAME_BYTES)
     _setup_logging(verbose)
     stop = {"now": False}
 
@@ -305,6 +421,8 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     with _Areas(devices, writable=True) as areas:
+        from shareddisk.placement import check_node
+        check_node(areas[0], node_id, "--node-id")
         daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
                         fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir)
         watchdog = Watchdog()  # systemd WatchdogSec=: fed from the heartbeat loop
@@ -327,7 +445,7 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
 
 @main.command()
 @click.argument("devices", nargs=-1, required=True)
-@click.option("--window", type=float, default=None,
+@click.option("--window", type=WINDOW_SECONDS, default=None,
               help="Seconds to watch the slots (default: the suspect timeout, 2 x interval + io timeout).")
 @click.option("--watch", is_flag=True,
               help="Keep watching: a live view refreshed every interval on a terminal, a new "
@@ -344,7 +462,7 @@ def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json:
                 _watch_live(reader)  # ends only by Ctrl-C (KeyboardInterrupt)
             while True:
                 report = reader.report()
-                _emit(as_json, report, functools.partial(render.status_text, report))
+                _emit(as_json, report, render.status_text)
                 if not watch:
                     break
                 reader.observe(reader.timeouts.interval)
@@ -360,36 +478,42 @@ def _watch_live(reader: Any) -> NoReturn:
     """``status --watch`` on a terminal: one view redrawn in place every interval."""
     from rich.live import Live
     footer = f"refreshed every {reader.timeouts.interval:g}s; Ctrl-C to stop"
-    with Live(render.status_renderable(reader.report(), footer), auto_refresh=False,
-              console=render.console()) as live:
+    def view() -> Any:
+        return render.status_renderable(render.printable_data(reader.report()), footer)
+
+    with Live(view(), auto_refresh=False, console=render.console()) as live:
         while True:
             reader.observe(reader.timeouts.interval)
-            live.update(render.status_renderable(reader.report(), footer), refresh=True)
+            live.update(view(), refresh=True)
 
 
 @main.command()
 @click.argument("devices", nargs=-1, required=True)
-@click.argument("node", type=int)
+@click.argument("node", type=click.IntRange(1))
 @click.argument("message", type=click.Choice(["test", "reset", "off", "clear"]))
 @click.option("--wait", is_flag=True, help="Wait for the node to acknowledge.")
-@click.option("--timeout", type=float, default=None,
+@click.option("--timeout", type=WAIT_SECONDS, default=None,
               help="Seconds to wait with --wait (default: the dead timeout).")
 @json_option
 def message(devices: tuple[str, ...], node: int, message: str, wait: bool,
             timeout: float | None, as_json: bool) -> None:
     """Send MESSAGE to node NODE's mailbox (on every one of DEVICES; a majority must take it)."""
     from shareddisk.messages import send_message, wait_for_ack
+    if timeout is not None and not wait:
+        raise UsageError("--timeout applies to --wait only")
     clock = SystemClock()
     with _Areas(devices, writable=True) as areas:
         sent = send_message(areas, node, message, clock=clock)
         acked = wait_for_ack(areas, node, sent.seq, clock=clock, timeout=timeout) if wait else None
     data = {"node": node, "message": sent.message, "seq": sent.seq, "acknowledged": acked}
     text = f"sent {sent.message} to node {node} (seq {sent.seq})"
-    if wait:
-        text += ": acknowledged" if acked else ": NOT acknowledged before the timeout"
-    _emit(as_json, data, text)
     if wait and not acked:
-        sys.exit(EXIT_CONFLICT)
+        if as_json:  # the outcome for scripts; the failure itself on stderr
+            _emit(as_json, data, "")
+        _fail(f"{text}: NOT acknowledged before the timeout", EXIT_CONFLICT)
+    if wait:
+        text += ": acknowledged"
+    _emit(as_json, data, text)
 
 
 @main.command()
@@ -415,7 +539,7 @@ def repair(device: str, dry_run: bool, as_json: bool) -> None:
 # --- resources and attributes -------------------------------------------------
 
 node_option = click.option(
-    "--node-id", type=int, default=None, envvar="SHAREDDISK_NODE_ID",
+    "--node-id", type=click.IntRange(1), default=None, envvar="SHAREDDISK_NODE_ID",
     help="Act as this node (default: $SHAREDDISK_NODE_ID, else the node whose daemon runs "
          "on this host).")
 
@@ -426,10 +550,14 @@ def _acting_node(area: Area, node_id: int | None) -> int:
 
 
 @contextlib.contextmanager
-def _session(device: str, node_id: int | None):
+def _session(device: str, node_id: int | None, check: Callable[[Area], Any]):
+    """Act as a node on ``device``, once ``check(area)`` (which only reads) passed:
+    joining writes our heartbeat slot, so a command that will be refused must
+    not join."""
     from shareddisk.session import Session
     with _Areas((device,), writable=True) as areas:
         area = areas[0]
+        check(area)
         with Session(area, _acting_node(area, node_id), SystemClock()) as session:
             yield session
 
@@ -467,7 +595,9 @@ def resource_add(device: str, name: str, type_: str, failover_nodes: str, attrs:
     from shareddisk.attributes import parse_assignment
     changes = dict(parse_assignment(a) for a in attrs)
     failover = [n for n in failover_nodes.split(",") if n.strip()]
-    with _session(device, node_id) as session:
+    check = functools.partial(config.check_add, name=name, type_=type_, failover=failover,
+                              attributes=changes)
+    with _session(device, node_id, check) as session:
         record = config.add_resource(session, name, type_, failover=failover, attributes=changes)
     data = record.to_json()
     _emit(as_json, data, _record_text(data))
@@ -480,7 +610,7 @@ def resource_add(device: str, name: str, type_: str, failover_nodes: str, attrs:
 def resource_remove(device: str, name: str, node_id: int | None) -> None:
     """Remove resource NAME."""
     from shareddisk import config
-    with _session(device, node_id) as session:
+    with _session(device, node_id, lambda area: config.check_remove(area, name)) as session:
         index = config.remove_resource(session, name)
     click.echo(f"removed {name} (resource {index})")
 
@@ -544,8 +674,12 @@ def attr_get(device: str, resource_name: str, key: str, local: bool, state_dir: 
 _MISSING = object()
 
 
+class DamagedLocalCopy(FormatError):
+    """The node's local copy of the records is valid JSON of the wrong shape."""
+
+
 def _local_copy(device: str, state_dir: Path | None, node_id: int | None) -> dict[str, Any]:
-    from shareddisk.confsync import read_local
+    from shareddisk.confsync import STATE_FILE, read_local
     from shareddisk.statefile import default_state_dir
     clock = SystemClock()
     if state_dir is None:
@@ -557,7 +691,17 @@ def _local_copy(device: str, state_dir: Path | None, node_id: int | None) -> dic
             raise UsageError(f"cannot find the local copy without the disk ({exc}); "
                              f"give --state-dir") from None
         state_dir = default_state_dir(uuid, node)
-    return read_local(state_dir, clock)
+    try:
+        data = read_local(state_dir, clock)
+    except TypeError:  # valid JSON but not an object: read_local cannot stamp its age
+        data = None
+    resources = data.get("resources") if isinstance(data, dict) else None
+    if not isinstance(resources, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str)
+            and isinstance(r.get("attributes"), dict) and "version" in r for r in resources):
+        raise DamagedLocalCopy(f"{state_dir / STATE_FILE}: the local copy is not a list of "
+                               f"resource records (damaged, or not written by shareddisk run)")
+    return data
 
 
 @attr.command("set")
@@ -574,7 +718,9 @@ def attr_set(device: str, resource_name: str, assignments: tuple[str, ...],
     from shareddisk import config
     from shareddisk.attributes import parse_assignment
     changes = dict(parse_assignment(a) for a in assignments)
-    with _session(device, node_id) as session:
+    check = functools.partial(config.check_update, name=resource_name, changes=changes,
+                              expect_version=expect_version)
+    with _session(device, node_id, check) as session:
         record = config.update_resource(session, resource_name, changes,
                                         expect_version=expect_version)
     data = record.to_json()
@@ -592,7 +738,9 @@ def attr_unset(device: str, resource_name: str, keys: tuple[str, ...],
                expect_version: int | None, node_id: int | None, as_json: bool) -> None:
     """Remove attributes KEYS of RESOURCE_NAME."""
     from shareddisk import config
-    with _session(device, node_id) as session:
+    check = functools.partial(config.check_update, name=resource_name, changes={}, unset=keys,
+                              expect_version=expect_version)
+    with _session(device, node_id, check) as session:
         record = config.update_resource(session, resource_name, {}, unset=keys,
                                         expect_version=expect_version)
     _emit(as_json, record.to_json(), f"{resource_name}: version {record.version}")
@@ -629,7 +777,8 @@ def _op_args(kind: str, args: tuple[str, ...], size: str | None) -> dict[str, An
         raise UsageError(f"{kind} takes no --size")
     if size is not None:
         out["size"] = parse_size(size)
-    return out
+    from shareddisk.drivers.base import check_args
+    return check_args(kind, out)  # the owner checks them again; a refusal here writes nothing
 
 
 def _owner_session(area: Area, record: Any, node_id: int | None) -> Session:
@@ -645,8 +794,8 @@ def _owner_session(area: Area, record: Any, node_id: int | None) -> Session:
 @click.argument("resource_name")
 @click.argument("kind", type=click.Choice(OP_KINDS))
 @click.argument("args", nargs=-1)
-@click.option("--size", default=None, help="Volume size (bytes, or 64M, 1G ...).")
-@click.option("--timeout", type=float, default=120.0, show_default=True,
+@click.option("--size", type=SizeText(), default=None, help="Volume size (bytes, or 64M, 1G ...).")
+@click.option("--timeout", type=WAIT_SECONDS, default=120.0, show_default=True,
               help="Seconds to wait for the operation to commit.")
 @click.option("--no-wait", is_flag=True, help="Return once the owner has the request.")
 @node_option
@@ -666,6 +815,7 @@ def op(device: str, resource_name: str, kind: str, args: tuple[str, ...], size: 
     with _Areas((device,), writable=True) as areas:
         area = areas[0]
         record = find(area, resource_name)
+        config.check_update(area, resource_name, {"op_request": request})
         with _owner_session(area, record, node_id) as session:
             config.update_resource(session, resource_name, {"op_request": request})
         if no_wait:
@@ -681,11 +831,14 @@ def op(device: str, resource_name: str, kind: str, args: tuple[str, ...], size: 
         from shareddisk.placement import wait_for
         result = outcome(wait_for(area, resource_name, lambda r: bool(outcome(r)),
                                   f"request {request_id}", clock=SystemClock(), timeout=timeout))
-    _emit(as_json, result, f"{resource_name}: {kind} {' '.join(args)}: {result['status']}"
-          + (f" (op {result['op_id']})" if result.get("op_id") else "")
-          + (f": {result['error']}" if result.get("error") else ""))
+    text = (f"{resource_name}: {kind} {' '.join(args)}: {result['status']}"
+            + (f" (op {result['op_id']})" if result.get("op_id") else "")
+            + (f": {result['error']}" if result.get("error") else ""))
     if result["status"] != "committed":
-        sys.exit(EXIT_CONFLICT)
+        if as_json:  # the outcome for scripts; the failure itself on stderr
+            _emit(as_json, result, "")
+        _fail(text, EXIT_CONFLICT)
+    _emit(as_json, result, text)
 
 
 @main.group("log")
@@ -708,8 +861,8 @@ def log_show(device: str, name: str | None, as_json: bool) -> None:
 @resource.command("move")
 @click.argument("device")
 @click.argument("name")
-@click.option("--to", "to", type=int, required=True, help="Node id to hand the resource to.")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--to", "to", type=click.IntRange(1), required=True, help="Node id to hand the resource to.")
+@click.option("--timeout", type=WAIT_SECONDS, default=60.0, show_default=True)
 @node_option
 @json_option
 def resource_move(device: str, name: str, to: int, timeout: float, node_id: int | None,
@@ -729,7 +882,7 @@ def resource_move(device: str, name: str, to: int, timeout: float, node_id: int 
 @resource.command("stop")
 @click.argument("device")
 @click.argument("name")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--timeout", type=WAIT_SECONDS, default=60.0, show_default=True)
 @node_option
 @json_option
 def resource_stop(device: str, name: str, timeout: float, node_id: int | None,
@@ -745,9 +898,9 @@ def resource_stop(device: str, name: str, timeout: float, node_id: int | None,
 @resource.command("start")
 @click.argument("device")
 @click.argument("name")
-@click.option("--on", "on", type=int, default=None,
+@click.option("--on", "on", type=click.IntRange(1), default=None,
               help="Node id to bring it online on (default: its failover order).")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--timeout", type=WAIT_SECONDS, default=60.0, show_default=True)
 @node_option
 @json_option
 def resource_start(device: str, name: str, on: int | None, timeout: float, node_id: int | None,

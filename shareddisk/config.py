@@ -22,12 +22,18 @@ from shareddisk.attributes import (
     read_all,
     read_stored,
 )
+from shareddisk.area import Area
+from shareddisk.drivers import check_attributes, complete_attributes
 from shareddisk.errors import ConflictError, StaleVersion, UsageError
 from shareddisk.session import Session
 
 
-def _failover(session: Session, nodes: Iterable[int | str]) -> list[tuple[int, int]]:
-    count = session.area.superblock["node_count"]
+def _area(where: Session | Area) -> Area:
+    return where.area if isinstance(where, Session) else where
+
+
+def _failover(where: Session | Area, nodes: Iterable[int | str]) -> list[tuple[int, int]]:
+    count = _area(where).superblock["node_count"]
     out = []
     for priority, raw in enumerate(nodes):
         try:
@@ -42,15 +48,24 @@ def _failover(session: Session, nodes: Iterable[int | str]) -> list[tuple[int, i
     return out
 
 
-def _check_log_disk(session: Session, name: str) -> None:
-    names = session.area.layout.geometry.log_disks
+def _check_log_disk(where: Session | Area, name: str) -> None:
+    names = _area(where).layout.geometry.log_disks
     if name and name not in names:
         raise UsageError(f"no log disk named {name!r} (log disks: {', '.join(names) or 'none'})")
 
 
-def apply(session: Session, record: ResourceRecord, changes: dict[str, Value],
-          unset: Iterable[str] = ()) -> ResourceRecord:
-    """The record with ``changes`` set and ``unset`` removed (validated, not written)."""
+def apply(where: Session | Area, record: ResourceRecord, changes: dict[str, Value],
+          unset: Iterable[str] = (), *, complete: bool | None = None) -> ResourceRecord:
+    """The record with ``changes`` set and ``unset`` removed (validated, not written).
+
+    The attributes its driver reads must keep the types the driver declares
+    (shareddisk/drivers/base.py), and a record that was complete (its driver
+    could be built from it) must stay complete: the cluster manager of
+    whichever node takes it over builds that driver.  ``complete`` forces
+    the check (a new record) or skips it (None: as the record was).
+    """
+    if complete is None:
+        complete = complete_attributes(record.attributes)
     attributes = dict(record.attributes)
     record = replace(record, attributes=attributes)
     for key, value in changes.items():
@@ -60,10 +75,10 @@ def apply(session: Session, record: ResourceRecord, changes: dict[str, Value],
         if key == "active_log_disk":
             if not isinstance(value, str):
                 raise UsageError("active_log_disk takes a log disk name")
-            _check_log_disk(session, value)
+            _check_log_disk(where, value)
             record.active_log_disk = value
         elif key == "failover_nodes":
-            record.failover = _failover(session, value if isinstance(value, list) else [value])
+            record.failover = _failover(where, value if isinstance(value, list) else [value])
         else:
             check_value(value)
             attributes[key] = value
@@ -75,22 +90,51 @@ def apply(session: Session, record: ResourceRecord, changes: dict[str, Value],
             del attributes[key]
         else:
             raise UsageError(f"resource {record.name!r} has no attribute {key!r}")
+    check_attributes(attributes, complete=complete, what=f"resource {record.name!r}")
     return record
+
+
+def check_add(area: Area, name: str, type_: str, *, failover: Iterable[int | str] = (),
+              attributes: dict[str, Value] | None = None) -> ResourceRecord:
+    """Everything add_resource refuses that reading ``area`` can tell, found before
+    the command joins as a node (which writes its heartbeat slot): the record to add."""
+    check_resource_name(name)
+    check_resource_name(type_)
+    stored = read_all(area)
+    if any(s.record is not None and s.record.name == name for s in stored):
+        raise ConflictError(f"{area.device.path}: resource {name!r} already exists")
+    changes: dict[str, Value] = {"failover_nodes": [str(n) for n in failover]} if failover \
+        else {}
+    changes.update(attributes or {})
+    template = apply(area, ResourceRecord(index=-1, name=name, type=type_), changes,
+                     complete=True)
+    if all(s.record is not None for s in stored):
+        raise UsageError(f"{area.device.path}: all {len(stored)} resource records are in "
+                         f"use (init with more --resources)")
+    return template
+
+
+def check_update(area: Area, name: str, changes: dict[str, Value], unset: Iterable[str] = (),
+                 expect_version: int | None = None) -> None:
+    """What update_resource would refuse on the record as it is now (reads only)."""
+    current = find(area, name)
+    if expect_version is not None and current.version != expect_version:
+        raise StaleVersion(f"{area.device.path}: resource {name!r} is at version "
+                           f"{current.version}, not {expect_version}; nothing written")
+    apply(area, current, changes, unset)
+
+
+def check_remove(area: Area, name: str) -> None:
+    """What remove_resource would refuse (reads only)."""
+    find(area, name)
 
 
 def add_resource(session: Session, name: str, type_: str, *,
                  failover: Iterable[int | str] = (), attributes: dict[str, Value] | None = None
                  ) -> ResourceRecord:
     """Create resource ``name`` in the first free record."""
-    check_resource_name(name)
-    check_resource_name(type_)
+    template = check_add(session.area, name, type_, failover=failover, attributes=attributes)
     stored = read_all(session.area)
-    if any(s.record is not None and s.record.name == name for s in stored):
-        raise ConflictError(f"{session.area.device.path}: resource {name!r} already exists")
-    template = ResourceRecord(index=-1, name=name, type=type_)
-    template = apply(session, template, {"failover_nodes": [str(n) for n in failover]}
-                     if failover else {})
-    template = apply(session, template, attributes or {})
     for candidate in (s.index for s in stored if s.record is None):
         with session.leased(candidate) as generation:
             now = read_stored(session.area, candidate)

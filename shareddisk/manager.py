@@ -84,14 +84,20 @@ class ClusterManager:
         self.me: Holder | None = None
         self.view: View = {}
         config.hooks.append(self._attr_changed)
-        self._forget_old_definitions()
+        self._forgotten = False  # the old definitions go at the first tick (see below)
 
     def _forget_old_definitions(self) -> None:
         """A starting node owns nothing: definitions left by its previous life go.
 
         (A crashed owner never ran its storage agent's offline; its successor
         owns the group now, so a definition here would claim it twice.)
+
+        Done at the first tick, not when the manager is built: only then has
+        this node started (the same-host slot lock taken, no other writer of
+        its id seen).  A second daemon of a running node id is refused at its
+        start and must leave the running one's definitions alone.
         """
+        self._forgotten = True
         groups = self.state_dir / "groups"
         for path in sorted(groups.glob("*.json")) if groups.is_dir() else []:
             path.unlink(missing_ok=True)
@@ -140,6 +146,8 @@ class ClusterManager:
     def tick(self, me: Holder, view: View) -> None:
         """Look at every resource once (runs on the manager's worker thread)."""
         self.me, self.view = me, view
+        if not self._forgotten:
+            self._forget_old_definitions()
         self._retry_releases()
         records = dict(self.config.records)
         self._give_back_orphans(records)

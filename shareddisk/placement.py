@@ -82,6 +82,13 @@ def wait_for(area: Area, name: str, done: Callable[[ResourceRecord], bool], what
         clock.sleep(POLL)
 
 
+def check_node(area: Area, node_id: int, option: str) -> None:
+    """A node id given as ``option`` names one of the area's nodes (before anything is written)."""
+    count = area.superblock["node_count"]
+    if isinstance(node_id, bool) or not 1 <= node_id <= count:
+        raise UsageError(f"{option} {node_id}: node ids of {area.device.path} are 1..{count}")
+
+
 def _online_on(to: int | None) -> Callable[[ResourceRecord], bool]:
     return lambda r: r.state is ResourceState.ONLINE and r.owner is not None and \
         (to is None or r.owner.node_id == to)
@@ -90,6 +97,7 @@ def _online_on(to: int | None) -> Callable[[ResourceRecord], bool]:
 def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
          timeout: float) -> ResourceRecord:
     """Hand ``name`` over to node ``to`` gracefully (offline on its owner, online on ``to``)."""
+    check_node(area, to, "--to")
     record = find(area, name)
     if record.owner is not None and record.owner.node_id == to:
         raise UsageError(f"{name} is already on node {to}")
@@ -98,6 +106,7 @@ def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
                             f"{record.state.name.lower()}); start it with `resource start "
                             f"--on {to}`")
     if _owner_here(area, record, node_id):
+        config.check_update(area, name, {"move_to": to})
         with Session(area, record.owner.node_id, clock) as session:
             config.update_resource(session, name, {"move_to": to})
     else:
@@ -116,6 +125,7 @@ def stop(area: Area, name: str, *, node_id: int | None, clock: Clock,
          timeout: float) -> ResourceRecord:
     """Take ``name`` offline everywhere and keep it offline until ``start``."""
     record = find(area, name)
+    config.check_update(area, name, {"target_state": STOPPED})
     if record.owner is None:
         if not stopped(record):  # no owner: its lease is free (or its holder's to wait out)
             with Session(area, acting_node(area, node_id), clock) as session:
@@ -132,11 +142,21 @@ def stop(area: Area, name: str, *, node_id: int | None, clock: Clock,
 def start(area: Area, name: str, *, on: int | None, node_id: int | None, clock: Clock,
           timeout: float) -> ResourceRecord:
     """Let ``name`` come online again (on node ``on`` when given) after ``stop``."""
+    if on is not None:
+        check_node(area, on, "--on")
     record = find(area, name)
-    if not stopped(record):
-        raise UsageError(f"{name} is not stopped (state {record.state.name.lower()}); use "
-                         f"`resource move` to place a running resource")
+    if record.owner is not None and record.state is ResourceState.ONLINE:
+        raise UsageError(f"{name} is already online on node {record.owner.node_id}; use "
+                         f"`resource move {name} --to NODE` to place it elsewhere")
+    if record.owner is not None and not stopped(record):
+        raise ConflictError(f"{area.device.path}: resource {name!r} is being brought up by "
+                            f"node {record.owner.node_id} (state "
+                            f"{record.state.name.lower()}); wait for it, or stop it first")
+    # Stopped, failed everywhere, or waiting for a successor: start it (again);
+    # the failed_on mark goes too, so that node is tried again.
+    unset = [k for k in ("target_state", "failed_on") if k in record.attributes]
     changes: dict[str, object] = {"move_to": on} if on is not None else {}
+    config.check_update(area, name, changes, unset)  # refused before we join as a node
     with Session(area, acting_node(area, node_id), clock) as session:
-        config.update_resource(session, name, changes, unset=["target_state"])
+        config.update_resource(session, name, changes, unset=unset)
     return wait_for(area, name, _online_on(on), "start", clock=clock, timeout=timeout)

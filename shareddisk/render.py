@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
@@ -23,6 +24,43 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
 HEX_WIDTH = 16
+
+
+def _escape(ch: str) -> str:
+    n = ord(ch)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+
+def _unsafe(ch: str, keep_newlines: bool) -> bool:
+    if ch == "\n":
+        return not keep_newlines
+    if ch == "\t":
+        return False
+    # Cc: C0/C1 controls (ESC starts terminal sequences); Cf: format characters
+    # such as the bidirectional overrides, which reorder what a reader sees.
+    return unicodedata.category(ch) in ("Cc", "Cf")
+
+
+def printable(text: str, keep_newlines: bool = True) -> str:
+    """``text`` with every control or format character written as ``\\xNN``/``\\uNNNN``,
+    so that nothing read from a disk or given as a name can drive the terminal."""
+    if text.isprintable():
+        return text  # the common case, in C
+    return "".join(_escape(ch) if _unsafe(ch, keep_newlines) else ch for ch in text)
+
+
+def printable_data(data: Any) -> Any:
+    """``data`` (JSON-like) with printable() applied to every string in it, newlines too:
+    a value shown on one line of a table stays on that line."""
+    if isinstance(data, str):
+        return printable(data, keep_newlines=False)
+    if isinstance(data, dict):
+        return {printable_data(k): printable_data(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [printable_data(v) for v in data]
+    if isinstance(data, tuple):
+        return tuple(printable_data(v) for v in data)
+    return data
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

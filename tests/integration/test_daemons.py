@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -269,3 +270,50 @@ def test_status_never_reports_a_silent_node_alive(cluster: Cluster) -> None:
     (node,) = report["nodes"]
     assert node["id"] == 2 and node["counter"] == cluster.slot(2)["counter"]
     assert node["state"] in ("suspect", "dead"), node
+
+
+def test_a_refused_second_daemon_of_a_node_leaves_the_running_ones_resource_online(
+        cluster: Cluster) -> None:
+    """Issue 16 item 1: ``run --node-id 1`` twice with the default state dir.  The second
+    is refused (exit 5) and must change nothing: before, it deleted the first one's
+    storage group definition (``groups/*.json``) on its way to the refusal, and the
+    first one's monitor then failed the resource (owner none, state failed)."""
+    import json
+    import shutil
+    import subprocess
+
+    from shareddisk.statefile import default_state_dir
+
+    if os.geteuid() != 0:
+        pytest.skip("the default state dir is under /var/lib/shareddisk: needs root")
+    data = cluster.tmp / "data.img"
+    data.write_bytes(b"")
+    os.truncate(data, 64 << 20)
+    uuid = json.loads(cluster.cli("dump", str(cluster.image), "--region", "superblock",
+                                  "--json"))["superblock"]["cluster_uuid"]
+    state = default_state_dir(uuid, 1)
+    try:
+        cluster.cli("resource", "add", str(cluster.image), "sg1", "--type", "storage-group",
+                    "--failover-nodes", "1", "--attr", f"data_devices:list={data}",
+                    "--node-id", "1")
+        first = cluster.start(1)  # no --state-dir: the default one
+        first.wait_event("online", PATIENCE, agent="manager", resource="sg1")
+        definition = state / "groups" / "sg1.json"
+        assert definition.exists()
+
+        second = subprocess.run([sys.executable, "-m", "shareddisk", "run", str(cluster.image),
+                                 "--node-id", "1"], capture_output=True, text=True,
+                                timeout=PATIENCE * 4, cwd=cluster.tmp)
+        assert second.returncode == EXIT_CONFLICT, (second.stdout, second.stderr)
+        assert "already runs on this host" in second.stderr
+        assert definition.exists(), "the refused daemon deleted the running one's definition"
+
+        # Twenty of the first daemon's monitor ticks later, it still runs sg1.
+        time.sleep(20 * INTERVAL)
+        assert first.running()
+        assert not first.events("offline"), cluster.logs()
+        (resource,) = cluster.status()["resources"]
+        assert (resource["state"], (resource["owner_host"] or {}).get("id")) == ("online", 1), \
+            resource
+    finally:
+        shutil.rmtree(state.parent, ignore_errors=True)

@@ -40,6 +40,11 @@ API_ROUNDS = 3  # increments each API worker tries
 CLI_ROUNDS = 2  # each CLI worker (two commands of ~0.5 s each per try)
 
 
+def data_attr(c: Cluster) -> str:
+    """The data device attribute every record needs (no daemon here brings it online)."""
+    return f"data_devices:list={c.tmp / 'data.img'}"
+
+
 def resource_region(image: Path) -> bytes:
     """The raw bytes of the resource region, read without any shareddisk lock."""
     from shareddisk.area import Area
@@ -165,7 +170,7 @@ def test_concurrent_increments_through_cli_and_api_lose_no_update(cluster: Clust
                                                                    tmp_path: Path) -> None:
     c = cluster
     c.cli("resource", "add", str(c.image), RESOURCE, "--type", "storage-group",
-          "--attr", f"{KEY}:int=0", "--node-id", "1")
+          "--attr", f"{KEY}:int=0", "--attr", data_attr(c), "--node-id", "1")
     ctx = multiprocessing.get_context("spawn")
     api = []
     for node_id in NODE_IDS:
@@ -248,7 +253,7 @@ def _local_value(state_dir: Path):
 def test_attr_set_on_one_node_reaches_the_local_copy_of_another(cluster: Cluster) -> None:
     c = cluster
     c.cli("resource", "add", str(c.image), RESOURCE, "--type", "storage-group",
-          "--attr", f"{KEY}:int=64", "--node-id", "3")
+          "--attr", f"{KEY}:int=64", "--attr", data_attr(c), "--node-id", "3")
     dirs = {n: c.tmp / f"state{n}" for n in (1, 2)}
     daemons = {n: c.start(n, "--state-dir", str(dirs[n])) for n in (1, 2)}
     for d in daemons.values():
@@ -320,7 +325,7 @@ def test_dump_and_status_show_who_holds_a_lease(cluster: Cluster) -> None:
 
     c = cluster
     c.cli("resource", "add", str(c.image), RESOURCE, "--type", "storage-group",
-          "--attr", f"{KEY}:int=1", "--node-id", "1")
+          "--attr", f"{KEY}:int=1", "--attr", data_attr(c), "--node-id", "1")
     daemon = c.start(1, "--state-dir", str(c.tmp / "state1"))
     daemon.wait_event("joined", PATIENCE, node=1)
     incarnation = slot_of(c.image, 1)["incarnation"]
@@ -359,13 +364,13 @@ def test_dump_and_status_show_who_holds_a_lease(cluster: Cluster) -> None:
 def test_a_write_records_its_lease_and_a_stale_expect_version_exits_5(cluster: Cluster) -> None:
     c = cluster
     c.cli("resource", "add", str(c.image), RESOURCE, "--type", "storage-group",
-          "--attr", f"{KEY}:int=1", "--node-id", "1")
+          "--attr", f"{KEY}:int=1", "--attr", data_attr(c), "--node-id", "1")
     first, lease_first = record_of(c.image), lease_of(c.image)
     c.cli("attr", "set", str(c.image), RESOURCE, f"{KEY}:int=2", "--expect-version", "1",
           "--node-id", "2")
     second, lease_second = record_of(c.image), lease_of(c.image)
     assert (first.last_writer, second.last_writer) == (1, 2)
-    assert (second.version, second.attributes) == (2, {KEY: 2})
+    assert (second.version, second.attributes[KEY]) == (2, 2)
     assert lease_second["generation"] == lease_first["generation"] + 1 == second.lease_generation
     assert (lease_second["owner_id"], lease_second["record_version"]) == (0, 2)
     raw = resource_region(c.image)
@@ -395,7 +400,7 @@ def test_a_command_that_waits_for_the_resource_lock_still_succeeds(cluster: Clus
 
     c = cluster
     c.cli("resource", "add", str(c.image), RESOURCE, "--type", "storage-group",
-          "--attr", f"{KEY}:int=1", "--node-id", "1")
+          "--attr", f"{KEY}:int=1", "--attr", data_attr(c), "--node-id", "1")
     with open_device(str(c.image)) as dev:
         area = Area.open(dev)
         with resource_lock(area, 0, SystemClock()):
@@ -417,5 +422,5 @@ def test_a_command_that_waits_for_the_resource_lock_still_succeeds(cluster: Clus
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert record_of(c.image).attributes == {KEY: 2}
+    assert record_of(c.image).attributes[KEY] == 2
     assert slot_of(c.image, 2)["state"] == SlotState.LEFT

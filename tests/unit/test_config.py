@@ -17,7 +17,7 @@ from shareddisk import config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import ResourceRecord, find, guarded_write, read_all, read_stored
 from shareddisk.clock import FakeClock
-from shareddisk.config import add_resource, update_resource
+from shareddisk.config import update_resource
 from shareddisk.errors import ConflictError, LockHeld, StaleVersion, UsageError
 from shareddisk.format import heartbeat
 from shareddisk.leases import Holder, Leases, read_lease
@@ -26,6 +26,15 @@ from shareddisk.session import Session
 from shareddisk.timeouts import Timeouts
 
 T = Timeouts.from_interval(1.0)
+# Every record names a data device: the driver of whichever node takes it over
+# is built from it (a record without one is refused, see the tests at the end).
+DATA = {"data_devices": ["/dev/shareddisk-test-data"]}
+
+
+def add_resource(session: Session, name: str, type_: str, **kwargs) -> ResourceRecord:
+    """config.add_resource with DATA among the attributes unless told otherwise."""
+    kwargs["attributes"] = {**DATA, **(kwargs.get("attributes") or {})}
+    return config.add_resource(session, name, type_, **kwargs)
 
 
 GEOMETRY = Geometry(sector_size=512, node_count=4, resource_count=3, log_disks=("log0", "log1"),
@@ -50,7 +59,7 @@ class Acting:
         self.node_id = node_id
 
     def __getattr__(self, name: str):
-        fn = getattr(config, name)
+        fn = add_resource if name == "add_resource" else getattr(config, name)
 
         def run(*args, **kwargs):
             with Session(self.area, self.node_id, FakeClock()) as s:
@@ -76,7 +85,7 @@ def test_add_takes_the_first_free_record(session, area) -> None:
                          attributes={"size": 64, "fast": True})
     assert (first.index, first.version, first.last_writer) == (0, 1, 1)
     assert first.failover_nodes == [2, 1]
-    assert first.attributes == {"size": 64, "fast": True}
+    assert first.attributes == {**DATA, "size": 64, "fast": True}
     assert first.owner is None and first.active_log_disk == ""
     assert session.add_resource("sg2", "storage-group").index == 1
     assert names(area) == {0: "sg1", 1: "sg2"}
@@ -167,7 +176,7 @@ def sg1(session) -> ResourceRecord:
 
 def test_set_and_unset_in_one_update(session, area, sg1) -> None:
     updated = session.update_resource("sg1", {"size": 65, "mode": "fast"}, unset=["tags"])
-    assert updated.attributes == {"size": 65, "mode": "fast"}
+    assert updated.attributes == {**DATA, "size": 65, "mode": "fast"}
     assert (updated.version, updated.last_writer) == (sg1.version + 1, 1)
     assert read_stored(area, 0).record == updated
     again = session.update_resource("sg1", {"size": 66}, expect_version=updated.version)
@@ -243,7 +252,7 @@ def test_a_resource_removed_meanwhile_is_a_conflict(session, area, sg1, monkeypa
 def test_apply_validates_without_touching_the_input(session, sg1) -> None:
     before = (dict(sg1.attributes), list(sg1.failover))
     changed = session.apply(sg1, {"size": 1, "failover_nodes": ["3"]}, unset=["tags"])
-    assert changed.attributes == {"size": 1} and changed.failover_nodes == [3]
+    assert changed.attributes == {**DATA, "size": 1} and changed.failover_nodes == [3]
     assert (sg1.attributes, sg1.failover) == before
 
 
@@ -277,7 +286,7 @@ def test_a_lease_held_by_a_dead_node_is_taken_over(area) -> None:
         with Session(area, 1, clock) as s:
             updated = update_resource(s, "sg1", {"size": 1})
     finally:
-        assert updated is not None and updated.attributes == {"size": 1}
+        assert updated is not None and updated.attributes == {**DATA, "size": 1}
         assert updated.lease_generation == g + 1
     slot = heartbeat.CODEC.decode(area.read_record("heartbeat", 0))
     assert slot["state"] == heartbeat.SlotState.LEFT
@@ -297,7 +306,7 @@ def test_remove_frees_the_record_and_versions_keep_counting(session, area, sg1) 
         session.remove_resource("sg1")
     readded = session.add_resource("sg3", "t")
     assert (readded.index, readded.version) == (0, sg1.version + 3)
-    assert readded.attributes == {}  # nothing of the old record survives
+    assert readded.attributes == DATA  # nothing of the old record survives
     assert names(area) == {0: "sg3", 1: "sg2"}
 
 

@@ -61,7 +61,8 @@ def image(tmp_path: Path) -> Path:
                 node.step()
         nodes[1].leave()
         with Session(area, 3, FakeClock()) as session:
-            config.add_resource(session, "sg1", "storage-group", failover=[1, 3])
+            config.add_resource(session, "sg1", "storage-group", failover=[1, 3],
+                                attributes={"data_devices": ["/dev/sdx"]})
     return path
 
 
