@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import click
 
-from shareddisk import render
+from shareddisk import __version__, render
 from shareddisk.area import Area, check_name
 from shareddisk.format.superblock import CLUSTER_NAME_BYTES
 from shareddisk.clock import SystemClock
@@ -110,7 +110,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="shareddisk")
+@click.version_option(version=__version__, prog_name="shareddisk")
 def main() -> None:
     """Shared-disk quorum and failover toolkit."""
 
@@ -753,6 +753,34 @@ def resource_start(device: str, name: str, on: int | None, timeout: float, node_
     assert record.owner is not None
     _emit(as_json, record.to_json(), f"{name}: online on node {record.owner.node_id} "
                                      f"({record.owner.name})")
+
+
+@main.command("install-units")
+@click.option("--prefix", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="Install under this root (a package build root, a test directory).")
+@click.option("--command", "command", default=None, metavar="PATH",
+              help="The shareddisk command the unit and agents run (default: this one).")
+@click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@json_option
+def install_units(prefix: str, command: str | None, dry_run: bool, as_json: bool) -> None:
+    """Install the systemd unit and the Pacemaker agents shipped with this package.
+
+    Writes shareddisk@.service to /etc/systemd/system, an example environment
+    file to /etc/shareddisk (never over an existing one), the OCF agent to
+    /usr/lib/ocf/resource.d/shareddisk, fence_shareddisk to /usr/sbin and
+    the man pages to /usr/local/share/man/man1; the unit and agents name this installation's shareddisk command by its absolute path
+    (so a pipx or venv install works under systemd and Pacemaker).  Then run
+    `systemctl daemon-reload`.
+    """
+    from shareddisk import units
+    planned = units.plan(prefix, command)
+    if not dry_run:
+        units.install(planned)
+    data = {"dry_run": dry_run, "command": command or units.command_path(),
+            "files": [p.to_json() for p in planned]}
+    verb = {"install": "would install" if dry_run else "installed",
+            "unchanged": "unchanged", "kept": "kept (exists)"}
+    _emit(as_json, data, "\n".join(f"{verb[p.action]:<14} {p.target}" for p in planned))
 
 
 __all__ = ["main", "parse_size"]

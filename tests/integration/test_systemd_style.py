@@ -181,13 +181,18 @@ def test_expansion_follows_systemd_rules() -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze is not installed")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
-    # A template is verified as an instance; the installed path is made real
-    # here (verify checks that ExecStart's program exists).
+    # A template is verified as an instance, as `install-units` writes it
+    # (verify checks that ExecStart's program exists and that the man pages
+    # Documentation= names are there).
     command = installed_command()[0]
+    root = tmp_path / "root"
+    subprocess.run([command, "install-units", "--prefix", str(root), "--command", command],
+                   check=True, capture_output=True, timeout=60)
     unit = tmp_path / "shareddisk@lab.service"
-    unit.write_text(UNIT.read_text().replace(INSTALLED_PATH, command))
+    unit.write_text((root / "etc/systemd/system/shareddisk@.service").read_text())
+    env = dict(os.environ, MANPATH=str(root / "usr/local/share/man"))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+                          text=True, timeout=120, cwd=tmp_path, env=env)
     output = done.stdout + done.stderr
     about_ours = [line for line in output.splitlines() if "shareddisk@lab" in line]
     assert done.returncode == 0 and not about_ours, output
