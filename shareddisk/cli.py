@@ -311,9 +311,12 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
             metrics.attach(daemon)
             host, port = metrics.serve(metrics_address)
             logging.getLogger("shareddisk.metrics").info("event=metrics address=%s:%d", host, port)
+        from shareddisk.view import attach_view
+        view = attach_view(daemon)  # what `status` on this host answers from
         try:
             daemon.run(lambda: stop["now"], on_ready=lambda: sd_notify("READY=1"))
         finally:
+            view.close()
             if metrics is not None:
                 metrics.close()
 
@@ -321,22 +324,39 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
 @main.command()
 @click.argument("devices", nargs=-1, required=True)
 @click.option("--window", type=float, default=None,
-              help="Seconds to watch the slots (default: the suspect timeout, 2 x interval + io timeout).")
+              help="Watch the slots this many seconds and judge by what moved (e.g. the "
+                   "suspect timeout, 2 x interval + io timeout).  Default: answer at once, "
+                   "from the view of this host's daemon when one runs, else from one read.")
 @click.option("--watch", is_flag=True,
               help="Keep watching: a live view refreshed every interval on a terminal, a new "
                    "report every interval otherwise (Ctrl-C stops, exit 0).")
 @json_option
 def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json: bool) -> None:
-    """Members with state, incarnation and age, and quorum."""
-    from shareddisk.status import StatusReader
+    """Members with state, incarnation and age, and quorum.
+
+    With a daemon of this cluster on this host, the answer is that daemon's
+    view (every node's state and age as it sees them); without one, what one
+    read of the slots proves (a slot that says alive shows as unknown): give
+    --window or --watch to judge liveness by watching.
+    """
+    from shareddisk.status import StatusReader, local_view, view_report
     with _Areas(devices, writable=False) as areas:
+        note = None
+        if window is None and not watch:
+            view, note = local_view(areas, SystemClock())
+            if view is not None:
+                report = view_report(view, areas)
+                _emit(as_json, report, functools.partial(render.status_text, report))
+                return
         reader = StatusReader(areas, SystemClock())
         try:
-            reader.observe(window)
+            reader.observe(0.0 if window is None else window)
             if watch and not as_json and sys.stdout.isatty():
                 _watch_live(reader)  # ends only by Ctrl-C (KeyboardInterrupt)
             while True:
                 report = reader.report()
+                if note:
+                    report["source"]["note"] = note
                 _emit(as_json, report, functools.partial(render.status_text, report))
                 if not watch:
                     break
