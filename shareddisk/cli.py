@@ -262,10 +262,8 @@ class _Areas:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
-        format="ts=%(asctime)s level=%(levelname)s %(message)s",
-    )
+    from shareddisk.logfmt import setup  # logfmt, with journald priorities (logfmt.py)
+    setup(verbose)
 
 
 @main.command()
