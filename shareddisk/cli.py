@@ -286,15 +286,25 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     """Run the node daemon on DEVICES (one or more areas of one cluster)."""
     from shareddisk.daemon import Daemon
     from shareddisk.fencing import FENCE_ACTIONS
-    from shareddisk.notify import Watchdog, sd_notify
+    from shareddisk.notify import StatusNotifier, Watchdog, sd_notify
     _setup_logging(verbose)
     stop = {"now": False}
 
     def on_term(signum: int, frame: object) -> None:
+        if not stop["now"]:  # systemd shows "deactivating" at once, not after the hand-over
+            sd_notify("STOPPING=1\nSTATUS=stopping: handing resources over, then leaving")
         stop["now"] = True
+
+    def on_hup(signum: int, frame: object) -> None:
+        # SIGHUP's default would kill the daemon without writing `left` (peers would
+        # wait out the dead timeout): it is ignored, and said so.
+        logging.getLogger("shareddisk.daemon").warning(
+            "event=sighup action=ignored reason=%r", "options are read at start; restart "
+            "the daemon (systemctl restart) to change them")
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
     with _Areas(devices, writable=True) as areas:
         daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
                         fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir)
@@ -310,7 +320,8 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
             host, port = metrics.serve(metrics_address)
             logging.getLogger("shareddisk.metrics").info("event=metrics address=%s:%d", host, port)
         from shareddisk.view import attach_view
-        view = attach_view(daemon)  # what `status` on this host answers from
+        # What `status` on this host answers from, and systemd's STATUS= line.
+        view = attach_view(daemon, consumers=(StatusNotifier().from_view,))
         try:
             daemon.run(lambda: stop["now"], on_ready=lambda: sd_notify("READY=1"))
         finally:

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from shareddisk.membership import PeerState, majority
 
@@ -152,9 +152,18 @@ def read_view(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == VIEW_FORMAT else None
 
 
-def attach_view(daemon: "Daemon") -> ViewPublisher:
-    """Publish ``daemon``'s view after each of its heartbeat steps; close() at exit."""
+def attach_view(daemon: "Daemon",
+                consumers: tuple[Callable[[dict[str, Any]], None], ...] = ()) -> ViewPublisher:
+    """Publish ``daemon``'s view after each of its heartbeat steps (and hand it to
+    ``consumers``, e.g. systemd's STATUS=); close() at exit."""
     uuid = daemon.areas[0].cluster_uuid
     publisher = ViewPublisher(view_path(uuid, daemon.node.node_id))
-    daemon.node.after_step.append(lambda: publisher.publish(node_view(daemon.node, uuid)))
+
+    def after_step() -> None:
+        view = node_view(daemon.node, uuid)
+        publisher.publish(view)
+        for consumer in consumers:
+            consumer(view)
+
+    daemon.node.after_step.append(after_step)
     return publisher
