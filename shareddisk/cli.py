@@ -358,8 +358,12 @@ def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json:
                 _emit(as_json, report, functools.partial(render.status_text, report))
                 return
         reader = StatusReader(areas, SystemClock())
+        if window is None:
+            # No daemon here: one read.  A daemon here without a fresh view (its
+            # loop is slow or stuck): watch for the suspect timeout, as it would.
+            window = reader.timeouts.suspect if note else 0.0
         try:
-            reader.observe(0.0 if window is None else window)
+            reader.observe(window)
             if watch and not as_json and sys.stdout.isatty():
                 _watch_live(reader)  # ends only by Ctrl-C (KeyboardInterrupt)
             while True:

@@ -7,7 +7,8 @@ which has watched all along, sees them.  Otherwise:
 A reader that just started has no history: it cannot tell a live node from a
 dead one by one read.  The command reads once and reports what one read
 proves (left / fenced / empty, and ``unknown`` for a slot that says alive);
-given ``--window`` it watches the slots that long and reports:
+given ``--window`` (or when a local daemon's view is stale: it watches for
+the suspect timeout then) it watches the slots that long and reports:
 
 - alive / joining: the counter moved during the window;
 - left / fenced / empty: what the slot itself says;

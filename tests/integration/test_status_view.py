@@ -77,12 +77,14 @@ def test_status_answers_from_the_local_daemon_then_from_one_read(tmp_path: Path)
         assert report["source"]["node_id"] == 1
         assert 1 in report["nodes"][1]["declared_dead_by"]
 
-        # Node 1 frozen: its lock is held but its view goes stale; status reads once.
+        # Node 1 frozen: its lock is held but its view goes stale; status watches
+        # for the suspect timeout instead, and sees node 1 not moving.
         d1.signal(signal.SIGSTOP)
         report = wait_for(lambda: (r := _status(c, run_dir))["source"]["kind"] == "disk" and r,
                           PATIENCE, "status to stop trusting a frozen daemon's view")
         assert "old" in report["source"]["note"]
-        assert _states(report)[1] == "unknown"  # one read cannot tell
+        assert report["source"]["reads"] > 1
+        assert _states(report)[1] == "suspect"
         # Woken past its renew deadline it fences itself (exit 6) without a write:
         # its view is removed, its slot still says alive, one read cannot tell.
         d1.signal(signal.SIGCONT)
