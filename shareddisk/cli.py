@@ -447,6 +447,8 @@ node_option = click.option(
 
 
 def _acting_node(area: Area, node_id: int | None) -> int:
+    if node_id is not None:  # placement imports the manager: ~40 ms of start-up saved
+        return node_id
     from shareddisk.placement import acting_node
     return acting_node(area, node_id)
 
@@ -503,12 +505,33 @@ def resource_add(device: str, name: str, type_: str, failover_nodes: str, attrs:
 @click.argument("device")
 @click.argument("name")
 @node_option
-def resource_remove(device: str, name: str, node_id: int | None) -> None:
+@json_option
+def resource_remove(device: str, name: str, node_id: int | None, as_json: bool) -> None:
     """Remove resource NAME."""
     from shareddisk import config
     with _session(device, node_id) as session:
         index = config.remove_resource(session, name)
-    click.echo(f"removed {name} (resource {index})")
+    _emit(as_json, {"removed": name, "index": index}, f"removed {name} (resource {index})")
+
+
+@resource.command("cleanup")
+@click.argument("device")
+@click.argument("name")
+@node_option
+@json_option
+def resource_cleanup(device: str, name: str, node_id: int | None, as_json: bool) -> None:
+    """Forget the failure of NAME, so that it is tried again (like crm_resource --cleanup).
+
+    Clears failed_on and failure, and turns a failed resource with no owner
+    offline: its successor (the node it failed on too, when no other is
+    eligible) brings it online at its next tick, without the backoff.
+    """
+    from shareddisk import config
+    with _session(device, node_id) as session:
+        record, cleared = config.cleanup_resource(session, name)
+    data = dict(record.to_json(), cleared=cleared)
+    _emit(as_json, data, f"{name}: cleared {', '.join(cleared)} (version {record.version})"
+          if cleared else f"{name}: no failure to clear ({record.state.name.lower()})")
 
 
 @resource.command("list")

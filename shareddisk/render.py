@@ -395,9 +395,9 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
         rows = [(r["name"], r["type"], _styled(r["state"]),
                  f"{r['owner_host']['name']} ({r['owner_id']})" if r["owner_host"] else None,
                  f"node {r['lease']['holder_id']} gen {r['lease']['generation']}" if r["lease"]
-                 else None, r["active_log_disk"], r["version"]) for r in resources]
+                 else None, r["active_log_disk"], r["version"], r.get("why")) for r in resources]
         parts += ["", Table(("resource", "type", "state", "owner", "lease", "active_log_disk",
-                             "version"), rows, right=_NUMBERS)]
+                             "version", "why"), rows, right=_NUMBERS)]
     return parts
 
 

@@ -139,12 +139,30 @@ class StatusReader:
             if s.record is None:
                 continue
             item = s.record.to_json()
+            item["why"] = why_not_online(item)
             item["lease"] = None if not lease["owner_id"] else {
                 "holder_id": lease["owner_id"], "holder_name": lease["owner_name"],
                 "incarnation": lease["owner_incarnation"], "generation": lease["generation"],
                 "acquired_ns": lease["acquired_ns"]}
             out.append(item)
         return out
+
+
+def why_not_online(record: dict[str, Any]) -> str | None:
+    """Why a resource is failed or offline, from its record (None when online)."""
+    attrs = record.get("attributes") or {}
+    state = record.get("state")
+    if state == "online":
+        return None
+    if state == "failed" or "failed_on" in attrs:
+        where = f" on node {attrs['failed_on']}" if "failed_on" in attrs else ""
+        what = attrs.get("failure") or "failed"
+        return f"{what}{where} (resource cleanup to retry at once)"
+    if attrs.get("target_state") == "stopped":
+        return "stopped (resource start to bring it back)"
+    if record.get("owner_host") is None:
+        return "no owner yet: waiting for a live node of its failover list"
+    return None
 
 
 def cluster_status(areas: list[Area], *, clock: Clock, window: float | None = None) -> dict[str, Any]:
