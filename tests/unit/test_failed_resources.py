@@ -18,7 +18,7 @@ import pytest
 from shareddisk import config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import read_stored
-from shareddisk.backoff import MAX_WAIT, Backoff
+from shareddisk.backoff import MAX_INTERVALS, Backoff
 from shareddisk.clock import FakeClock
 from shareddisk.confsync import ConfigSync
 from shareddisk.create import create_area, required_size
@@ -36,8 +36,9 @@ T = Timeouts.from_interval(1.0)
 
 def test_backoff_doubles_and_is_bounded() -> None:
     b = Backoff(1.0)
-    assert [b.wait(n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
-    assert b.wait(30) == MAX_WAIT
+    assert [b.wait(n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 8.0]
+    assert b.wait(30) == MAX_INTERVALS * 1.0
+    assert Backoff(0.1).wait(30) == MAX_INTERVALS * 0.1
     assert b.ready(0, 0.0, {})
     assert b.failed(0, 100.0) == 2.0
     assert not b.ready(0, 101.9, {}) and b.ready(0, 102.0, {})
@@ -108,12 +109,12 @@ def test_a_failing_online_is_retried_with_backoff_and_cleanup_retries_at_once(
     why = why_not_online(first.to_json())
     assert why.startswith("online failed: ") and "on node 1" in why and "resource cleanup" in why
 
-    # 60 ticks (60 s): retries after 2, 4, 8, 16 s... never one write per tick.
+    # 60 ticks (60 s): retries after 2, 4, 8, 8, 8 s... never one write per tick.
     for _ in range(60):
         lab.tick()
         versions.append(lab.record().version)
     tries = lab.manager.backoff.failures(0)
-    assert 3 <= tries <= 6, tries  # 2+4+8+16 = 30 s, +32 = 62 s
+    assert 6 <= tries <= 9, tries  # 2+4+8 = 14 s, then one every 8 s
     assert len(set(versions)) < 20  # each try writes a few versions; 60 ticks wrote far fewer
     assert lab.record().state is ResourceState.FAILED
 
