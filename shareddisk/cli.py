@@ -728,8 +728,22 @@ def op(device: str, resource_name: str, kind: str, args: tuple[str, ...], size: 
             return last if last.get("request") == request_id else {}
 
         from shareddisk.placement import wait_for
-        result = outcome(wait_for(area, resource_name, lambda r: bool(outcome(r)),
-                                  f"request {request_id}", clock=SystemClock(), timeout=timeout))
+        from shareddisk.progress import terminal_bar
+        clock = SystemClock()
+        began = clock.monotonic()
+        owner = record.owner.node_id if record.owner else "?"
+        # On a terminal (stderr), after half a second: the time waited out of
+        # --timeout, and whether the owner has started (its log disk in use).
+        with terminal_bar(f"{resource_name}: {kind} on node {owner}", unit="s") as bar:
+            def finished(rec: Any) -> bool:
+                if bar is not None:
+                    bar.note(f"running (log {rec.active_log_disk})" if rec.active_log_disk
+                             else "waiting for the owner")
+                    bar(min(int(clock.monotonic() - began), int(timeout)), max(1, int(timeout)))
+                return bool(outcome(rec))
+
+            result = outcome(wait_for(area, resource_name, finished, f"request {request_id}",
+                                      clock=clock, timeout=timeout))
     _emit(as_json, result, f"{resource_name}: {kind} {' '.join(args)}: {result['status']}"
           + (f" (op {result['op_id']})" if result.get("op_id") else "")
           + (f": {result['error']}" if result.get("error") else ""))
@@ -838,5 +852,18 @@ def install_units(prefix: str, command: str | None, dry_run: bool, as_json: bool
             "unchanged": "unchanged", "kept": "kept (exists)"}
     _emit(as_json, data, "\n".join(f"{verb[p.action]:<14} {p.target}" for p in planned))
 
+
+def _complete_device_paths(group: click.Group) -> None:
+    """DEVICE / DEVICES arguments complete file paths in the shell (a click.Path
+    that checks nothing: the command itself says what is wrong with a device)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _complete_device_paths(command)
+        for param in command.params:
+            if isinstance(param, click.Argument) and param.name in ("device", "devices"):
+                param.type = click.Path(dir_okay=False)
+
+
+_complete_device_paths(main)
 
 __all__ = ["main", "parse_size"]
