@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import click
 
-from shareddisk import render
+from shareddisk import __version__, render
 from shareddisk.area import Area, check_name
 from shareddisk.format.superblock import CLUSTER_NAME_BYTES
 from shareddisk.format.heartbeat import NODE_NAME_BYTES
@@ -174,7 +174,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="shareddisk")
+@click.version_option(version=__version__, prog_name="shareddisk")
 @click.option("-v", "--verbose", is_flag=True,
               help="Show the library's log lines on stderr (`run` always shows them).")
 def main(verbose: bool) -> None:
@@ -352,13 +352,6 @@ class _Areas:
             d.close()
 
 
-class _PrintableFormatter(logging.Formatter):
-    """Log lines with control characters escaped (a peer's name is read from the disk)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return render.printable(super().format(record), keep_newlines=False)
-
-
 BLKROGET = 0x125E  # linux/fs.h: is the block device read-only?
 
 
@@ -383,9 +376,8 @@ def _check_not_read_only(path: str) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_PrintableFormatter("ts=%(asctime)s level=%(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    from shareddisk.logfmt import setup  # logfmt, with journald priorities (logfmt.py)
+    setup(verbose)
 
 
 @main.command()
@@ -409,17 +401,27 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     """Run the node daemon on DEVICES (one or more areas of one cluster)."""
     from shareddisk.daemon import Daemon
     from shareddisk.fencing import FENCE_ACTIONS
-    from shareddisk.notify import Watchdog, sd_notify
+    from shareddisk.notify import StatusNotifier, Watchdog, sd_notify
     if name:
         check_name(name, "node name", NODE_NAME_BYTES)
     _setup_logging(verbose)
     stop = {"now": False}
 
     def on_term(signum: int, frame: object) -> None:
+        if not stop["now"]:  # systemd shows "deactivating" at once, not after the hand-over
+            sd_notify("STOPPING=1\nSTATUS=stopping: handing resources over, then leaving")
         stop["now"] = True
+
+    def on_hup(signum: int, frame: object) -> None:
+        # SIGHUP's default would kill the daemon without writing `left` (peers would
+        # wait out the dead timeout): it is ignored, and said so.
+        logging.getLogger("shareddisk.daemon").warning(
+            "event=sighup action=ignored reason=%r", "options are read at start; restart "
+            "the daemon (systemctl restart) to change them")
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
     with _Areas(devices, writable=True) as areas:
         from shareddisk.placement import check_node
         check_node(areas[0], node_id, "--node-id")
@@ -436,9 +438,13 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
             metrics.attach(daemon)
             host, port = metrics.serve(metrics_address)
             logging.getLogger("shareddisk.metrics").info("event=metrics address=%s:%d", host, port)
+        from shareddisk.view import attach_view
+        # What `status` on this host answers from, and systemd's STATUS= line.
+        view = attach_view(daemon, consumers=(StatusNotifier().from_view,))
         try:
             daemon.run(lambda: stop["now"], on_ready=lambda: sd_notify("READY=1"))
         finally:
+            view.close()
             if metrics is not None:
                 metrics.close()
 
@@ -446,22 +452,43 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
 @main.command()
 @click.argument("devices", nargs=-1, required=True)
 @click.option("--window", type=WINDOW_SECONDS, default=None,
-              help="Seconds to watch the slots (default: the suspect timeout, 2 x interval + io timeout).")
+              help="Watch the slots this many seconds and judge by what moved (e.g. the "
+                   "suspect timeout, 2 x interval + io timeout).  Default: answer at once, "
+                   "from the view of this host's daemon when one runs, else from one read.")
 @click.option("--watch", is_flag=True,
               help="Keep watching: a live view refreshed every interval on a terminal, a new "
                    "report every interval otherwise (Ctrl-C stops, exit 0).")
 @json_option
 def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json: bool) -> None:
-    """Members with state, incarnation and age, and quorum."""
-    from shareddisk.status import StatusReader
+    """Members with state, incarnation and age, and quorum.
+
+    With a daemon of this cluster on this host, the answer is that daemon's
+    view (every node's state and age as it sees them); without one, what one
+    read of the slots proves (a slot that says alive shows as unknown): give
+    --window or --watch to judge liveness by watching.
+    """
+    from shareddisk.status import StatusReader, local_view, view_report
     with _Areas(devices, writable=False) as areas:
+        note = None
+        if window is None and not watch:
+            view, note = local_view(areas, SystemClock())
+            if view is not None:
+                report = view_report(view, areas)
+                _emit(as_json, report, render.status_text)
+                return
         reader = StatusReader(areas, SystemClock())
+        if window is None:
+            # No daemon here: one read.  A daemon here without a fresh view (its
+            # loop is slow or stuck): watch for the suspect timeout, as it would.
+            window = reader.timeouts.suspect if note else 0.0
         try:
             reader.observe(window)
             if watch and not as_json and sys.stdout.isatty():
                 _watch_live(reader)  # ends only by Ctrl-C (KeyboardInterrupt)
             while True:
                 report = reader.report()
+                if note:
+                    report["source"]["note"] = note
                 _emit(as_json, report, render.status_text)
                 if not watch:
                     break
@@ -545,6 +572,8 @@ node_option = click.option(
 
 
 def _acting_node(area: Area, node_id: int | None) -> int:
+    if node_id is not None:  # placement imports the manager: ~40 ms of start-up saved
+        return node_id
     from shareddisk.placement import acting_node
     return acting_node(area, node_id)
 
@@ -607,12 +636,33 @@ def resource_add(device: str, name: str, type_: str, failover_nodes: str, attrs:
 @click.argument("device")
 @click.argument("name")
 @node_option
-def resource_remove(device: str, name: str, node_id: int | None) -> None:
+@json_option
+def resource_remove(device: str, name: str, node_id: int | None, as_json: bool) -> None:
     """Remove resource NAME."""
     from shareddisk import config
-    with _session(device, node_id, lambda area: config.check_remove(area, name)) as session:
+    with _session(device, node_id, lambda area: config.check_exists(area, name)) as session:
         index = config.remove_resource(session, name)
-    click.echo(f"removed {name} (resource {index})")
+    _emit(as_json, {"removed": name, "index": index}, f"removed {name} (resource {index})")
+
+
+@resource.command("cleanup")
+@click.argument("device")
+@click.argument("name")
+@node_option
+@json_option
+def resource_cleanup(device: str, name: str, node_id: int | None, as_json: bool) -> None:
+    """Forget the failure of NAME, so that it is tried again (like crm_resource --cleanup).
+
+    Clears failed_on and failure, and turns a failed resource with no owner
+    offline: its successor (the node it failed on too, when no other is
+    eligible) brings it online at its next tick, without the backoff.
+    """
+    from shareddisk import config
+    with _session(device, node_id, lambda area: config.check_exists(area, name)) as session:
+        record, cleared = config.cleanup_resource(session, name)
+    data = dict(record.to_json(), cleared=cleared)
+    _emit(as_json, data, f"{name}: cleared {', '.join(cleared)} (version {record.version})"
+          if cleared else f"{name}: no failure to clear ({record.state.name.lower()})")
 
 
 @resource.command("list")
@@ -829,8 +879,22 @@ def op(device: str, resource_name: str, kind: str, args: tuple[str, ...], size: 
             return last if last.get("request") == request_id else {}
 
         from shareddisk.placement import wait_for
-        result = outcome(wait_for(area, resource_name, lambda r: bool(outcome(r)),
-                                  f"request {request_id}", clock=SystemClock(), timeout=timeout))
+        from shareddisk.progress import terminal_bar
+        clock = SystemClock()
+        began = clock.monotonic()
+        owner = record.owner.node_id if record.owner else "?"
+        # On a terminal (stderr), after half a second: the time waited out of
+        # --timeout, and whether the owner has started (its log disk in use).
+        with terminal_bar(f"{resource_name}: {kind} on node {owner}", unit="s") as bar:
+            def finished(rec: Any) -> bool:
+                if bar is not None:
+                    bar.note(f"running (log {rec.active_log_disk})" if rec.active_log_disk
+                             else "waiting for the owner")
+                    bar(min(int(clock.monotonic() - began), int(timeout)), max(1, int(timeout)))
+                return bool(outcome(rec))
+
+            result = outcome(wait_for(area, resource_name, finished, f"request {request_id}",
+                                      clock=clock, timeout=timeout))
     text = (f"{resource_name}: {kind} {' '.join(args)}: {result['status']}"
             + (f" (op {result['op_id']})" if result.get("op_id") else "")
             + (f": {result['error']}" if result.get("error") else ""))
@@ -914,5 +978,48 @@ def resource_start(device: str, name: str, on: int | None, timeout: float, node_
     _emit(as_json, record.to_json(), f"{name}: online on node {record.owner.node_id} "
                                      f"({record.owner.name})")
 
+
+@main.command("install-units")
+@click.option("--prefix", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="Install under this root (a package build root, a test directory).")
+@click.option("--command", "command", default=None, metavar="PATH",
+              help="The shareddisk command the unit and agents run (default: this one).")
+@click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@json_option
+def install_units(prefix: str, command: str | None, dry_run: bool, as_json: bool) -> None:
+    """Install the systemd unit and the Pacemaker agents shipped with this package.
+
+    Writes shareddisk@.service to /etc/systemd/system, an example environment
+    file to /etc/shareddisk (never over an existing one), the OCF agent to
+    /usr/lib/ocf/resource.d/shareddisk, fence_shareddisk to /usr/sbin and
+    the man pages to /usr/local/share/man/man1; the unit and agents name this installation's shareddisk command by its absolute path
+    (so a pipx or venv install works under systemd and Pacemaker).  Then run
+    `systemctl daemon-reload`.
+    """
+    from shareddisk import units
+    from shareddisk.manpages import all_pages
+    pages = all_pages(main, __version__, date=units.release_date())
+    planned = units.plan(prefix, command, pages)
+    if not dry_run:
+        units.install(planned)
+    data = {"dry_run": dry_run, "command": command or units.command_path(),
+            "files": [p.to_json() for p in planned]}
+    verb = {"install": "would install" if dry_run else "installed",
+            "unchanged": "unchanged", "kept": "kept (exists)"}
+    _emit(as_json, data, "\n".join(f"{verb[p.action]:<14} {p.target}" for p in planned))
+
+
+def _complete_device_paths(group: click.Group) -> None:
+    """DEVICE / DEVICES arguments complete file paths in the shell (a click.Path
+    that checks nothing: the command itself says what is wrong with a device)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _complete_device_paths(command)
+        for param in command.params:
+            if isinstance(param, click.Argument) and param.name in ("device", "devices"):
+                param.type = click.Path()
+
+
+_complete_device_paths(main)
 
 __all__ = ["main", "parse_size"]

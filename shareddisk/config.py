@@ -124,8 +124,9 @@ def check_update(area: Area, name: str, changes: dict[str, Value], unset: Iterab
     apply(area, current, changes, unset)
 
 
-def check_remove(area: Area, name: str) -> None:
-    """What remove_resource would refuse (reads only)."""
+def check_exists(area: Area, name: str) -> None:
+    """What remove_resource and cleanup_resource would refuse (reads only): an
+    unknown resource."""
     find(area, name)
 
 
@@ -190,3 +191,32 @@ def remove_resource(session: Session, name: str) -> int:
         guarded_write(session.area, session.leases, session.holder, generation, None,
                       record.index, current.version)
     return record.index
+
+
+CLEANUP_KEYS = ("failed_on", "failure")
+
+
+def cleanup_resource(session: Session, name: str) -> tuple[ResourceRecord, list[str]]:
+    """Forget the failure of ``name`` (as ``crm_resource --cleanup`` does).
+
+    Removes ``failed_on`` and ``failure`` and turns a failed resource with no
+    owner offline, so that its successor, the node it failed on included,
+    tries again at its next tick (and forgets its backoff).  Returns the
+    record and what was cleared (nothing when there was no failure).
+    """
+    from shareddisk.format.resource import ResourceState
+    index = find(session.area, name).index
+    with session.leased(index) as generation:
+        current = read_stored(session.area, index).record
+        if current is None or current.name != name:
+            raise ConflictError(f"resource {name!r} was removed meanwhile")
+        cleared = [k for k in CLEANUP_KEYS if k in current.attributes]
+        failed = current.state is ResourceState.FAILED and current.owner is None
+        if not cleared and not failed:
+            return current, []
+        attributes = {k: v for k, v in current.attributes.items() if k not in CLEANUP_KEYS}
+        updated = replace(current, attributes=attributes,
+                          state=ResourceState.OFFLINE if failed else current.state)
+        guarded_write(session.area, session.leases, session.holder, generation, updated,
+                      index, current.version)
+    return read_stored(session.area, index).record, cleared + (["state"] if failed else [])

@@ -2,7 +2,7 @@
 
 Several processes on one host (the daemon and the CLI, or several test nodes
 on one image) serialize their read-modify-write of one record with a POSIX
-byte-range lock on the bytes of that record, taken through portalocker.
+byte-range lock on the bytes of that record.
 Across hosts these locks mean nothing; the on-disk
 leases (shareddisk/leases.py) cover that.
 
@@ -16,19 +16,25 @@ locking.  Threads sharing that descriptor do not exclude each other, so a
 per-range thread lock is taken too.  Without OFD locks (not Linux) it falls
 back to ``lockf``.  In-memory devices (tests, simulation) get only the
 thread lock.
+
+Why ``fcntl`` and not portalocker: portalocker's public API locks whole
+files (``flock``, or ``lockf`` over the whole file) and has no byte range
+and no OFD lock; a whole-file lock on a shared device node would serialize
+every record of every node on this host.  Reaching into its private locker
+class to swap the lock function broke between its releases (2.x has no
+``PosixLocker``), so this module calls ``fcntl`` directly and nothing here
+depends on portalocker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import struct
 import threading
 from typing import Iterator
-
-import portalocker
-from portalocker.portalocker import PosixLocker
 
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import DeviceError, LockHeld
@@ -52,29 +58,26 @@ if hasattr(os, "register_at_fork"):
 
 
 _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
-_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", None)
+_HELD = (errno.EAGAIN, errno.EACCES)  # what F_SETLK / lockf say when someone else holds it
 
 
-def _ofd_lock(fd: int, flags: int, start: int, length: int) -> None:
-    """``fcntl.lockf`` semantics, as an open file description lock."""
-    if flags & fcntl.LOCK_UN:
-        kind = fcntl.F_UNLCK
-    else:
-        kind = fcntl.F_WRLCK if flags & fcntl.LOCK_EX else fcntl.F_RDLCK
-    cmd = _OFD_SETLK if flags & (fcntl.LOCK_NB | fcntl.LOCK_UN) else _OFD_SETLKW
-    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
-    fcntl.fcntl(fd, cmd, struct.pack("hhqqi4x", kind, os.SEEK_SET, start, length, 0))
-
-
-class _RangeLocker(PosixLocker):
-    """portalocker's POSIX locker, limited to one byte range of the file."""
-
-    def __init__(self, start: int, length: int):
-        super().__init__()
+def _set_lock(fd: int, start: int, length: int, exclusive: bool) -> bool:
+    """Take (``exclusive``) or drop the lock on [start, start+length) without
+    waiting; False when another open file description holds a conflicting one."""
+    try:
         if _OFD_SETLK is not None:
-            self._locker = lambda fd, flags: _ofd_lock(fd, flags, start, length)
+            kind = fcntl.F_WRLCK if exclusive else fcntl.F_UNLCK
+            # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
+            fcntl.fcntl(fd, _OFD_SETLK, struct.pack("hhqqi4x", kind, os.SEEK_SET, start,
+                                                    length, 0))
         else:  # pragma: no cover - not Linux
-            self._locker = lambda fd, flags: fcntl.lockf(fd, flags, length, start)
+            flags = (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_UN
+            fcntl.lockf(fd, flags, length, start)
+    except OSError as exc:
+        if exclusive and exc.errno in _HELD:
+            return False
+        raise
+    return True
 
 
 def _lock_fd(path: str) -> int:
@@ -114,23 +117,21 @@ def host_lock(path: str, start: int, length: int, *, what: str, timeout: float =
             yield
             return
         fd = _lock_fd(path)
-        locker = _RangeLocker(start, length)
         deadline = clock.monotonic() + timeout
         while True:
             try:
-                locker.lock(fd, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
-                break
-            except portalocker.AlreadyLocked:
-                if clock.monotonic() >= deadline:
-                    raise LockHeld(f"{path}: {what} is locked by another process on this "
-                                   f"host (waited {timeout:g} s)") from None
-                clock.sleep(0.002)
-            except portalocker.LockException as exc:
-                raise DeviceError(f"{path}: cannot lock {what}: {exc}") from None
+                if _set_lock(fd, start, length, exclusive=True):
+                    break
+            except OSError as exc:
+                raise DeviceError(f"{path}: cannot lock {what}: {exc.strerror}") from None
+            if clock.monotonic() >= deadline:
+                raise LockHeld(f"{path}: {what} is locked by another process on this "
+                               f"host (waited {timeout:g} s)")
+            clock.sleep(0.002)
         try:
             yield
         finally:
-            locker.unlock(fd)
+            _set_lock(fd, start, length, exclusive=False)
     finally:
         tlock.release()
 

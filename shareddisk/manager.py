@@ -37,6 +37,7 @@ from shareddisk import agents
 from shareddisk.agents import AgentContext
 from shareddisk.area import Area
 from shareddisk.attributes import STOPPED, Owner, ResourceRecord, stopped
+from shareddisk.backoff import Backoff
 from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync
 from shareddisk.crashpoints import crashpoint
@@ -81,6 +82,7 @@ class ClusterManager:
         self.started = clock.monotonic()
         self.counts = {"failovers": 0, "replays": 0}
         self.settle = timeouts.suspect
+        self.backoff = Backoff(timeouts.interval)  # failed takeovers wait, doubling
         self.me: Holder | None = None
         self.view: View = {}
         config.hooks.append(self._attr_changed)
@@ -139,6 +141,8 @@ class ClusterManager:
         for node_id in record.failover_nodes:
             if node_id != failed_on and self._live(node_id):
                 return node_id
+        if failed_on in record.failover_nodes and self._live(failed_on):
+            return failed_on  # nobody else can: it retries, after its backoff
         return None
 
     # -- the tick ---------------------------------------------------------------
@@ -167,7 +171,10 @@ class ClusterManager:
             except LockHeld as exc:  # another node's view chose it first: its lease wins
                 log.info("event=takeover-lost resource=%s reason=%r", record.name, str(exc))
             except ShareddiskError as exc:
-                log.error("event=manager-error resource=%s error=%r", record.name, str(exc))
+                retry = self.backoff.failed(index, self.clock.monotonic()) \
+                    if index not in self.owned else 0.0
+                log.error("event=manager-error resource=%s error=%r retry_in=%.1fs",
+                          record.name, str(exc), retry)
 
     def _record_to_take(self, index: int, record: ResourceRecord) -> ResourceRecord | None:
         """The record to take this resource over by, or None: not ours to take.
@@ -206,7 +213,8 @@ class ClusterManager:
             # A takeover of ours failed after writing owner_host and giving the
             # lease back failed too: nobody else may take it while we live.
             return True
-        return self._orphaned(record) and self.successor(record) == self.me.node_id
+        return self._orphaned(record) and self.successor(record) == self.me.node_id \
+            and self.backoff.ready(record.index, self.clock.monotonic(), record.attributes)
 
     def _names_me(self, record: ResourceRecord) -> bool:
         """owner_host names this very incarnation."""
@@ -261,11 +269,14 @@ class ClusterManager:
             if isinstance(exc, (LeaseLost, Fenced)):
                 raise
             # Failed here: mark it so the next node of the failover list tries.
-            log.error("event=online-failed resource=%s error=%r", record.name, str(exc))
+            retry = self.backoff.failed(index, self.clock.monotonic(), recorded=True)
+            log.error("event=online-failed resource=%s error=%r retry_in=%.1fs", record.name,
+                      str(exc), retry)
             self._give_up(index, "online failed", state=ResourceState.FAILED,
-                          failed_on=self.me.node_id)
+                          failed_on=self.me.node_id, failure=f"online failed: {exc}"[:200])
             return
-        owner_ctx.update(state=ResourceState.ONLINE, failed_on=None)
+        owner_ctx.update(state=ResourceState.ONLINE, failed_on=None, failure=None)
+        self.backoff.succeeded(index)
         if previous is not None:
             self.counts["failovers"] += 1
         if ctx.notes.get("replayed"):
@@ -347,8 +358,10 @@ class ClusterManager:
             log.error("event=replay-failed resource=%s tries=%d error=%r", owned.ctx.name,
                       owned.recover_failures, str(exc))
             if owned.recover_failures >= RECOVER_TRIES:
+                self.backoff.failed(index, self.clock.monotonic(), recorded=True)
                 self._give_up(index, "replay failed", state=ResourceState.FAILED,
-                              failed_on=owned.ctx.owner.holder.node_id)
+                              failed_on=owned.ctx.owner.holder.node_id,
+                              failure=f"replay failed {owned.recover_failures} times: {exc}"[:200])
             return False
         owned.recover_failures = 0
         return True
@@ -403,8 +416,9 @@ class ClusterManager:
             self._run_request(owned, request)
             return
         if not agents.monitor(ctx):
+            self.backoff.failed(index, self.clock.monotonic(), recorded=True)
             self._give_up(index, "monitor failed", state=ResourceState.FAILED,
-                          failed_on=ctx.owner.holder.node_id)
+                          failed_on=ctx.owner.holder.node_id, failure="monitor failed")
 
     def _run_request(self, owned: Owned, request: str) -> None:
         ctx = owned.ctx

@@ -15,6 +15,14 @@ the heartbeat loop pays only for one histogram observation per write round.
     shareddisk_failovers_total              resources this node took over
     shareddisk_replays_total                interrupted operations this node finished
     shareddisk_lease_holder{resource}       node id holding the resource's lease (0: free)
+    shareddisk_disk_up{disk}                1 while the last read and write of the disk worked
+    shareddisk_disk_io_seconds{disk,op}     histogram of every read / write of the disk
+    shareddisk_disk_errors_total{disk,op}   reads / writes of the disk that failed
+    shareddisk_renewal_margin_seconds       time left before this node must fence itself
+                                            (renew deadline - now; fences at 0)
+    shareddisk_build_info{version,python}   1, with the versions as labels
+    process_* / python_*                    the client's process and platform collectors
+                                            (CPU, memory, open files, start time)
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Iterator
 
+from shareddisk.device import WriteGate
 from shareddisk.errors import UsageError
 from shareddisk.membership import PeerState
 
@@ -48,12 +57,32 @@ class Metrics:
             "shareddisk_heartbeat_write_seconds", "Time of one heartbeat slot write",
             ["disk"], registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.io_seconds = prom.Histogram(
+            "shareddisk_disk_io_seconds", "Time of one read or write of a shared disk",
+            ["disk", "op"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+        self.io_errors = prom.Counter(
+            "shareddisk_disk_errors", "Reads or writes of a shared disk that failed",
+            ["disk", "op"], registry=self.registry)
+        prom.ProcessCollector(registry=self.registry)
+        prom.PlatformCollector(registry=self.registry)
+        import platform
+
+        from shareddisk import __version__
+        build = prom.Gauge("shareddisk_build_info", "Versions of this daemon (value 1)",
+                           ["version", "python"], registry=self.registry)
+        build.labels(version=__version__, python=platform.python_version()).set(1)
         self._server: Any = None
 
     def attach(self, daemon: "Daemon") -> None:
         self.registry.register(_DaemonCollector(daemon, self.prom))
         daemon.node.write_observer = lambda disk, seconds: \
             self.write_seconds.labels(disk=disk).observe(seconds)
+        for area in daemon.areas:  # measured inside the write gate: refusals are not I/O
+            if isinstance(area.device, WriteGate):
+                area.device.inner = _Measured(area.device.inner, self)
+            else:
+                area.device = _Measured(area.device, self)
 
     def serve(self, address: str) -> tuple[str, int]:
         host, port = parse_address(address)
@@ -67,6 +96,41 @@ class Metrics:
     def close(self) -> None:
         if self._server is not None:
             threading.Thread(target=self._server.shutdown, daemon=True).start()
+
+
+class _Measured:
+    """A device whose reads and writes are timed and whose failures are counted."""
+
+    def __init__(self, inner: Any, metrics: Metrics):
+        import time
+
+        self.inner = inner
+        path = inner.path
+        self._time = {op: metrics.io_seconds.labels(disk=path, op=op) for op in ("read", "write")}
+        self._errors = {op: metrics.io_errors.labels(disk=path, op=op) for op in ("read", "write")}
+        self._clock = time.perf_counter  # a duration for a histogram, never a deadline
+
+    def __getattr__(self, name: str) -> Any:  # path, sector_size, size, flush ...
+        return getattr(self.inner, name)
+
+    def read(self, offset: int, length: int) -> bytes:
+        begun = self._clock()
+        try:
+            data = self.inner.read(offset, length)
+        except Exception:
+            self._errors["read"].inc()
+            raise
+        self._time["read"].observe(self._clock() - begun)
+        return data
+
+    def write(self, offset: int, data: Any) -> None:
+        begun = self._clock()
+        try:
+            self.inner.write(offset, data)
+        except Exception:
+            self._errors["write"].inc()
+            raise
+        self._time["write"].observe(self._clock() - begun)
 
 
 class _DaemonCollector:
@@ -100,6 +164,17 @@ class _DaemonCollector:
                                      "Disks written in the last round", value=writable)
         yield core.GaugeMetricFamily("shareddisk_quorum", "1 while a majority is writable",
                                      value=1.0 if writable >= len(node.disks) // 2 + 1 else 0.0)
+        up = core.GaugeMetricFamily("shareddisk_disk_up",
+                                    "1 while the last read and write of the disk worked",
+                                    labels=["disk"])
+        for disk in node.disks:
+            up.add_metric([disk.path], 1.0 if disk.read_ok and disk.write_ok else 0.0)
+        yield up
+        if node.renewed_since is not None:
+            yield core.GaugeMetricFamily(
+                "shareddisk_renewal_margin_seconds",
+                "Seconds left before this node must fence itself (renew deadline - now)",
+                value=node.renewed_since + node.timeouts.renew_fail - now)
         holders = core.GaugeMetricFamily("shareddisk_lease_holder",
                                          "Node id holding the resource lease (0: free)",
                                          labels=["resource"])

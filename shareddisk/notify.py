@@ -1,9 +1,11 @@
 """systemd's sd_notify protocol, without a dependency: one datagram per message.
 
-``sd_notify`` sends READY=1 once the node has joined.  ``Watchdog`` feeds a
-unit's ``WatchdogSec=``: the heartbeat loop calls ``kick`` after every step,
-so a daemon whose loop hangs stops sending WATCHDOG=1 and systemd kills and
-restarts it.
+``sd_notify`` sends READY=1 once the node has joined, and STOPPING=1 when a
+stop begins.  ``StatusNotifier`` sends STATUS= (the line ``systemctl
+status`` shows: this node, membership, quorum) whenever it changes.
+``Watchdog`` feeds a unit's ``WatchdogSec=``: the heartbeat loop calls
+``kick`` after every step, so a daemon whose loop hangs stops sending
+WATCHDOG=1 and systemd kills and restarts it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Callable
+from typing import Any, Callable
 
 
 def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
@@ -84,3 +86,39 @@ class Watchdog:
         self.last = now
         if sd_notify("WATCHDOG=1", self.environ):
             self.sent += 1
+
+
+def status_line(view: dict[str, Any]) -> str:
+    """One line for STATUS=: this node, the members as it sees them, quorum.
+
+    ``view`` is the daemon's view (shareddisk/view.py: node_view).
+    """
+    nodes = view["nodes"]
+    me = next(n for n in nodes if n["id"] == view["node_id"])
+    alive = [n for n in nodes if n["state"] in ("alive", "joining")]
+    line = (f"node {me['id']} ({me['name']}) {me['state']}, incarnation {me['incarnation']}; "
+            f"{len(alive)} of {len(nodes)} nodes alive")
+    for state in ("suspect", "dead", "fenced", "left"):
+        ids = [str(n["id"]) for n in nodes if n["state"] == state]
+        if ids:
+            line += f", {state} {','.join(ids)}"
+    q = view["quorum"]
+    line += (f"; quorum: {q['writable']} of {q['disks']} disks writable" if q["ok"] else
+             f"; NO QUORUM: {q['writable']} of {q['disks']} disks writable, need {q['needed']}")
+    return line
+
+
+class StatusNotifier:
+    """Sends STATUS=<line> when the line changes; nothing when not under systemd."""
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        self.environ = dict(os.environ if environ is None else environ)
+        self.enabled = bool(self.environ.get("NOTIFY_SOCKET"))
+        self.last: str | None = None
+
+    def update(self, text: str) -> None:
+        if self.enabled and text != self.last and sd_notify(f"STATUS={text}", self.environ):
+            self.last = text
+
+    def from_view(self, view: dict[str, Any]) -> None:
+        self.update(status_line(view))

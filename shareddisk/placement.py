@@ -30,7 +30,8 @@ from shareddisk.clock import Clock
 from shareddisk.errors import ConflictError, UsageError
 from shareddisk.format.resource import ResourceState
 from shareddisk.messages import send_message, wait_for_ack
-from shareddisk.session import Session, local_daemons
+from shareddisk.session import Session
+from shareddisk.view import local_daemons
 
 POLL = 0.05  # seconds between looks at the record while waiting
 

@@ -122,7 +122,7 @@ _GAP = "  "
 # Colours of states on a terminal (members, slots, resources).
 _STATE_STYLES = {
     "alive": "green", "joining": "cyan", "suspect": "yellow", "dead": "bold red",
-    "fenced": "red", "left": "dim", "empty": "dim",
+    "fenced": "red", "left": "dim", "empty": "dim", "unknown": "yellow",
     "online": "green", "offline": "dim", "failed": "bold red",
 }
 _DAMAGED = "bold red"
@@ -384,6 +384,19 @@ def _age(node: dict[str, Any]) -> str:
     return f"not in {node['unchanged_for_at_least']:.1f}s"
 
 
+def _source(report: dict[str, Any]) -> str:
+    """Where the states come from: a local daemon's view, or this reader's own reads."""
+    source = report.get("source") or {}
+    if source.get("kind") == "daemon":
+        return (f"as node {source['node_id']}'s daemon on this host sees it "
+                f"({source['view_age']:.2f}s ago)")
+    if report["watched_seconds"] == 0 or source.get("reads") == 1:
+        text = "one read (unknown: the slot says alive; --window to watch)"
+    else:
+        text = f"watched {report['watched_seconds']:g}s"
+    return text + (f"; {source['note']}" if source.get("note") else "")
+
+
 def status_text(report: dict[str, Any], tty: bool = False) -> str:
     """``status``: quorum and timing, then members and resources as tables."""
     return _render(_status_parts(report), tty)
@@ -404,7 +417,7 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
         *[Styled(f"         {d['path']}: {d['error']}", "red")
           for d in report["devices"] if not d["readable"]],
         f"Timing   interval {t['interval']:g}s, suspect after {t['suspect']:g}s, "
-        f"dead after {t['dead']:g}s; watched {report['watched_seconds']:g}s",
+        f"dead after {t['dead']:g}s; {_source(report)}",
         f"Members  {report['alive']} alive",
         "",
     ]
@@ -420,9 +433,9 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
         rows = [(r["name"], r["type"], _styled(r["state"]),
                  f"{r['owner_host']['name']} ({r['owner_id']})" if r["owner_host"] else None,
                  f"node {r['lease']['holder_id']} gen {r['lease']['generation']}" if r["lease"]
-                 else None, r["active_log_disk"], r["version"]) for r in resources]
+                 else None, r["active_log_disk"], r["version"], r.get("why")) for r in resources]
         parts += ["", Table(("resource", "type", "state", "owner", "lease", "active_log_disk",
-                             "version"), rows, right=_NUMBERS)]
+                             "version", "why"), rows, right=_NUMBERS)]
     return parts
 
 

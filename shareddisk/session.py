@@ -192,20 +192,3 @@ class Session:
 
 
 __all__ = ["LockHeld", "Session", "node_slot_lock"]
-
-
-def local_daemons(area: Area) -> list[int]:
-    """Node ids whose daemon (or session) holds its slot lock on this host."""
-    found = []
-    region = area.regions["heartbeat"]
-    raw = area.read_region("heartbeat")
-    for i in range(region.count):
-        if heartbeat.raw_state(raw, i * region.stride) == heartbeat.SlotState.EMPTY:
-            continue
-        lock = try_host_lock(area.device.path, region.record_offset(i), region.stride,
-                             what=f"node {i + 1}")
-        if lock is None:
-            found.append(i + 1)
-        else:
-            lock.__exit__(None, None, None)
-    return found

@@ -1,8 +1,14 @@
 """``shareddisk status``: members, their states and quorum, as a reader sees them.
 
+When a daemon of this cluster runs on this host, ``status`` answers from that
+daemon's view (shareddisk/view.py): every node's state and age as the daemon,
+which has watched all along, sees them.  Otherwise:
+
 A reader that just started has no history: it cannot tell a live node from a
-dead one by one read.  So it watches the slots for a short window (by default
-the suspect timeout, 2*I + T) and reports:
+dead one by one read.  The command reads once and reports what one read
+proves (left / fenced / empty, and ``unknown`` for a slot that says alive);
+given ``--window`` (or when a local daemon's view is stale: it watches for
+the suspect timeout then) it watches the slots that long and reports:
 
 - alive / joining: the counter moved during the window;
 - left / fenced / empty: what the slot itself says;
@@ -29,6 +35,7 @@ from shareddisk.membership import Membership, PeerState, majority
 from shareddisk.timeouts import Timeouts
 
 _LIVE = (PeerState.ALIVE, PeerState.JOINING)
+UNKNOWN = "unknown"  # its slot says alive; one read cannot tell whether it still is
 
 
 class StatusReader:
@@ -42,8 +49,10 @@ class StatusReader:
         self.membership = Membership(None, self.timeouts, disk_count=len(self.disks))
         self.started = clock.monotonic()
         self.readable = 0
+        self.rounds = 0
 
     def read_once(self) -> None:
+        self.rounds += 1
         self.readable = 0
         for index, disk in enumerate(self.disks):
             begun = self.clock.monotonic()
@@ -83,10 +92,15 @@ class StatusReader:
                 state = PeerState.SUSPECT  # its slot says alive, but nothing moved all window
             if state is PeerState.SUSPECT and declared_by:
                 state = PeerState.DEAD
+            shown = state.value
+            if self.rounds <= 1 and state in (PeerState.SUSPECT, PeerState.DEAD):
+                # One read shows what the slot says, not whether its writer still
+                # writes; a declaration by a peer may be older than that peer's death.
+                shown = UNKNOWN
             nodes.append({
                 "id": peer.node_id,
                 "name": peer.name,
-                "state": state.value,
+                "state": shown,
                 "incarnation": peer.incarnation,
                 "counter": peer.counter,
                 "age": round(now - peer.last_change, 3) if seen_change else None,
@@ -109,6 +123,7 @@ class StatusReader:
             "timeouts": self.timeouts.as_dict(),
             "nodes": nodes,
             "resources": resources,
+            "source": {"kind": "disk", "reads": self.rounds, "watched_seconds": round(watched, 3)},
         }
 
     @staticmethod
@@ -124,6 +139,7 @@ class StatusReader:
             if s.record is None:
                 continue
             item = s.record.to_json()
+            item["why"] = why_not_online(item)
             item["lease"] = None if not lease["owner_id"] else {
                 "holder_id": lease["owner_id"], "holder_name": lease["owner_name"],
                 "incarnation": lease["owner_incarnation"], "generation": lease["generation"],
@@ -132,8 +148,80 @@ class StatusReader:
         return out
 
 
+def why_not_online(record: dict[str, Any]) -> str | None:
+    """Why a resource is failed or offline, from its record (None when online)."""
+    attrs = record.get("attributes") or {}
+    state = record.get("state")
+    if state == "online":
+        return None
+    if state == "failed" or "failed_on" in attrs:
+        where = f" on node {attrs['failed_on']}" if "failed_on" in attrs else ""
+        what = attrs.get("failure") or "failed"
+        return f"{what}{where} (resource cleanup to retry at once)"
+    if attrs.get("target_state") == "stopped":
+        return "stopped (resource start to bring it back)"
+    if record.get("owner_host") is None:
+        return "no owner yet: waiting for a live node of its failover list"
+    return None
+
+
 def cluster_status(areas: list[Area], *, clock: Clock, window: float | None = None) -> dict[str, Any]:
     """One status report after watching the slots for ``window`` seconds."""
     reader = StatusReader(areas, clock)
     reader.observe(window)
     return reader.report()
+
+
+def local_view(areas: list[Area], clock: Clock) -> tuple[dict[str, Any] | None, str | None]:
+    """(the view of a daemon of this cluster on this host and its age, why not).
+
+    Trusted only while that daemon holds its slot lock (it runs) and its view
+    is younger than two intervals plus a second (its loop keeps it current).
+    """
+    from shareddisk.view import local_daemons, max_view_age, read_view, view_path
+
+    area = areas[0]
+    try:
+        running = local_daemons(area)
+    except (DeviceError, FormatError) as exc:
+        return None, f"cannot look for a local daemon: {exc}"
+    if not running:
+        return None, None
+    limit = max_view_age(area.superblock["interval_ms"] / 1000)
+    why = None
+    for node_id in running:
+        view = read_view(view_path(area.cluster_uuid, node_id))
+        if view is None or view.get("cluster_uuid") != area.cluster_uuid \
+                or view.get("node_id") != node_id:
+            why = f"node {node_id} runs here but publishes no view"
+            continue
+        age = clock.monotonic() - view["written_monotonic"]
+        if not -1.0 <= age <= limit:
+            why = f"the view of node {node_id}'s daemon is {age:.1f}s old (its loop is stuck)"
+            continue
+        view["view_age"] = age
+        return view, None
+    return None, why
+
+
+def view_report(view: dict[str, Any], areas: list[Area]) -> dict[str, Any]:
+    """The ``status`` report from a local daemon's view (resources read once from disk)."""
+    area = areas[0]
+    age = view["view_age"]
+    nodes = [dict(n, age=None if n["age"] is None else round(n["age"] + age, 3))
+             for n in view["nodes"]]
+    for n in nodes:
+        n.pop("self", None)
+    return {
+        "cluster_uuid": area.cluster_uuid,
+        "cluster_name": area.superblock["cluster_name"],
+        "devices": view["devices"],
+        "quorum": view["quorum"],
+        "alive": sum(1 for n in nodes if n["state"] in ("alive", "joining")),
+        "watched_seconds": None,
+        "timeouts": view["timeouts"],
+        "nodes": nodes,
+        "resources": StatusReader._resources(area),
+        "source": {"kind": "daemon", "node_id": view["node_id"], "pid": view["pid"],
+                   "view_age": round(age, 3), "renewed_ago": view.get("renewed_ago")},
+    }

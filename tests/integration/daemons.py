@@ -58,8 +58,7 @@ _FIELD_RE = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 def parse_event(line: str) -> dict[str, str]:
     """'ts=... level=INFO event=peer node=1 peer=2 ...' -> {'event': 'peer', ...}.
 
-    The timestamp holds a space, so it is cut off first; quoted values
-    (reason='...') keep their spaces and lose their quotes.
+    Quoted values (reason="...") keep their spaces and lose their quotes.
     """
     fields = {}
     for key, value in _FIELD_RE.findall(line):
@@ -69,20 +68,23 @@ def parse_event(line: str) -> dict[str, str]:
     return fields
 
 
-_TS_RE = re.compile(r"^ts=(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+# ISO 8601 with milliseconds and offset (shareddisk/logfmt.py); also the older
+# "YYYY-mm-dd HH:MM:SS,mmm" local time, and an sd-daemon "<N>" priority prefix.
+_TS_RE = re.compile(r"^(?:<\d>)?ts=(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d[,.]\d{3}"
+                    r"(?:[+-]\d\d:?\d\d|Z)?)(?:\s|$)")
 
 
 def log_time(line: str) -> float | None:
     """Wall-clock seconds (time.time() scale) of a daemon log line, or None.
 
-    The daemons log ``ts=YYYY-mm-dd HH:MM:SS,mmm`` in local time, so lines of
+    The daemons log ``ts=`` in ISO 8601 with the UTC offset, so lines of
     different processes on this host can be ordered against each other and
     against the test's own ``time.time()`` (to the millisecond).
     """
     m = _TS_RE.match(line)
     if m is None:
         return None
-    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return datetime.fromisoformat(m.group(1).replace(",", ".").replace("Z", "+00:00")).timestamp()
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str,

@@ -130,6 +130,22 @@ def test_metrics_follow_the_cluster(cluster3: Cluster) -> None:
     assert (first.get("shareddisk_disks"), first.get("shareddisk_disks_writable"),
             first.get("shareddisk_quorum")) == (1.0, 1.0, 1.0)
     assert first.get("shareddisk_lease_holder", resource=RESOURCE) == 1.0
+    # Per disk: up, every read and write timed, no error; the build and the process.
+    assert first.get("shareddisk_disk_up", disk=disk) == 1.0
+    assert first.families["shareddisk_disk_io_seconds"].type == "histogram"
+    for op in ("read", "write"):
+        assert first.get("shareddisk_disk_io_seconds_count", disk=disk, op=op) >= 1, first.text
+        assert first.get("shareddisk_disk_errors_total", disk=disk, op=op) == 0.0
+    margin = first.get("shareddisk_renewal_margin_seconds")
+    from shareddisk.timeouts import Timeouts
+    assert margin is not None and 0 < margin <= Timeouts.from_interval(INTERVAL).renew_fail, \
+        first.text
+    import shareddisk
+    assert any(name == "shareddisk_build_info" and dict(labels)["version"] ==
+               shareddisk.__version__ and value == 1.0
+               for (name, labels), value in first.samples.items()), first.text
+    assert first.get("process_start_time_seconds") is not None
+    assert first.get("process_resident_memory_bytes") > 0
     # Node 1 brought sg1 online with no previous owner: not a failover.
     assert first.get("shareddisk_failovers_total") == 0.0
     assert first.get("shareddisk_replays_total") == 0.0

@@ -373,6 +373,38 @@ def test_fence_options_from_stdin_and_argv(capsys: pytest.CaptureFixture) -> Non
         fence.parse_argv(["-x"])
 
 
+def test_fence_has_the_common_options_of_fence_agents(tmp_path: Path) -> None:
+    """--version, --quiet, --debug-file, --retry-on, --power-wait, --delay, manpage."""
+    import shareddisk
+    fence = load_fence_module()
+    assert fence.parse_argv(["-V"]) == {"version": "1"}
+    done = subprocess.run([str(FENCE), "--version"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, shareddisk.__version__)
+    assert fence.parse_argv(["-q", "-D", "/tmp/x", "--retry-on=3", "--power-wait=2",
+                             "--delay=1"]) == \
+        {"quiet": "1", "debug_file": "/tmp/x", "retry_on": "3", "power_wait": "2", "delay": "1"}
+    assert fence.parse_stdin("retry_on=2\npower_wait=1\nquiet=1\ndebug_file=/tmp/d\n") == \
+        {"retry_on": "2", "power_wait": "1", "quiet": "1", "debug_file": "/tmp/d"}
+    meta = ET.fromstring(subprocess.run([str(FENCE), "-o", "metadata"], capture_output=True,
+                                        text=True, timeout=60, check=True).stdout.encode())
+    params = {p.get("name") for p in meta.iter("parameter")}
+    assert {"version", "quiet", "debug_file", "retry_on", "power_wait", "delay"} <= params
+    assert set(fence.OPTIONS) <= params  # --help, metadata and the parser agree
+    assert "manpage" in {a.get("name") for a in meta.iter("action")}
+    page = subprocess.run([str(FENCE), "-o", "manpage"], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    assert page.startswith(".TH FENCE_SHAREDDISK 8") and "\\-\\-power\\-wait" in page
+    # A bad option value: one error line on stderr, which --quiet keeps; the
+    # debug file gets it too.
+    debug = tmp_path / "fence.log"
+    done = subprocess.run([str(FENCE), "-o", "status", "-n", "1", "--devices=/nonexistent",
+                           "--retry-on=0", "-q", f"--debug-file={debug}",
+                           "--shareddisk-path", BINARY], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, explain(done)
+    assert "error:" in debug.read_text()
+
+
 def test_fence_metadata() -> None:
     done = subprocess.run([str(FENCE), "-o", "metadata"], capture_output=True, text=True,
                           timeout=60)

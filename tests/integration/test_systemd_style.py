@@ -181,13 +181,18 @@ def test_expansion_follows_systemd_rules() -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze is not installed")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
-    # A template is verified as an instance; the installed path is made real
-    # here (verify checks that ExecStart's program exists).
+    # A template is verified as an instance, as `install-units` writes it
+    # (verify checks that ExecStart's program exists and that the man pages
+    # Documentation= names are there).
     command = installed_command()[0]
+    root = tmp_path / "root"
+    subprocess.run([command, "install-units", "--prefix", str(root), "--command", command],
+                   check=True, capture_output=True, timeout=60)
     unit = tmp_path / "shareddisk@lab.service"
-    unit.write_text(UNIT.read_text().replace(INSTALLED_PATH, command))
+    unit.write_text((root / "etc/systemd/system/shareddisk@.service").read_text())
+    env = dict(os.environ, MANPATH=str(root / "usr/local/share/man"))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+                          text=True, timeout=120, cwd=tmp_path, env=env)
     output = done.stdout + done.stderr
     about_ours = [line for line in output.splitlines() if "shareddisk@lab" in line]
     assert done.returncode == 0 and not about_ours, output
@@ -290,12 +295,30 @@ def test_execstart_runs_as_written_under_systemd_style_supervision(tmp_path: Pat
         texts = supervisor.texts()
         assert texts.count("READY=1") == 1, texts
         assert kicks_after_ready() >= 2, (texts, log_text)
-        assert set(texts) == {"READY=1", "WATCHDOG=1"}, texts
+        assert {t for t in texts if not t.startswith("STATUS=")} == {"READY=1", "WATCHDOG=1"}
+        status = [t for t in texts if t.startswith("STATUS=")]
+        assert status and status[-1].startswith("STATUS=node 2 (web-2) alive, incarnation 1; "
+                                                 "1 of 1 nodes alive"), texts
+        assert status[-1].endswith("; quorum: 2 of 2 disks writable"), texts
+        assert len(status) == len(set(status)), "STATUS= is sent only when it changes"
         senders = {pid for _, pid, _ in supervisor.messages}
         assert senders == {proc.pid}, f"NotifyAccess=main drops messages from {senders}"
 
+        # SIGHUP is ignored (and logged), never a silent death.
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "event=sighup action=ignored" in log_path.read_text(), PATIENCE,
+                 "the SIGHUP to be logged")
+        before = kicks_after_ready()
+        while kicks_after_ready() < before + 2 and proc.poll() is None:
+            supervisor.receive(1.0)
+        assert proc.poll() is None, log_path.read_text()
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=PATIENCE) == 0, log_path.read_text()
+        while supervisor.receive(0.2):
+            pass
+        texts = supervisor.texts()
+        assert "STOPPING=1\nSTATUS=stopping: handing resources over, then leaving" in texts
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -323,7 +346,7 @@ def test_without_watchdog_usec_only_ready_is_sent(tmp_path: Path) -> None:
         # Several more heartbeat intervals (0.25 s each): still nothing but READY=1.
         for _ in range(3):
             supervisor.receive(0.5)
-        assert supervisor.texts() == ["READY=1"]
+        assert [t for t in supervisor.texts() if not t.startswith("STATUS=")] == ["READY=1"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=PATIENCE) == 0
     finally:

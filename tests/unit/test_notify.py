@@ -84,3 +84,43 @@ def test_not_under_systemd_by_default(monkeypatch) -> None:
 
 def test_a_vanished_notify_socket_is_not_fatal(tmp_path: Path) -> None:
     assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone.sock")}) is False
+
+
+# --- STATUS= -------------------------------------------------------------------------------
+
+
+def _view(states: dict[int, str], writable: int = 2, disks: int = 2) -> dict:
+    return {"node_id": 1, "quorum": {"disks": disks, "writable": writable,
+                                     "needed": disks // 2 + 1, "ok": writable > disks // 2},
+            "nodes": [{"id": i, "name": f"n{i}", "state": s, "incarnation": 3}
+                      for i, s in states.items()]}
+
+
+def test_status_line_names_this_node_the_members_and_quorum() -> None:
+    from shareddisk.notify import status_line
+    assert status_line(_view({1: "alive", 2: "alive", 3: "dead", 4: "left"})) == \
+        ("node 1 (n1) alive, incarnation 3; 2 of 4 nodes alive, dead 3, left 4; "
+         "quorum: 2 of 2 disks writable")
+    assert status_line(_view({1: "alive"}, writable=1, disks=3)).endswith(
+        "; NO QUORUM: 1 of 3 disks writable, need 2")
+
+
+def test_status_is_sent_only_when_it_changes(listener) -> None:
+    from shareddisk.notify import StatusNotifier
+    sock, path = listener
+    notifier = StatusNotifier({"NOTIFY_SOCKET": path})
+    notifier.from_view(_view({1: "alive", 2: "alive"}))
+    notifier.from_view(_view({1: "alive", 2: "alive"}))
+    notifier.from_view(_view({1: "alive", 2: "suspect"}))
+    assert sock.recv(4096).decode().startswith("STATUS=node 1 (n1) alive")
+    assert ", suspect 2;" in sock.recv(4096).decode()
+    sock.settimeout(0.05)
+    with pytest.raises(socket.timeout):
+        sock.recv(4096)  # the repeated line was not sent again
+
+
+def test_status_notifier_is_quiet_without_systemd() -> None:
+    from shareddisk.notify import StatusNotifier
+    notifier = StatusNotifier({})
+    notifier.from_view(_view({1: "alive"}))
+    assert not notifier.enabled and notifier.last is None

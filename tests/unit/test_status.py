@@ -238,3 +238,38 @@ def test_report_is_json_with_the_documented_fields() -> None:
         assert {"id", "name", "state", "incarnation", "counter", "age",
                 "unchanged_for_at_least", "declared_dead_by",
                 "config_generation"} <= set(node)
+
+
+# --- answering at once: one read, and a daemon's view -------------------------------------
+
+
+def test_one_read_proves_left_but_not_alive() -> None:
+    w = World()
+    w.start(1)
+    w.start(2).leave()
+    w.freeze(2)
+    w.sleep(2)
+    report = cluster_status(w.areas(), clock=w, window=0)
+    assert states(report) == {1: "unknown", 2: "left"}
+    assert report["alive"] == 0
+    assert report["source"] == {"kind": "disk", "reads": 1, "watched_seconds": 0.0}
+
+
+def test_the_daemon_view_holds_every_node_as_that_node_sees_it() -> None:
+    from shareddisk.view import node_view
+    w = World()
+    for i in (1, 2, 3):
+        w.start(i)
+    w.sleep(2)
+    w.freeze(3)
+    w.sleep(T.dead + 3 * T.interval)
+    view = node_view(w.nodes[1], str(CLUSTER))
+    assert json.loads(json.dumps(view)) == view  # what the file holds
+    nodes = {n["id"]: n for n in view["nodes"]}
+    assert {i: n["state"] for i, n in nodes.items()} == {1: "alive", 2: "alive", 3: "dead"}
+    assert nodes[1]["self"] and nodes[1]["age"] == 0.0
+    assert nodes[2]["age"] <= T.interval
+    assert nodes[3]["age"] >= T.dead
+    assert nodes[3]["declared_dead_by"] == [1, 2]
+    assert view["quorum"] == {"disks": 1, "readable": 1, "writable": 1, "needed": 1, "ok": True}
+    assert view["written_monotonic"] == w.monotonic()
