@@ -48,6 +48,9 @@ GEOMETRY = Geometry(sector_size=512, node_count=4, resource_count=3, log_disks=(
                     log_size=4, interval_ms=1000)
 
 
+DATA = {"data_devices": ["/dev/shareddisk-test-data"]}  # what a record's driver needs
+
+
 def act(area: Area, operation: str, *args, **kwargs):
     """One configuration change by node 1, in its own session (as one CLI command)."""
     with Session(area, 1, FakeClock()) as s:
@@ -57,8 +60,8 @@ def act(area: Area, operation: str, *args, **kwargs):
 @pytest.fixture
 def area() -> Area:
     area = make_area(GEOMETRY, cluster=13, device_type=FlakyDevice)
-    act(area, "add_resource", "sg1", "storage-group", attributes={"size": 1})
-    act(area, "add_resource", "sg2", "storage-group", attributes={"size": 2})
+    act(area, "add_resource", "sg1", "storage-group", attributes={"size": 1, **DATA})
+    act(area, "add_resource", "sg2", "storage-group", attributes={"size": 2, **DATA})
     return area
 
 
@@ -89,7 +92,7 @@ def test_load_writes_every_record_to_the_state_file(sync, area) -> None:
     assert data["device"] == area.device.path
     assert data["written_wall"] == FakeClock().wall()
     assert [(r["index"], r["name"], r["version"], r["attributes"]) for r in data["resources"]] \
-        == [(0, "sg1", 1, {"size": 1}), (1, "sg2", 1, {"size": 2})]
+        == [(0, "sg1", 1, {"size": 1, **DATA}), (1, "sg2", 1, {"size": 2, **DATA})]
     assert sorted(sync.records) == [0, 1]
     assert os.listdir(STATE) == [STATE_FILE], "a temporary file was left behind"
 
@@ -147,7 +150,7 @@ def test_poll_reloads_only_the_changed_record_and_names_the_changed_keys(
     assert read == [1]
     ((index, record, keys),) = sync.calls
     assert (index, record.attributes, record.version, keys) == \
-        (1, {"size": 20, "mode": "fast"}, 2, {"size", "mode"})
+        (1, {"size": 20, "mode": "fast", **DATA}, 2, {"size", "mode"})
     assert sync.records[1] == record
     assert local_values() == {"sg1": 1, "sg2": 20}
     assert sync.poll() == []  # and only once
@@ -171,7 +174,7 @@ def test_a_lease_change_without_a_new_version_calls_no_hook(sync, area) -> None:
 
 
 def test_an_added_and_a_removed_record_are_whole_changes(sync, area) -> None:
-    act(area, "add_resource", "sg3", "t")
+    act(area, "add_resource", "sg3", "t", attributes=DATA)
     assert sync.poll() == [2]
     assert sync.calls[-1][0] == 2 and sync.calls[-1][1].name == "sg3"
     assert sync.calls[-1][2] == {"*"}
@@ -196,10 +199,10 @@ def test_a_record_that_could_not_be_read_is_tried_again(sync, area) -> None:
     region = area.regions["resource"]
     area.device.fail_range = (region.offset, region.end)
     assert sync.poll() == []
-    assert sync.records[0].attributes == {"size": 1}
+    assert sync.records[0].attributes == {"size": 1, **DATA}
     area.device.fail_range = None
     assert sync.poll() == [0]  # nothing changed on disk since: it must still reload
-    assert sync.records[0].attributes == {"size": 5}
+    assert sync.records[0].attributes == {"size": 5, **DATA}
     assert local_values() == {"sg1": 5, "sg2": 2}
 
 

@@ -95,13 +95,14 @@ def test_status_table_shows_members_and_resources(image: Path) -> None:
                               "CHANGED", "DECLARED", "DEAD", "BY"]
     counters = {n["id"]: n["counter"] for n in data["nodes"]}
     assert rows_after(out, "ID") == [
-        # one read (window 0): node 1's alive slot has not moved yet, so it is suspect
-        ["1", "node1", "suspect", "1", str(counters[1]), "not", "in", "0.0s", "-"],
+        # one read (window 0): node 1's slot says alive, one read cannot tell
+        ["1", "node1", "unknown", "1", str(counters[1]), "not", "in", "0.0s", "-"],
         ["2", "node2", "left", "1", str(counters[2]), "not", "in", "0.0s", "-"],
         ["3", "cli-3", "left", "1", str(counters[3]), "not", "in", "0.0s", "-"],
     ]
     assert rows_after(out, "RESOURCE") == [["sg1", "storage-group", "offline", "-", "-", "-",
-                                             "1"]]
+                                             "1", *"no owner yet: waiting for a live node of "
+                                             "its failover list".split()]]
 
 
 def test_status_table_colours_states_on_a_terminal() -> None:
@@ -131,7 +132,7 @@ def test_status_json_is_the_report_with_its_documented_keys(image: Path) -> None
     assert "\n" not in out.rstrip("\n")  # compact when piped, as before
     data = json.loads(out)
     assert set(data) == {"cluster_uuid", "cluster_name", "devices", "quorum", "alive",
-                         "watched_seconds", "timeouts", "nodes", "resources"}
+                         "watched_seconds", "timeouts", "nodes", "resources", "source"}
     assert set(data["nodes"][0]) == {"id", "name", "state", "incarnation", "counter", "age",
                                      "unchanged_for_at_least", "declared_dead_by",
                                      "config_generation"}
