@@ -334,9 +334,7 @@ class _Areas:
         self.paths, self.writable, self.devices = paths, writable, []
 
     def __enter__(self) -> list[Area]:
-        real = [os.path.realpath(p) for p in self.paths]
-        if len(set(real)) != len(real):
-            raise UsageError("a device is named twice: each disk counts once toward the majority")
+        check_distinct(self.paths)  # each disk counts once toward the majority
         try:
             for path in self.paths:
                 self.devices.append(open_device(path, writable=self.writable))

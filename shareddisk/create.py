@@ -38,6 +38,7 @@ from shareddisk.errors import (
     FormatError,
     ShareddiskError,
     SignatureFound,
+    SectorSizeMismatch,
     UsageError,
 )
 from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock
@@ -167,8 +168,9 @@ def check_device(device: BlockDevice, geometry: Geometry, *, force: bool = False
     layout = compute_layout(geometry)
     s = geometry.sector_size
     if s < device.sector_size:
-        raise UsageError(f"{device.path}: sector size {s} is smaller than the device's logical "
-                         f"sector size {device.sector_size}; use --sector-size {device.sector_size}")
+        raise SectorSizeMismatch(
+            f"{device.path}: sector size {s} is smaller than the device's logical "
+            f"sector size {device.sector_size}; use --sector-size {device.sector_size}")
     if device.size // s * s < layout.area_size:
         raise DeviceTooSmall(
             f"{device.path}: device holds {device.size} bytes, the area needs "

@@ -22,6 +22,7 @@ from shareddisk.errors import (
     DeviceError,
     DeviceTooSmall,
     FormatError,
+    SectorSizeMismatch,
     SignatureFound,
     UsageError,
 )
@@ -178,7 +179,7 @@ def test_device_of_exactly_the_needed_size_is_enough(sector_size):
 def test_area_sectors_smaller_than_the_device_are_refused_writing_nothing():
     dev = filled(2 * MiB, 4096)
     before = bytes(dev.data)
-    with pytest.raises(UsageError, match="--sector-size 4096"):
+    with pytest.raises(SectorSizeMismatch, match="--sector-size 4096"):  # exit 4
         create_area(dev, geometry(512))
     assert bytes(dev.data) == before
 
