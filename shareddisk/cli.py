@@ -287,7 +287,7 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
         verbose: bool) -> None:
     """Run the node daemon on DEVICES (one or more areas of one cluster)."""
     from shareddisk.daemon import Daemon
-    from shareddisk.fencing import FENCE_ACTIONS
+    from shareddisk.fencing import FENCE_ACTIONS, WRITERS
     from shareddisk.notify import Watchdog, sd_notify
     _setup_logging(verbose)
     stop = {"now": False}
@@ -299,7 +299,8 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     signal.signal(signal.SIGINT, on_term)
     with _Areas(devices, writable=True) as areas:
         daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
-                        fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir)
+                        fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir,
+                        writers=WRITERS)
         watchdog = Watchdog()  # systemd WatchdogSec=: fed from the heartbeat loop
         if watchdog.enabled:
             daemon.node.after_step.append(watchdog.kick)

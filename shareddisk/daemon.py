@@ -12,8 +12,10 @@ It composes the pieces:
   worker gets a snapshot of the membership view, never the live object.
 
 On SIGTERM it hands every resource over (offline, lease released) and then
-writes ``left``; when it must fence itself it stops resources locally and
-writes nothing.
+writes ``left``; when it must fence itself it first kills every process group
+that could still write for it (the exec driver's scripts, see
+shareddisk/fencing.py: ``Writers``), gives its stop hooks what remains of
+fence_grace, runs the fence action and writes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from shareddisk.confsync import ConfigSync
 from shareddisk.device import WriteGate
 from shareddisk.diskio import DiskWorker
 from shareddisk.errors import DeviceError, LockHeld, ShareddiskError
-from shareddisk.fencing import FenceAction
+from shareddisk.fencing import FenceAction, Writers
 from shareddisk.leases import Holder
 from shareddisk.manager import ClusterManager, View
 from shareddisk.node import Node
@@ -44,7 +46,8 @@ SHUTDOWN_WAIT = 30.0  # seconds to let a running operation finish on SIGTERM
 class Daemon:
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
-                 state_dir: Path | None = None, threaded_io: bool = True):
+                 state_dir: Path | None = None, threaded_io: bool = True,
+                 writers: Writers | None = None):
         state_dir = state_dir or default_state_dir(areas[0].cluster_uuid, node_id)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +73,11 @@ class Daemon:
         self._stopping = False
         self.node.after_step.append(self._after_step)
         self.node.before_leave.append(self._before_leave)
+        # The scripts of this process (``run`` passes fencing.WRITERS, which the exec
+        # driver uses): killed first when fencing, and when the daemon exits.
+        self.writers = writers
+        if writers is not None:
+            self.node.fence_hooks.append(writers.kill_all)
         self.node.stop_hooks.append(self.manager.stop_local)
         self.node.request_hooks.append(self.manager.request)
 
@@ -148,7 +156,11 @@ class Daemon:
                 except LockHeld:
                     raise LockHeld(f"{area.device.path}: node id {self.node.node_id} already runs "
                                    f"on this host (its slot is locked by another process)") from None
+            if self.writers is not None:
+                self.writers.arm()  # from now on a SIGKILL of ours leaves no script behind
             try:
                 self.node.run(should_stop, on_ready)
             finally:
                 self._worker.close()
+                if self.writers is not None:
+                    self.writers.close()

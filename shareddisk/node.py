@@ -140,7 +140,11 @@ class Node:
         self.incarnations = incarnations
         self._unconfirmed: _Renewal | None = None
         self._writes_lost = False  # a renewal was found lost since the last one seen
+        # Run first when fencing, at once: kill what could still write (exec scripts).
+        self.fence_hooks: list[Callable[[str], None]] = []
+        # Then the stop hooks, given what remains of fence_grace and abandoned at its end.
         self.stop_hooks: list[Callable[[str], None]] = []
+        self.threaded = threaded_io
         self.transition_hooks: list[Callable[[Transition], None]] = []
         self.after_step: list[Callable[[], None]] = []  # e.g. the configuration sync
         self.before_leave: list[Callable[[], None]] = []  # e.g. hand resources over
@@ -476,14 +480,51 @@ class Node:
                        power_off=kind is mailbox.Message.OFF)
 
     def fence(self, reason: str, power_off: bool = False) -> None:
-        """Stop resources, then run the fence action (which does not return)."""
+        """Kill our writers, give the stop hooks what remains of fence_grace, then run
+        the fence action (which does not return) whatever the hooks are doing.
+
+        The deadline is renew_fail + fence_grace after the last renewal seen
+        landed (now + fence_grace for a fence of another cause, a poison pill
+        say): a stop hook (an ``offline`` script, say) that takes longer is
+        abandoned there, still running, and the fence action (a reset, or the
+        exit of the process) ends it.
+        """
         self.fenced = True
         log.critical("event=fence node=%d incarnation=%d reason=%r", self.node_id,
                      self.incarnation, reason)
-        for hook in self.stop_hooks:
+        for hook in self.fence_hooks:
             try:
                 hook(reason)
-            except Exception as exc:  # a failing stop hook must not keep us from fencing
-                log.error("event=stop-hook-failed node=%d error=%r", self.node_id, exc)
+            except Exception as exc:  # nothing may keep us from fencing
+                log.error("event=fence-hook-failed node=%d error=%r", self.node_id, exc)
+        self._stop_within(reason, self._fence_deadline())
         self.fence_action(reason, power_off)
         raise Fenced(f"node fenced: {reason}")  # an action that returned must not let us go on
+
+    def _fence_deadline(self) -> float:
+        now = self.clock.monotonic()
+        t = self.timeouts
+        if self.renewed_since is not None and now - self.renewed_since >= t.renew_fail:
+            return max(now, self.renewed_since + t.renew_fail + t.fence_grace)
+        return now + t.fence_grace
+
+    def _stop_within(self, reason: str, deadline: float) -> None:
+        """Run the stop hooks, in order, on their own worker; wait until ``deadline``."""
+        def stop_all() -> None:
+            for hook in self.stop_hooks:
+                try:
+                    hook(reason)
+                except Exception as exc:  # a failing stop hook must not keep us from fencing
+                    log.error("event=stop-hook-failed node=%d error=%r", self.node_id, exc)
+
+        if not self.stop_hooks:
+            return
+        worker = DiskWorker("fence", self.clock, self.threaded)
+        try:
+            [outcome] = run_round([worker], [stop_all], self.clock,
+                                  max(0.0, deadline - self.clock.monotonic()))
+        finally:
+            worker.close()
+        if not outcome.ok:
+            log.error("event=stop-hooks-abandoned node=%d reason=%r", self.node_id,
+                      "fence_grace ended before the stop hooks did")

@@ -340,6 +340,55 @@ def test_fence_runs_every_stop_hook_even_if_one_fails() -> None:
     assert order == ["a", "b", "fence"]
 
 
+def test_the_fence_kills_writers_first_and_does_not_wait_for_a_stuck_stop_hook() -> None:
+    """A stop hook (an ``offline`` script, say) that hangs gets what remains of
+    fence_grace, then the fence action runs with the hook still running."""
+    import threading
+
+    c = Cluster()
+    order: list[str] = []
+    release = threading.Event()
+
+    def stuck_offline(reason: str) -> None:
+        order.append("stop begins")
+        release.wait(30)
+        order.append("stop ends")
+
+    n = c.node(1, fence=Fence(order), threaded_io=True)
+    n.fence_hooks.append(lambda reason: order.append("kill writers"))
+    n.stop_hooks.append(stuck_offline)
+    try:
+        n.start()
+        n.step()
+        c.clock.advance(T.renew_fail)  # the deadline passed: what is left of the grace is 1 s
+        with pytest.raises(Fenced):
+            n.step()
+        assert order == ["kill writers", "stop begins", "fence"]
+    finally:
+        release.set()
+        n.close()
+
+
+def test_a_node_woken_past_its_fence_grace_fences_without_waiting_for_stop_hooks() -> None:
+    import threading
+
+    c = Cluster()
+    order: list[str] = []
+    release = threading.Event()
+    n = c.node(1, fence=Fence(order), threaded_io=True)
+    n.stop_hooks.append(lambda reason: (release.wait(30), order.append("stopped")))
+    try:
+        n.start()
+        n.step()
+        c.clock.advance(T.renew_fail + T.fence_grace + 5)  # frozen far past the grace
+        with pytest.raises(Fenced):
+            n.step()
+        assert order == ["fence"]
+    finally:
+        release.set()
+        n.close()
+
+
 def test_a_fence_action_that_returns_still_stops_the_node() -> None:
     c = Cluster()
     calls = []
