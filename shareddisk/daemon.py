@@ -37,6 +37,7 @@ from shareddisk.leases import Holder
 from shareddisk.manager import ClusterManager, View
 from shareddisk.node import Node
 from shareddisk.session import node_slot_lock
+from shareddisk.watchdog import HardwareWatchdog
 from shareddisk.statefile import IncarnationMemory, default_state_dir
 
 log = logging.getLogger("shareddisk.daemon")
@@ -47,7 +48,7 @@ class Daemon:
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
                  state_dir: Path | None = None, threaded_io: bool = True,
-                 writers: Writers | None = None):
+                 writers: Writers | None = None, watchdog: HardwareWatchdog | None = None):
         state_dir = state_dir or default_state_dir(areas[0].cluster_uuid, node_id)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,8 @@ class Daemon:
             raise DeviceError(f"state dir {state_dir}: {exc.strerror} (give --state-dir)") from None
         self.node = Node(areas, node_id, clock=clock, name=name, interval=interval, fence=fence,
                          threaded_io=threaded_io, incarnations=IncarnationMemory(
-                             state_dir, areas[0].cluster_uuid, node_id))
+                             state_dir, areas[0].cluster_uuid, node_id), watchdog=watchdog)
+        self.watchdog = watchdog
         self.areas = areas
         self.clock = clock
         for area in areas:  # no thread of ours writes once we are past the renew deadline
@@ -164,3 +166,16 @@ class Daemon:
                 self._worker.close()
                 if self.writers is not None:
                     self.writers.close()
+                self._release_watchdog()
+
+    def _release_watchdog(self) -> None:
+        """Disarm only after a clean stop that wrote ``left`` (or a start that never
+        made us a member); any other exit leaves it armed, to reset the host."""
+        watchdog, node = self.watchdog, self.node
+        if watchdog is None:
+            return
+        left = node.left_written and not node.fenced and not node.quiet
+        if left or (not node.joined and not node.fenced):
+            watchdog.disarm()
+        else:
+            watchdog.release_armed()

@@ -26,7 +26,7 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from shareddisk.area import Area
 from shareddisk.clock import Clock
@@ -101,12 +101,21 @@ def _identity(area: Area) -> object:
     return ("rdev", st.st_rdev) if stat.S_ISBLK(st.st_mode) else ("file", st.st_dev, st.st_ino)
 
 
+class Pettable(Protocol):
+    """A hardware watchdog as the node sees it (shareddisk/watchdog.py)."""
+
+    timeout: float
+
+    def pet(self) -> None: ...
+
+
 class Node:
     """A cluster member's heartbeat, membership, mailbox and self-fencing."""
 
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
-                 threaded_io: bool = False, incarnations: IncarnationMemory | None = None):
+                 threaded_io: bool = False, incarnations: IncarnationMemory | None = None,
+                 watchdog: "Pettable | None" = None):
         self.disks = open_disks(areas)
         for disk in self.disks:
             disk.worker = DiskWorker(disk.path, clock, threaded_io)
@@ -121,8 +130,10 @@ class Node:
                              f"{heartbeat.NODE_NAME_BYTES} bytes or holds a NUL")
         self.clock = clock
         interval = interval if interval is not None else first.superblock["interval_ms"] / 1000
+        self.watchdog = watchdog
         try:
-            self.timeouts = Timeouts.from_interval(interval)
+            self.timeouts = Timeouts.from_interval(
+                interval, watchdog=watchdog.timeout if watchdog is not None else 0)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         self.fence_action = fence or ExitFence()
@@ -137,6 +148,10 @@ class Node:
         # ...and of the last one seen landed on a majority: the renew deadline
         # runs from this (see _confirm_renewal).
         self.renewed_since: float | None = None
+        # The start of the last read round that read a majority of disks: a node
+        # that cannot read cannot see a poison pill, a verdict about itself or
+        # another writer of its id, so reads failing for renew_fail fence it too.
+        self.read_since: float | None = None
         self.incarnations = incarnations
         self._unconfirmed: _Renewal | None = None
         self._writes_lost = False  # a renewal was found lost since the last one seen
@@ -151,7 +166,13 @@ class Node:
         # (message, sender, resource index) of PULL and STOP requests
         self.request_hooks: list[Callable[[mailbox.Message, int, int], None]] = []
         self.write_observer: Callable[[str, float], None] | None = None  # (disk, seconds)
+        # Each peer's (incarnation, counter) at our first read after start: a dead
+        # verdict in its slot is about *this* incarnation of ours only when written
+        # two rounds later (see _check_verdicts).
+        self._verdict_base: dict[int, tuple[int, int]] | None = None
+        self.declared_dead_by: list[int] = []
         self.fenced = False
+        self.left_written = False  # leave() wrote LEFT on a majority of disks
         self.quiet = False  # go_quiet(): no more writes
         self.joined = False
 
@@ -171,10 +192,13 @@ class Node:
             self.incarnation = max(self.incarnation, self.incarnations.last() + 1)
             self.incarnations.remember(self.incarnation)
         self.mailbox_ack = max((m[0] for m in self._mailboxes(reads)), default=0)
-        log.info("event=start node=%d name=%s incarnation=%d disks=%d interval=%.3f dead_after=%.3f",
-                 self.node_id, self.name, self.incarnation, len(self.disks),
-                 self.timeouts.interval, self.timeouts.dead)
+        log.info("event=start node=%d name=%s incarnation=%d disks=%d interval=%.3f "
+                 "dead_after=%.3f watchdog=%s", self.node_id, self.name, self.incarnation,
+                 len(self.disks), self.timeouts.interval, self.timeouts.dead,
+                 f"{self.timeouts.watchdog:g}" if self.watchdog is not None else "none")
         self.renewed_since = self.clock.monotonic()  # no renewal yet: from now
+        self.read_since = self.renewed_since
+        self._pet()  # not a member yet: nothing relies on us, the join wait is over
         if not self._write_all(self.clock.monotonic()):
             raise QuorumLost(f"node {self.node_id}: could not write its slot on a majority of "
                              f"{len(self.disks)} disks ({self._disk_errors()})")
@@ -183,6 +207,7 @@ class Node:
         end = self.clock.monotonic() + self.timeouts.join_wait
         while self.clock.monotonic() < end:
             self.clock.sleep(self.timeouts.interval / 2)
+            self._pet()  # not a member yet (nothing relies on us) while we wait
             for disk, outcome in zip(self.disks, self._read_round()):
                 before = seen.get(disk.path)
                 raw = self._own_raw(disk, outcome) if outcome.ok else None
@@ -201,7 +226,7 @@ class Node:
         if self.fenced or self.quiet:
             return
         self.state = heartbeat.SlotState.LEFT
-        self._write_all(self.clock.monotonic())
+        self.left_written = self._write_all(self.clock.monotonic())
         log.info("event=left node=%d incarnation=%d", self.node_id, self.incarnation)
         self.close()
 
@@ -217,8 +242,12 @@ class Node:
         self._check_deadline(since=self.last_renew_start)  # woke from a freeze, say
         begun = self.clock.monotonic()
         reads = self._read_round()
+        if sum(o.ok for o in reads) >= majority(len(self.disks)):
+            self.read_since = begun
         changes = self._observe(reads, begun)
         self._check_deadline()
+        self._check_reads()
+        self._check_verdicts()  # declared dead while we could not see it (a paused host)
         self._check_mailbox(reads)
         if self.state == heartbeat.SlotState.JOINING:
             self.state = heartbeat.SlotState.ALIVE  # start() wrote JOINING; now say alive
@@ -267,13 +296,79 @@ class Node:
         if self.fenced or self.quiet:
             raise Fenced(f"node {self.node_id} is {'fenced' if self.fenced else 'stopping'}")
         since = self.renewed_since
-        if since is not None and self.clock.monotonic() - since >= self.timeouts.renew_fail:
+        now = self.clock.monotonic()
+        if since is not None and now - since >= self.timeouts.renew_fail:
             raise Fenced(f"node {self.node_id} is past its renew deadline")
+        if self.read_since is not None and now - self.read_since >= self.timeouts.renew_fail:
+            raise Fenced(f"node {self.node_id} could not read a majority of disks for "
+                         f"renew_fail")
+
+    def _pet(self) -> None:
+        """Pet the hardware watchdog: only from this loop, only while within renew_fail
+        of the last renewal seen landed, never once fencing or quiet.  So a host
+        whose loop stops is reset at the latest renew_fail + W after that
+        renewal, and the dead timeout peers use for us covers it."""
+        if self.watchdog is None or self.fenced or self.quiet:
+            return
+        since = self.renewed_since
+        if since is not None and self.clock.monotonic() - since >= self.timeouts.renew_fail:
+            return
+        try:
+            self.watchdog.pet()
+        except OSError as exc:  # it will fire: say why, and go on fencing normally
+            log.error("event=watchdog-pet-failed node=%d error=%r", self.node_id, str(exc))
 
     def go_quiet(self) -> None:
         """Write nothing more, not even ``left``: peers will declare us dead after
         the dead timeout, as if we had crashed (a stop that cannot be clean)."""
         self.quiet = True
+
+    def _check_reads(self) -> None:
+        """Fence when no read round reached a majority of disks for renew_fail.
+
+        Writes that still land keep our peers from declaring us dead, but a
+        node that cannot read cannot learn that it must stop: a poison pill, a
+        verdict about itself, another process writing its id.  SBD counts an
+        unreadable disk as a failed servant; so do we.
+        """
+        if self.read_since is None:
+            return
+        late = self.clock.monotonic() - self.read_since
+        if late >= self.timeouts.renew_fail:
+            self.fence(f"no read reached a majority of disks for {late:.3f} s "
+                       f"(limit {self.timeouts.renew_fail:.3f} s)")
+
+    def _check_verdicts(self) -> None:
+        """Fence, without writing, when a peer has declared this incarnation dead.
+
+        A host paused whole (a VM paused by its hypervisor: even CLOCK_BOOTTIME
+        stops) wakes within its deadline by its own clock, while its peers
+        watched its counter stand still for the dead timeout and took its
+        resources.  Its clock cannot tell it; their verdicts can: each peer
+        publishes the ids it declared dead (``dead_map``).  A verdict naming our
+        id may be about our previous incarnation (a peer that has not yet read
+        our new slot), so it counts only in a peer slot written at least two
+        rounds after the first read that followed our start: the step that
+        wrote it began with a read issued after our first slot had landed.
+        One peer's verdict is enough: that peer alone may take our resources.
+        """
+        peers = self.membership.peers
+        if self._verdict_base is None:
+            self._verdict_base = {i: (p.incarnation, p.counter) for i, p in peers.items()}
+            return
+        judges = []
+        for node_id, peer in peers.items():
+            if self.node_id not in peer.declared_dead:
+                continue
+            base = self._verdict_base.setdefault(node_id, (peer.incarnation, peer.counter))
+            if peer.incarnation > base[0] or (peer.incarnation == base[0]
+                                              and peer.counter >= base[1] + 2):
+                judges.append(node_id)
+        if judges:
+            self.declared_dead_by = sorted(judges)
+            self.fence(f"declared dead by node{'s' if len(judges) > 1 else ''} "
+                       f"{', '.join(map(str, sorted(judges)))} (its clock stood still, or "
+                       f"its renewals did not reach them)")
 
     def _check_deadline(self, since: float | None = None) -> None:
         """Fence when renew_fail has passed since the last renewal seen landed (after
@@ -296,6 +391,7 @@ class Node:
             counter=self.counter, config_generation=self.config_generation,
             mailbox_ack=self.mailbox_ack, wall_ns=int(self.clock.wall() * 1e9),
             interval_ms=round(self.timeouts.interval * 1000),
+            watchdog_s=round(self.timeouts.watchdog),
             io_timeout_ms=round(self.timeouts.io_timeout * 1000), name=self.name,
             dead_map=heartbeat.dead_map(self.membership.dead_ids()))
 
@@ -397,6 +493,7 @@ class Node:
             self._writes_lost = self._writes_lost and seen < needed
             if self.renewed_since is None or renewal.started > self.renewed_since:
                 self.renewed_since = renewal.started
+            self._pet()
         elif seen + unknown < needed:
             self._unconfirmed = None
             self._writes_lost = True

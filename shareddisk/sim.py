@@ -321,6 +321,24 @@ class SimClock:
                 self.after_sleep()
 
 
+class HostClock(SimClock):
+    """One host's clock: the virtual time, less the time the host stood paused.
+
+    A pause (``Simulation.pause``) is a host stopped whole with its clock (a
+    VM paused by its hypervisor: even CLOCK_BOOTTIME stops); a freeze is a
+    stopped process on a running host, or a suspend on CLOCK_BOOTTIME, which
+    counts it.  Without a pause this is the virtual time itself.
+    """
+
+    def __init__(self, sched: Scheduler, host: "Host"):
+        super().__init__(sched)
+        self.host = host
+
+    def monotonic(self) -> float:
+        now = self.sched.now
+        return now - sum(min(d, now - start) for start, d, _ in self.host.pauses if now >= start)
+
+
 class SimLock:
     """A threading.Lock stand-in whose waits pass on the virtual clock."""
 
@@ -784,6 +802,11 @@ class Host:
             sim.views[view.path] = view
         self.life: Life | None = None
         self.lives = 0
+        # (virtual start, seconds, host clock at start) of each pause of the whole host
+        self.pauses: list[tuple[float, float, float]] = []
+        self.clock = HostClock(sim.sched, self)
+        self.clock.before_sleep = sim.clock.before_sleep
+        self.clock.after_sleep = sim.clock.after_sleep
         self.online: dict[int, int] = {}   # resource index -> incarnation that has it online
         self.stop_requested = False
         self.restart_pending = False
@@ -792,6 +815,11 @@ class Host:
 
     def up(self) -> bool:
         return self.life is not None and not self.life.ended
+
+    def real(self, host_time: float) -> float:
+        """The virtual time at which this host's clock read ``host_time`` (the first
+        such instant: a time read just before a pause is before it)."""
+        return host_time + sum(d for _, d, at in self.pauses if at < host_time)
 
 
 # --- the ledger: what happened on the disks, and the invariants ---------------------
@@ -999,7 +1027,7 @@ class Ledger:
         if node is None or node.incarnation != before[1] or node.fenced \
                 or node.renewed_since is None or node.state in _GONE_SLOT:
             return  # gone, or leaving (it wrote left: peers may take over at once)
-        age = self.sim.sched.now - node.renewed_since
+        age = self.sim.sched.now - host.real(node.renewed_since)
         if age < node.timeouts.renew_fail:
             self.sim.violation("lease-taken-from-live-holder",
                                f"{_who(who)} took the lease of resource {index} from node "
@@ -1097,7 +1125,7 @@ class Ledger:
         now = sim.sched.now
         me = observer.life.node if observer.life is not None else None
         if me is not None and me.renewed_since is not None \
-                and now - me.renewed_since >= me.timeouts.renew_fail:
+                and now - observer.real(me.renewed_since) >= me.timeouts.renew_fail:
             # The observer is past its own deadline (it was frozen between its read and
             # this verdict, say): it fences at its next check, before it can act on it.
             sim.stats["verdicts_of_late_observers"] += 1
@@ -1117,7 +1145,7 @@ class Ledger:
         t = node.timeouts
         if node.renewed_since is None:
             return  # never renewed: nothing of it can be running as a member
-        age = now - node.renewed_since
+        age = now - host.real(node.renewed_since)
         # A running node past renew_fail + fence_grace must have stopped; before, it
         # may rightly be running (or fencing), so calling it dead is wrong.  A frozen
         # one past renew_fail fences when it wakes, before it writes (that is what
@@ -1429,12 +1457,13 @@ class Simulation:
             node = life.node if life is not None and life.running() else None
             if node is None or node.fenced or node.renewed_since is None:
                 continue
-            if now - node.renewed_since >= node.timeouts.renew_fail:
+            age = now - host.real(node.renewed_since)
+            if age >= node.timeouts.renew_fail:
                 continue  # its own lease view has expired: it stops before writing again
             for index in host.online:
                 holders.setdefault(index, []).append(
                     f"h{host.id} (incarnation {node.incarnation}, last renewal seen "
-                    f"{now - node.renewed_since:.3f} s ago)")
+                    f"{age:.3f} s ago)")
         for index, names in holders.items():
             if len(names) > 1:
                 self.violation("two-owners",
@@ -1457,7 +1486,7 @@ class Simulation:
 
         def main() -> None:
             areas = [Area.open(d) for d in host.disks]
-            daemon = daemon_mod.Daemon(areas, host.id, clock=self.clock, name=host.name,
+            daemon = daemon_mod.Daemon(areas, host.id, clock=host.clock, name=host.name,
                                        fence=_SimFence(self, life), state_dir=host.state_dir,
                                        threaded_io=True)
             daemon._idle = SimEvent(self.sched, True)  # type: ignore[assignment]
@@ -1525,6 +1554,16 @@ class Simulation:
         else:
             life.freeze_request = seconds
             self.trace(f"h{host.id} will freeze for {seconds:.3f} s at its next idle moment")
+
+    def pause(self, host: Host, seconds: float) -> None:
+        """Stop the whole host, its clock included, at once (a hypervisor's pause)."""
+        life = host.life
+        if life is None or life.ended or life.frozen or life.freeze_request is not None:
+            return
+        self.stats["pauses"] += 1
+        host.pauses.append((self.sched.now, seconds, host.clock.monotonic()))
+        self.trace(f"h{host.id} paused with its clock for {seconds:.3f} s")
+        self._freeze_now(life, seconds)
 
     def _freeze_now(self, life: Life, seconds: float) -> None:
         life.freeze_request = None
