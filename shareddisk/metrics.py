@@ -15,6 +15,7 @@ the heartbeat loop pays only for one histogram observation per write round.
     shareddisk_failovers_total              resources this node took over
     shareddisk_replays_total                interrupted operations this node finished
     shareddisk_lease_holder{resource}       node id holding the resource's lease (0: free)
+    shareddisk_watchdog_timeout_seconds     granted hardware watchdog timeout (0: unwatched)
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ class _DaemonCollector:
         yield state
         writable = sum(1 for d in node.disks if d.write_ok)
         yield core.GaugeMetricFamily("shareddisk_disks", "Disks given", value=len(node.disks))
+        yield core.GaugeMetricFamily("shareddisk_watchdog_timeout_seconds",
+                                     "Granted hardware watchdog timeout (0: unwatched)",
+                                     value=node.timeouts.watchdog)
         yield core.GaugeMetricFamily("shareddisk_disks_writable",
                                      "Disks written in the last round", value=writable)
         yield core.GaugeMetricFamily("shareddisk_quorum", "1 while a majority is writable",

@@ -33,6 +33,7 @@ import glob
 import logging
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Protocol
@@ -143,6 +144,9 @@ class HardwareWatchdog:
             try:
                 self.identity = self.io.identity(self._fd)
             except OSError as exc:
+                fd, self._fd = self._fd, None
+                self.io.close(fd)  # not a watchdog: write nothing to it
+                self.armed = False
                 raise UsageError(f"watchdog {path}: not a watchdog device (WDIOC_GETSUPPORT: "
                                  f"{exc.strerror or exc})") from None
             try:
@@ -163,6 +167,10 @@ class HardwareWatchdog:
         except BaseException:
             self.disarm()  # never armed on purpose: nothing relied on it yet
             raise
+        if not self.identity.magic_close:
+            log.warning("event=watchdog-no-magic-close path=%s identity=%r hint=%r", path,
+                        self.identity.identity, "closing it stops it, so a killed daemon "
+                        "disarms it: load its driver with nowayout=1")
         if granted != timeout:
             log.warning("event=watchdog-timeout path=%s requested=%d granted=%d", path, timeout,
                         granted)
@@ -199,13 +207,26 @@ class HardwareWatchdog:
             log.critical("event=watchdog-left-armed path=%s timeout=%d", self.path, self.timeout)
 
 
+def check_device(path: str) -> None:
+    """Refuse, before opening it, a path that cannot be a watchdog device."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise UsageError(f"watchdog {path}: {exc.strerror} (give --watchdog none to run "
+                         f"without one)") from None
+    if not stat.S_ISCHR(st.st_mode):
+        raise UsageError(f"watchdog {path}: not a watchdog device (not a character device)")
+
+
 def list_devices(pattern: str = "/dev/watchdog*") -> list[str]:
     return sorted(glob.glob(pattern))
 
 
 def describe(path: str, io: WatchdogIO | None = None) -> dict:
-    """Identity and timeout of the watchdog at ``path``, read through sysfs so that
-    nothing is opened (opening most watchdogs arms them)."""
+    """Identity and timeouts of the watchdog at ``path``: from sysfs, and, for a
+    device that is not running and can be stopped again (not ``nowayout``),
+    from WDIOC_GETSUPPORT/WDIOC_GETTIMEOUT on a short open ended by the magic
+    close.  A running one (the daemon's) is never opened."""
     name = os.path.basename(path)
     sysfs = f"/sys/class/watchdog/{name}"
     info: dict = {"device": path}
@@ -222,4 +243,23 @@ def describe(path: str, io: WatchdogIO | None = None) -> dict:
         value = read(field)
         if value is not None:
             info[field] = int(value) if value.isdigit() else value
+    if info.get("state") == "active" or info.get("nowayout") == 1 or "state" not in info:
+        return info  # in use, or opening it would arm it for good, or unknown: no open
+    io = io or LinuxWatchdogIO()
+    try:
+        fd = io.open(path)
+    except OSError as exc:
+        info["error"] = exc.strerror or str(exc)
+        return info
+    try:
+        ident = io.identity(fd)
+        info.update(identity=ident.identity, options=ident.options,
+                    magic_close=ident.magic_close, timeout=io.get_timeout(fd))
+    except OSError as exc:
+        info["error"] = exc.strerror or str(exc)
+    finally:
+        try:
+            io.write(fd, b"V")
+        finally:
+            io.close(fd)
     return info

@@ -149,7 +149,7 @@ def test_a_path_that_is_not_a_watchdog_is_a_usage_error_and_left_disarmed() -> N
     io = FakeWatchdogIO(FakeClock(), identity=None)
     with pytest.raises(UsageError, match="not a watchdog device"):
         HardwareWatchdog("/tmp/x", 3, io=io)
-    assert io.ops == ["open", "write V", "close"]
+    assert io.ops == ["open", "close"]  # nothing written to what is not a watchdog
 
 
 def test_a_timeout_the_driver_refuses_is_a_usage_error() -> None:
@@ -235,3 +235,18 @@ def test_a_sigkill_leaves_the_watchdog_armed(tmp_path) -> None:
     child.wait(60)
     ops = log.read_text().split()
     assert "V" not in ops and "close" not in ops  # the kernel closes it without 'V': armed
+
+
+def test_status_shows_each_node_watched_or_unwatched() -> None:
+    from shareddisk.status import StatusReader
+
+    c = Cluster()
+    watched = c.node(1, watchdog=HardwareWatchdog("/dev/fake", 3, io=FakeWatchdogIO(c.clock)))
+    unwatched = c.node(2)
+    for n in (watched, unwatched):
+        n.start()
+        n.step()
+    reader = StatusReader(c.areas(), c.clock)
+    reader.observe(0.5)
+    nodes = {n["id"]: n for n in reader.report()["nodes"]}
+    assert nodes[1]["watchdog"] == "3 s" and nodes[2]["watchdog"] == "unwatched"
