@@ -80,6 +80,7 @@ class Daemon:
         self.writers = writers
         if writers is not None:
             self.node.fence_hooks.append(writers.kill_all)
+            self.node.pet_hooks.append(writers.keepalive)
         self.node.stop_hooks.append(self.manager.stop_local)
         self.node.request_hooks.append(self.manager.request)
 

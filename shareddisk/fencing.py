@@ -71,24 +71,44 @@ FENCE_ACTIONS: dict[str, Callable[[], FenceAction]] = {"exit": ExitFence, "reboo
 PR_SET_PDEATHSIG = 1
 
 _REAPER = r"""
-import os, signal, sys
+import os, select, signal, sys, time
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
-groups = set()
-for line in sys.stdin.buffer:
-    try:
-        sign, pid = line[:1], int(line[1:])
-    except ValueError:
+clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+groups, deadline, buf, fd = set(), None, b"", sys.stdin.fileno()
+
+def kill_all():
+    for pid in groups:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    groups.clear()
+
+while True:
+    wait = None if deadline is None else max(0.0, deadline - time.clock_gettime(clock))
+    ready, _, _ = select.select([fd], [], [], wait)
+    if not ready:  # no pet in time: the daemon is frozen or stuck, its scripts must stop
+        kill_all()
+        deadline = None
         continue
-    if sign == b"+":
-        groups.add(pid)
-    elif sign == b"-":
-        groups.discard(pid)
-for pid in groups:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
+    data = os.read(fd, 4096)
+    if not data:  # the daemon is gone, however it went
+        kill_all()
+        break
+    buf += data
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        sign, arg = line[:1], line[1:]
+        try:
+            if sign == b"+":
+                groups.add(int(arg))
+            elif sign == b"-":
+                groups.discard(int(arg))
+            elif sign == b"p":
+                deadline = time.clock_gettime(clock) + float(arg)
+        except ValueError:
+            pass
 """
 
 
@@ -115,7 +135,12 @@ class Writers:
       process (``arm``), which learns each group's id from the child itself
       before it execs, kills every group still listed once the pipe from the
       daemon closes, as it does when the daemon dies.  The death signal alone
-      would spare the script's own children; the reaper kills the whole group.
+      would spare the script's own children; the reaper kills the whole group;
+    - when the daemon stops acting (frozen by SIGSTOP, stuck in D state): the
+      heartbeat loop tells the reaper after each confirmed renewal how much
+      of renew_fail remains (``keepalive``), and the reaper kills every group
+      when that runs out without a new word: a software watchdog for the
+      scripts, where the hardware one resets the host.
 
     What a child in another session (``setsid`` inside the script) does is
     beyond both: run such scripts under a cgroup (systemd ``KillMode=``).
@@ -191,6 +216,13 @@ class Writers:
                 return
             self._groups.discard(pgid)
             self._tell(b"-%d\n" % pgid)
+
+    def keepalive(self, seconds: float) -> None:
+        """From the heartbeat loop, after a confirmed renewal: the reaper kills every
+        group unless told again within ``seconds`` (what remains of renew_fail).
+        So a daemon frozen (SIGSTOP) or stuck in the kernel does not leave its
+        scripts writing past its own deadline: they stop when it should have."""
+        self._tell(b"p%.6f\n" % max(0.0, seconds))
 
     def kill_all(self, reason: str) -> int:
         """SIGKILL every group and refuse new ones; how many groups were still running."""

@@ -159,6 +159,8 @@ class Node:
         self.fence_hooks: list[Callable[[str], None]] = []
         # Then the stop hooks, given what remains of fence_grace and abandoned at its end.
         self.stop_hooks: list[Callable[[str], None]] = []
+        # Told, with the watchdog's pet, how much of renew_fail remains (seconds).
+        self.pet_hooks: list[Callable[[float], None]] = []
         self.threaded = threaded_io
         self.transition_hooks: list[Callable[[Transition], None]] = []
         self.after_step: list[Callable[[], None]] = []  # e.g. the configuration sync
@@ -308,10 +310,17 @@ class Node:
         of the last renewal seen landed, never once fencing or quiet.  So a host
         whose loop stops is reset at the latest renew_fail + W after that
         renewal, and the dead timeout peers use for us covers it."""
-        if self.watchdog is None or self.fenced or self.quiet:
+        if self.fenced or self.quiet:
             return
         since = self.renewed_since
-        if since is not None and self.clock.monotonic() - since >= self.timeouts.renew_fail:
+        left = self.timeouts.renew_fail
+        if since is not None:
+            left -= self.clock.monotonic() - since
+        if left <= 0:
+            return
+        for hook in self.pet_hooks:  # e.g. the reaper of the exec scripts
+            hook(left)
+        if self.watchdog is None:
             return
         try:
             self.watchdog.pet()

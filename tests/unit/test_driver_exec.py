@@ -244,13 +244,33 @@ while :; do echo leader >> "$OUT"; sleep 0.05; done
 """
 
 
-def _group_gone(pgid: int, wait: float = 20.0) -> bool:
-    """Poll until no process is left in group ``pgid`` (False if some still are)."""
-    end = time.monotonic() + wait
-    while time.monotonic() < end:
+def _group_running(pgid: int) -> bool:
+    """Is any process of group ``pgid`` still running (a zombie, killed and not yet
+    reaped by a frozen parent, writes nothing)?"""
+    if not os.path.isdir("/proc/self"):
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
+            return False
+        return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _group_gone(pgid: int, wait: float = 20.0) -> bool:
+    """Poll until no process of group ``pgid`` runs (False if some still do)."""
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        if not _group_running(pgid):
             return True
         time.sleep(0.05)
     return False
@@ -298,6 +318,39 @@ def test_a_sigkilled_daemon_leaves_no_script_writing(tmp_path):
     finally:
         if daemon.poll() is None:
             daemon.kill()
+
+
+def test_a_frozen_daemon_s_scripts_stop_when_its_renew_deadline_runs_out(tmp_path):
+    """SIGSTOP of the daemon does not stop its scripts (their own sessions); the
+    reaper, told after each confirmed renewal how much of renew_fail remains,
+    kills them when that runs out: a frozen owner's script no longer writes
+    on after a successor is online."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    pidfile = tmp_path / "pgid"
+    path = script(tmp_path, f'echo $$ > {pidfile}\n' + WRITER)
+    code = (f"import os; os.environ['OUT'] = {str(out)!r}\n"
+            "from shareddisk.fencing import Writers\n"
+            "from shareddisk.drivers.exec import ExecDriver\n"
+            "w = Writers(); w.arm(); w.keepalive(1.5)\n"
+            f"ExecDriver({path!r}, writers=w, attributes={{'exec_timeout': 600}}).offline()\n")
+    daemon = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        _wait_for(out)
+        pgid = _pgid_of_writer(pidfile)
+        daemon.send_signal(signal.SIGSTOP)  # frozen: no keepalive comes any more
+        gone = _group_gone(pgid)
+        if not gone:
+            os.killpg(pgid, signal.SIGKILL)
+        assert gone, "a frozen daemon's script kept running past its deadline"
+        assert daemon.poll() is None  # the daemon itself is still there, frozen
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+        daemon.kill()
+        daemon.wait()
 
 
 def test_fencing_kills_a_running_script_and_refuses_new_ones(tmp_path):
