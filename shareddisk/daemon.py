@@ -82,7 +82,13 @@ class Daemon:
             self.node.fence_hooks.append(writers.kill_all)
             self.node.pet_hooks.append(writers.keepalive)
         self.node.stop_hooks.append(self.manager.stop_local)
+        self.node.held_leases = self._held_leases
         self.node.request_hooks.append(self.manager.request)
+
+    def _held_leases(self) -> dict[int, int]:
+        """{resource index: lease generation} of the resources the manager owns."""
+        return {index: owned.ctx.owner.generation
+                for index, owned in list(self.manager.owned.items())}
 
     def _after_step(self) -> None:
         if self._stopping:

@@ -34,6 +34,7 @@ from shareddisk.diskio import DiskWorker, Outcome, run_round
 from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, QuorumLost, UsageError
 from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
+from shareddisk.format import lease as lease_fmt
 from shareddisk.membership import Membership, PeerState, Transition, majority
 from shareddisk.slots import SlotScanner
 from shareddisk.statefile import IncarnationMemory
@@ -173,6 +174,10 @@ class Node:
         # two rounds later (see _check_verdicts).
         self._verdict_base: dict[int, tuple[int, int]] | None = None
         self.declared_dead_by: list[int] = []
+        # The leases we hold, {resource index: generation} (the daemon gives the
+        # manager's): read each step, a newer generation of another holder fences us.
+        self.held_leases: Callable[[], dict[int, int]] | None = None
+        self._held: dict[int, int] = {}
         self.fenced = False
         self.left_written = False  # leave() wrote LEFT on a majority of disks
         self.quiet = False  # go_quiet(): no more writes
@@ -250,6 +255,7 @@ class Node:
         self._check_deadline()
         self._check_reads()
         self._check_verdicts()  # declared dead while we could not see it (a paused host)
+        self._check_leases(reads)
         self._check_mailbox(reads)
         if self.state == heartbeat.SlotState.JOINING:
             self.state = heartbeat.SlotState.ALIVE  # start() wrote JOINING; now say alive
@@ -379,6 +385,30 @@ class Node:
                        f"{', '.join(map(str, sorted(judges)))} (its clock stood still, or "
                        f"its renewals did not reach them)")
 
+    def _check_leases(self, reads: list[Outcome]) -> None:
+        """Fence, without writing, when a lease we hold shows a newer generation
+        written by another holder: a successor took it (we were declared dead
+        while our clock stood still, say).  Our own release keeps the
+        generation and names nobody; our own re-acquisition names us."""
+        outcome = reads[0]
+        if not self._held or not outcome.ok or len(outcome.value) < 3:
+            return
+        region = outcome.value[2]
+        area = self.disks[0].area
+        for index, generation in self._held.items():
+            offset = index * area.sector_size
+            try:
+                values = lease_fmt.CODEC.decode(region[offset:offset + area.sector_size], 0,
+                                                area.where("lease", index))
+            except FormatError:
+                continue
+            ours = (values["owner_id"], values["owner_incarnation"]) == \
+                (self.node_id, self.incarnation)
+            if values["owner_id"] and not ours and values["generation"] > generation:
+                self.fence(f"the lease of resource {index} (generation {generation}) was taken "
+                           f"by node {values['owner_id']} incarnation "
+                           f"{values['owner_incarnation']}, generation {values['generation']}")
+
     def _check_deadline(self, since: float | None = None) -> None:
         """Fence when renew_fail has passed since the last renewal seen landed (after
         each read), or since ``since``: the last one acknowledged (around the
@@ -410,11 +440,19 @@ class Node:
 
     def _read_round(self) -> list[Outcome]:
         """(slot region bytes, our mailbox sector) from every disk."""
-        def request(area: Area) -> Callable[[], tuple[bytes, bytes]]:
+        held = self.held_leases() if self.held_leases is not None else {}
+
+        def request(area: Area, leases: bool) -> Callable[[], tuple]:
+            if leases:  # the manager's leases live on the first disk
+                return lambda: (area.read_region("heartbeat"),
+                                area.read_record("mailbox", self.node_id - 1),
+                                area.read_region("lease"))
             return lambda: (area.read_region("heartbeat"),
                             area.read_record("mailbox", self.node_id - 1))
 
-        outcomes = self._round([request(d.area) for d in self.disks])
+        outcomes = self._round([request(d.area, bool(held) and n == 0)
+                                for n, d in enumerate(self.disks)])
+        self._held = held
         for disk, outcome in zip(self.disks, outcomes):
             if outcome.ok and not disk.read_ok:
                 log.info("event=read-ok node=%d disk=%s", self.node_id, disk.path)

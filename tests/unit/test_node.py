@@ -868,3 +868,48 @@ def test_reads_failing_on_one_disk_of_three_fence_nobody() -> None:
         c.clock.advance(T.interval)
         n.step()
     assert not n.fenced
+
+
+def _write_lease(c: Cluster, index: int, **values) -> None:
+    from shareddisk.format import lease
+
+    area = Area.open(c.mems[0])
+    c.mems[0].write(area.regions["lease"].record_offset(index),
+                    lease.CODEC.encode(dict(lease.empty(index), **values), 512))
+
+
+def test_a_lease_taken_by_another_holder_fences_without_writing() -> None:
+    c = Cluster(disks=3)
+    order: list[str] = []
+    n = c.node(1, fence=Fence(order))
+    n.start()
+    n.step()
+    _write_lease(c, 0, owner_id=1, owner_incarnation=n.incarnation, generation=5)
+    n.held_leases = lambda: {0: 5}
+    c.clock.advance(T.interval)
+    n.step()  # its own lease: nothing to see
+    assert not n.fenced
+    _write_lease(c, 0, owner_id=2, owner_incarnation=1, generation=6)  # a successor took it
+    before, writes = c.slot_bytes(1), [d.writes for d in c.devs]
+    c.clock.advance(T.interval)
+    with pytest.raises(Fenced, match="lease of resource 0 .* taken by node 2"):
+        n.step()
+    assert order == ["fence"]
+    assert c.slot_bytes(1) == before and [d.writes for d in c.devs] == writes
+
+
+def test_a_lease_released_or_taken_again_by_itself_does_not_fence() -> None:
+    c = Cluster()
+    n = c.node(1)
+    n.start()
+    n.held_leases = lambda: {0: 5}
+    _write_lease(c, 0, owner_id=0, owner_incarnation=0, generation=5)  # released
+    c.clock.advance(T.interval)
+    n.step()
+    _write_lease(c, 0, owner_id=1, owner_incarnation=n.incarnation, generation=6)  # ours again
+    c.clock.advance(T.interval)
+    n.step()
+    _write_lease(c, 0, owner_id=2, owner_incarnation=1, generation=5)  # not newer: not a takeover
+    c.clock.advance(T.interval)
+    n.step()
+    assert not n.fenced
