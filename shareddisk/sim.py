@@ -871,6 +871,8 @@ class Ledger:
                                 declared it dead (nor from a process borrowing it)
     declared-dead-while-renewing  no peer declares dead an incarnation that
                                 renewed less than renew_fail + fence_grace ago
+    declared-dead-while-fencing   nor one whose fence still runs (its stop hooks,
+                                an offline script say, held the fence action up)
     write-without-lease         records, log entries and data-device writes of a
                                 resource come from the holder of its lease
     lease-overwritten / lease-taken-from-live-holder
@@ -1134,10 +1136,19 @@ class Ledger:
             return
         sim.stats["declared_dead"] += 1
         sim.trace(f"h{observer.id} declares node {who[0]} incarnation {who[1]} dead")
+        first = who not in self.declared
         self.declared.setdefault(who, (now, observer.id))
         self.declarations.append((sim.rel(now), observer.id, who))
         host = sim.hosts.get(change.node_id)
         life = host.life if host is not None else None
+        if first and life is not None and life.running() and not life.frozen \
+                and life.node is not None and life.node.incarnation == change.incarnation \
+                and life.node.fenced:
+            # The fence began (node.fenced) but its action has not run: the process
+            # still runs its stop hooks, and whatever it started may still write.
+            sim.violation("declared-dead-while-fencing",
+                          f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
+                          f"while its fence still runs (stop hooks not done)")
         if life is None or not life.running() or life.node is None \
                 or life.node.incarnation != change.incarnation or life.node.fenced:
             return
@@ -1252,6 +1263,9 @@ class SimConfig:
     failover: tuple[tuple[int, ...], ...] | None = None  # per resource; default: seeded order
     boot_at: tuple[float, ...] | None = None  # per node, seconds; default: seeded, within 2 s
     verbose: bool = False
+    # how long taking a resource offline takes (an exec driver's offline script):
+    # the fence's stop hooks take it too, and are abandoned at fence_grace's end
+    offline_seconds: float = 0.0
     # weights of the chaos actions (0 disables one)
     weights: dict[str, float] = field(default_factory=lambda: {
         "crash": 2.0, "freeze": 2.0, "restart": 1.0, "disk_fault": 4.0, "update": 4.0,
@@ -2075,6 +2089,8 @@ class Simulation:
             _ORIGINALS["agents.bring_online"](ctx)
 
         def take_offline(ctx: Any) -> None:
+            if sim.cfg.offline_seconds:
+                sim.sched.sleep(sim.cfg.offline_seconds)  # the offline script runs
             _ORIGINALS["agents.take_offline"](ctx)
             task = sim.sched.current
             host = task.host if task is not None else None

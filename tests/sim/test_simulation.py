@@ -213,6 +213,24 @@ def test_an_owner_whose_reads_fail_on_a_majority_of_disks_fences_and_is_taken_ov
     assert "h2 brings resource 0 online" in "\n".join(sim.lines)
 
 
+def test_a_slow_offline_script_does_not_hold_the_fence_up() -> None:
+    """The owner's offline script takes 5 s (the exec driver's default allows 30).
+    The owner is cut off from its disks; the fence must not wait for the script:
+    its action runs at the end of fence_grace, before any peer may call it dead."""
+    sim = scripted(run_for=45.0, quiet=10.0, offline_seconds=5.0)
+
+    def cut_off(s: Simulation) -> None:
+        for disk in range(3):
+            s.at(15.0, lambda disk=disk: s.add_fault(disk, 1, Fault("error"), 30.0))
+
+    result = sim.run(cut_off)
+    assert result.ok, violations(sim)
+    [(t, host, _inc, reason)] = sim.fences
+    assert host == 1 and "majority" in reason
+    assert any(who[0] == 1 for _, _, who in sim.ledger.declarations)
+    assert "h2 brings resource 0 online" in "\n".join(sim.lines)
+
+
 # --- the harness -----------------------------------------------------------------------
 
 
@@ -245,11 +263,12 @@ def test_the_harness_catches_peers_that_declare_a_node_dead_too_early(
 def test_the_harness_catches_a_node_that_does_not_fence_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted bug: the deadline checks do nothing (the loop's, and the one
-    other threads and the write gate use), nor the checks of the node's reads
-    and of its peers' verdicts about it."""
+    other threads and the write gate use), nor the checks of the node's reads,
+    of its peers' verdicts about it and of its leases."""
     monkeypatch.setattr(node_mod.Node, "_check_deadline", lambda self, since=None: None)
     monkeypatch.setattr(node_mod.Node, "_check_verdicts", lambda self: None)
     monkeypatch.setattr(node_mod.Node, "_check_reads", lambda self: None)
+    monkeypatch.setattr(node_mod.Node, "_check_leases", lambda self, reads: None)
     monkeypatch.setattr(node_mod.Node, "assert_renewed", lambda self: None)
     sim = scripted(run_for=40.0, freeze_mode="anywhere")
     sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 12.0)))
