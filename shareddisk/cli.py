@@ -306,25 +306,26 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     signal.signal(signal.SIGINT, on_term)
     with _Areas(devices, writable=True) as areas:
         hw = _arm_watchdog(watchdog_path, watchdog_timeout, areas, interval)
+        metrics = None
         try:
             daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
                             fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir,
                             writers=WRITERS, watchdog=hw)
+            watchdog = Watchdog()  # systemd WatchdogSec=: fed from the heartbeat loop
+            if watchdog.enabled:
+                daemon.node.after_step.append(watchdog.kick)
+            if metrics_address:
+                from shareddisk.metrics import Metrics  # imported only when asked for
+
+                metrics = Metrics()
+                metrics.attach(daemon)
+                host, port = metrics.serve(metrics_address)
+                logging.getLogger("shareddisk.metrics").info("event=metrics address=%s:%d",
+                                                             host, port)
         except BaseException:
             if hw is not None:
-                hw.disarm()  # never a member: nothing relies on it
+                hw.disarm()  # the daemon never started: nothing relies on the watchdog
             raise
-        watchdog = Watchdog()  # systemd WatchdogSec=: fed from the heartbeat loop
-        if watchdog.enabled:
-            daemon.node.after_step.append(watchdog.kick)
-        metrics = None
-        if metrics_address:
-            from shareddisk.metrics import Metrics  # imported only when asked for
-
-            metrics = Metrics()
-            metrics.attach(daemon)
-            host, port = metrics.serve(metrics_address)
-            logging.getLogger("shareddisk.metrics").info("event=metrics address=%s:%d", host, port)
         try:
             daemon.run(lambda: stop["now"], on_ready=lambda: sd_notify("READY=1"))
         finally:

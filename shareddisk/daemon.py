@@ -158,6 +158,12 @@ class Daemon:
             self._idle.set()
 
     def run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:
+        try:
+            self._run(should_stop, on_ready)
+        finally:
+            self._release_watchdog()  # also when the slot lock was refused: never a member
+
+    def _run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None]) -> None:
         with contextlib.ExitStack() as stack:
             for area in self.areas:
                 try:
@@ -173,7 +179,6 @@ class Daemon:
                 self._worker.close()
                 if self.writers is not None:
                     self.writers.close()
-                self._release_watchdog()
 
     def _release_watchdog(self) -> None:
         """Disarm only after a clean stop that wrote ``left`` (or a start that never

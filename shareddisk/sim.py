@@ -776,6 +776,7 @@ class Life:
         self.parked: list[tuple[Task, int]] = []
         self.ended = False
         self.fenced = False
+        self.watchdog_fires: float | None = None  # virtual time the watchdog resets the host
 
     @property
     def node(self) -> node_mod.Node | None:
@@ -873,6 +874,8 @@ class Ledger:
                                 renewed less than renew_fail + fence_grace ago
     declared-dead-while-fencing   nor one whose fence still runs (its stop hooks,
                                 an offline script say, held the fence action up)
+    declared-dead-while-hung    nor, on a host with a hardware watchdog, one whose
+                                daemon is stuck (frozen) and not yet reset by it
     write-without-lease         records, log entries and data-device writes of a
                                 resource come from the holder of its lease
     lease-overwritten / lease-taken-from-live-holder
@@ -1149,6 +1152,13 @@ class Ledger:
             sim.violation("declared-dead-while-fencing",
                           f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
                           f"while its fence still runs (stop hooks not done)")
+        if first and life is not None and life.running() and life.frozen \
+                and life.watchdog_fires is not None and life.node is not None \
+                and life.node.incarnation == change.incarnation:
+            sim.violation("declared-dead-while-hung",
+                          f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
+                          f"while its daemon is stuck and its watchdog resets it only at "
+                          f"t={sim.rel(life.watchdog_fires):.3f}")
         if life is None or not life.running() or life.node is None \
                 or life.node.incarnation != change.incarnation or life.node.fenced:
             return
@@ -1266,6 +1276,9 @@ class SimConfig:
     # how long taking a resource offline takes (an exec driver's offline script):
     # the fence's stop hooks take it too, and are abandoned at fence_grace's end
     offline_seconds: float = 0.0
+    # a hardware watchdog on every host, with this timeout (0: none): a host whose
+    # daemon stops petting it (frozen, stuck) is reset when it runs out
+    watchdog: int = 0
     # weights of the chaos actions (0 disables one)
     weights: dict[str, float] = field(default_factory=lambda: {
         "crash": 2.0, "freeze": 2.0, "restart": 1.0, "disk_fault": 4.0, "update": 4.0,
@@ -1500,9 +1513,11 @@ class Simulation:
 
         def main() -> None:
             areas = [Area.open(d) for d in host.disks]
+            watchdog = _SimWatchdog(self, life, self.cfg.watchdog) if self.cfg.watchdog \
+                else None
             daemon = daemon_mod.Daemon(areas, host.id, clock=host.clock, name=host.name,
                                        fence=_SimFence(self, life), state_dir=host.state_dir,
-                                       threaded_io=True)
+                                       threaded_io=True, watchdog=watchdog)
             daemon._idle = SimEvent(self.sched, True)  # type: ignore[assignment]
             life.daemon = daemon
             daemon.node.transition_hooks.append(
@@ -2170,6 +2185,37 @@ class Simulation:
         finally:
             root.removeHandler(handler)
             root.setLevel(old_level)
+
+
+class _SimWatchdog:
+    """A hardware watchdog on a simulated host: petted by the daemon's heartbeat loop,
+    it resets the host (a crash) ``timeout`` virtual seconds after the last pet.
+    Disarmed by a clean stop; left armed by anything else."""
+
+    def __init__(self, sim: Simulation, life: Life, timeout: int):
+        self.sim = sim
+        self.life = life
+        self.timeout = timeout
+        self.pet()
+
+    def pet(self) -> None:
+        sim, life = self.sim, self.life
+        fires = sim.sched.now + self.timeout
+        life.watchdog_fires = fires
+        sim.sched.call_at(fires, lambda: self._fire(fires))
+
+    def _fire(self, fires: float) -> None:
+        life = self.life
+        if life.watchdog_fires != fires or life.ended:
+            return  # petted since, disarmed, or the process is gone
+        self.sim.stats["watchdog_resets"] += 1
+        self.sim.crash(life.host, "watchdog reset")
+
+    def disarm(self) -> None:
+        self.life.watchdog_fires = None
+
+    def release_armed(self) -> None:
+        pass  # the process ends; in the simulation the host restarts as after a fence
 
 
 class _SimFence:

@@ -231,6 +231,18 @@ def test_a_slow_offline_script_does_not_hold_the_fence_up() -> None:
     assert "h2 brings resource 0 online" in "\n".join(sim.lines)
 
 
+def test_a_stuck_daemon_is_reset_by_its_watchdog_before_it_is_declared_dead() -> None:
+    """A daemon stuck in the kernel (frozen, never thawed) cannot fence: its host's
+    watchdog, no longer petted, resets it, and peers wait W longer (it publishes W)."""
+    sim = scripted(run_for=45.0, quiet=10.0, freeze_mode="anywhere", watchdog=3)
+    result = sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 60.0)))
+    assert result.ok, violations(sim)
+    assert sim.stats["watchdog_resets"] == 1
+    lines = "\n".join(sim.lines)
+    assert "h1 crash (watchdog reset)" in lines and "h2 brings resource 0 online" in lines
+    assert lines.index("h1 crash (watchdog reset)") < lines.index("declares node 1 incarnation")
+
+
 # --- the harness -----------------------------------------------------------------------
 
 
@@ -274,6 +286,15 @@ def test_the_harness_catches_a_node_that_does_not_fence_itself(
     sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 12.0)))
     assert {v.invariant for v in sim.violations} & {"write-after-declared-dead", "two-owners",
                                                     "write-without-lease"}
+
+
+def test_the_harness_catches_peers_that_do_not_wait_for_a_watchdog(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A planted bug: the dead timeout ignores the published watchdog timeout."""
+    monkeypatch.setattr(Timeouts, "fenced_by", property(lambda t: t.renew_fail + t.fence_grace))
+    sim = scripted(run_for=45.0, quiet=10.0, freeze_mode="anywhere", watchdog=10)
+    sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 60.0)))
+    assert "declared-dead-while-hung" in {v.invariant for v in sim.violations}
 
 
 # --- library bugs the simulation found ---------------------------------------------------

@@ -194,9 +194,10 @@ CHILD = textwrap.dedent('''
 
     image = root / "area.img"
     geometry = Geometry(sector_size=512, node_count=2, interval_ms=200)
-    image.write_bytes(bytes(required_size(geometry)))
-    with FileImage(str(image)) as dev:
-        create_area(dev, geometry, cluster_uuid=uuid.uuid4())
+    if not image.exists():
+        image.write_bytes(bytes(required_size(geometry)))
+        with FileImage(str(image)) as dev:
+            create_area(dev, geometry, cluster_uuid=uuid.uuid4())
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     dev = FileImage(str(image), writable=True)
@@ -227,6 +228,22 @@ def test_a_clean_sigterm_disarms_the_watchdog(tmp_path) -> None:
     assert child.wait(60) == 0, (tmp_path / "stderr").read_text()
     ops = log.read_text().split()
     assert ops[-3:] == ["V", "close", "exit"] and ops[-4] == "write"
+
+
+def test_a_daemon_refused_at_start_disarms_the_watchdog(tmp_path) -> None:
+    """A second daemon with a running node id is refused before it is a member:
+    leaving its watchdog armed would reset a healthy host."""
+    first, _ = _run_child(tmp_path)
+    try:
+        log2 = tmp_path / "second.log"
+        second = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), str(log2)],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0 and "already runs on this host" in second.stderr
+        ops = log2.read_text().split()
+        assert ops[-3:] == ["write", "V", "close"], ops
+    finally:
+        first.kill()
+        first.wait()
 
 
 def test_a_sigkill_leaves_the_watchdog_armed(tmp_path) -> None:
