@@ -305,7 +305,7 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     with _Areas(devices, writable=True) as areas:
-        hw = _arm_watchdog(watchdog_path, watchdog_timeout, areas, interval)
+        hw, unwatched = _arm_watchdog(watchdog_path, watchdog_timeout, areas, interval)
         metrics = None
         try:
             daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
@@ -327,33 +327,35 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
                 hw.disarm()  # the daemon never started: nothing relies on the watchdog
             raise
         try:
-            daemon.run(lambda: stop["now"], on_ready=lambda: sd_notify("READY=1"))
+            def ready() -> None:
+                if unwatched:  # said once the daemon runs (a refused start says only why)
+                    logging.getLogger("shareddisk.watchdog").warning(
+                        "event=unwatched reason=%r", unwatched)
+                sd_notify("READY=1")
+
+            daemon.run(lambda: stop["now"], on_ready=ready)
         finally:
             if metrics is not None:
                 metrics.close()
 
 
 def _arm_watchdog(path: str | None, timeout: int | None, areas: list[Area],
-                  interval: float | None) -> Any:
-    """Open the hardware watchdog ``run`` was given (or /dev/watchdog when present)."""
+                  interval: float | None) -> tuple[Any, str | None]:
+    """Open the hardware watchdog ``run`` was given (or /dev/watchdog when present);
+    (None, why) when running unwatched."""
     from shareddisk.watchdog import DEFAULT_DEVICE, HardwareWatchdog, check_device, default_timeout
-    log = logging.getLogger("shareddisk.watchdog")
     if path is None:
-        path = DEFAULT_DEVICE if os.path.exists(DEFAULT_DEVICE) else "none"
-        if path == "none":
-            log.warning("event=unwatched reason=%r", f"no {DEFAULT_DEVICE}: a daemon that cannot "
-                        f"act cannot fence this host (give --watchdog DEVICE, or --watchdog "
-                        f"none to say so)")
-            return None
+        path = DEFAULT_DEVICE if os.path.exists(DEFAULT_DEVICE) else None
+        if path is None:
+            return None, (f"no {DEFAULT_DEVICE}: a daemon that cannot act cannot fence this "
+                          f"host (give --watchdog DEVICE, or --watchdog none to say so)")
     if path == "none":
-        log.warning("event=unwatched reason=%r", "--watchdog none: a daemon that cannot act "
-                    "cannot fence this host")
-        return None
+        return None, "--watchdog none: a daemon that cannot act cannot fence this host"
     check_device(path)
     if timeout is None:
         i = interval if interval is not None else areas[0].superblock["interval_ms"] / 1000
         timeout = default_timeout(i, i)
-    return HardwareWatchdog(path, timeout)
+    return HardwareWatchdog(path, timeout), None
 
 
 @main.command()

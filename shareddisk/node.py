@@ -368,14 +368,17 @@ class Node:
         One peer's verdict is enough: that peer alone may take our resources.
         """
         peers = self.membership.peers
-        if self._verdict_base is None:
+        bases = self._verdict_base
+        if bases is None:
             self._verdict_base = {i: (p.incarnation, p.counter) for i, p in peers.items()}
             return
         judges = []
         for node_id, peer in peers.items():
+            base = bases.get(node_id)
+            if base is None:  # first seen now: its slot counts from two rounds on
+                bases[node_id] = base = (peer.incarnation, peer.counter)
             if self.node_id not in peer.declared_dead:
                 continue
-            base = self._verdict_base.setdefault(node_id, (peer.incarnation, peer.counter))
             if peer.incarnation > base[0] or (peer.incarnation == base[0]
                                               and peer.counter >= base[1] + 2):
                 judges.append(node_id)
