@@ -372,13 +372,14 @@ class Node:
         if bases is None:
             self._verdict_base = {i: (p.incarnation, p.counter) for i, p in peers.items()}
             return
+        if len(bases) < len(peers):  # peers first seen now count from two rounds on
+            for node_id, peer in peers.items():
+                if node_id not in bases:
+                    bases[node_id] = (peer.incarnation, peer.counter)
+        me = self.node_id
         judges = []
-        for node_id, peer in peers.items():
-            base = bases.get(node_id)
-            if base is None:  # first seen now: its slot counts from two rounds on
-                bases[node_id] = base = (peer.incarnation, peer.counter)
-            if self.node_id not in peer.declared_dead:
-                continue
+        for node_id in [i for i, p in peers.items() if me in p.declared_dead]:
+            peer, base = peers[node_id], bases[node_id]
             if peer.incarnation > base[0] or (peer.incarnation == base[0]
                                               and peer.counter >= base[1] + 2):
                 judges.append(node_id)
