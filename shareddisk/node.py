@@ -395,7 +395,8 @@ class Node:
         while our clock stood still, say).  Our own release keeps the
         generation and names nobody; our own re-acquisition names us."""
         outcome = reads[0]
-        if not self._held or not outcome.ok or len(outcome.value) < 3:
+        if not self._held or not outcome.ok or len(outcome.value) < 3 \
+                or outcome.value[2] is None:
             return
         region = outcome.value[2]
         area = self.disks[0].area
@@ -448,9 +449,14 @@ class Node:
 
         def request(area: Area, leases: bool) -> Callable[[], tuple]:
             if leases:  # the manager's leases live on the first disk
-                return lambda: (area.read_region("heartbeat"),
-                                area.read_record("mailbox", self.node_id - 1),
-                                area.read_region("lease"))
+                def read() -> tuple:
+                    slots = area.read_region("heartbeat")
+                    inbox = area.read_record("mailbox", self.node_id - 1)
+                    try:  # a lease region we cannot read must not cost us the heartbeat
+                        return slots, inbox, area.read_region("lease")
+                    except DeviceError:
+                        return slots, inbox, None
+                return read
             return lambda: (area.read_region("heartbeat"),
                             area.read_record("mailbox", self.node_id - 1))
 

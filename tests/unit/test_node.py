@@ -913,3 +913,24 @@ def test_a_lease_released_or_taken_again_by_itself_does_not_fence() -> None:
     c.clock.advance(T.interval)
     n.step()
     assert not n.fenced
+
+
+def test_a_lease_region_that_cannot_be_read_does_not_cost_the_heartbeat_read() -> None:
+    c = Cluster()
+    n = c.node(1)
+    n.start()
+    n.held_leases = lambda: {0: 5}
+    lease_offset = Area.open(c.mems[0]).regions["lease"].offset
+    dev = c.devs[0]
+    inner_read = dev.read
+
+    def read(offset: int, length: int) -> bytes:
+        if offset == lease_offset:
+            raise DeviceError(f"{dev.path}: read at offset {offset} failed: Input/output error")
+        return inner_read(offset, length)
+
+    dev.read = read  # type: ignore[method-assign]
+    for _ in range(3 * int(T.renew_fail)):
+        c.clock.advance(T.interval)
+        n.step()
+    assert not n.fenced and n.disks[0].read_ok
