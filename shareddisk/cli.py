@@ -392,13 +392,20 @@ def _setup_logging(verbose: bool) -> None:
                    "(default: /var/lib/shareddisk/<cluster-uuid>/node<ID>).")
 @click.option("--metrics-address", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics here (e.g. 127.0.0.1:9464).")
+@click.option("--watchdog", "watchdog_path", default=None, metavar="DEVICE|none",
+              envvar="SHAREDDISK_WATCHDOG",
+              help="Hardware watchdog to arm (default: /dev/watchdog when it exists; also "
+                   "$SHAREDDISK_WATCHDOG); 'none' runs unwatched (docs/OPERATIONS.md).")
+@click.option("--watchdog-timeout", type=click.IntRange(1, 65535), default=None,
+              metavar="SECONDS", help="Watchdog timeout to ask for (default: 2 x interval + "
+                                      "io timeout, rounded up; the driver may grant more).")
 @click.option("-v", "--verbose", is_flag=True)
 def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | None,
         fence_name: str, state_dir: Path | None, metrics_address: str | None,
-        verbose: bool) -> None:
+        watchdog_path: str | None, watchdog_timeout: int | None, verbose: bool) -> None:
     """Run the node daemon on DEVICES (one or more areas of one cluster)."""
     from shareddisk.daemon import Daemon
-    from shareddisk.fencing import FENCE_ACTIONS
+    from shareddisk.fencing import FENCE_ACTIONS, WRITERS
     from shareddisk.notify import StatusNotifier, Watchdog, sd_notify
     if name:
         check_name(name, "node name", NODE_NAME_BYTES)
@@ -423,28 +430,61 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     with _Areas(devices, writable=True) as areas:
         from shareddisk.placement import check_node
         check_node(areas[0], node_id, "--node-id")
-        daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
-                        fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir)
-        watchdog = Watchdog()  # systemd WatchdogSec=: fed from the heartbeat loop
-        if watchdog.enabled:
-            daemon.node.after_step.append(watchdog.kick)
+        hw, unwatched = _arm_watchdog(watchdog_path, watchdog_timeout, areas, interval)
         metrics = None
-        if metrics_address:
-            from shareddisk.metrics import Metrics  # imported only when asked for
-
-            metrics = Metrics()
-            metrics.attach(daemon)
-            host, port = metrics.serve(metrics_address)
-            logging.getLogger("shareddisk.metrics").info("event=metrics address=%s:%d", host, port)
-        from shareddisk.view import attach_view
-        # What `status` on this host answers from, and systemd's STATUS= line.
-        view = attach_view(daemon, consumers=(StatusNotifier().from_view,))
         try:
-            daemon.run(lambda: stop["now"], on_ready=lambda: sd_notify("READY=1"))
+            daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
+                            fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir,
+                            writers=WRITERS, watchdog=hw)
+            watchdog = Watchdog()  # systemd WatchdogSec=: fed from the heartbeat loop
+            if watchdog.enabled:
+                daemon.node.after_step.append(watchdog.kick)
+            if metrics_address:
+                from shareddisk.metrics import Metrics  # imported only when asked for
+
+                metrics = Metrics()
+                metrics.attach(daemon)
+                host, port = metrics.serve(metrics_address)
+                logging.getLogger("shareddisk.metrics").info("event=metrics address=%s:%d",
+                                                             host, port)
+            from shareddisk.view import attach_view
+            # What `status` on this host answers from, and systemd's STATUS= line.
+            view = attach_view(daemon, consumers=(StatusNotifier().from_view,))
+        except BaseException:
+            if hw is not None:
+                hw.disarm()  # the daemon never started: nothing relies on the watchdog
+            raise
+        try:
+            def ready() -> None:
+                if unwatched:  # said once the daemon runs (a refused start says only why)
+                    logging.getLogger("shareddisk.watchdog").warning(
+                        "event=unwatched reason=%r", unwatched)
+                sd_notify("READY=1")
+
+            daemon.run(lambda: stop["now"], on_ready=ready)
         finally:
             view.close()
             if metrics is not None:
                 metrics.close()
+
+
+def _arm_watchdog(path: str | None, timeout: int | None, areas: list[Area],
+                  interval: float | None) -> tuple[Any, str | None]:
+    """Open the hardware watchdog ``run`` was given (or /dev/watchdog when present);
+    (None, why) when running unwatched."""
+    from shareddisk.watchdog import DEFAULT_DEVICE, HardwareWatchdog, check_device, default_timeout
+    if path is None:
+        path = DEFAULT_DEVICE if os.path.exists(DEFAULT_DEVICE) else None
+        if path is None:
+            return None, (f"no {DEFAULT_DEVICE}: a daemon that cannot act cannot fence this "
+                          f"host (give --watchdog DEVICE, or --watchdog none to say so)")
+    if path == "none":
+        return None, "--watchdog none: a daemon that cannot act cannot fence this host"
+    check_device(path)
+    if timeout is None:
+        i = interval if interval is not None else areas[0].superblock["interval_ms"] / 1000
+        timeout = default_timeout(i, i)
+    return HardwareWatchdog(path, timeout), None
 
 
 @main.command()
@@ -1021,3 +1061,49 @@ def _complete_device_paths(group: click.Group) -> None:
 _complete_device_paths(main)
 
 __all__ = ["main", "parse_size"]
+
+
+# --- the hardware watchdog -------------------------------------------------------
+
+
+@main.group("watchdog")
+def watchdog_group() -> None:
+    """Hardware watchdog devices: list them, test that one resets the host."""
+
+
+@watchdog_group.command("list")
+@json_option
+def watchdog_list(as_json: bool) -> None:
+    """Watchdog devices with identity and timeouts (one in use is read from sysfs)."""
+    from shareddisk.watchdog import describe, list_devices
+    devices = [describe(path) for path in list_devices()]
+    _emit(as_json, {"devices": devices}, "\n".join(
+        f"{d['device']}: {d.get('identity', '?')}, timeout {d.get('timeout', '?')} s "
+        f"(range {d.get('min_timeout', '?')}..{d.get('max_timeout', '?')} s), "
+        f"{d.get('state', 'state unknown')}"
+        + (", nowayout" if d.get("nowayout") == 1 else "") for d in devices)
+        or "no watchdog device (/dev/watchdog*); load a driver (e.g. i6300esb, iTCO_wdt, "
+           "or softdog as a last resort)")
+
+
+@watchdog_group.command("test")
+@click.argument("device", default="/dev/watchdog")
+@click.option("--timeout", type=click.IntRange(1, 65535), default=5, show_default=True,
+              help="Seconds until the reset.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+def watchdog_test(device: str, timeout: int, yes: bool) -> None:
+    """Arm DEVICE and let it fire: THIS HOST RESETS (the lab's check of a watchdog)."""
+    import time
+
+    from shareddisk.errors import DeviceError
+    from shareddisk.watchdog import HardwareWatchdog, check_device
+    check_device(device)
+    if not yes and not click.confirm(f"Arm {device} and let it reset this host in about "
+                                     f"{timeout} s?", err=True):
+        raise UsageError("watchdog test: not confirmed (give --yes in scripts)")
+    hw = HardwareWatchdog(device, timeout)
+    click.echo(f"{device} ({hw.identity.identity}) armed with {hw.timeout} s; not petting it "
+               f"any more: the host should reset now", err=True)
+    time.sleep(2 * hw.timeout + 5)  # holding it open: a driver without magic close stops on close
+    raise DeviceError(f"watchdog {device}: the host did not reset within {2 * hw.timeout + 5} "
+                      f"s of arming it ({hw.timeout} s)")

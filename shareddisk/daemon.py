@@ -12,8 +12,10 @@ It composes the pieces:
   worker gets a snapshot of the membership view, never the live object.
 
 On SIGTERM it hands every resource over (offline, lease released) and then
-writes ``left``; when it must fence itself it stops resources locally and
-writes nothing.
+writes ``left``; when it must fence itself it first kills every process group
+that could still write for it (the exec driver's scripts, see
+shareddisk/fencing.py: ``Writers``), gives its stop hooks what remains of
+fence_grace, runs the fence action and writes nothing.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from shareddisk.confsync import ConfigSync
 from shareddisk.device import WriteGate
 from shareddisk.diskio import DiskWorker
 from shareddisk.errors import DeviceError, LockHeld, ShareddiskError
-from shareddisk.fencing import FenceAction
+from shareddisk.fencing import FenceAction, Writers
 from shareddisk.leases import Holder
 from shareddisk.manager import ClusterManager, View
 from shareddisk.node import Node
 from shareddisk.session import node_slot_lock
+from shareddisk.watchdog import HardwareWatchdog
 from shareddisk.statefile import IncarnationMemory, default_state_dir
 
 log = logging.getLogger("shareddisk.daemon")
@@ -44,7 +47,8 @@ SHUTDOWN_WAIT = 30.0  # seconds to let a running operation finish on SIGTERM
 class Daemon:
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
-                 state_dir: Path | None = None, threaded_io: bool = True):
+                 state_dir: Path | None = None, threaded_io: bool = True,
+                 writers: Writers | None = None, watchdog: HardwareWatchdog | None = None):
         state_dir = state_dir or default_state_dir(areas[0].cluster_uuid, node_id)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +56,8 @@ class Daemon:
             raise DeviceError(f"state dir {state_dir}: {exc.strerror} (give --state-dir)") from None
         self.node = Node(areas, node_id, clock=clock, name=name, interval=interval, fence=fence,
                          threaded_io=threaded_io, incarnations=IncarnationMemory(
-                             state_dir, areas[0].cluster_uuid, node_id))
+                             state_dir, areas[0].cluster_uuid, node_id), watchdog=watchdog)
+        self.watchdog = watchdog
         self.areas = areas
         self.clock = clock
         for area in areas:  # no thread of ours writes once we are past the renew deadline
@@ -70,8 +75,20 @@ class Daemon:
         self._stopping = False
         self.node.after_step.append(self._after_step)
         self.node.before_leave.append(self._before_leave)
+        # The scripts of this process (``run`` passes fencing.WRITERS, which the exec
+        # driver uses): killed first when fencing, and when the daemon exits.
+        self.writers = writers
+        if writers is not None:
+            self.node.fence_hooks.append(writers.kill_all)
+            self.node.pet_hooks.append(writers.keepalive)
         self.node.stop_hooks.append(self.manager.stop_local)
+        self.node.held_leases = self._held_leases
         self.node.request_hooks.append(self.manager.request)
+
+    def _held_leases(self) -> dict[int, int]:
+        """{resource index: lease generation} of the resources the manager owns."""
+        return {index: owned.ctx.owner.generation
+                for index, owned in list(self.manager.owned.items())}
 
     def _after_step(self) -> None:
         if self._stopping:
@@ -141,6 +158,12 @@ class Daemon:
             self._idle.set()
 
     def run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:
+        try:
+            self._run(should_stop, on_ready)
+        finally:
+            self._release_watchdog()  # also when the slot lock was refused: never a member
+
+    def _run(self, should_stop: Callable[[], bool], on_ready: Callable[[], None]) -> None:
         with contextlib.ExitStack() as stack:
             for area in self.areas:
                 try:
@@ -148,7 +171,23 @@ class Daemon:
                 except LockHeld:
                     raise LockHeld(f"{area.device.path}: node id {self.node.node_id} already runs "
                                    f"on this host (its slot is locked by another process)") from None
+            if self.writers is not None:
+                self.writers.arm()  # from now on a SIGKILL of ours leaves no script behind
             try:
                 self.node.run(should_stop, on_ready)
             finally:
                 self._worker.close()
+                if self.writers is not None:
+                    self.writers.close()
+
+    def _release_watchdog(self) -> None:
+        """Disarm only after a clean stop that wrote ``left`` (or a start that never
+        made us a member); any other exit leaves it armed, to reset the host."""
+        watchdog, node = self.watchdog, self.node
+        if watchdog is None:
+            return
+        left = node.left_written and not node.fenced and not node.quiet
+        if left or (not node.joined and not node.fenced):
+            watchdog.disarm()
+        else:
+            watchdog.release_armed()

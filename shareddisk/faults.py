@@ -67,8 +67,9 @@ or invalid one is logged and the previous rules stay. The format::
 Devices are matched by the path the process opened, or by realpath. ``op``
 is ``"read"``, ``"write"`` or ``"both"`` (the default for error, latency and
 stall; torn and lost are write faults, stale a read fault). Monotonic times
-(``until``, ``at``) are ``time.monotonic()`` values, which on Linux are the
-same in every process of the host.
+(``until``, ``at``) are values of the injected clock (``SystemClock``:
+CLOCK_BOOTTIME, ``time.clock_gettime(time.CLOCK_BOOTTIME)``), which on Linux
+are the same in every process of the host.
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
         if slot is not None and slot["interval_ms"]:
             try:
                 return Timeouts.from_interval(slot["interval_ms"] / 1000,
-                                              slot["io_timeout_ms"] / 1000 or None)
+                                              slot["io_timeout_ms"] / 1000 or None,
+                                              slot["watchdog_s"])
             except ValueError:
                 pass
         return default

@@ -3,8 +3,10 @@
 A peer is alive while its (incarnation, counter) keeps changing.  The time
 of a change is when the read that showed it *completed* (never earlier than
 the write started: see shareddisk/timeouts.py).  The deadlines for a peer
-come from the interval and I/O timeout it publishes in its own slot, so a
-peer running with a longer interval is never declared dead too early.
+come from the interval, I/O timeout and hardware watchdog timeout it
+publishes in its own slot, so a peer running with a longer interval, or one
+whose watchdog takes longer to reset it than its fence_grace, is never
+declared dead too early.
 
 Views from several disks merge naturally: each disk's slots are fed in turn
 and a change seen on any disk counts.  A dead verdict needs more than a
@@ -31,6 +33,7 @@ _IDX = heartbeat.CODEC.raw_index
 _STATE, _INCARNATION, _COUNTER = _IDX["state"], _IDX["incarnation"], _IDX["counter"]
 _CONFIG, _ACK = _IDX["config_generation"], _IDX["mailbox_ack"]
 _INTERVAL, _IO_TIMEOUT = _IDX["interval_ms"], _IDX["io_timeout_ms"]
+_WATCHDOG = _IDX["watchdog_s"]
 _NAME, _DEAD_MAP, _DISKS = _IDX["name"], _IDX["dead_map"], _IDX["disk_count"]
 
 
@@ -144,7 +147,8 @@ class Membership:
             if raw[_INTERVAL]:
                 try:
                     peer.timeouts = Timeouts.from_interval(raw[_INTERVAL] / 1000,
-                                                           raw[_IO_TIMEOUT] / 1000 or None)
+                                                           raw[_IO_TIMEOUT] / 1000 or None,
+                                                           raw[_WATCHDOG])
                 except ValueError:
                     peer.timeouts = None
 

@@ -101,7 +101,8 @@ def _target_timeouts(areas: list[Area], target: int) -> Timeouts:
             slot = heartbeat.CODEC.decode(buf, 0, area.where("heartbeat", target - 1))
             if slot["interval_ms"]:
                 return Timeouts.from_interval(slot["interval_ms"] / 1000,
-                                              slot["io_timeout_ms"] / 1000 or None)
+                                              slot["io_timeout_ms"] / 1000 or None,
+                                              slot["watchdog_s"])
         except (DeviceError, FormatError, ValueError):
             continue
     return Timeouts.from_interval(areas[0].superblock["interval_ms"] / 1000)

@@ -23,6 +23,7 @@ the heartbeat loop pays only for one histogram observation per write round.
     shareddisk_build_info{version,python}   1, with the versions as labels
     process_* / python_*                    the client's process and platform collectors
                                             (CPU, memory, open files, start time)
+    shareddisk_watchdog_timeout_seconds     granted hardware watchdog timeout (0: unwatched)
 """
 
 from __future__ import annotations
@@ -160,6 +161,9 @@ class _DaemonCollector:
         yield state
         writable = sum(1 for d in node.disks if d.write_ok)
         yield core.GaugeMetricFamily("shareddisk_disks", "Disks given", value=len(node.disks))
+        yield core.GaugeMetricFamily("shareddisk_watchdog_timeout_seconds",
+                                     "Granted hardware watchdog timeout (0: unwatched)",
+                                     value=node.timeouts.watchdog)
         yield core.GaugeMetricFamily("shareddisk_disks_writable",
                                      "Disks written in the last round", value=writable)
         yield core.GaugeMetricFamily("shareddisk_quorum", "1 while a majority is writable",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from shareddisk import identity
 from shareddisk.area import Area
@@ -34,6 +34,7 @@ from shareddisk.disks import Disk, open_disks
 from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, QuorumLost, UsageError
 from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
+from shareddisk.format import lease as lease_fmt
 from shareddisk.membership import Membership, PeerState, Transition, majority
 from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
@@ -51,12 +52,21 @@ class _Renewal:
     written: list[bool]
 
 
+class Pettable(Protocol):
+    """A hardware watchdog as the node sees it (shareddisk/watchdog.py)."""
+
+    timeout: float
+
+    def pet(self) -> None: ...
+
+
 class Node:
     """A cluster member's heartbeat, membership, mailbox and self-fencing."""
 
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
-                 threaded_io: bool = False, incarnations: IncarnationMemory | None = None):
+                 threaded_io: bool = False, incarnations: IncarnationMemory | None = None,
+                 watchdog: "Pettable | None" = None):
         self.disks = open_disks(areas)
         self.identity = identity.Watch(areas)  # fence if an area is re-created under us
         for disk in self.disks:
@@ -72,8 +82,10 @@ class Node:
                              f"{heartbeat.NODE_NAME_BYTES} bytes or holds a NUL")
         self.clock = clock
         interval = interval if interval is not None else first.superblock["interval_ms"] / 1000
+        self.watchdog = watchdog
         try:
-            self.timeouts = Timeouts.from_interval(interval)
+            self.timeouts = Timeouts.from_interval(
+                interval, watchdog=watchdog.timeout if watchdog is not None else 0)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         self.fence_action = fence or ExitFence()
@@ -88,17 +100,37 @@ class Node:
         # ...and of the last one seen landed on a majority: the renew deadline
         # runs from this (see _confirm_renewal).
         self.renewed_since: float | None = None
+        # The start of the last read round that read a majority of disks: a node
+        # that cannot read cannot see a poison pill, a verdict about itself or
+        # another writer of its id, so reads failing for renew_fail fence it too.
+        self.read_since: float | None = None
         self.incarnations = incarnations
         self._unconfirmed: _Renewal | None = None
         self._writes_lost = False  # a renewal was found lost since the last one seen
+        # Run first when fencing, at once: kill what could still write (exec scripts).
+        self.fence_hooks: list[Callable[[str], None]] = []
+        # Then the stop hooks, given what remains of fence_grace and abandoned at its end.
         self.stop_hooks: list[Callable[[str], None]] = []
+        # Told, with the watchdog's pet, how much of renew_fail remains (seconds).
+        self.pet_hooks: list[Callable[[float], None]] = []
+        self.threaded = threaded_io
         self.transition_hooks: list[Callable[[Transition], None]] = []
         self.after_step: list[Callable[[], None]] = []  # e.g. the configuration sync
         self.before_leave: list[Callable[[], None]] = []  # e.g. hand resources over
         # (message, sender, resource index) of PULL and STOP requests
         self.request_hooks: list[Callable[[mailbox.Message, int, int], None]] = []
         self.write_observer: Callable[[str, float], None] | None = None  # (disk, seconds)
+        # Each peer's (incarnation, counter) at our first read after start: a dead
+        # verdict in its slot is about *this* incarnation of ours only when written
+        # two rounds later (see _check_verdicts).
+        self._verdict_base: dict[int, tuple[int, int]] | None = None
+        self.declared_dead_by: list[int] = []
+        # The leases we hold, {resource index: generation} (the daemon gives the
+        # manager's): read each step, a newer generation of another holder fences us.
+        self.held_leases: Callable[[], dict[int, int]] | None = None
+        self._held: dict[int, int] = {}
         self.fenced = False
+        self.left_written = False  # leave() wrote LEFT on a majority of disks
         self.quiet = False  # go_quiet(): no more writes
         self.joined = False
 
@@ -118,10 +150,13 @@ class Node:
             self.incarnation = max(self.incarnation, self.incarnations.last() + 1)
             self.incarnations.remember(self.incarnation)
         self.mailbox_ack = max((m[0] for m in self._mailboxes(reads)), default=0)
-        log.info("event=start node=%d name=%s incarnation=%d disks=%d interval=%.3f dead_after=%.3f",
-                 self.node_id, self.name, self.incarnation, len(self.disks),
-                 self.timeouts.interval, self.timeouts.dead)
+        log.info("event=start node=%d name=%s incarnation=%d disks=%d interval=%.3f "
+                 "dead_after=%.3f watchdog=%s", self.node_id, self.name, self.incarnation,
+                 len(self.disks), self.timeouts.interval, self.timeouts.dead,
+                 f"{self.timeouts.watchdog:g}" if self.watchdog is not None else "none")
         self.renewed_since = self.clock.monotonic()  # no renewal yet: from now
+        self.read_since = self.renewed_since
+        self._pet()  # not a member yet: nothing relies on us, the join wait is over
         if not self._write_all(self.clock.monotonic()):
             raise QuorumLost(f"node {self.node_id}: could not write its slot on a majority of "
                              f"{len(self.disks)} disks ({self._disk_errors()})")
@@ -130,6 +165,7 @@ class Node:
         end = self.clock.monotonic() + self.timeouts.join_wait
         while self.clock.monotonic() < end:
             self.clock.sleep(self.timeouts.interval / 2)
+            self._pet()  # not a member yet (nothing relies on us) while we wait
             for disk, outcome in zip(self.disks, self._read_round()):
                 before = seen.get(disk.path)
                 raw = self._own_raw(disk, outcome) if outcome.ok else None
@@ -148,7 +184,7 @@ class Node:
         if self.fenced or self.quiet:
             return
         self.state = heartbeat.SlotState.LEFT
-        self._write_all(self.clock.monotonic())
+        self.left_written = self._write_all(self.clock.monotonic())
         log.info("event=left node=%d incarnation=%d", self.node_id, self.incarnation)
         self.close()
 
@@ -167,8 +203,13 @@ class Node:
         replaced = self.identity.check([o.value[2] if o.ok else None for o in reads])
         if replaced is not None:
             self.fence(replaced)
+        if sum(o.ok for o in reads) >= majority(len(self.disks)):
+            self.read_since = begun
         changes = self._observe(reads, begun)
         self._check_deadline()
+        self._check_reads()
+        self._check_verdicts()  # declared dead while we could not see it (a paused host)
+        self._check_leases(reads)
         self._check_mailbox(reads)
         if self.state == heartbeat.SlotState.JOINING:
             self.state = heartbeat.SlotState.ALIVE  # start() wrote JOINING; now say alive
@@ -217,13 +258,115 @@ class Node:
         if self.fenced or self.quiet:
             raise Fenced(f"node {self.node_id} is {'fenced' if self.fenced else 'stopping'}")
         since = self.renewed_since
-        if since is not None and self.clock.monotonic() - since >= self.timeouts.renew_fail:
+        now = self.clock.monotonic()
+        if since is not None and now - since >= self.timeouts.renew_fail:
             raise Fenced(f"node {self.node_id} is past its renew deadline")
+        if self.read_since is not None and now - self.read_since >= self.timeouts.renew_fail:
+            raise Fenced(f"node {self.node_id} could not read a majority of disks for "
+                         f"renew_fail")
+
+    def _pet(self) -> None:
+        """Pet the hardware watchdog: only from this loop, only while within renew_fail
+        of the last renewal seen landed, never once fencing or quiet.  So a host
+        whose loop stops is reset at the latest renew_fail + W after that
+        renewal, and the dead timeout peers use for us covers it."""
+        if self.fenced or self.quiet:
+            return
+        since = self.renewed_since
+        left = self.timeouts.renew_fail
+        if since is not None:
+            left -= self.clock.monotonic() - since
+        if left <= 0:
+            return
+        for hook in self.pet_hooks:  # e.g. the reaper of the exec scripts
+            hook(left)
+        if self.watchdog is None:
+            return
+        try:
+            self.watchdog.pet()
+        except OSError as exc:  # it will fire: say why, and go on fencing normally
+            log.error("event=watchdog-pet-failed node=%d error=%r", self.node_id, str(exc))
 
     def go_quiet(self) -> None:
         """Write nothing more, not even ``left``: peers will declare us dead after
         the dead timeout, as if we had crashed (a stop that cannot be clean)."""
         self.quiet = True
+
+    def _check_reads(self) -> None:
+        """Fence when no read round reached a majority of disks for renew_fail.
+
+        Writes that still land keep our peers from declaring us dead, but a
+        node that cannot read cannot learn that it must stop: a poison pill, a
+        verdict about itself, another process writing its id.  SBD counts an
+        unreadable disk as a failed servant; so do we.
+        """
+        if self.read_since is None:
+            return
+        late = self.clock.monotonic() - self.read_since
+        if late >= self.timeouts.renew_fail:
+            self.fence(f"no read reached a majority of disks for {late:.3f} s "
+                       f"(limit {self.timeouts.renew_fail:.3f} s)")
+
+    def _check_verdicts(self) -> None:
+        """Fence, without writing, when a peer has declared this incarnation dead.
+
+        A host paused whole (a VM paused by its hypervisor: even CLOCK_BOOTTIME
+        stops) wakes within its deadline by its own clock, while its peers
+        watched its counter stand still for the dead timeout and took its
+        resources.  Its clock cannot tell it; their verdicts can: each peer
+        publishes the ids it declared dead (``dead_map``).  A verdict naming our
+        id may be about our previous incarnation (a peer that has not yet read
+        our new slot), so it counts only in a peer slot written at least two
+        rounds after the first read that followed our start: the step that
+        wrote it began with a read issued after our first slot had landed.
+        One peer's verdict is enough: that peer alone may take our resources.
+        """
+        peers = self.membership.peers
+        bases = self._verdict_base
+        if bases is None:
+            self._verdict_base = {i: (p.incarnation, p.counter) for i, p in peers.items()}
+            return
+        if len(bases) < len(peers):  # peers first seen now count from two rounds on
+            for node_id, peer in peers.items():
+                if node_id not in bases:
+                    bases[node_id] = (peer.incarnation, peer.counter)
+        me = self.node_id
+        judges = []
+        for node_id in [i for i, p in peers.items() if me in p.declared_dead]:
+            peer, base = peers[node_id], bases[node_id]
+            if peer.incarnation > base[0] or (peer.incarnation == base[0]
+                                              and peer.counter >= base[1] + 2):
+                judges.append(node_id)
+        if judges:
+            self.declared_dead_by = sorted(judges)
+            self.fence(f"declared dead by node{'s' if len(judges) > 1 else ''} "
+                       f"{', '.join(map(str, sorted(judges)))} (its clock stood still, or "
+                       f"its renewals did not reach them)")
+
+    def _check_leases(self, reads: list[Outcome]) -> None:
+        """Fence, without writing, when a lease we hold shows a newer generation
+        written by another holder: a successor took it (we were declared dead
+        while our clock stood still, say).  Our own release keeps the
+        generation and names nobody; our own re-acquisition names us."""
+        outcome = reads[0]
+        if not self._held or not outcome.ok or len(outcome.value) < 4 \
+                or outcome.value[3] is None:
+            return
+        region = outcome.value[3]
+        area = self.disks[0].area
+        for index, generation in self._held.items():
+            offset = index * area.sector_size
+            try:
+                values = lease_fmt.CODEC.decode(region[offset:offset + area.sector_size], 0,
+                                                area.where("lease", index))
+            except FormatError:
+                continue
+            ours = (values["owner_id"], values["owner_incarnation"]) == \
+                (self.node_id, self.incarnation)
+            if values["owner_id"] and not ours and values["generation"] > generation:
+                self.fence(f"the lease of resource {index} (generation {generation}) was taken "
+                           f"by node {values['owner_id']} incarnation "
+                           f"{values['owner_incarnation']}, generation {values['generation']}")
 
     def _check_deadline(self, since: float | None = None) -> None:
         """Fence when renew_fail has passed since the last renewal seen landed (after
@@ -246,6 +389,7 @@ class Node:
             counter=self.counter, config_generation=self.config_generation,
             mailbox_ack=self.mailbox_ack, wall_ns=int(self.clock.wall() * 1e9),
             interval_ms=round(self.timeouts.interval * 1000),
+            watchdog_s=round(self.timeouts.watchdog),
             io_timeout_ms=round(self.timeouts.io_timeout * 1000), name=self.name,
             dead_map=heartbeat.dead_map(self.membership.dead_ids()))
 
@@ -254,11 +398,24 @@ class Node:
                          self.clock, self.timeouts.io_timeout)
 
     def _read_round(self) -> list[Outcome]:
-        """(slot region bytes, our mailbox sector, primary superblock) from every disk."""
-        def request(area: Area) -> Callable[[], tuple[bytes, bytes, bytes]]:
-            return lambda: identity.read_round(area, self.node_id)  # + the superblock
+        """(slot region bytes, our mailbox sector, primary superblock sector, and on
+        the first disk while we hold leases the lease region or None) from every disk."""
+        held = self.held_leases() if self.held_leases is not None else {}
 
-        outcomes = self._round([request(d.area) for d in self.disks])
+        def request(area: Area, leases: bool) -> Callable[[], tuple]:
+            if leases:  # the manager's leases live on the first disk
+                def read() -> tuple:
+                    head = identity.read_round(area, self.node_id)  # + the superblock
+                    try:  # a lease region we cannot read must not cost us the heartbeat
+                        return (*head, area.read_region("lease"))
+                    except DeviceError:
+                        return (*head, None)
+                return read
+            return lambda: identity.read_round(area, self.node_id)
+
+        outcomes = self._round([request(d.area, bool(held) and n == 0)
+                                for n, d in enumerate(self.disks)])
+        self._held = held
         for disk, outcome in zip(self.disks, outcomes):
             if outcome.ok and not disk.read_ok:
                 log.info("event=read-ok node=%d disk=%s", self.node_id, disk.path)
@@ -346,6 +503,7 @@ class Node:
             self._writes_lost = self._writes_lost and seen < needed
             if self.renewed_since is None or renewal.started > self.renewed_since:
                 self.renewed_since = renewal.started
+            self._pet()
         elif seen + unknown < needed:
             self._unconfirmed = None
             self._writes_lost = True
@@ -429,14 +587,51 @@ class Node:
                        power_off=kind is mailbox.Message.OFF)
 
     def fence(self, reason: str, power_off: bool = False) -> None:
-        """Stop resources, then run the fence action (which does not return)."""
+        """Kill our writers, give the stop hooks what remains of fence_grace, then run
+        the fence action (which does not return) whatever the hooks are doing.
+
+        The deadline is renew_fail + fence_grace after the last renewal seen
+        landed (now + fence_grace for a fence of another cause, a poison pill
+        say): a stop hook (an ``offline`` script, say) that takes longer is
+        abandoned there, still running, and the fence action (a reset, or the
+        exit of the process) ends it.
+        """
         self.fenced = True
         log.critical("event=fence node=%d incarnation=%d reason=%r", self.node_id,
                      self.incarnation, reason)
-        for hook in self.stop_hooks:
+        for hook in self.fence_hooks:
             try:
                 hook(reason)
-            except Exception as exc:  # a failing stop hook must not keep us from fencing
-                log.error("event=stop-hook-failed node=%d error=%r", self.node_id, exc)
+            except Exception as exc:  # nothing may keep us from fencing
+                log.error("event=fence-hook-failed node=%d error=%r", self.node_id, exc)
+        self._stop_within(reason, self._fence_deadline())
         self.fence_action(reason, power_off)
         raise Fenced(f"node fenced: {reason}")  # an action that returned must not let us go on
+
+    def _fence_deadline(self) -> float:
+        now = self.clock.monotonic()
+        t = self.timeouts
+        if self.renewed_since is not None and now - self.renewed_since >= t.renew_fail:
+            return max(now, self.renewed_since + t.renew_fail + t.fence_grace)
+        return now + t.fence_grace
+
+    def _stop_within(self, reason: str, deadline: float) -> None:
+        """Run the stop hooks, in order, on their own worker; wait until ``deadline``."""
+        def stop_all() -> None:
+            for hook in self.stop_hooks:
+                try:
+                    hook(reason)
+                except Exception as exc:  # a failing stop hook must not keep us from fencing
+                    log.error("event=stop-hook-failed node=%d error=%r", self.node_id, exc)
+
+        if not self.stop_hooks:
+            return
+        worker = DiskWorker("fence", self.clock, self.threaded)
+        try:
+            [outcome] = run_round([worker], [stop_all], self.clock,
+                                  max(0.0, deadline - self.clock.monotonic()))
+        finally:
+            worker.close()
+        if not outcome.ok:
+            log.error("event=stop-hooks-abandoned node=%d reason=%r", self.node_id,
+                      "fence_grace ended before the stop hooks did")

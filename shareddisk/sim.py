@@ -321,6 +321,24 @@ class SimClock:
                 self.after_sleep()
 
 
+class HostClock(SimClock):
+    """One host's clock: the virtual time, less the time the host stood paused.
+
+    A pause (``Simulation.pause``) is a host stopped whole with its clock (a
+    VM paused by its hypervisor: even CLOCK_BOOTTIME stops); a freeze is a
+    stopped process on a running host, or a suspend on CLOCK_BOOTTIME, which
+    counts it.  Without a pause this is the virtual time itself.
+    """
+
+    def __init__(self, sched: Scheduler, host: "Host"):
+        super().__init__(sched)
+        self.host = host
+
+    def monotonic(self) -> float:
+        now = self.sched.now
+        return now - sum(min(d, now - start) for start, d, _ in self.host.pauses if now >= start)
+
+
 class SimLock:
     """A threading.Lock stand-in whose waits pass on the virtual clock."""
 
@@ -758,6 +776,7 @@ class Life:
         self.parked: list[tuple[Task, int]] = []
         self.ended = False
         self.fenced = False
+        self.watchdog_fires: float | None = None  # virtual time the watchdog resets the host
 
     @property
     def node(self) -> node_mod.Node | None:
@@ -784,6 +803,11 @@ class Host:
             sim.views[view.path] = view
         self.life: Life | None = None
         self.lives = 0
+        # (virtual start, seconds, host clock at start) of each pause of the whole host
+        self.pauses: list[tuple[float, float, float]] = []
+        self.clock = HostClock(sim.sched, self)
+        self.clock.before_sleep = sim.clock.before_sleep
+        self.clock.after_sleep = sim.clock.after_sleep
         self.online: dict[int, int] = {}   # resource index -> incarnation that has it online
         self.stop_requested = False
         self.restart_pending = False
@@ -792,6 +816,11 @@ class Host:
 
     def up(self) -> bool:
         return self.life is not None and not self.life.ended
+
+    def real(self, host_time: float) -> float:
+        """The virtual time at which this host's clock read ``host_time`` (the first
+        such instant: a time read just before a pause is before it)."""
+        return host_time + sum(d for _, d, at in self.pauses if at < host_time)
 
 
 # --- the ledger: what happened on the disks, and the invariants ---------------------
@@ -843,6 +872,10 @@ class Ledger:
                                 declared it dead (nor from a process borrowing it)
     declared-dead-while-renewing  no peer declares dead an incarnation that
                                 renewed less than renew_fail + fence_grace ago
+    declared-dead-while-fencing   nor one whose fence still runs (its stop hooks,
+                                an offline script say, held the fence action up)
+    declared-dead-while-hung    nor, on a host with a hardware watchdog, one whose
+                                daemon is stuck (frozen) and not yet reset by it
     write-without-lease         records, log entries and data-device writes of a
                                 resource come from the holder of its lease
     lease-overwritten / lease-taken-from-live-holder
@@ -999,7 +1032,7 @@ class Ledger:
         if node is None or node.incarnation != before[1] or node.fenced \
                 or node.renewed_since is None or node.state in _GONE_SLOT:
             return  # gone, or leaving (it wrote left: peers may take over at once)
-        age = self.sim.sched.now - node.renewed_since
+        age = self.sim.sched.now - host.real(node.renewed_since)
         if age < node.timeouts.renew_fail:
             self.sim.violation("lease-taken-from-live-holder",
                                f"{_who(who)} took the lease of resource {index} from node "
@@ -1097,7 +1130,7 @@ class Ledger:
         now = sim.sched.now
         me = observer.life.node if observer.life is not None else None
         if me is not None and me.renewed_since is not None \
-                and now - me.renewed_since >= me.timeouts.renew_fail:
+                and now - observer.real(me.renewed_since) >= me.timeouts.renew_fail:
             # The observer is past its own deadline (it was frozen between its read and
             # this verdict, say): it fences at its next check, before it can act on it.
             sim.stats["verdicts_of_late_observers"] += 1
@@ -1106,10 +1139,26 @@ class Ledger:
             return
         sim.stats["declared_dead"] += 1
         sim.trace(f"h{observer.id} declares node {who[0]} incarnation {who[1]} dead")
+        first = who not in self.declared
         self.declared.setdefault(who, (now, observer.id))
         self.declarations.append((sim.rel(now), observer.id, who))
         host = sim.hosts.get(change.node_id)
         life = host.life if host is not None else None
+        if first and life is not None and life.running() and not life.frozen \
+                and life.node is not None and life.node.incarnation == change.incarnation \
+                and life.node.fenced:
+            # The fence began (node.fenced) but its action has not run: the process
+            # still runs its stop hooks, and whatever it started may still write.
+            sim.violation("declared-dead-while-fencing",
+                          f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
+                          f"while its fence still runs (stop hooks not done)")
+        if first and life is not None and life.running() and life.frozen \
+                and life.watchdog_fires is not None and life.node is not None \
+                and life.node.incarnation == change.incarnation:
+            sim.violation("declared-dead-while-hung",
+                          f"h{observer.id} declared node {who[0]} incarnation {who[1]} dead "
+                          f"while its daemon is stuck and its watchdog resets it only at "
+                          f"t={sim.rel(life.watchdog_fires):.3f}")
         if life is None or not life.running() or life.node is None \
                 or life.node.incarnation != change.incarnation or life.node.fenced:
             return
@@ -1117,7 +1166,7 @@ class Ledger:
         t = node.timeouts
         if node.renewed_since is None:
             return  # never renewed: nothing of it can be running as a member
-        age = now - node.renewed_since
+        age = now - host.real(node.renewed_since)
         # A running node past renew_fail + fence_grace must have stopped; before, it
         # may rightly be running (or fencing), so calling it dead is wrong.  A frozen
         # one past renew_fail fences when it wakes, before it writes (that is what
@@ -1224,6 +1273,12 @@ class SimConfig:
     failover: tuple[tuple[int, ...], ...] | None = None  # per resource; default: seeded order
     boot_at: tuple[float, ...] | None = None  # per node, seconds; default: seeded, within 2 s
     verbose: bool = False
+    # how long taking a resource offline takes (an exec driver's offline script):
+    # the fence's stop hooks take it too, and are abandoned at fence_grace's end
+    offline_seconds: float = 0.0
+    # a hardware watchdog on every host, with this timeout (0: none): a host whose
+    # daemon stops petting it (frozen, stuck) is reset when it runs out
+    watchdog: int = 0
     # weights of the chaos actions (0 disables one)
     weights: dict[str, float] = field(default_factory=lambda: {
         "crash": 2.0, "freeze": 2.0, "restart": 1.0, "disk_fault": 4.0, "update": 4.0,
@@ -1429,12 +1484,13 @@ class Simulation:
             node = life.node if life is not None and life.running() else None
             if node is None or node.fenced or node.renewed_since is None:
                 continue
-            if now - node.renewed_since >= node.timeouts.renew_fail:
+            age = now - host.real(node.renewed_since)
+            if age >= node.timeouts.renew_fail:
                 continue  # its own lease view has expired: it stops before writing again
             for index in host.online:
                 holders.setdefault(index, []).append(
                     f"h{host.id} (incarnation {node.incarnation}, last renewal seen "
-                    f"{now - node.renewed_since:.3f} s ago)")
+                    f"{age:.3f} s ago)")
         for index, names in holders.items():
             if len(names) > 1:
                 self.violation("two-owners",
@@ -1457,9 +1513,11 @@ class Simulation:
 
         def main() -> None:
             areas = [Area.open(d) for d in host.disks]
-            daemon = daemon_mod.Daemon(areas, host.id, clock=self.clock, name=host.name,
+            watchdog = _SimWatchdog(self, life, self.cfg.watchdog) if self.cfg.watchdog \
+                else None
+            daemon = daemon_mod.Daemon(areas, host.id, clock=host.clock, name=host.name,
                                        fence=_SimFence(self, life), state_dir=host.state_dir,
-                                       threaded_io=True)
+                                       threaded_io=True, watchdog=watchdog)
             daemon._idle = SimEvent(self.sched, True)  # type: ignore[assignment]
             life.daemon = daemon
             daemon.node.transition_hooks.append(
@@ -1525,6 +1583,16 @@ class Simulation:
         else:
             life.freeze_request = seconds
             self.trace(f"h{host.id} will freeze for {seconds:.3f} s at its next idle moment")
+
+    def pause(self, host: Host, seconds: float) -> None:
+        """Stop the whole host, its clock included, at once (a hypervisor's pause)."""
+        life = host.life
+        if life is None or life.ended or life.frozen or life.freeze_request is not None:
+            return
+        self.stats["pauses"] += 1
+        host.pauses.append((self.sched.now, seconds, host.clock.monotonic()))
+        self.trace(f"h{host.id} paused with its clock for {seconds:.3f} s")
+        self._freeze_now(life, seconds)
 
     def _freeze_now(self, life: Life, seconds: float) -> None:
         life.freeze_request = None
@@ -2036,6 +2104,8 @@ class Simulation:
             _ORIGINALS["agents.bring_online"](ctx)
 
         def take_offline(ctx: Any) -> None:
+            if sim.cfg.offline_seconds:
+                sim.sched.sleep(sim.cfg.offline_seconds)  # the offline script runs
             _ORIGINALS["agents.take_offline"](ctx)
             task = sim.sched.current
             host = task.host if task is not None else None
@@ -2115,6 +2185,37 @@ class Simulation:
         finally:
             root.removeHandler(handler)
             root.setLevel(old_level)
+
+
+class _SimWatchdog:
+    """A hardware watchdog on a simulated host: petted by the daemon's heartbeat loop,
+    it resets the host (a crash) ``timeout`` virtual seconds after the last pet.
+    Disarmed by a clean stop; left armed by anything else."""
+
+    def __init__(self, sim: Simulation, life: Life, timeout: int):
+        self.sim = sim
+        self.life = life
+        self.timeout = timeout
+        self.pet()
+
+    def pet(self) -> None:
+        sim, life = self.sim, self.life
+        fires = sim.sched.now + self.timeout
+        life.watchdog_fires = fires
+        sim.sched.call_at(fires, lambda: self._fire(fires))
+
+    def _fire(self, fires: float) -> None:
+        life = self.life
+        if life.watchdog_fires != fires or life.ended:
+            return  # petted since, disarmed, or the process is gone
+        self.sim.stats["watchdog_resets"] += 1
+        self.sim.crash(life.host, "watchdog reset")
+
+    def disarm(self) -> None:
+        self.life.watchdog_fires = None
+
+    def release_armed(self) -> None:
+        pass  # the process ends; in the simulation the host restarts as after a fence
 
 
 class _SimFence:

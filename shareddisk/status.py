@@ -107,6 +107,9 @@ class StatusReader:
                 "unchanged_for_at_least": None if seen_change else round(watched, 3),
                 "declared_dead_by": declared_by,
                 "config_generation": peer.config_generation,
+                # its hardware watchdog, as it publishes it (docs/OPERATIONS.md)
+                "watchdog": ("unwatched" if peer.timeouts is None or not peer.timeouts.watchdog
+                             else f"{peer.timeouts.watchdog:g} s"),
             })
         area = self.disks[0].area
         need = majority(len(self.disks))

@@ -11,11 +11,17 @@ through it with a timeline).  With I the interval and T the I/O timeout
                              action once renew_fail has passed
     suspect      = 2*I + T   a peer whose counter did not move for this long
                              is suspect (shown, nothing acted on)
-    dead         = renew_fail + fence_grace + T + I
+    dead         = renew_fail + max(fence_grace, W) + T + I
                              a peer whose counter did not move for this long
                              is dead and its resources may be taken over
 
-Invariant: dead > renew_fail + fence_grace.  A peer measures "did not move"
+W is the node's hardware watchdog timeout (0 without one), as the driver
+granted it and the node published it in its slot.  The node pets its
+watchdog only within renew_fail of its last confirmed renewal, so a node
+whose daemon cannot act (stuck in D state, a wedged kernel) is reset at the
+latest renew_fail + W after it; the dead timeout peers use for it covers that.
+
+Invariant: dead > renew_fail + max(fence_grace, W).  A peer measures "did not move"
 from the moment its read that showed the last change *completed*, which is
 never earlier than the moment that write *started*, and the node measures
 its own deadline from the moment that write started.  So on any two clocks
@@ -29,21 +35,26 @@ from dataclasses import dataclass
 
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 60.0
+MAX_WATCHDOG = 65535  # seconds: what a slot can publish (docs/FORMAT.md)
 
 
 @dataclass(frozen=True)
 class Timeouts:
     interval: float
     io_timeout: float
+    watchdog: float = 0.0  # the granted hardware watchdog timeout, 0 without one
 
     @classmethod
-    def from_interval(cls, interval: float, io_timeout: float | None = None) -> "Timeouts":
+    def from_interval(cls, interval: float, io_timeout: float | None = None,
+                      watchdog: float = 0.0) -> "Timeouts":
         if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
             raise ValueError(f"interval {interval} s out of range {MIN_INTERVAL}..{MAX_INTERVAL}")
         io_timeout = interval if io_timeout is None else io_timeout
         if not 0 < io_timeout <= 10 * interval:
             raise ValueError(f"io timeout {io_timeout} s out of range (0, 10 x interval]")
-        return cls(interval, io_timeout)
+        if not 0 <= watchdog <= MAX_WATCHDOG:
+            raise ValueError(f"watchdog timeout {watchdog} s out of range 0..{MAX_WATCHDOG}")
+        return cls(interval, io_timeout, watchdog)
 
     @property
     def renew_fail(self) -> float:
@@ -58,8 +69,15 @@ class Timeouts:
         return 2 * self.interval + self.io_timeout
 
     @property
+    def fenced_by(self) -> float:
+        """How long after its last renewal a node has surely stopped: it fenced
+        (renew_fail + fence_grace) or, if its daemon could not act, its watchdog
+        reset it (renew_fail + W)."""
+        return self.renew_fail + max(self.fence_grace, self.watchdog)
+
+    @property
     def dead(self) -> float:
-        return self.renew_fail + self.fence_grace + self.io_timeout + self.interval
+        return self.fenced_by + self.io_timeout + self.interval
 
     @property
     def join_wait(self) -> float:
@@ -68,5 +86,6 @@ class Timeouts:
 
     def as_dict(self) -> dict[str, float]:
         return {"interval": self.interval, "io_timeout": self.io_timeout,
+                "watchdog": self.watchdog,
                 "renew_fail": self.renew_fail, "fence_grace": self.fence_grace,
                 "suspect": self.suspect, "dead": self.dead, "join_wait": self.join_wait}

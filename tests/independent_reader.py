@@ -42,10 +42,10 @@ SB_LOG_DISK = struct.Struct("<16sQI")          # name, offset, count
 SB_LOG_DISKS = 8
 SUPERBLOCK_SIZE = SB_HEAD.size + len(SB_REGIONS) * SB_REGION.size + SB_LOG_DISKS * SB_LOG_DISK.size
 
-HEARTBEAT = struct.Struct("<HBBQQQQQII64s256s")
+HEARTBEAT = struct.Struct("<HBBQQQQQHHI64s256s")
 HEARTBEAT_FIELDS = ("node_id", "state", "flags", "incarnation", "counter",
                     "config_generation", "mailbox_ack", "wall_ns", "interval_ms",
-                    "io_timeout_ms", "name", "dead_map")
+                    "watchdog_s", "io_timeout_ms", "name", "dead_map")
 HEARTBEAT_STATES = {0: "empty", 1: "joining", 2: "alive", 3: "left", 4: "fenced"}
 
 LEASE = struct.Struct("<HHIQQQQ64s")

@@ -53,6 +53,13 @@ default 30); ``exec_timeout_<action>`` (``-`` as ``_``, e.g.
 script's whole process group is killed (SIGKILL).  These are real-time
 limits on a child process, so they use the system clock, not the injected
 one.
+
+No orphan writers.  A script may write storage, so it must not outlive the
+node's right to write: every script runs in its own process group, listed in
+the node's :class:`~shareddisk.fencing.Writers`, which kills every group with
+SIGKILL when the node fences (before any stop hook), when the daemon exits
+and, through the kernel's parent-death signal and a reaper process, when the
+daemon dies.  Once the node fences no script starts any more.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ from typing import Any
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.drivers.base import check_args
 from shareddisk.errors import DeviceError, UsageError
+from shareddisk.fencing import WRITERS, Writers
 
 log = logging.getLogger("shareddisk.drivers.exec")
 
@@ -124,13 +132,14 @@ class ExecDriver:
     name = "exec"
 
     def __init__(self, script: str, *, attributes: dict | None = None, resource: str = "",
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, writers: Writers | None = None) -> None:
         if not script:
             raise UsageError("exec driver: no script (set the exec_script attribute)")
         self.script = script
         self.attributes = dict(attributes or {})
         self.resource = resource
         self.clock = clock or SystemClock()
+        self.writers = writers or WRITERS
         self.timeouts = {a: _seconds(self.attributes.get("exec_timeout", DEFAULT_TIMEOUT),
                                      "exec_timeout") for a in ACTIONS}
         for action in ACTIONS:
@@ -142,11 +151,11 @@ class ExecDriver:
 
     @classmethod
     def from_attributes(cls, attributes: dict, *, clock: Clock | None = None,
-                        resource: str = "") -> ExecDriver:
+                        resource: str = "", writers: Writers | None = None) -> ExecDriver:
         script = attributes.get("exec_script")
         if not isinstance(script, str) or not script:
             raise UsageError("exec driver: set the exec_script attribute to the script's path")
-        return cls(script, attributes=attributes, resource=resource, clock=clock)
+        return cls(script, attributes=attributes, resource=resource, clock=clock, writers=writers)
 
     # -- running the script ----------------------------------------------------------
 
@@ -168,13 +177,16 @@ class ExecDriver:
             if (v := _env_value(value)) is not None and not isinstance(value, list):
                 env["SHAREDDISK_PARAM_" + _env_key(key)] = v
         where = f"exec script {self.script} {' '.join((action,) + argv)}"
-        try:
-            proc = subprocess.Popen([self.script, action, *argv], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                    encoding="utf-8", errors="replace",
-                                    start_new_session=True, close_fds=True)
-        except OSError as exc:
-            raise DeviceError(f"{where}: cannot run: {exc.strerror or exc}") from None
+        with self.writers.starting():  # refused once the node fences
+            try:
+                proc = subprocess.Popen([self.script, action, *argv], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                        encoding="utf-8", errors="replace",
+                                        start_new_session=True, close_fds=True,
+                                        preexec_fn=self.writers.child_setup())
+            except OSError as exc:
+                raise DeviceError(f"{where}: cannot run: {exc.strerror or exc}") from None
+            self.writers.started(proc.pid)
         try:
             out, err = proc.communicate(text + "\n", timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -183,6 +195,10 @@ class ExecDriver:
         except BaseException:
             self._kill(proc)
             raise
+        finally:
+            self.writers.finished(proc.pid)
+        if proc.returncode == -signal.SIGKILL and self.writers.fencing:
+            raise DeviceError(f"{where}: killed: the node is fencing")
         return Result(proc.returncode, out, err)
 
     @staticmethod

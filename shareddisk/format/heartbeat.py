@@ -33,8 +33,12 @@ HEARTBEAT = cs.Struct(
     "config_generation" / cs.Int64ul,  # bumped when this node changed a resource record
     "mailbox_ack" / cs.Int64ul,       # seq of the last mailbox message acted on
     "wall_ns" / cs.Int64ul,
-    "interval_ms" / cs.Int32ul,       # the writer's timing: peers derive its
-    "io_timeout_ms" / cs.Int32ul,     # deadlines from these (docs/TIMEOUTS.md)
+    "interval_ms" / cs.Int16ul,       # the writer's timing: peers derive its
+    # deadlines from these (docs/TIMEOUTS.md).  The granted hardware watchdog
+    # timeout (0: none) took the high half of what was a 32-bit interval_ms,
+    # always zero before (the interval is at most 60,000 ms).
+    "watchdog_s" / cs.Int16ul,
+    "io_timeout_ms" / cs.Int32ul,
     "name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
     # Bit (id-1) set: this node has declared node `id` dead.  Lets `status`
     # report a verdict that needs more history than one reader has.
@@ -56,7 +60,7 @@ def raw_state(region: bytes, offset: int) -> int:
 def empty(node_id: int) -> dict:
     return dict(node_id=node_id, state=SlotState.EMPTY, disk_count=0, incarnation=0,
                 counter=0, config_generation=0, mailbox_ack=0, wall_ns=0,
-                interval_ms=0, io_timeout_ms=0, name="",
+                interval_ms=0, watchdog_s=0, io_timeout_ms=0, name="",
                 dead_map=bytes(DEAD_MAP_BYTES))
 
 

@@ -16,6 +16,10 @@ from typing import Iterator
 
 import pytest
 
+# Daemons started by these tests are SIGKILLed and frozen on purpose: on a host
+# with /dev/watchdog, the default of ``run`` would arm it and reset the host.
+os.environ.setdefault("SHAREDDISK_WATCHDOG", "none")
+
 
 def loop_unavailable() -> str | None:
     """Why loop devices cannot be used here, or None when they can."""

@@ -28,6 +28,7 @@ from typing import Callable
 
 import pytest
 
+from shareddisk.clock import SystemClock
 from shareddisk.area import Geometry
 from shareddisk.create import create_area, required_size
 from shareddisk.device import FileImage
@@ -190,9 +191,22 @@ def test_a_stall_shorter_than_the_renew_window_fences_nobody(cluster: Cluster) -
 def test_one_disk_hanging_longer_than_the_renew_window_fences_nobody(cluster: Cluster) -> None:
     cluster.start()
     hung = cluster.images[0]
-    until = time.monotonic() + 3 * TIMEOUTS.renew_fail  # same clock in every process (Linux)
+    until = SystemClock().monotonic() + 3 * TIMEOUTS.renew_fail  # same clock in every process
     cluster.inject({hung: FaultRules((Fault("stall", until=until),))})
     time.sleep(max(0.0, until - time.monotonic()) + 2 * TIMEOUTS.renew_fail)
     assert cluster.running() == [1, 2, 3], cluster.dump_logs()
     for i in cluster.procs:
         assert "event=fence" not in cluster.log(i)
+
+
+def test_reads_failing_on_two_disks_of_three_fence_every_node(cluster: Cluster) -> None:
+    """Writes still land (peers would see every node alive), but no node can read
+    its mailbox or a verdict about itself: each fences after renew_fail."""
+    cluster.start()
+    cluster.inject({image: FaultRules((Fault("error", op="read"),))
+                    for image in cluster.images[:2]})
+    cluster.wait_for(lambda: not cluster.running(), "every node to fence itself")
+    for i, proc in cluster.procs.items():
+        log = cluster.log(i)
+        assert proc.returncode == EXIT_QUORUM, log
+        assert "event=fence" in log and "no read reached a majority" in log, log

@@ -180,6 +180,73 @@ def test_a_frozen_owner_fences_when_it_wakes_after_a_successor_took_over(mode: s
     assert "h2 brings resource 0 online" in "\n".join(sim.lines)
 
 
+def test_an_owner_suspended_past_the_dead_timeout_does_not_write_after_waking() -> None:
+    """A suspend on CLOCK_BOOTTIME: the host's clock counts it (a freeze of the whole
+    host), so the owner wakes past its deadline and fences before writing."""
+    sim = scripted(run_for=45.0, quiet=10.0, freeze_mode="anywhere")
+    result = sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 20.0)))
+    assert result.ok, violations(sim)
+    assert 1 in fenced(sim) and any(who[0] == 1 for _, _, who in sim.ledger.declarations)
+
+
+def test_an_owner_paused_with_its_clock_learns_it_was_declared_dead() -> None:
+    """A hypervisor pause stops even CLOCK_BOOTTIME: the owner wakes within its own
+    deadline; its peers' verdicts must fence it before it writes."""
+    sim = scripted(run_for=45.0, quiet=10.0)
+    result = sim.run(lambda s: s.at(15.0, lambda: s.pause(s.hosts[1], 20.0)))
+    assert result.ok, violations(sim)
+    [(t, host, _inc, reason)] = sim.fences
+    assert host == 1 and 35.0 <= t <= 37.0 and "declared dead by node" in reason
+    assert "h2 brings resource 0 online" in "\n".join(sim.lines)
+
+
+def test_an_owner_whose_reads_fail_on_a_majority_of_disks_fences_and_is_taken_over() -> None:
+    """Its writes land, so its peers see it alive; but it cannot read its mailbox
+    or a verdict about itself: it must fence after renew_fail (SBD's failed
+    servant), and its resource moves."""
+    sim = scripted(run_for=45.0, quiet=10.0)
+
+    def reads_fail(s: Simulation) -> None:
+        for disk in (0, 1):
+            s.at(15.0, lambda disk=disk: s.add_fault(disk, 1, Fault("error", op="read"), 30.0))
+
+    result = sim.run(reads_fail)
+    assert result.ok, violations(sim)
+    [(t, host, _inc, reason)] = sim.fences
+    assert host == 1 and 15.0 <= t <= 20.0 and "no read reached a majority" in reason
+    assert "h2 brings resource 0 online" in "\n".join(sim.lines)
+
+
+def test_a_slow_offline_script_does_not_hold_the_fence_up() -> None:
+    """The owner's offline script takes 5 s (the exec driver's default allows 30).
+    The owner is cut off from its disks; the fence must not wait for the script:
+    its action runs at the end of fence_grace, before any peer may call it dead."""
+    sim = scripted(run_for=45.0, quiet=10.0, offline_seconds=5.0)
+
+    def cut_off(s: Simulation) -> None:
+        for disk in range(3):
+            s.at(15.0, lambda disk=disk: s.add_fault(disk, 1, Fault("error"), 30.0))
+
+    result = sim.run(cut_off)
+    assert result.ok, violations(sim)
+    [(t, host, _inc, reason)] = sim.fences
+    assert host == 1 and "majority" in reason
+    assert any(who[0] == 1 for _, _, who in sim.ledger.declarations)
+    assert "h2 brings resource 0 online" in "\n".join(sim.lines)
+
+
+def test_a_stuck_daemon_is_reset_by_its_watchdog_before_it_is_declared_dead() -> None:
+    """A daemon stuck in the kernel (frozen, never thawed) cannot fence: its host's
+    watchdog, no longer petted, resets it, and peers wait W longer (it publishes W)."""
+    sim = scripted(run_for=45.0, quiet=10.0, freeze_mode="anywhere", watchdog=3)
+    result = sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 60.0)))
+    assert result.ok, violations(sim)
+    assert sim.stats["watchdog_resets"] == 1
+    lines = "\n".join(sim.lines)
+    assert "h1 crash (watchdog reset)" in lines and "h2 brings resource 0 online" in lines
+    assert lines.index("h1 crash (watchdog reset)") < lines.index("declares node 1 incarnation")
+
+
 # --- the harness -----------------------------------------------------------------------
 
 
@@ -212,13 +279,26 @@ def test_the_harness_catches_peers_that_declare_a_node_dead_too_early(
 def test_the_harness_catches_a_node_that_does_not_fence_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted bug: the deadline checks do nothing (the loop's, and the one
-    other threads and the write gate use)."""
+    other threads and the write gate use), nor the checks of the node's reads,
+    of its peers' verdicts about it and of its leases."""
     monkeypatch.setattr(node_mod.Node, "_check_deadline", lambda self, since=None: None)
+    monkeypatch.setattr(node_mod.Node, "_check_verdicts", lambda self: None)
+    monkeypatch.setattr(node_mod.Node, "_check_reads", lambda self: None)
+    monkeypatch.setattr(node_mod.Node, "_check_leases", lambda self, reads: None)
     monkeypatch.setattr(node_mod.Node, "assert_renewed", lambda self: None)
     sim = scripted(run_for=40.0, freeze_mode="anywhere")
     sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 12.0)))
     assert {v.invariant for v in sim.violations} & {"write-after-declared-dead", "two-owners",
                                                     "write-without-lease"}
+
+
+def test_the_harness_catches_peers_that_do_not_wait_for_a_watchdog(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A planted bug: the dead timeout ignores the published watchdog timeout."""
+    monkeypatch.setattr(Timeouts, "fenced_by", property(lambda t: t.renew_fail + t.fence_grace))
+    sim = scripted(run_for=45.0, quiet=10.0, freeze_mode="anywhere", watchdog=10)
+    sim.run(lambda s: s.at(15.0, lambda: s.freeze(s.hosts[1], 60.0)))
+    assert "declared-dead-while-hung" in {v.invariant for v in sim.violations}
 
 
 # --- library bugs the simulation found ---------------------------------------------------

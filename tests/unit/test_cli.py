@@ -482,3 +482,38 @@ def test_version_and_help():
     assert result.code == 0
     for command in ("init", "dump", "verify"):
         assert command in result.out
+
+
+# --- run --watchdog, and the watchdog commands --------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["regular-file", "/dev/null", "missing"])
+def test_run_with_a_watchdog_that_is_not_one_is_one_usage_line_and_writes_nothing(
+        tmp_path: Path, target: str) -> None:
+    image = tmp_path / "area.img"
+    assert run("init", image, "--nodes", "2", "--size", "1M").code == 0
+    before = digest(image)
+    path = {"regular-file": tmp_path / "notes.txt", "/dev/null": Path("/dev/null"),
+            "missing": tmp_path / "missing"}[target]
+    if target == "regular-file":
+        path.write_text("keep me")
+    result = run_process("run", image, "--node-id", "1", "--watchdog", path,
+                         "--state-dir", tmp_path / "state")
+    assert result.code == 2
+    line = one_error_line(result)
+    assert f"watchdog {path}" in line
+    assert digest(image) == before  # the daemon never started
+    if target == "regular-file":
+        assert path.read_text() == "keep me"
+
+
+def test_watchdog_test_asks_first_and_refuses_without_a_yes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["watchdog", "test", "/dev/null"], input="n\n")
+    assert result.exit_code == 2 and "not confirmed" in result.stderr
+
+
+def test_watchdog_list_says_when_there_is_none_or_lists_them() -> None:
+    result = run("watchdog", "list", "--json")
+    assert result.code == 0
+    devices = json.loads(result.out)["devices"]
+    assert [d["device"] for d in devices] == sorted(str(p) for p in Path("/dev").glob("watchdog*"))

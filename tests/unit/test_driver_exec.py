@@ -233,3 +233,169 @@ def test_output_that_is_not_utf8_does_not_escape_as_a_python_error(tmp_path):
 def test_bad_attributes(attributes, message):
     with pytest.raises(UsageError, match=message):
         make_driver(attributes, clock=FakeClock())
+
+
+# -- no orphan writers (shareddisk/fencing.py: Writers) ---------------------------------
+
+# A "writer": appends to $OUT forever, from itself and from a child in its group.
+WRITER = r"""
+( while :; do echo child >> "$OUT"; sleep 0.05; done ) &
+while :; do echo leader >> "$OUT"; sleep 0.05; done
+"""
+
+
+def _group_running(pgid: int) -> bool:
+    """Is any process of group ``pgid`` still running (a zombie, killed and not yet
+    reaped by a frozen parent, writes nothing)?"""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _group_gone(pgid: int, wait: float = 20.0) -> bool:
+    """Poll until no process of group ``pgid`` runs (False if some still do)."""
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        if not _group_running(pgid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _wait_for(path: Path, wait: float = 20.0) -> None:
+    end = time.monotonic() + wait
+    while time.monotonic() < end and not (path.exists() and "child" in path.read_text()):
+        time.sleep(0.05)
+    assert path.exists() and "child" in path.read_text(), "the writer never started"
+
+
+def _pgid_of_writer(path: Path) -> int:
+    return int(path.read_text().split()[0])
+
+
+def test_a_sigkilled_daemon_leaves_no_script_writing(tmp_path):
+    """The daemon (here a process running the driver with armed Writers) dies by
+    SIGKILL while a script and the script's child write: both must stop."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    pidfile = tmp_path / "pgid"
+    path = script(tmp_path, f'echo $$ > {pidfile}\n' + WRITER)
+    code = (f"import os; os.environ['OUT'] = {str(out)!r}\n"
+            "from shareddisk.fencing import Writers\n"
+            "from shareddisk.drivers.exec import ExecDriver\n"
+            "w = Writers(); w.arm()\n"
+            f"ExecDriver({path!r}, writers=w, attributes={{'exec_timeout': 600}}).offline()\n")
+    daemon = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        _wait_for(out)
+        pgid = _pgid_of_writer(pidfile)
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+        gone = _group_gone(pgid)
+        if not gone:
+            os.killpg(pgid, signal.SIGKILL)
+        assert gone, "the script's process group kept running after the daemon's SIGKILL"
+        size = out.stat().st_size
+        time.sleep(0.3)
+        assert out.stat().st_size == size  # nobody left to write
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+
+def test_a_frozen_daemon_s_scripts_stop_when_its_renew_deadline_runs_out(tmp_path):
+    """SIGSTOP of the daemon does not stop its scripts (their own sessions); the
+    reaper, told after each confirmed renewal how much of renew_fail remains,
+    kills them when that runs out: a frozen owner's script no longer writes
+    on after a successor is online."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    pidfile = tmp_path / "pgid"
+    path = script(tmp_path, f'echo $$ > {pidfile}\n' + WRITER)
+    code = (f"import os; os.environ['OUT'] = {str(out)!r}\n"
+            "from shareddisk.fencing import Writers\n"
+            "from shareddisk.drivers.exec import ExecDriver\n"
+            "w = Writers(); w.arm(); w.keepalive(1.5)\n"
+            f"ExecDriver({path!r}, writers=w, attributes={{'exec_timeout': 600}}).offline()\n")
+    daemon = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        _wait_for(out)
+        pgid = _pgid_of_writer(pidfile)
+        daemon.send_signal(signal.SIGSTOP)  # frozen: no keepalive comes any more
+        gone = _group_gone(pgid)
+        if not gone:
+            os.killpg(pgid, signal.SIGKILL)
+        assert gone, "a frozen daemon's script kept running past its deadline"
+        assert daemon.poll() is None  # the daemon itself is still there, frozen
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+        daemon.kill()
+        daemon.wait()
+
+
+def test_fencing_kills_a_running_script_and_refuses_new_ones(tmp_path):
+    import threading
+
+    from shareddisk.fencing import Writers
+
+    out = tmp_path / "out"
+    pidfile = tmp_path / "pgid"
+    os.environ["OUT"] = str(out)
+    try:
+        writers = Writers()
+        d = ExecDriver(script(tmp_path, f'echo $$ > {pidfile}\n' + WRITER), writers=writers,
+                       attributes={"exec_timeout": 600})
+        errors: list[Exception] = []
+
+        def run() -> None:
+            try:
+                d.apply("create-volume", {}, "apply")
+            except DeviceError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        _wait_for(out)
+        pgid = _pgid_of_writer(pidfile)
+        assert writers.kill_all("test fence") == 1
+        thread.join(20)
+        assert not thread.is_alive()
+        assert _group_gone(pgid), "the child of the script survived the fence"
+        assert len(errors) == 1 and "the node is fencing" in str(errors[0])
+        with pytest.raises(DeviceError, match="fencing or stopping: no script may start"):
+            d.offline()
+    finally:
+        del os.environ["OUT"]
+
+
+def test_a_script_that_ends_is_forgotten_and_close_stops_the_reaper(tmp_path):
+    from shareddisk.fencing import Writers
+
+    writers = Writers()
+    writers.arm()
+    reaper = writers._reaper
+    d = ExecDriver(script(tmp_path, "exit 0"), writers=writers)
+    d.offline()
+    assert writers._groups == set()
+    writers.close()
+    assert reaper is not None and reaper.poll() is not None

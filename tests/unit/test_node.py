@@ -16,7 +16,7 @@ import pytest
 
 from helpers import make_device
 from shareddisk.area import Area, Geometry
-from shareddisk.clock import FakeClock
+from shareddisk.clock import FakeClock, PausedClock
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import DeviceError, Fenced, LockHeld, QuorumLost, UsageError
 from shareddisk.faults import Fault, FaultRules, FaultyDevice
@@ -328,6 +328,55 @@ def test_fence_runs_every_stop_hook_even_if_one_fails() -> None:
     assert order == ["a", "b", "fence"]
 
 
+def test_the_fence_kills_writers_first_and_does_not_wait_for_a_stuck_stop_hook() -> None:
+    """A stop hook (an ``offline`` script, say) that hangs gets what remains of
+    fence_grace, then the fence action runs with the hook still running."""
+    import threading
+
+    c = Cluster()
+    order: list[str] = []
+    release = threading.Event()
+
+    def stuck_offline(reason: str) -> None:
+        order.append("stop begins")
+        release.wait(30)
+        order.append("stop ends")
+
+    n = c.node(1, fence=Fence(order), threaded_io=True)
+    n.fence_hooks.append(lambda reason: order.append("kill writers"))
+    n.stop_hooks.append(stuck_offline)
+    try:
+        n.start()
+        n.step()
+        c.clock.advance(T.renew_fail)  # the deadline passed: what is left of the grace is 1 s
+        with pytest.raises(Fenced):
+            n.step()
+        assert order == ["kill writers", "stop begins", "fence"]
+    finally:
+        release.set()
+        n.close()
+
+
+def test_a_node_woken_past_its_fence_grace_fences_without_waiting_for_stop_hooks() -> None:
+    import threading
+
+    c = Cluster()
+    order: list[str] = []
+    release = threading.Event()
+    n = c.node(1, fence=Fence(order), threaded_io=True)
+    n.stop_hooks.append(lambda reason: (release.wait(30), order.append("stopped")))
+    try:
+        n.start()
+        n.step()
+        c.clock.advance(T.renew_fail + T.fence_grace + 5)  # frozen far past the grace
+        with pytest.raises(Fenced):
+            n.step()
+        assert order == ["fence"]
+    finally:
+        release.set()
+        n.close()
+
+
 def test_a_fence_action_that_returns_still_stops_the_node() -> None:
     c = Cluster()
     calls = []
@@ -380,17 +429,21 @@ def test_a_watcher_that_reads_only_the_disk_a_peer_cannot_write_never_calls_it_d
         c.mems[1].data[offset:offset + 512] = bytes([k // 2 + 1]) * 512  # node 4: garbage
         c.clock.advance(T.interval)
         peer.step()
-        watcher.step()
+        try:
+            watcher.step()
+        except Fenced:
+            break  # reading one disk of three for renew_fail fences the watcher itself
         assert watcher.membership.peers[2].state is not PeerState.DEAD, k
-    assert not peer.fenced and not watcher.fenced
-    # Once the watcher reads a second disk, the peer's silence there would count:
-    # it is not silent, so it stays alive.
-    watcher_view[0].fail_reads = False
+    assert watcher.fenced and not peer.fenced
+    assert watcher.membership.peers[2].state is not PeerState.DEAD
+    # A watcher that reads every disk sees the peer's renewals: alive.
+    again = c.node(3)
+    again.start()
     for _ in range(10):
         c.clock.advance(T.interval)
         peer.step()
-        watcher.step()
-    assert watcher.membership.peers[2].state is PeerState.ALIVE
+        again.step()
+    assert again.membership.peers[2].state is PeerState.ALIVE
 
 
 def test_a_peer_on_fewer_disks_is_reported(caplog: pytest.LogCaptureFixture) -> None:
@@ -672,3 +725,183 @@ def test_an_unreadable_renewal_counts_unless_the_disks_have_lost_one() -> None:
     c.clock.advance(T.interval)
     n.step()  # cannot read back the last renewal: the question stays open
     assert n.renewed_since == confirmed and n.last_renew_start > confirmed
+
+
+# -- learning you were declared dead ---------------------------------------------------
+
+
+def _declare_dead_while_paused(c: Cluster, paused: Node, watcher: Node, seconds: float) -> None:
+    """``paused``'s host stands still for ``seconds`` (its clock too) while the watcher
+    steps every interval and declares it dead."""
+    assert isinstance(paused.clock, PausedClock)
+    for _ in range(int(seconds)):
+        paused.clock.pause(1.0)
+        watcher.step()
+    assert watcher.membership.peers[paused.node_id].state is PeerState.DEAD
+
+
+def test_a_host_paused_past_the_dead_timeout_fences_on_waking_without_writing() -> None:
+    """Its own clock stood still (a VM paused by its hypervisor, or CLOCK_MONOTONIC
+    across a suspend): only its peers' verdict can tell it."""
+    c = Cluster(disks=3)
+    order: list[str] = []
+    sleeper = Node(c.areas(), 1, clock=PausedClock(c.clock), fence=Fence(order))
+    watcher = c.node(2)
+    sleeper.start()
+    watcher.start()
+    for _ in range(3):
+        c.clock.advance(1)
+        sleeper.step()
+        watcher.step()
+    _declare_dead_while_paused(c, sleeper, watcher, 20)
+    before, writes = c.slot_bytes(1), [d.writes for d in c.devs]
+    with pytest.raises(Fenced, match="declared dead by node 2"):
+        sleeper.step()  # its clock says one step later: no deadline passed
+    assert order == ["fence"] and sleeper.declared_dead_by == [2]
+    assert c.slot_bytes(1) == before and [d.writes for d in c.devs] == writes
+
+
+def test_the_write_gate_refuses_writes_once_declared_dead() -> None:
+    c = Cluster()
+    sleeper = Node(c.areas(), 1, clock=PausedClock(c.clock))
+    watcher = c.node(2)
+    sleeper.start()
+    watcher.start()
+    for _ in range(3):
+        c.clock.advance(1)
+        sleeper.step()
+        watcher.step()
+    _declare_dead_while_paused(c, sleeper, watcher, 20)
+    with pytest.raises(Fenced):
+        sleeper.step()
+    with pytest.raises(Fenced):
+        sleeper.assert_renewed()
+
+
+def test_a_verdict_about_the_previous_incarnation_does_not_fence_a_restarted_node() -> None:
+    c = Cluster()
+    first, watcher = c.node(1), c.node(2)
+    first.start()
+    watcher.start()
+    for _ in range(3):
+        c.clock.advance(1)
+        first.step()
+        watcher.step()
+    for _ in range(int(T.dead) + 2):  # node 1 killed: never writes again
+        c.clock.advance(1)
+        watcher.step()
+    assert heartbeat.dead_ids(c.slot(2)["dead_map"]) == [1]
+    again = c.node(1)
+    again.start()  # waits join_wait (3 s) for another writer of its id first
+    for _ in range(2):
+        c.clock.advance(0.2)
+        again.step()  # the watcher's slot still names node 1 dead: its old incarnation
+        assert not again.fenced
+    watcher.step()
+    assert watcher.membership.peers[1].state is not PeerState.DEAD
+    for _ in range(3):
+        c.clock.advance(1)
+        again.step()
+        watcher.step()
+    assert not again.fenced and heartbeat.dead_ids(c.slot(2)["dead_map"]) == []
+
+
+# -- reads that fail while writes land ---------------------------------------------
+
+
+@pytest.mark.parametrize("disks,failing", [(1, (0,)), (3, (0, 2))])
+def test_reads_failing_on_a_majority_of_disks_fence_after_renew_fail(disks, failing) -> None:
+    """Its writes land (peers see it alive) but it cannot see a poison pill or a
+    verdict about itself: SBD's failed servant."""
+    c = Cluster(disks=disks)
+    n = c.node(1)
+    n.start()
+    n.step()
+    for d in failing:
+        c.devs[d].fail_reads = True
+    steps = 0
+    with pytest.raises(Fenced, match="no read reached a majority of disks"):
+        while steps < 20:
+            c.clock.advance(T.interval)
+            n.step()
+            steps += 1
+    assert steps == int(T.renew_fail) - 1  # the step at renew_fail fences before writing
+    with pytest.raises(Fenced):
+        n.assert_renewed()
+
+
+def test_reads_failing_on_one_disk_of_three_fence_nobody() -> None:
+    c = Cluster(disks=3)
+    n = c.node(1)
+    n.start()
+    c.devs[1].fail_reads = True
+    for _ in range(3 * int(T.renew_fail)):
+        c.clock.advance(T.interval)
+        n.step()
+    assert not n.fenced
+
+
+def _write_lease(c: Cluster, index: int, **values) -> None:
+    from shareddisk.format import lease
+
+    area = Area.open(c.mems[0])
+    c.mems[0].write(area.regions["lease"].record_offset(index),
+                    lease.CODEC.encode(dict(lease.empty(index), **values), 512))
+
+
+def test_a_lease_taken_by_another_holder_fences_without_writing() -> None:
+    c = Cluster(disks=3)
+    order: list[str] = []
+    n = c.node(1, fence=Fence(order))
+    n.start()
+    n.step()
+    _write_lease(c, 0, owner_id=1, owner_incarnation=n.incarnation, generation=5)
+    n.held_leases = lambda: {0: 5}
+    c.clock.advance(T.interval)
+    n.step()  # its own lease: nothing to see
+    assert not n.fenced
+    _write_lease(c, 0, owner_id=2, owner_incarnation=1, generation=6)  # a successor took it
+    before, writes = c.slot_bytes(1), [d.writes for d in c.devs]
+    c.clock.advance(T.interval)
+    with pytest.raises(Fenced, match="lease of resource 0 .* taken by node 2"):
+        n.step()
+    assert order == ["fence"]
+    assert c.slot_bytes(1) == before and [d.writes for d in c.devs] == writes
+
+
+def test_a_lease_released_or_taken_again_by_itself_does_not_fence() -> None:
+    c = Cluster()
+    n = c.node(1)
+    n.start()
+    n.held_leases = lambda: {0: 5}
+    _write_lease(c, 0, owner_id=0, owner_incarnation=0, generation=5)  # released
+    c.clock.advance(T.interval)
+    n.step()
+    _write_lease(c, 0, owner_id=1, owner_incarnation=n.incarnation, generation=6)  # ours again
+    c.clock.advance(T.interval)
+    n.step()
+    _write_lease(c, 0, owner_id=2, owner_incarnation=1, generation=5)  # not newer: not a takeover
+    c.clock.advance(T.interval)
+    n.step()
+    assert not n.fenced
+
+
+def test_a_lease_region_that_cannot_be_read_does_not_cost_the_heartbeat_read() -> None:
+    c = Cluster()
+    n = c.node(1)
+    n.start()
+    n.held_leases = lambda: {0: 5}
+    lease_offset = Area.open(c.mems[0]).regions["lease"].offset
+    dev = c.devs[0]
+    inner_read = dev.read
+
+    def read(offset: int, length: int) -> bytes:
+        if offset == lease_offset:
+            raise DeviceError(f"{dev.path}: read at offset {offset} failed: Input/output error")
+        return inner_read(offset, length)
+
+    dev.read = read  # type: ignore[method-assign]
+    for _ in range(3 * int(T.renew_fail)):
+        c.clock.advance(T.interval)
+        n.step()
+    assert not n.fenced and n.disks[0].read_ok

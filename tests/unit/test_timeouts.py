@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL, Timeouts
+from shareddisk.timeouts import MAX_INTERVAL, MAX_WATCHDOG, MIN_INTERVAL, Timeouts
 
 intervals = st.floats(min_value=MIN_INTERVAL, max_value=MAX_INTERVAL,
                       allow_nan=False, allow_infinity=False)
@@ -61,8 +61,8 @@ def test_as_dict_matches_the_properties(pair) -> None:
     interval, io = pair
     t = Timeouts.from_interval(interval, io)
     d = t.as_dict()
-    assert set(d) == {"interval", "io_timeout", "renew_fail", "fence_grace", "suspect",
-                      "dead", "join_wait"}
+    assert set(d) == {"interval", "io_timeout", "watchdog", "renew_fail", "fence_grace",
+                      "suspect", "dead", "join_wait"}
     for key, value in d.items():
         assert value == getattr(t, key)
 
@@ -90,3 +90,34 @@ def test_interval_out_of_range_is_refused(interval: float) -> None:
 def test_io_timeout_out_of_range_is_refused(io_timeout: float) -> None:
     with pytest.raises(ValueError, match="io timeout"):
         Timeouts.from_interval(1.0, io_timeout)
+
+
+# -- the hardware watchdog (shareddisk/watchdog.py) -------------------------------------
+
+
+@CI
+@given(interval_and_io(), st.integers(min_value=0, max_value=MAX_WATCHDOG))
+def test_dead_covers_the_watchdog_of_a_node_that_cannot_act(pair, watchdog: int) -> None:
+    """A node pets its watchdog only within renew_fail of its last renewal: a stuck
+    one is reset by renew_fail + W.  Peers must wait that out, and T + I more."""
+    interval, io = pair
+    t = Timeouts.from_interval(interval, io, watchdog)
+    assert t.dead > t.renew_fail + watchdog
+    assert t.dead > t.renew_fail + t.fence_grace
+    assert t.dead - max(t.renew_fail + t.fence_grace, t.renew_fail + watchdog) \
+        == pytest.approx(io + interval)
+
+
+def test_worked_timelines_with_a_watchdog() -> None:
+    """The numbers docs/TIMEOUTS.md shows: a 1 s watchdog at I = 0.1 s, 3 s at I = 1 s."""
+    fast = Timeouts.from_interval(0.1, watchdog=1)
+    assert fast.dead == pytest.approx(0.4 + 1 + 0.1 + 0.1)
+    slow = Timeouts.from_interval(1.0, watchdog=3)
+    assert (slow.renew_fail, slow.fenced_by, slow.dead) == (4, 7, 9)
+    assert Timeouts.from_interval(1.0, watchdog=1).dead == 7  # within fence_grace: no change
+
+
+@pytest.mark.parametrize("watchdog", [-1, MAX_WATCHDOG + 1])
+def test_watchdog_out_of_range_is_refused(watchdog: int) -> None:
+    with pytest.raises(ValueError, match="watchdog timeout"):
+        Timeouts.from_interval(1.0, watchdog=watchdog)
