@@ -1055,7 +1055,7 @@ def _complete_device_paths(group: click.Group) -> None:
             _complete_device_paths(command)
         for param in command.params:
             if isinstance(param, click.Argument) and param.name in ("device", "devices"):
-                param.type = click.Path()
+                param.type = click.Path()  # checks nothing: open_device does, exit 4
 
 
 _complete_device_paths(main)
