@@ -424,9 +424,7 @@ def acquire_steps(geo: LeaseGeometry, disks: int, me: Owner,
     if top.owner.same(me):
         return (yield from _still_ours(geo, disks, me, top.generation, views, "acquired"))
     if not top.owner.free and not replaceable(top):
-        return Outcome("held", top, f"held by node {top.owner.node_id} "
-                       f"({top.owner.name or '?'}, incarnation {top.owner.incarnation}, "
-                       f"generation {top.generation})")
+        return Outcome("held", top, _held(top))
     if not (yield from _repair_leader(geo, disks, top, views)):
         return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)
     out = yield from ballot(geo, disks, me.node_id, me, top.generation + 1, views)
@@ -439,7 +437,7 @@ def acquire_steps(geo: LeaseGeometry, disks: int, me: Owner,
         # value stands.  Free or replaceable: the next attempt takes it.
         retry = won.owner.free or replaceable(won)
         out.kind = "aborted" if retry else "held"
-        out.reason = (f"node {won.owner.node_id} won generation {won.generation} first"
+        out.reason = (_held(won) + ": it won that generation first"
                       if not won.owner.free else f"generation {won.generation} freed it")
         return out
     if out.published < majority(disks):
@@ -449,6 +447,12 @@ def acquire_steps(geo: LeaseGeometry, disks: int, me: Owner,
         return out
     out.kind = "acquired"
     return out
+
+
+def _held(leader: Leader) -> str:
+    owner = leader.owner
+    return (f"held by node {owner.node_id} ({owner.name or '?'}, incarnation "
+            f"{owner.incarnation}, generation {leader.generation})")
 
 
 def _still_ours(geo: LeaseGeometry, disks: int, me: Owner, generation: int,
