@@ -422,8 +422,12 @@ def acquire_steps(geo: LeaseGeometry, disks: int, me: Owner,
     top, views = got.leader, got.views
     assert top is not None
     if top.owner.same(me):
-        return (yield from _still_ours(geo, disks, me, top.generation, views, "acquired"))
-    if not top.owner.free and not replaceable(top):
+        ours = yield from _still_ours(geo, disks, me, top.generation, views, "acquired")
+        if ours.kind == "acquired":
+            return ours
+        # Someone voted to take it over (verify now fails for our generation):
+        # win the next instance ourselves unless that vote already carries a value.
+    elif not top.owner.free and not replaceable(top):
         return Outcome("held", top, _held(top))
     if not (yield from _repair_leader(geo, disks, top, views)):
         return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)

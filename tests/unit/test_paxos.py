@@ -580,3 +580,19 @@ def test_ballot_held_up_write_schedule_is_safe(n: int) -> None:
         lease(devs).acquire(C, never)  # B is alive
     assert got == {"B": 1}
     assert lease(devs).verify(B, 1) == Leader(1, B)
+
+
+def test_a_holder_that_saw_a_takeover_vote_wins_the_next_generation_itself() -> None:
+    """A rival started a takeover ballot (phase 1 only) and vanished: verify fails
+    for the holder, whose next acquire decides itself at the next generation."""
+    devs = devices(3)
+    g = lease(devs).acquire(A, never)
+    steps = acquire_steps(GEO, 3, B, always)
+    op = next(steps)
+    while not (isinstance(op, Write) and op.block != 0):
+        op = steps.send(_do(devs, op))
+    _do(devs, op)  # B's phase-1 vote lands on disk 0; B is gone
+    with pytest.raises(LeaseLost):
+        lease(devs).verify(A, g)
+    assert lease(devs).acquire(A, never) == g + 1
+    assert lease(devs).verify(A, g + 1) == Leader(g + 1, A)
