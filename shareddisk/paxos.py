@@ -187,18 +187,20 @@ class DBlock:
 
 @dataclass
 class DiskView:
-    """One disk's lease as read: leader (None: damaged), dblocks, damage found."""
+    """One disk's lease as read: leader (None: damaged), the dblocks written
+    (blank ones are left out: they are the initial state), damage found."""
 
     disk: int
     leader: Leader | None
     dblocks: dict[int, DBlock]
     damaged: list[str]
     raw: list[bytes]
+    bad_dblocks: int = 0
 
     @property
     def whole(self) -> bool:
         """Every dblock valid (or blank): the read counts toward a majority."""
-        return len(self.dblocks) == len(self.raw) - 1
+        return self.bad_dblocks == 0
 
 
 def leader_from(values: dict[str, Any]) -> Leader:
@@ -241,14 +243,19 @@ def decode_view(geo: LeaseGeometry, disk: int, raw: list[bytes]) -> DiskView:
     except FormatError as exc:
         damaged.append(str(exc))
     dblocks: dict[int, DBlock] = {}
+    bad = 0
+    blank = bytes(geo.sector_size)
     for node_id in range(1, geo.node_count + 1):
+        if raw[node_id] == blank:  # most of them, with many nodes: skip fast
+            continue
         try:
             dblocks[node_id] = dblock_from(fmt.decode_dblock(
                 raw[node_id], geo.resource_index, node_id,
                 f"disk {disk} dblock of node {node_id} in lease {geo.resource_index}"))
         except FormatError as exc:
             damaged.append(str(exc))
-    return DiskView(disk, leader, dblocks, damaged, raw)
+            bad += 1
+    return DiskView(disk, leader, dblocks, damaged, raw, bad)
 
 
 def majority(disks: int) -> int:

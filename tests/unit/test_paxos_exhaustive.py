@@ -31,7 +31,7 @@ from typing import Callable
 import pytest
 
 from shareddisk import paxos
-from shareddisk.paxos import FREE, LeaseGeometry, Leader, Outcome, Owner, Pause, Read, Write
+from shareddisk.paxos import LeaseGeometry, Leader, Outcome, Owner, Pause, Read, Write
 
 SS = 512
 BLANK = bytes(SS)
