@@ -390,8 +390,8 @@ def ballot(geo: LeaseGeometry, disks: int, node_id: int, value: Owner, instance:
            views: list[DiskView]) -> Step:
     """Phases 1 and 2 of instance ``instance``; ``views`` come from :func:`survey`.
 
-    Outcome ``acquired``-less: ``read`` with ``leader`` = the decided value, or
-    ``aborted``/``no-quorum``.  Publishes the decided value (step 3).
+    Outcome ``read`` whose ``leader`` is the decided value (published: step 3),
+    or ``aborted`` / ``no-quorum``.
     """
     seen = [b for v in views for b in v.dblocks.values() if b.lver == instance]
     own = [b for b in seen if b.node_id == node_id]
