@@ -51,7 +51,7 @@ def test_hung_daemon_is_reset_by_the_watchdog(lab):
 
 @pytest.mark.xfail(reason="a paused owner's clocks stand still: on continuing, its workload "
                           "writes before its daemon learns it was declared dead (the fencing "
-                          "issue); docs/LAB.md", strict=False)
+                          "issue); docs/LAB.md", raises=AssertionError, strict=False)
 def test_paused_owner_does_not_write_after_continuing(lab):
     r = run(lab, "pause")
     assert r["stale_writes"] == 0, r["reason"]

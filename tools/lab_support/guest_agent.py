@@ -4,7 +4,8 @@ on the virtio-serial port named ``lab``.
 
 One JSON object per line each way.  Requests::
 
-    {"op": "ping"}                          -> {"ok": true, "boot_id": ..., "uptime": s}
+    {"op": "ping"}                          -> {"ok": true, "boot_id": ..., "uptime": s,
+                                                "time": the guest's wall clock}
     {"op": "exec", "argv": [...], "timeout": s}
                                             -> {"ok": true, "rc": n, "out": ..., "err": ...}
     {"op": "daemon"}                        -> {"ok": true, "pid": n or null, "rc": exit code or null}
@@ -64,7 +65,8 @@ def handle(req: dict) -> dict:
     op = req.get("op")
     if op == "ping":
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return {"ok": True, "boot_id": boot_id, "uptime": time.monotonic(), "node": NODE}
+        return {"ok": True, "boot_id": boot_id, "uptime": time.monotonic(), "node": NODE,
+                "time": time.time()}
     if op == "exec":
         try:
             p = subprocess.run(req["argv"], capture_output=True, text=True,

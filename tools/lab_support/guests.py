@@ -87,7 +87,7 @@ def qemu_argv(guest: Guest, lab_dir: Path, kernel: Path, initrd: Path, disks: li
             "-device", "virtio-serial-pci",
             "-chardev", f"socket,id=agent,path={guest.agent_path},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=lab",
-            "-fsdev", "local,id=hostroot,path=/,readonly=on,security_model=none",
+            "-fsdev", "local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
             "-fsdev", f"local,id=labdir,path={guest.dir},security_model=none",
             "-device", "virtio-9p-pci,fsdev=labdir,mount_tag=labdir",

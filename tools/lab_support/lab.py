@@ -237,7 +237,7 @@ class DataWatch:
     """Reads every node's region of the data image, twice per poll, and feeds
     what it sees to a Checker (lab_support/stamps.py explains the reads)."""
 
-    def __init__(self, path: Path, nodes: list[int], every: float = 0.05):
+    def __init__(self, path: Path, nodes: list[int], every: float = 0.1):
         self.path = path
         self.nodes = nodes
         self.every = every
@@ -247,7 +247,7 @@ class DataWatch:
         self.cond = threading.Condition()
         self._stop = threading.Event()
         self._fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-        self._buf = mmap.mmap(-1, 64 * BLOCK)
+        self._buf = mmap.mmap(-1, 8 * BLOCK)  # a writer adds ~1 block per poll
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.latest: Seen | None = None
 

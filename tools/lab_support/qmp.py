@@ -88,7 +88,11 @@ class QMP:
                 self._cond.wait(left)
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        """Really close: the reader's file object keeps the socket open otherwise,
+        and QEMU serves one QMP client at a time."""
+        for step in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self._file.close,
+                     self.sock.close):
+            try:
+                step()
+            except OSError:
+                pass

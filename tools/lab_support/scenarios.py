@@ -9,11 +9,13 @@ Each returns a dict: ``outcome`` (pass / fail / skip), ``reason``,
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import time
 from typing import Callable
 
 from lab_support.guests import LabError
-from lab_support.lab import DataWatch, Lab, cli_has_watchdog
+from lab_support.lab import RESOURCE, DataWatch, Lab
 
 DEAD_WAIT = 120.0  # seconds allowed for a takeover under TCG on a loaded machine
 SETTLE = 5.0  # watch this long after a takeover for late writes of the old owner
@@ -75,7 +77,35 @@ def wait_takeover(lab: Lab, watch: DataWatch, r: Result, generation: int, since:
     r.event(f"node {first.stamp.node} writes generation {first.stamp.generation} "
             "(online elsewhere)", first.at)
     r.figure(what, first.at - since)
+    for event, label in (("takeover-lease", "lease taken"), ("online", "online")):
+        at = daemon_event_time(lab, first.stamp.node, event, first.stamp.generation)
+        if at is not None:
+            r.event(f"node {first.stamp.node}: {label} (its daemon.log, guest clock)", at)
+            r.figure(f"{what}: {label}", at - since)
     return first.stamp.node
+
+
+def daemon_event_time(lab: Lab, node: int, event: str, generation: int) -> float | None:
+    """When node's daemon logged ``event=EVENT ... generation=G`` for the lab's
+    resource, on the host's monotonic clock (the guest's wall clock is read
+    through the agent to find its offset), or None."""
+    pattern = re.compile(rf"^ts=(\S+ \S+) .*event={event} .*resource={RESOURCE}\b.*"
+                         rf"generation={generation}\b")
+    try:
+        lines = (lab.guest(node).dir / "daemon.log").read_text(errors="replace").splitlines()
+        before = time.time()
+        guest_now = lab.agent(node).request(op="ping", timeout=30).get("time")
+        host_now = (before + time.time()) / 2
+    except (OSError, LabError):
+        return None
+    if guest_now is None:
+        return None
+    for line in reversed(lines):
+        m = pattern.match(line)
+        if m:
+            logged = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            return logged - (guest_now - host_now) - (time.time() - time.monotonic())
+    return None
 
 
 def guest_events(lab: Lab, node: int, since: float, names=("RESET", "WATCHDOG", "SHUTDOWN",

@@ -5,7 +5,9 @@ by ``workload online``) and appends a stamped block to the data image every
 It learns the lease generation from the storage group definition that the
 storage agent writes once online (``<state dir>/groups/<resource>.json``),
 and writes with O_DIRECT | O_DSYNC so that each block reaches the shared
-image at once.  It never checks whether it is still the owner: like a real
+image at once.  It imports little (no pathlib, ``python3 -S``): Python
+starts slowly in an emulated guest reading the host's files over 9p, and
+that start is part of every failover the lab measures.  It never checks whether it is still the owner: like a real
 application, it relies on the node's fencing to stop it.
 """
 
@@ -16,9 +18,8 @@ import mmap
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stamps import BLOCK, REGION_BLOCKS, Stamp, region_offset  # noqa: E402
 
 
@@ -31,11 +32,13 @@ def main() -> int:
     node = int(os.environ["LAB_NODE"])
     device = os.environ["SHAREDDISK_ATTR_LAB_DATA"]
     every = float(os.environ.get("LAB_WRITE_INTERVAL", "0.2"))
-    definition = Path(os.environ.get("LAB_STATE_DIR", "/run/lab/state")) / "groups" / f"{resource}.json"
+    definition = os.path.join(os.environ.get("LAB_STATE_DIR", "/run/lab/state"), "groups",
+                              f"{resource}.json")
     end = time.monotonic() + 120
     while True:
         try:
-            d = json.loads(definition.read_text())
+            with open(definition) as f:
+                d = json.load(f)
             break
         except (OSError, ValueError):
             if time.monotonic() > end:
