@@ -211,8 +211,12 @@ class Lab:
         want = set(nodes)
         while True:
             for node in nodes:
-                if not self.guest(node).alive():
-                    raise LabError(f"guest {node}: QEMU exited (see {self.guest(node).dir}/qemu.log)")
+                g = self.guest(node)
+                if not g.alive():
+                    time.sleep(2.0)  # a QEMU just started may not show its command line yet
+                    if not g.alive():
+                        raise LabError(f"guest {node}: QEMU (pid {g.pid}) exited "
+                                       f"(see {g.dir}/qemu.log)")
             alive = self.alive_members(self.host_status())
             if want <= alive:
                 self.log(f"members: {sorted(alive)} alive")
