@@ -1,0 +1,58 @@
+"""The lab's failure scenarios on three guests sharing one disk (tools/lab,
+docs/LAB.md): each must end with the storage group online elsewhere and the
+no-stale-write check clean.  The guests boot once for the module; a guest a
+scenario broke is booted again while the next scenario runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import booted_lab
+from lab_support import scenarios
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    yield from booted_lab("failover", 3)
+
+
+def run(lab, name):
+    result = scenarios.run(lab, name, heal="boot")
+    print(result)
+    if result["outcome"] == "skip":
+        pytest.skip(result["reason"])
+    return result
+
+
+def test_message_reset(lab):
+    r = run(lab, "message-reset")
+    assert r["outcome"] == "pass", r["reason"]
+    assert "message written until reset (at most)" in r["figures"]
+
+
+def test_power_loss(lab):
+    r = run(lab, "power-loss")
+    assert r["outcome"] == "pass", r["reason"]
+    assert "power-loss failover" in r["figures"]
+
+
+def test_disk_loss_fences_the_owner(lab):
+    r = run(lab, "disk-loss")
+    assert r["outcome"] == "pass", r["reason"]
+    assert "disk-loss until fenced" in r["figures"]
+
+
+def test_hung_daemon_is_reset_by_the_watchdog(lab):
+    r = run(lab, "hung-daemon")
+    assert r["outcome"] == "pass", r["reason"]
+
+
+@pytest.mark.xfail(reason="a paused owner's clocks stand still: on continuing, its workload "
+                          "writes before its daemon learns it was declared dead (the fencing "
+                          "issue); docs/LAB.md", raises=AssertionError, strict=False)
+def test_paused_owner_does_not_write_after_continuing(lab):
+    r = run(lab, "pause")
+    assert r["stale_writes"] == 0, r["reason"]
+    assert r["outcome"] == "pass", r["reason"]
