@@ -6,8 +6,8 @@ one block, or the read of ONE block (a multi-block Read is split into block
 reads, in order, each its own step, so a rival's write may land in the middle
 of it).  A depth-first search takes every possible next step of every
 acquirer, and, while the fault budget lasts, the environment's: a write lost
-(reported done, nothing written), a write torn (reported failed, the block
-half new half old), a disk failing for good (every later operation on it
+(reported done, nothing written), a write torn (the block half new half old,
+reported failed or not), a disk failing for good (every later operation on it
 fails).  States already explored (same disk contents and the same history of
 answers for every acquirer) are not explored twice: the generators are
 deterministic, so the same state has the same futures.
@@ -246,8 +246,9 @@ class Search:
             old = disks[op.disk][op.block]
             if torn and old != op.data:
                 mixed = op.data[:SS // 2] + old[SS // 2:]
-                yield (lambda w, i, op=op, m=mixed: self.step(
-                    self.landed(self.spend(w, 1), op, m), i, False)), i
+                for said in (False, True):  # reported failed, or silently torn
+                    yield (lambda w, i, op=op, m=mixed, said=said: self.step(
+                        self.landed(self.spend(w, 1), op, m), i, said)), i
 
     @staticmethod
     def spend(world, which: int):
