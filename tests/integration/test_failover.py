@@ -501,7 +501,7 @@ class History:
 
     def __init__(self, fo: Failover) -> None:
         self.fo = fo
-        self.samples: list[tuple[int, int | None, int | None, str, int]] = []
+        self.samples: list[tuple[int, int | None, int | None, str, int, bool]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -520,23 +520,31 @@ class History:
             except ShareddiskError:  # a read racing a write of both copies: next time
                 continue
             owner = rec["owner_host"]
+            failed = rec["state"] == "failed" or bool(rec["attributes"].get("failed_on"))
             self.samples.append((rec["version"], owner and owner["id"],
                                  owner and owner["incarnation"], rec["state"],
-                                 rec["lease_generation"]))
+                                 rec["lease_generation"], failed))
 
 
-def assert_history_sane(samples: list[tuple[int, int | None, int | None, str, int]]) -> None:
+def assert_history_sane(samples: list[tuple[int, int | None, int | None, str, int, bool]]
+                        ) -> None:
     """Versions and lease generations never go back, online always has an owner, and
-    an owner that was replaced never comes back (each owner has one generation)."""
+    an owner that was replaced never comes back.  Each owner keeps one generation,
+    unless the record said the resource failed there in between: a node that is
+    the only one left retries its own failed resource (shareddisk/manager.py,
+    after its backoff), under a new lease generation."""
     assert samples, "no sample of the record"
     owners: list[tuple[int, int | None]] = []
     generation_of: dict[tuple[int, int | None], int] = {}
+    gave_up: set[tuple[int, int | None]] = set()
     last = (0, 0)
-    for version, owner, incarnation, state, generation in samples:
+    for version, owner, incarnation, state, generation, failed in samples:
         assert (version, generation) >= last and generation >= last[1], samples
         last = (version, generation)
         if state == "online":
             assert owner is not None, samples
+        if failed and owners:
+            gave_up.add(owners[-1])
         if owner is None:
             continue
         key = (owner, incarnation)
@@ -544,7 +552,11 @@ def assert_history_sane(samples: list[tuple[int, int | None, int | None, str, in
             assert key not in owners, f"owner {key} came back: {samples}"
             owners.append(key)
         if version and generation:
-            assert generation_of.setdefault(key, generation) == generation, samples
+            if generation_of.get(key, generation) != generation:
+                assert key in gave_up, f"owner {key} took a new generation: {samples}"
+                gave_up.discard(key)
+                generation_of[key] = generation
+            generation_of.setdefault(key, generation)
 
 
 def settle(fo: Failover, owner: int) -> dict[str, Any]:
