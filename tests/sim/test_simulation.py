@@ -1,4 +1,4 @@
-"""The deterministic simulation (shareddisk/sim.py): many seeds, and scripted scenarios.
+"""The deterministic simulation (shareddisk/sim/): many seeds, and scripted scenarios.
 
 Everything runs on a virtual clock in one process, so none of these tests
 depends on how fast the machine is: a failure is a seed (or a script) and an
