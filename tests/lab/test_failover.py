@@ -26,6 +26,19 @@ def run(lab, name):
     return result
 
 
+def test_each_daemon_arms_the_guests_i6300esb(lab):
+    # `up` ran `shareddisk watchdog list` in a guest while its daemon held the device.
+    if not lab.watched:
+        pytest.skip("this shareddisk has no `run --watchdog`")
+    devices = lab.state["watchdogs"][str(lab.nodes[0])]
+    active = [d for d in devices if d.get("state") == "active"]
+    assert active, devices
+    assert active[0]["identity"] == "i6300ESB timer"
+    assert active[0]["timeout"] >= 1
+    for node in lab.nodes:
+        assert scenarios.watchdog_timeout(lab, node) == active[0]["timeout"]
+
+
 def test_message_reset(lab):
     r = run(lab, "message-reset")
     assert r["outcome"] == "pass", r["reason"]
