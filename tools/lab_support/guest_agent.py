@@ -42,8 +42,8 @@ def start_daemon(config: dict) -> None:
     areas = [str(RUN / "dev" / f"area{i}") for i in range(config["disks"])]
     argv = [config["shareddisk"], "run", *areas, "--node-id", str(NODE),
             "--state-dir", str(RUN / "state"), "--fence", config["fence"], "-v"]
-    if config.get("watchdog"):
-        argv += ["--watchdog", "/dev/watchdog"]
+    if config.get("watchdog"):  # a device, or "none" (the lab without fencing)
+        argv += ["--watchdog", config["watchdog"]]
     if config.get("unfenced"):
         (RUN / "unfenced").write_text("the workload's offline leaves its writer running\n")
     log = open(MINE / "daemon.log", "ab", buffering=0)

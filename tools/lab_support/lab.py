@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 RESOURCE = "sg1"
 INTERVAL = 1.0  # heartbeat interval: TCG guests are slow, the lab keeps the default
 BOOT_TIMEOUT = 240.0
+WATCHDOG = "/dev/watchdog"  # the guest's i6300esb (guests.qemu_argv)
 
 
 def shareddisk_bin() -> Path:
@@ -113,8 +114,12 @@ class Lab:
                         "--attr", "lab_data=/run/lab/dev/data",
                         "--attr", "exec_timeout=60", "--node-id", "1"],
                        check=True, stdout=subprocess.DEVNULL)
+        # The guests' i6300esb is /dev/watchdog.  Without fencing the daemon must not
+        # arm it either (a daemon that fences by exiting leaves it armed: the guest
+        # would reset and stop the writer the check is meant to catch).
+        watchdog = (WATCHDOG if fencing else "none") if cli_has_watchdog() else None
         config = {"disks": disks, "shareddisk": sd, "fence": "reboot" if fencing else "exit",
-                  "unfenced": not fencing, "watchdog": cli_has_watchdog()}
+                  "unfenced": not fencing, "watchdog": watchdog}
         (self.dir / "config.json").write_text(json.dumps(config, indent=1))
         self.state = {"disks": disks, "kernel": str(kernel), "config": config,
                       "guests": {str(node): {"pid": None} for node in range(1, n + 1)}}
@@ -148,6 +153,9 @@ class Lab:
                 self.boot(node)
             self.wait_members(self.nodes, BOOT_TIMEOUT)
             self.wait_writing(BOOT_TIMEOUT)
+            if self.watched:  # one guest is enough (Python starts slowly under TCG)
+                self.state["watchdogs"] = {str(self.nodes[0]): self.watchdog_list(self.nodes[0])}
+                self.save()
         except BaseException:
             self.down()
             raise
@@ -186,6 +194,25 @@ class Lab:
 
     def guest_exec(self, node: int, argv: list[str], timeout: float = 120) -> dict:
         return self.agent(node).request(op="exec", argv=argv, timeout=timeout)
+
+    @property
+    def watched(self) -> bool:
+        """Whether the guests' daemons run with the guest's hardware watchdog."""
+        return self.state.get("config", {}).get("watchdog") == WATCHDOG
+
+    def watchdog_list(self, node: int) -> list[dict]:
+        """``shareddisk watchdog list`` inside a guest: the devices it sees, with the
+        identity and the timeout the daemon was granted (read from sysfs while in use)."""
+        r = self.guest_exec(node, [self.state["config"]["shareddisk"], "watchdog", "list",
+                                   "--json"])
+        if r["rc"] != 0:
+            raise LabError(f"guest {node}: shareddisk watchdog list exited {r['rc']}: "
+                           f"{r['err'].strip()}")
+        devices = json.loads(r["out"])["devices"]
+        for d in devices:
+            self.log(f"guest {node}: {d['device']}: {d.get('identity', '?')}, timeout "
+                     f"{d.get('timeout', '?')} s, {d.get('state', 'state unknown')}")
+        return devices
 
     def guest_areas(self) -> list[str]:
         return [f"/run/lab/dev/area{i}" for i in range(len(self.disks))]
