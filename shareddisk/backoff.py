@@ -4,12 +4,12 @@ Without it a resource whose ``online`` keeps failing (or whose takeover keeps
 raising) is retaken every tick: a lease acquisition, records rewritten, an
 error line, once per interval, forever.  The manager asks ``ready`` before it
 takes a resource over and calls ``failed`` / ``succeeded``; the first retry
-comes after 2 intervals, each further one after twice the wait, at most
-``MAX_INTERVALS`` intervals (8 s at the default 1 s interval: one try in
-eight ticks instead of every tick, and a resource whose disks or storage
-came back is online again within a few intervals of the cause going away,
-which the simulation's liveness check holds us to).  Memory only: a
-restarted daemon tries once at once.
+comes after 2 intervals, each further one after twice the wait, at most 8
+intervals (Timeouts.retry_first and retry_longest; 8 s at the default 1 s
+interval: one try in eight ticks instead of every tick, and a resource whose
+disks or storage came back is online again within a few intervals of the
+cause going away, which the simulation's liveness check holds us to).
+Memory only: a restarted daemon tries once at once.
 
 A failed ``online`` is written to the record (``failed_on``, ``failure``);
 when those are gone (``resource cleanup``, or an online elsewhere) the wait
@@ -21,9 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_INTERVALS = 8  # the longest wait, in heartbeat intervals
-
-
 @dataclass
 class _Failure:
     count: int
@@ -32,9 +29,9 @@ class _Failure:
 
 
 class Backoff:
-    def __init__(self, interval: float, max_intervals: int = MAX_INTERVALS):
-        self.first = 2 * interval
-        self.max_wait = max(max_intervals * interval, self.first)
+    def __init__(self, first: float, longest: float):
+        self.first = first
+        self.max_wait = longest
         self._failures: dict[int, _Failure] = {}
 
     def wait(self, count: int) -> float:

@@ -130,7 +130,7 @@ def live_writers(devices: list[BlockDevice], clock: Clock) -> list[str]:
                                    MIN_INTERVAL), MAX_INTERVAL)
                 io = min(max(v["io_timeout_ms"] / 1000, 0.001), 10 * interval)
                 t = Timeouts.from_interval(interval, io)
-                wait = max(wait, t.renew_fail + t.interval)
+                wait = max(wait, t.live_writer_watch)
     if not wait:
         return []
     end = clock.monotonic() + wait

@@ -103,7 +103,7 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
         end = clock.monotonic() + seconds
         now: dict[int, dict] = {}
         while clock.monotonic() < end:
-            clock.sleep(min(t.interval / 2, max(0.0, end - clock.monotonic())))
+            clock.sleep(min(t.watch_poll, max(0.0, end - clock.monotonic())))
             tick()
             slot = holder_slot(node_id, incarnation)
             if slot is not None:

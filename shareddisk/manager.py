@@ -82,7 +82,7 @@ class ClusterManager:
         self.started = clock.monotonic()
         self.counts = {"failovers": 0, "replays": 0}
         self.settle = timeouts.suspect
-        self.backoff = Backoff(timeouts.interval)  # failed takeovers wait, doubling
+        self.backoff = Backoff(timeouts.retry_first, timeouts.retry_longest)  # doubling waits
         self.me: Holder | None = None
         self.view: View = {}
         config.hooks.append(self._attr_changed)

@@ -181,8 +181,8 @@ class Membership:
 
     def _reads_fresh(self, now: float, t: Timeouts) -> bool:
         """Only a reader that can still read may call a peer dead."""
-        return self.last_read is not None and now - self.last_read <= t.interval + t.io_timeout \
-            + self.default_timeouts.interval
+        return self.last_read is not None \
+            and now - self.last_read <= t.read_freshness(self.default_timeouts)
 
     def _watched(self, peer: Peer, t: Timeouts) -> bool:
         """Would a renewal the peer still relies on have shown?
@@ -205,7 +205,7 @@ class Membership:
         # Half an interval more: clocks that run at slightly different rates, and a
         # read's start taken a little before its I/O is issued (dead still leaves
         # a healthy reader 1.5 intervals to begin one).
-        after = since + t.renew_fail + t.io_timeout + t.interval / 2
+        after = t.silence_read_after(since)
         return sum(1 for begun in peer.read_begun.values() if begun >= after) \
             >= majority(max(self.disk_count, peer.disk_count))
 

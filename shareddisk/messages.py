@@ -118,4 +118,4 @@ def wait_for_ack(areas: list[Area], target: int, seq: int, *, clock: Clock,
             return True
         if clock.monotonic() >= deadline:
             return False
-        clock.sleep(min(t.interval / 4, 0.05))
+        clock.sleep(t.ack_poll)

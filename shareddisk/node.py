@@ -164,7 +164,7 @@ class Node:
     def _watch_for_other_writer(self, seen: dict[str, tuple]) -> None:
         end = self.clock.monotonic() + self.timeouts.join_wait
         while self.clock.monotonic() < end:
-            self.clock.sleep(self.timeouts.interval / 2)
+            self.clock.sleep(self.timeouts.watch_poll)
             self._pet()  # not a member yet (nothing relies on us) while we wait
             for disk, outcome in zip(self.disks, self._read_round()):
                 before = seen.get(disk.path)

@@ -142,7 +142,7 @@ class Session:
             return None
         end = self.clock.monotonic() + SESSION_WAIT
         while self.clock.monotonic() < end:
-            self.clock.sleep(self.timeouts.interval / 4)
+            self.clock.sleep(self.timeouts.session_poll)
             now = self._own_slot()
             if now is None:
                 return None

@@ -72,7 +72,7 @@ class StatusReader:
         end = self.clock.monotonic() + window
         self.read_once()
         while self.clock.monotonic() < end:
-            self.clock.sleep(min(self.timeouts.interval / 2, end - self.clock.monotonic()))
+            self.clock.sleep(min(self.timeouts.watch_poll, end - self.clock.monotonic()))
             self.read_once()
 
     def report(self) -> dict[str, Any]:
@@ -181,7 +181,7 @@ def local_view(areas: list[Area], clock: Clock) -> tuple[dict[str, Any] | None, 
     Trusted only while that daemon holds its slot lock (it runs) and its view
     is younger than two intervals plus a second (its loop keeps it current).
     """
-    from shareddisk.view import local_daemons, max_view_age, read_view, view_path
+    from shareddisk.view import local_daemons, read_view, view_path
 
     area = areas[0]
     try:
@@ -190,7 +190,8 @@ def local_view(areas: list[Area], clock: Clock) -> tuple[dict[str, Any] | None, 
         return None, f"cannot look for a local daemon: {exc}"
     if not running:
         return None, None
-    limit = max_view_age(area.superblock["interval_ms"] / 1000)
+    interval = area.superblock["interval_ms"] / 1000
+    limit = Timeouts(interval, interval).view_max_age
     why = None
     for node_id in running:
         view = read_view(view_path(area.cluster_uuid, node_id))

@@ -15,6 +15,11 @@ through it with a timeline).  With I the interval and T the I/O timeout
                              a peer whose counter did not move for this long
                              is dead and its resources may be taken over
 
+The waits derived from them (how often to poll while watching, how long to
+watch, backoff of failed takeovers) are here too, each a named property
+(docs/TIMEOUTS.md has a row for each): a module never divides the interval
+itself.
+
 W is the node's hardware watchdog timeout (0 without one), as the driver
 granted it and the node published it in its slot.  The node pets its
 watchdog only within renew_fail of its last confirmed renewal, so a node
@@ -31,11 +36,13 @@ may call it dead; that slack also absorbs rate differences between hosts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 60.0
 MAX_WATCHDOG = 65535  # seconds: what a slot can publish (docs/FORMAT.md)
+RETRY_MAX_INTERVALS = 8  # the longest backoff of a failed takeover, in intervals
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,71 @@ class Timeouts:
     def join_wait(self) -> float:
         """How long a starting node watches its own slot for another writer."""
         return 2 * self.interval + self.io_timeout
+
+    # -- derived waits: how often to poll, how long to watch ------------------------
+
+    @property
+    def watch_poll(self) -> float:
+        """How often a watcher reads the slots again: a starting node watching its
+        own slot (join_wait), ``status`` observing, a lease check watching the
+        holder's counter.  Half an interval: a writer's every renewal is seen."""
+        return self.interval / 2
+
+    @property
+    def session_poll(self) -> float:
+        """How often a CLI session borrowing its node's identity reads the node's
+        slot until the daemon's counter moves (a quarter interval)."""
+        return self.interval / 4
+
+    @property
+    def ack_poll(self) -> float:
+        """How often a sender reads the target's slot for the acknowledgement of a
+        mailbox message: a quarter of the target's interval, at most 50 ms (a user
+        waits for the answer)."""
+        return min(self.interval / 4, 0.05)
+
+    def read_freshness(self, reader: "Timeouts") -> float:
+        """How recent the last successful read of ``reader`` must be for it to call
+        a peer with these timeouts dead: the peer's I + T, plus the reader's own
+        I for its read cadence.  An older one means the reader cannot read."""
+        return self.interval + self.io_timeout + reader.interval
+
+    def silence_read_after(self, change: float) -> float:
+        """When a read must have begun, after the last change of a peer's counter
+        seen at ``change``, to show a renewal the peer still relies on:
+        renew_fail + T, plus half an interval for clocks that run at slightly
+        different rates (membership.Membership._watched)."""
+        return change + self.renew_fail + self.io_timeout + self.interval / 2
+
+    @property
+    def live_writer_watch(self) -> float:
+        """How long ``init`` watches a slot saying joining/alive before calling its
+        writer crashed: by renew_fail it has fenced itself, plus one interval."""
+        return self.renew_fail + self.interval
+
+    @property
+    def retry_first(self) -> float:
+        """The wait before the first retry of a resource this node failed to bring
+        online (shareddisk/backoff.py doubles it after each further failure)."""
+        return 2 * self.interval
+
+    @property
+    def retry_longest(self) -> float:
+        """The longest wait between retries of a failed takeover:
+        RETRY_MAX_INTERVALS intervals (never shorter than retry_first)."""
+        return max(RETRY_MAX_INTERVALS * self.interval, self.retry_first)
+
+    @property
+    def watchdog_request(self) -> int:
+        """The hardware watchdog timeout ``run`` asks for by default: whole seconds
+        covering 2*I + T, so that the pets of a healthy loop never let it fire."""
+        return max(1, math.ceil(2 * self.interval + self.io_timeout))
+
+    @property
+    def view_max_age(self) -> float:
+        """Older than this, a daemon's view file (shareddisk/view.py) is not kept
+        current by its loop: two intervals and a second."""
+        return 2 * self.interval + 1.0
 
     def as_dict(self) -> dict[str, float]:
         return {"interval": self.interval, "io_timeout": self.io_timeout,

@@ -49,11 +49,6 @@ def view_path(cluster_uuid: str, node_id: int) -> Path:
     return run_dir() / cluster_uuid / f"node{node_id}.json"
 
 
-def max_view_age(interval: float) -> float:
-    """Older than this, the daemon's loop is not keeping its view current."""
-    return 2 * interval + 1.0
-
-
 def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
     """What ``node`` sees now (built on the heartbeat thread: no I/O)."""
     now = node.clock.monotonic()

@@ -31,7 +31,6 @@ import errno
 import fcntl
 import glob
 import logging
-import math
 import os
 import stat
 import struct
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shareddisk.errors import DeviceError, UsageError
+from shareddisk.timeouts import Timeouts
 
 log = logging.getLogger("shareddisk.watchdog")
 
@@ -121,9 +121,10 @@ class LinuxWatchdogIO:
 
 
 def default_timeout(interval: float, io_timeout: float) -> int:
-    """The timeout to ask for: whole seconds covering the suspect timeout (2·I + T),
-    so that the pets of a healthy loop (one an interval) never let it fire."""
-    return max(1, math.ceil(2 * interval + io_timeout))
+    """The timeout to ask for (Timeouts.watchdog_request): whole seconds covering
+    the suspect timeout (2·I + T), so that the pets of a healthy loop (one an
+    interval) never let it fire."""
+    return Timeouts(interval, io_timeout).watchdog_request
 
 
 class HardwareWatchdog:

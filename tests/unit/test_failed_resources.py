@@ -18,7 +18,7 @@ import pytest
 from shareddisk import config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import read_stored
-from shareddisk.backoff import MAX_INTERVALS, Backoff
+from shareddisk.backoff import Backoff
 from shareddisk.clock import FakeClock
 from shareddisk.confsync import ConfigSync
 from shareddisk.create import create_area, required_size
@@ -29,16 +29,17 @@ from shareddisk.manager import ClusterManager
 from shareddisk.membership import PeerState
 from shareddisk.session import Session
 from shareddisk.status import why_not_online
-from shareddisk.timeouts import Timeouts
+from shareddisk.timeouts import RETRY_MAX_INTERVALS, Timeouts
 
 T = Timeouts.from_interval(1.0)
 
 
 def test_backoff_doubles_and_is_bounded() -> None:
-    b = Backoff(1.0)
+    b = Backoff(T.retry_first, T.retry_longest)
     assert [b.wait(n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 8.0]
-    assert b.wait(30) == MAX_INTERVALS * 1.0
-    assert Backoff(0.1).wait(30) == MAX_INTERVALS * 0.1
+    assert b.wait(30) == RETRY_MAX_INTERVALS * 1.0
+    fast = Timeouts.from_interval(0.1)
+    assert Backoff(fast.retry_first, fast.retry_longest).wait(30) == RETRY_MAX_INTERVALS * 0.1
     assert b.ready(0, 0.0, {})
     assert b.failed(0, 100.0) == 2.0
     assert not b.ready(0, 101.9, {}) and b.ready(0, 102.0, {})
@@ -48,7 +49,7 @@ def test_backoff_doubles_and_is_bounded() -> None:
 
 
 def test_a_recorded_failure_that_was_cleaned_up_is_retried_at_once() -> None:
-    b = Backoff(1.0)
+    b = Backoff(T.retry_first, T.retry_longest)
     b.failed(3, 0.0, recorded=True)
     assert not b.ready(3, 1.0, {"failed_on": 1, "failure": "online failed: x"})
     assert b.ready(3, 1.0, {})  # cleanup removed them

@@ -121,3 +121,26 @@ def test_worked_timelines_with_a_watchdog() -> None:
 def test_watchdog_out_of_range_is_refused(watchdog: int) -> None:
     with pytest.raises(ValueError, match="watchdog timeout"):
         Timeouts.from_interval(1.0, watchdog=watchdog)
+
+
+@pytest.mark.parametrize("interval, expected", [
+    (1.0, dict(watch_poll=0.5, session_poll=0.25, ack_poll=0.05, read_freshness=3.0,
+               silence_read_after=105.5, live_writer_watch=5.0, retry_first=2.0,
+               retry_longest=8.0, watchdog_request=3, view_max_age=3.0)),
+    (0.1, dict(watch_poll=0.05, session_poll=0.025, ack_poll=0.025, read_freshness=0.3,
+               silence_read_after=100.55, live_writer_watch=0.5, retry_first=0.2,
+               retry_longest=0.8, watchdog_request=1, view_max_age=1.2)),
+])
+def test_the_derived_waits_are_the_numbers_docs_timeouts_shows(interval, expected) -> None:
+    """Each poll interval and watch of the modules, named here (the table's rows)."""
+    t = Timeouts.from_interval(interval)
+    got = {name: getattr(t, name) for name in expected}
+    got["read_freshness"] = t.read_freshness(t)
+    got["silence_read_after"] = t.silence_read_after(100.0)  # after a change seen at 100 s
+    assert got == pytest.approx(expected)
+    assert isinstance(t.watchdog_request, int)
+
+
+def test_the_read_freshness_counts_the_readers_own_interval() -> None:
+    peer, reader = Timeouts.from_interval(1.0), Timeouts.from_interval(0.1)
+    assert peer.read_freshness(reader) == pytest.approx(1.0 + 1.0 + 0.1)
