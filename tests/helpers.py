@@ -115,3 +115,22 @@ def take_over(area: Area, holder: Holder, clock: FakeClock, index: int = 0,
     ctx.update(owner=Owner(holder.node_id, holder.incarnation, holder.name),
                state=ResourceState.OFFLINE)
     return ctx
+
+
+def data_image(directory, size: int = 32 << 20) -> str:
+    """A sparse data image of ``size`` bytes in ``directory`` (a storage group's disk)."""
+    path = directory / "data.img"
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return str(path)
+
+
+def group_area(geometry: Geometry, timeouts: Timeouts, holder: Holder, data: str,
+               **attributes) -> Area:
+    """A fresh area whose resource 0 is the storage group ``sg1`` on ``data``
+    (with ``attributes`` besides), added by ``holder``."""
+    area = make_area(geometry)
+    add_record(area, Leases(area, FakeClock(), timeouts), holder, 0,
+               ResourceRecord(index=0, name="sg1", type="storage-group",
+                              attributes={"data_devices": [data], **attributes}))
+    return area

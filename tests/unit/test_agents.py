@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Crash, CrashingDriver, add_record, make_area, take_over
+from helpers import Crash, CrashingDriver, data_image, group_area, take_over
 from shareddisk import agents
 from shareddisk.agents import AgentContext
 from shareddisk.area import Area, Geometry
-from shareddisk.attributes import Owner, ResourceRecord, read_stored
+from shareddisk.attributes import Owner, read_stored
 from shareddisk.clock import FakeClock
 from shareddisk.device import open_device
 from shareddisk.drivers import make_driver
@@ -27,7 +27,7 @@ from shareddisk.drivers.image import read_contents
 from shareddisk.errors import DeviceError, OwnerGuardRefused
 from shareddisk.format.logrecord import EntryType
 from shareddisk.format.volume import VolumeState
-from shareddisk.leases import Holder, Leases
+from shareddisk.leases import Holder
 from shareddisk.oplog import LogDisk
 from shareddisk.operations import run_operation
 from shareddisk.timeouts import Timeouts
@@ -43,19 +43,12 @@ CREATE = ("create-volume", {"name": "v1", "size": 4 * MIB})
 
 @pytest.fixture
 def data(tmp_path: Path) -> str:
-    path = tmp_path / "data.img"
-    with open(path, "wb") as f:
-        f.truncate(32 * MIB)
-    return str(path)
+    return data_image(tmp_path)
 
 
 @pytest.fixture
 def area(data: str) -> Area:
-    area = make_area(GEOMETRY)
-    add_record(area, Leases(area, FakeClock(), T), A, 0,
-               ResourceRecord(index=0, name="sg1", type="storage-group",
-                              attributes={"data_devices": [data], "tier": "gold"}))
-    return area
+    return group_area(GEOMETRY, T, A, data, tier="gold")
 
 
 def context(area: Area, holder: Holder, data: str, state_dir: Path, clock: FakeClock,

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Crash, CrashingDriver, add_record, make_area, take_over
+from helpers import Crash, CrashingDriver, data_image, group_area, take_over
 from shareddisk.area import Area, Geometry
-from shareddisk.attributes import ResourceRecord, read_stored, write_copy
+from shareddisk.attributes import read_stored, write_copy
 from shareddisk.clock import FakeClock
 from shareddisk.drivers import make_driver
 from shareddisk.drivers.image import read_contents
 from shareddisk.device import open_device
 from shareddisk.errors import ConflictError, Fenced, LeaseLost
 from shareddisk.format.volume import VolumeState
-from shareddisk.leases import Holder, Leases, read_lease
+from shareddisk.leases import Holder, read_lease
 from shareddisk.oplog import LogDisk
 from shareddisk.operations import OwnerContext, finish, outcome, run_operation
 from shareddisk.timeouts import Timeouts
@@ -40,19 +40,12 @@ STEPS = ["format-table", "claim", "zero", "activate"]  # create-volume on a blan
 
 @pytest.fixture
 def data(tmp_path: Path) -> str:
-    path = tmp_path / "data.img"
-    with open(path, "wb") as f:
-        f.truncate(32 * MIB)
-    return str(path)
+    return data_image(tmp_path)
 
 
 @pytest.fixture
 def area(data: str) -> Area:
-    area = make_area(GEOMETRY)
-    add_record(area, Leases(area, FakeClock(), T), A, 0,
-               ResourceRecord(index=0, name="sg1", type="storage-group",
-                              attributes={"data_devices": [data], "op_request": "req-7"}))
-    return area
+    return group_area(GEOMETRY, T, A, data, op_request="req-7")
 
 
 def driver(data: str, clock: FakeClock, **crash) -> CrashingDriver:
