@@ -228,7 +228,11 @@ def describe(path: str, io: WatchdogIO | None = None) -> dict:
     device that is not running and can be stopped again (not ``nowayout``),
     from WDIOC_GETSUPPORT/WDIOC_GETTIMEOUT on a short open ended by the magic
     close.  A running one (the daemon's) is never opened."""
-    name = os.path.basename(path)
+    name = os.path.basename(os.path.realpath(path))
+    if name == "watchdog":
+        # The kernel's legacy /dev/watchdog (misc minor 130) is the first
+        # watchdog registered, which sysfs names watchdog0.
+        name = "watchdog0"
     sysfs = f"/sys/class/watchdog/{name}"
     info: dict = {"device": path}
 

@@ -267,3 +267,15 @@ def test_status_shows_each_node_watched_or_unwatched() -> None:
     reader.observe(0.5)
     nodes = {n["id"]: n for n in reader.report()["nodes"]}
     assert nodes[1]["watchdog"] == "3 s" and nodes[2]["watchdog"] == "unwatched"
+
+
+@pytest.mark.parametrize("path", ["/dev/watchdog", "/dev/watchdog0"])
+def test_the_legacy_device_is_described_as_watchdog0(fs, path) -> None:
+    """`watchdog list` in the lab showed /dev/watchdog as unknown: the kernel's
+    legacy node is an alias of the first watchdog, which sysfs calls watchdog0."""
+    from shareddisk.watchdog import describe
+    for field, value in {"identity": "i6300ESB timer", "timeout": "3", "state": "active"}.items():
+        fs.create_file(f"/sys/class/watchdog/watchdog0/{field}", contents=value + "\n")
+    info = describe(path)  # active: read from sysfs only, never opened
+    assert info == {"device": path, "identity": "i6300ESB timer", "timeout": 3,
+                    "state": "active"}
