@@ -407,6 +407,12 @@ def status_renderable(report: dict[str, Any], footer: str = "") -> RenderableTyp
     return _group(_status_parts(report) + ([footer] if footer else []))
 
 
+def _watchdog(label: str | None) -> Any:
+    """The watchdog column: an unwatched node in yellow (a daemon that cannot act
+    cannot fence that host)."""
+    return Styled(label, "yellow") if label == "unwatched" else label
+
+
 def _status_parts(report: dict[str, Any]) -> list[Any]:
     q = report["quorum"]
     t = report["timeouts"]
@@ -422,9 +428,10 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
         "",
     ]
     rows = [(n["id"], n["name"], _styled(n["state"]), n["incarnation"], n["counter"], _age(n),
-             ",".join(map(str, n["declared_dead_by"])) or None) for n in report["nodes"]]
+             ",".join(map(str, n["declared_dead_by"])) or None,
+             _watchdog(n.get("watchdog"))) for n in report["nodes"]]
     parts.append(Table(("id", "name", "state", "incarnation", "counter", "counter changed",
-                        "declared dead by"), rows, right=_NUMBERS)
+                        "declared dead by", "watchdog"), rows, right=_NUMBERS)
                  if rows else "no node has joined yet")
     resources = [r for r in report.get("resources", []) if "error" not in r]
     parts += [Styled(f"resources: {r['error']}", "red")

@@ -33,6 +33,7 @@ from shareddisk.errors import DeviceError, FormatError
 from shareddisk.leases import read_lease
 from shareddisk.membership import Membership, PeerState, majority
 from shareddisk.timeouts import Timeouts
+from shareddisk.view import watchdog_label
 
 _LIVE = (PeerState.ALIVE, PeerState.JOINING)
 UNKNOWN = "unknown"  # its slot says alive; one read cannot tell whether it still is
@@ -108,8 +109,7 @@ class StatusReader:
                 "declared_dead_by": declared_by,
                 "config_generation": peer.config_generation,
                 # its hardware watchdog, as it publishes it (docs/OPERATIONS.md)
-                "watchdog": ("unwatched" if peer.timeouts is None or not peer.timeouts.watchdog
-                             else f"{peer.timeouts.watchdog:g} s"),
+                "watchdog": watchdog_label(peer.timeouts),
             })
         area = self.disks[0].area
         need = majority(len(self.disks))

@@ -49,6 +49,14 @@ def view_path(cluster_uuid: str, node_id: int) -> Path:
     return run_dir() / cluster_uuid / f"node{node_id}.json"
 
 
+def watchdog_label(timeouts: Any) -> str:
+    """A node's hardware watchdog as it publishes it in its slot: "3 s", or
+    "unwatched" (``timeouts`` None: nothing published yet)."""
+    if timeouts is None or not timeouts.watchdog:
+        return "unwatched"
+    return f"{timeouts.watchdog:g} s"
+
+
 def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
     """What ``node`` sees now (built on the heartbeat thread: no I/O)."""
     now = node.clock.monotonic()
@@ -61,7 +69,8 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
         "id": node.node_id, "name": node.name, "state": own_state,
         "incarnation": node.incarnation, "counter": node.counter, "age": 0.0,
         "unchanged_for_at_least": None, "declared_dead_by": [], "self": True,
-        "config_generation": node.config_generation}]
+        "config_generation": node.config_generation,
+        "watchdog": watchdog_label(node.timeouts)}]
     for peer in peers.values():
         if peer.state is PeerState.EMPTY:
             continue
@@ -73,7 +82,8 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
             "declared_dead_by": sorted(
                 [i for i in live if i in peers and peer.node_id in peers[i].declared_dead]
                 + ([node.node_id] if peer.state is PeerState.DEAD else [])),
-            "config_generation": peer.config_generation})
+            "config_generation": peer.config_generation,
+            "watchdog": watchdog_label(peer.timeouts)})
     nodes.sort(key=lambda n: n["id"])
     writable = sum(1 for d in node.disks if d.write_ok)
     need = majority(len(node.disks))

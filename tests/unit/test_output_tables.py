@@ -92,13 +92,13 @@ def test_status_table_shows_members_and_resources(image: Path) -> None:
     assert "Members  0 alive" in out
     header = next(line for line in out.splitlines() if line.startswith("ID"))
     assert header.split() == ["ID", "NAME", "STATE", "INCARNATION", "COUNTER", "COUNTER",
-                              "CHANGED", "DECLARED", "DEAD", "BY"]
+                              "CHANGED", "DECLARED", "DEAD", "BY", "WATCHDOG"]
     counters = {n["id"]: n["counter"] for n in data["nodes"]}
     assert rows_after(out, "ID") == [
         # one read (window 0): node 1's slot says alive, one read cannot tell
-        ["1", "node1", "unknown", "1", str(counters[1]), "not", "in", "0.0s", "-"],
-        ["2", "node2", "left", "1", str(counters[2]), "not", "in", "0.0s", "-"],
-        ["3", "cli-3", "left", "1", str(counters[3]), "not", "in", "0.0s", "-"],
+        ["1", "node1", "unknown", "1", str(counters[1]), "not", "in", "0.0s", "-", "unwatched"],
+        ["2", "node2", "left", "1", str(counters[2]), "not", "in", "0.0s", "-", "unwatched"],
+        ["3", "cli-3", "left", "1", str(counters[3]), "not", "in", "0.0s", "-", "unwatched"],
     ]
     assert rows_after(out, "RESOURCE") == [["sg1", "storage-group", "offline", "-", "-", "-",
                                              "1", *"no owner yet: waiting for a live node of "
@@ -111,9 +111,11 @@ def test_status_table_colours_states_on_a_terminal() -> None:
         "quorum": {"disks": 1, "readable": 0, "needed": 1, "ok": False}, "alive": 1,
         "watched_seconds": 3, "timeouts": {"interval": 1, "suspect": 3, "dead": 7},
         "nodes": [{"id": 1, "name": "a", "state": "alive", "incarnation": 1, "counter": 5,
-                   "age": 0.2, "unchanged_for_at_least": None, "declared_dead_by": []},
+                   "age": 0.2, "unchanged_for_at_least": None, "declared_dead_by": [],
+                   "watchdog": "unwatched"},
                   {"id": 2, "name": "b", "state": "dead", "incarnation": 1, "counter": 2,
-                   "age": None, "unchanged_for_at_least": 3, "declared_dead_by": [1]}],
+                   "age": None, "unchanged_for_at_least": 3, "declared_dead_by": [1],
+                   "watchdog": "3 s"}],
         "resources": []}
     plain = render.status_text(report)
     coloured = render.status_text(report, True)
@@ -122,8 +124,9 @@ def test_status_table_colours_states_on_a_terminal() -> None:
     assert "\x1b[32malive" in coloured        # green
     assert "\x1b[1;31mdead" in coloured       # bold red
     assert "\x1b[1;31mNO QUORUM" in coloured
+    assert "\x1b[33munwatched" in coloured   # yellow: nothing resets that host
     row = next(line for line in plain.splitlines() if line.startswith("2 "))
-    assert row.split() == ["2", "b", "dead", "1", "2", "not", "in", "3.0s", "1"]
+    assert row.split() == ["2", "b", "dead", "1", "2", "not", "in", "3.0s", "1", "3", "s"]
 
 
 def test_status_json_is_the_report_with_its_documented_keys(image: Path) -> None:
