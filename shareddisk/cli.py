@@ -1000,8 +1000,9 @@ def resource_stop(device: str, name: str, timeout: float, node_id: int | None,
 @resource.command("start")
 @click.argument("device")
 @click.argument("name")
-@click.option("--on", "on", type=click.IntRange(1), default=None,
-              help="Node id to bring it online on (default: its failover order).")
+@click.option("--to", "--on", "on", type=click.IntRange(1), default=None,
+              help="Node id to bring it online on (default: its failover order); "
+                   "--to as for move, --on kept for scripts.")
 @click.option("--timeout", type=WAIT_SECONDS, default=60.0, show_default=True)
 @node_option
 @json_option

@@ -105,7 +105,7 @@ def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
     if record.owner is None or record.state is not ResourceState.ONLINE:
         raise ConflictError(f"{area.device.path}: resource {name!r} is not online (state "
                             f"{record.state.name.lower()}); start it with `resource start "
-                            f"--on {to}`")
+                            f"--to {to}`")
     if _owner_here(area, record, node_id):
         config.check_update(area, name, {"move_to": to})
         with Session(area, record.owner.node_id, clock) as session:
@@ -144,7 +144,7 @@ def start(area: Area, name: str, *, on: int | None, node_id: int | None, clock: 
           timeout: float) -> ResourceRecord:
     """Let ``name`` come online again (on node ``on`` when given) after ``stop``."""
     if on is not None:
-        check_node(area, on, "--on")
+        check_node(area, on, "--to")
     record = find(area, name)
     if record.owner is not None and record.state is ResourceState.ONLINE:
         raise UsageError(f"{name} is already online on node {record.owner.node_id}; use "

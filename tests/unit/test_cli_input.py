@@ -158,6 +158,7 @@ USAGE_ERRORS = [
     (["resource", "stop", IMG, "nosuch"], 2, "no resource named"),
     (["resource", "stop", IMG, "sg1", "--timeout", "0"], 2, "--timeout"),
     (["resource", "start", IMG, "sg1", "--on", "9"], 2, "1..3"),
+    (["resource", "start", IMG, "sg1", "--to", "9"], 2, "1..3"),
     (["resource", "start", IMG, "nosuch"], 2, "no resource named"),
     (["resource", "start", IMG, "sg1", "--timeout", "1e308"], 2, "--timeout"),
     # run
@@ -324,7 +325,7 @@ def test_a_failed_resource_is_started_again_by_start_as_move_advises(image):
              attributes={**read_stored(Area.open(dev), 0).record.attributes, "failed_on": 1})
     moved = run("resource", "move", image, "sg1", "--to", "2", "--timeout", "0.2")
     assert moved.code == 5
-    assert "resource start --on 2" in one_error_line(moved)
+    assert "resource start --to 2" in one_error_line(moved)
     started = run("resource", "start", image, "sg1", "--on", "2", "--timeout", "0.2")
     # No daemon runs here, so it does not come online; but start did what it says.
     assert started.code == 5 and "did not happen" in one_error_line(started), started.err
