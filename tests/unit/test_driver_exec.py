@@ -287,10 +287,10 @@ def _pgid_of_writer(path: Path) -> int:
     return int(path.read_text().split()[0])
 
 
-def test_a_sigkilled_daemon_leaves_no_script_writing(tmp_path):
-    """The daemon (here a process running the driver with armed Writers) dies by
-    SIGKILL while a script and the script's child write: both must stop."""
-    import signal
+def _daemon_running_a_writer(tmp_path: Path, arm: str):
+    """A process standing in for the daemon: it runs an exec script (which writes to
+    ``out`` and starts a writing child) through Writers set up by ``arm``.
+    Returns (that process, out, the script's process group) once writes arrive."""
     import subprocess
     import sys
 
@@ -300,12 +300,25 @@ def test_a_sigkilled_daemon_leaves_no_script_writing(tmp_path):
     code = (f"import os; os.environ['OUT'] = {str(out)!r}\n"
             "from shareddisk.fencing import Writers\n"
             "from shareddisk.drivers.exec import ExecDriver\n"
-            "w = Writers(); w.arm()\n"
+            f"w = Writers(); {arm}\n"
             f"ExecDriver({path!r}, writers=w, attributes={{'exec_timeout': 600}}).offline()\n")
     daemon = subprocess.Popen([sys.executable, "-c", code])
     try:
         _wait_for(out)
-        pgid = _pgid_of_writer(pidfile)
+        return daemon, out, _pgid_of_writer(pidfile)
+    except BaseException:
+        daemon.kill()
+        daemon.wait()
+        raise
+
+
+def test_a_sigkilled_daemon_leaves_no_script_writing(tmp_path):
+    """The daemon (here a process running the driver with armed Writers) dies by
+    SIGKILL while a script and the script's child write: both must stop."""
+    import signal
+
+    daemon, out, pgid = _daemon_running_a_writer(tmp_path, "w.arm()")
+    try:
         daemon.send_signal(signal.SIGKILL)
         daemon.wait()
         gone = _group_gone(pgid)
@@ -326,21 +339,9 @@ def test_a_frozen_daemon_s_scripts_stop_when_its_renew_deadline_runs_out(tmp_pat
     kills them when that runs out: a frozen owner's script no longer writes
     on after a successor is online."""
     import signal
-    import subprocess
-    import sys
 
-    out = tmp_path / "out"
-    pidfile = tmp_path / "pgid"
-    path = script(tmp_path, f'echo $$ > {pidfile}\n' + WRITER)
-    code = (f"import os; os.environ['OUT'] = {str(out)!r}\n"
-            "from shareddisk.fencing import Writers\n"
-            "from shareddisk.drivers.exec import ExecDriver\n"
-            "w = Writers(); w.arm(); w.keepalive(1.5)\n"
-            f"ExecDriver({path!r}, writers=w, attributes={{'exec_timeout': 600}}).offline()\n")
-    daemon = subprocess.Popen([sys.executable, "-c", code])
+    daemon, out, pgid = _daemon_running_a_writer(tmp_path, "w.arm(); w.keepalive(1.5)")
     try:
-        _wait_for(out)
-        pgid = _pgid_of_writer(pidfile)
         daemon.send_signal(signal.SIGSTOP)  # frozen: no keepalive comes any more
         gone = _group_gone(pgid)
         if not gone:
