@@ -30,8 +30,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(1, os.path.dirname(os.path.dirname(HERE)))  # this checkout's shareddisk
+ROOT = os.path.dirname(os.path.dirname(HERE))
+# Started with -S (no site: it costs seconds under TCG): this checkout's shareddisk
+# and its venv's packages (construct, google-crc32c) by hand.
+sys.path[:0] = [HERE, ROOT, os.path.join(ROOT, ".venv", "lib", "python%d.%d" % sys.version_info[:2],
+                                         "site-packages")]
 from gate import Lost, OwnerGate, Unsure  # noqa: E402
 from stamps import BLOCK, REGION_BLOCKS, Stamp, region_offset  # noqa: E402
 
