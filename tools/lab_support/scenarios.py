@@ -18,7 +18,8 @@ from typing import Callable
 from lab_support.guests import LabError
 from lab_support.lab import RESOURCE, DataWatch, Lab
 
-DEAD_WAIT = 120.0  # seconds allowed for a takeover under TCG on a loaded machine
+DEAD_WAIT = 180.0  # seconds allowed for a takeover under TCG on a loaded machine (the
+# successor may still be booting, and its writer imports shareddisk before it writes)
 SETTLE = 5.0  # watch this long after a takeover for late writes of the old owner
 
 

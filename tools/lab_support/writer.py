@@ -32,16 +32,18 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 # Started with -S (no site: it costs seconds under TCG): this checkout's shareddisk
-# and its venv's packages (construct, google-crc32c) by hand.
-sys.path[:0] = [HERE, ROOT, os.path.join(ROOT, ".venv", "lib", "python%d.%d" % sys.version_info[:2],
-                                         "site-packages")]
+# and its venv's packages (construct, google-crc32c) by hand, after the standard
+# library, so that its modules are not first looked for in them (over 9p).
+sys.path.insert(0, HERE)
+sys.path += [ROOT, os.path.join(ROOT, ".venv", "lib", "python%d.%d" % sys.version_info[:2],
+                                "site-packages")]
 from gate import Lost, OwnerGate, Unsure  # noqa: E402
 from stamps import BLOCK, REGION_BLOCKS, Stamp, region_offset  # noqa: E402
 
 from shareddisk.area import Area  # noqa: E402
-from shareddisk.attributes import find  # noqa: E402
 from shareddisk.device import open_device  # noqa: E402
 from shareddisk.errors import ShareddiskError  # noqa: E402
+from shareddisk.leases import read_lease  # noqa: E402
 
 UNFENCED = "/run/lab/unfenced"
 
@@ -50,25 +52,34 @@ def log(text: str) -> None:
     print(f"{time.monotonic():10.3f} writer[{os.getpid()}]: {text}", flush=True)
 
 
+def lease_holder(area: Area, index: int) -> tuple[int, int, int]:
+    lease = read_lease(area, index)
+    return lease["owner_id"], lease["owner_incarnation"], lease["generation"]
+
+
 def open_gate(resource: str, definition: dict, end: float):
     """The gate over this node's view of the area disks (gate.py), or None without fencing."""
     if os.path.exists(UNFENCED):
         log("no gate: the lab runs without fencing")
         return None
     paths = os.environ["SHAREDDISK_ATTR_LAB_AREAS"].split(",")
+    ours = (int(definition["owner"]["node"]), int(definition["owner"]["incarnation"]),
+            int(definition["lease_generation"]))
     while True:
         try:
             areas = [Area.open(open_device(p, writable=False)) for p in paths]
-            index = find(areas[0], resource).index
+            held = [i for i in range(areas[0].superblock["resource_count"])
+                    if lease_holder(areas[0], i) == ours]
             break
         except ShareddiskError as exc:
             if time.monotonic() > end:
                 log(f"cannot open the area disks: {exc}: giving up")
                 return None
             time.sleep(0.2)
-    owner = definition["owner"]
-    return OwnerGate(areas, index, int(owner["node"]), int(owner["incarnation"]),
-                     int(definition["lease_generation"]))
+    if len(held) != 1:  # not ours (any more), or two of ours at one generation
+        from shareddisk.attributes import find  # many modules: slow to import under TCG
+        held = [find(areas[0], resource).index]
+    return OwnerGate(areas, held[0], *ours)
 
 
 def main() -> int:
