@@ -112,6 +112,8 @@ class Lab:
                         "--attr", "driver=exec",
                         "--attr", f"exec_script={ROOT / 'tools' / 'lab_support' / 'workload'}",
                         "--attr", "lab_data=/run/lab/dev/data",
+                        "--attr", "lab_areas=" + ",".join(f"/run/lab/dev/area{i}"
+                                                         for i in range(disks)),
                         "--attr", "exec_timeout=60", "--node-id", "1"],
                        check=True, stdout=subprocess.DEVNULL)
         # The guests' i6300esb is /dev/watchdog.  Without fencing the daemon must not

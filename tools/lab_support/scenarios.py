@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from pathlib import Path
 from typing import Callable
 
 from lab_support.guests import LabError
 from lab_support.lab import RESOURCE, DataWatch, Lab
 
-DEAD_WAIT = 120.0  # seconds allowed for a takeover under TCG on a loaded machine
+DEAD_WAIT = 180.0  # seconds allowed for a takeover under TCG on a loaded machine (the
+# successor may still be booting, and its writer imports shareddisk before it writes)
 SETTLE = 5.0  # watch this long after a takeover for late writes of the old owner
 
 
@@ -126,6 +128,18 @@ def guest_events(lab: Lab, node: int, since: float, names=("RESET", "WATCHDOG", 
     return [(t, ev) for t, ev in q.events if t >= since and ev["event"] in names]
 
 
+def writer_lines(path: Path, offset: int, text: str) -> list[str]:
+    """The lines of a guest's workload.log past ``offset`` that contain ``text``
+    (what its writer said: the guest's own log, through 9p)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [ln.split(": ", 1)[-1].strip() for ln in tail.splitlines() if text in ln]
+
+
 def heal(lab: Lab, r: Result, reboot: list[int]) -> None:
     """Boot the given guests again and (unless told not to wait) wait until every
     guest is a member."""
@@ -191,6 +205,8 @@ def pause(lab: Lab, r: Result) -> None:
         new = wait_takeover(lab, watch, r, gen, t0, "pause failover")
         time.sleep(2.0)
         read_before = watch.reads
+        wlog = lab.guest(owner).dir / "workload.log"
+        wlog_before = wlog.stat().st_size if wlog.exists() else 0
         t1 = r.event(f"node {owner} continued (QMP cont)")
         q.execute("cont")
         reset = q.wait_event("RESET", 30, since=t1)
@@ -199,9 +215,14 @@ def pause(lab: Lab, r: Result) -> None:
             r.figure("pause: continue until reset", reset[0] - t1)
         late = [s for s in watch.blocks_since(read_before + 2) if s.stamp.node == owner]
         if late:
-            r.event(f"node {owner} wrote {len(late)} block(s) of generation "
-                    f"{late[0].stamp.generation} after it continued", min(s.at for s in late))
+            r.fail(f"node {owner} wrote {len(late)} block(s) of generation "
+                   f"{late[0].stamp.generation} after it continued, the first "
+                   f"{min(s.at for s in late) - t1:.2f} s after `cont`")
+        else:
+            r.event(f"node {owner} wrote nothing after it continued")
         time.sleep(SETTLE)
+        for line in writer_lines(wlog, wlog_before, "not the owner any more"):
+            r.event(f"node {owner}'s writer: {line}")
         r.judge(watch)
     # Always a fresh QEMU for the paused guest: once, its sysrq reset right after
     # `cont` left it in the kernel's decompressor, copying ~150 bytes a minute
