@@ -33,6 +33,7 @@ from shareddisk.errors import (
 from shareddisk.format import resource
 from shareddisk.format.resource import ResourceState, ValueType
 from shareddisk.leases import Holder, Leases, check_resource_index
+from shareddisk.membership import NodeIncarnation as Owner
 from shareddisk.readpath import read_resources
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -130,13 +131,6 @@ def _value_type(value: Value) -> ValueType:
     if isinstance(value, list):
         return ValueType.LIST
     return ValueType.STRING
-
-
-@dataclass(frozen=True)
-class Owner:
-    node_id: int
-    incarnation: int
-    name: str
 
 
 @dataclass

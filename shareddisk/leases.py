@@ -22,7 +22,6 @@ lease sector (shareddisk/locks.py).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from shareddisk.area import Area
@@ -30,19 +29,11 @@ from shareddisk.clock import Clock
 from shareddisk.errors import LeaseLost, LockHeld, UsageError
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
+from shareddisk.membership import NodeIncarnation as Holder
 from shareddisk.timeouts import Timeouts
 
 # (node_id, incarnation) -> True alive, False gone
 Liveness = Callable[[int, int], bool]
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who acts: a node id, its heartbeat incarnation, and its name."""
-
-    node_id: int
-    incarnation: int
-    name: str = ""
 
 
 def check_resource_index(area: Area, index: int) -> None:

@@ -56,6 +56,28 @@ _SLOT_STATES = {
 }
 
 
+@dataclass(frozen=True)
+class NodeIncarnation:
+    """One life of a node: its id, its heartbeat incarnation, and its name.
+
+    A lease is held by one (its holder); a resource record names one as the
+    resource's owner (owner_host).  Id and incarnation say which life it is;
+    the name is for people.  Node id 0 names nobody (a free lease).
+    """
+
+    node_id: int
+    incarnation: int
+    name: str = ""
+
+    @property
+    def free(self) -> bool:
+        return self.node_id == 0
+
+    def same(self, other: "NodeIncarnation") -> bool:
+        """Same node and incarnation (the name is informational)."""
+        return (self.node_id, self.incarnation) == (other.node_id, other.incarnation)
+
+
 def majority(n: int) -> int:
     """How many of ``n`` disks make a majority."""
     return n // 2 + 1

@@ -55,6 +55,7 @@ from shareddisk.errors import (
     UsageError,
 )
 from shareddisk.format import paxos as fmt
+from shareddisk.membership import NodeIncarnation as Owner
 
 NODE_BITS = 16  # a ballot number is round << 16 | node id: unique per node
 NODE_MASK = (1 << NODE_BITS) - 1
@@ -62,23 +63,6 @@ MAX_NODE_ID = NODE_MASK
 
 
 # --- values -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Owner:
-    """A lease holder: node id, heartbeat incarnation, name (node 0: free)."""
-
-    node_id: int
-    incarnation: int = 0
-    name: str = ""
-
-    @property
-    def free(self) -> bool:
-        return self.node_id == 0
-
-    def same(self, other: "Owner") -> bool:
-        """Same node and incarnation (the name is informational)."""
-        return (self.node_id, self.incarnation) == (other.node_id, other.incarnation)
 
 
 FREE = Owner(0, 0, "")
