@@ -46,6 +46,17 @@ class PeerState(str, enum.Enum):
     FENCED = "fenced"
     LEFT = "left"
 
+    @property
+    def live(self) -> bool:
+        """Its slot says it runs and it renews in time (suspect is neither live nor gone)."""
+        return self in _RUNNING
+
+    @property
+    def gone(self) -> bool:
+        """It holds nothing: declared dead, or its slot says it never ran, left or fenced.
+        Its leases may be taken and it succeeds to no resource."""
+        return self is PeerState.DEAD or self in _STOPPED
+
 
 _SLOT_STATES = {
     heartbeat.SlotState.EMPTY: PeerState.EMPTY,
@@ -54,6 +65,9 @@ _SLOT_STATES = {
     heartbeat.SlotState.LEFT: PeerState.LEFT,
     heartbeat.SlotState.FENCED: PeerState.FENCED,
 }
+# The one definition of both is heartbeat.RUNNING, what a slot says of its writer.
+_RUNNING = frozenset(_SLOT_STATES[s] for s in heartbeat.RUNNING)
+_STOPPED = frozenset(_SLOT_STATES[s] for s in heartbeat.SlotState if s not in heartbeat.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -188,7 +202,7 @@ class Membership:
 
     def _state_of(self, peer: Peer, now: float) -> PeerState:
         slot = _SLOT_STATES.get(peer.slot_state, PeerState.SUSPECT)
-        if slot in (PeerState.EMPTY, PeerState.LEFT, PeerState.FENCED):
+        if slot in _STOPPED:
             return slot
         if peer.dead_incarnation == peer.incarnation:
             return PeerState.DEAD

@@ -24,6 +24,11 @@ class SlotState(enum.IntEnum):
     FENCED = 4     # fenced itself; must not write as alive again
 
 
+RUNNING = frozenset({SlotState.JOINING, SlotState.ALIVE})
+"""A slot whose writer says it runs (and may hold leases).  Any other state
+says it holds nothing: it never ran, left, or fenced itself."""
+
+
 HEARTBEAT = cs.Struct(
     "node_id" / cs.Int16ul,           # slot index + 1; checks misdirected writes
     "state" / cs.Int8ul,              # SlotState

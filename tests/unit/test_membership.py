@@ -360,3 +360,12 @@ def test_peer_age_uses_the_last_change_or_first_sight() -> None:
     p.last_change = T0 + 1
     assert p.age(T0 + 2) == 1
     assert p.age(T0) == 0  # never negative
+
+
+def test_gone_and_live_states_follow_what_a_slot_says_of_its_writer() -> None:
+    """One definition (heartbeat.RUNNING): gone is dead or a slot that says its
+    writer does not run; suspect is neither live nor gone (its lease stays)."""
+    assert {s for s in PeerState if s.gone} == {
+        PeerState.DEAD, PeerState.EMPTY, PeerState.LEFT, PeerState.FENCED}
+    assert {s for s in PeerState if s.live} == {PeerState.ALIVE, PeerState.JOINING}
+    assert heartbeat.RUNNING == {heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE}
