@@ -121,7 +121,7 @@ def live_writers(devices: list[BlockDevice], clock: Clock) -> list[str]:
         except ShareddiskError:
             continue  # not a readable area: nothing of ours writes there
         watched.append((area, _slots(area)))
-    running = (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)
+    running = heartbeat.RUNNING
     wait = 0.0
     for area, slots in watched:
         for v in slots.values():

@@ -29,7 +29,7 @@ from shareddisk.clock import Clock
 from shareddisk.errors import LeaseLost, LockHeld, UsageError
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
-from shareddisk.membership import NodeIncarnation as Holder
+from shareddisk.membership import NodeIncarnation
 from shareddisk.timeouts import Timeouts
 
 # (node_id, incarnation) -> True alive, False gone
@@ -54,7 +54,7 @@ def _write_lease(area: Area, index: int, values: dict[str, Any]) -> None:
     area.device.flush()
 
 
-def holds(values: dict[str, Any], holder: Holder, generation: int | None = None) -> bool:
+def holds(values: dict[str, Any], holder: NodeIncarnation, generation: int | None = None) -> bool:
     return (values["owner_id"], values["owner_incarnation"]) == (holder.node_id, holder.incarnation) \
         and (generation is None or values["generation"] == generation)
 
@@ -84,7 +84,7 @@ class Leases:
     def settle(self) -> float:
         return self.timeouts.io_timeout
 
-    def acquire(self, index: int, holder: Holder, alive: Liveness) -> int:
+    def acquire(self, index: int, holder: NodeIncarnation, alive: Liveness) -> int:
         """Take the lease (or confirm we hold it); returns its generation."""
         started = self.clock.monotonic()
         current = read_lease(self.area, index)
@@ -127,7 +127,7 @@ class Leases:
                            f"{after['owner_id']} (generation {after['generation']})")
         return mine["generation"]
 
-    def verify(self, index: int, holder: Holder, generation: int) -> dict[str, Any]:
+    def verify(self, index: int, holder: NodeIncarnation, generation: int) -> dict[str, Any]:
         """The lease record, if it still names us at ``generation``; else LeaseLost."""
         self.alive_check()  # a holder past its own renew deadline must not write
         current = read_lease(self.area, index)
@@ -139,12 +139,12 @@ class Leases:
                 f"{current['generation']}); nothing written")
         return current
 
-    def record_written(self, index: int, holder: Holder, generation: int, version: int) -> None:
+    def record_written(self, index: int, holder: NodeIncarnation, generation: int, version: int) -> None:
         """Publish the new record version in the lease, so peers reload it."""
         current = self.verify(index, holder, generation)
         _write_lease(self.area, index, dict(current, record_version=version))
 
-    def release(self, index: int, holder: Holder, generation: int) -> None:
+    def release(self, index: int, holder: NodeIncarnation, generation: int) -> None:
         """Give the lease up (no-op if it is no longer ours)."""
         try:
             current = self.verify(index, holder, generation)

@@ -20,7 +20,7 @@ from shareddisk.leases import Liveness
 from shareddisk.membership import Membership, PeerState
 from shareddisk.timeouts import Timeouts
 
-_LIVE_SLOT = (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)
+_LIVE_SLOT = heartbeat.RUNNING
 
 
 def from_membership(membership: Membership, self_id: int, self_incarnation: int) -> Liveness:

@@ -36,7 +36,7 @@ from typing import Callable
 from shareddisk import agents
 from shareddisk.agents import AgentContext
 from shareddisk.area import Area
-from shareddisk.attributes import STOPPED, Owner, ResourceRecord, stopped
+from shareddisk.attributes import STOPPED, ResourceRecord, stopped
 from shareddisk.backoff import Backoff
 from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync
@@ -45,9 +45,9 @@ from shareddisk.drivers import make_driver
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
-from shareddisk.membership import PeerState
-from shareddisk.operations import OwnerContext, outcome, run_operation
+from shareddisk.leases import Leases, holds, read_lease, resource_lock
+from shareddisk.membership import NodeIncarnation, PeerState
+from shareddisk.operations import WriteContext, outcome, run_operation
 from shareddisk.timeouts import Timeouts
 
 log = logging.getLogger("shareddisk.manager")
@@ -81,9 +81,9 @@ class ClusterManager:
         self.requests: deque[tuple[Message, int, int]] = deque()
         self.started = clock.monotonic()
         self.counts = {"failovers": 0, "replays": 0}
-        self.settle = timeouts.suspect
+        self.startup_wait = timeouts.suspect
         self.backoff = Backoff(timeouts.retry_first, timeouts.retry_longest)  # doubling waits
-        self.me: Holder | None = None
+        self.me: NodeIncarnation | None = None
         self.view: View = {}
         config.hooks.append(self._attr_changed)
         self._forgotten = False  # the old definitions go at the first tick (see below)
@@ -147,7 +147,7 @@ class ClusterManager:
 
     # -- the tick ---------------------------------------------------------------
 
-    def tick(self, me: Holder, view: View) -> None:
+    def tick(self, me: NodeIncarnation, view: View) -> None:
         """Look at every resource once (runs on the manager's worker thread)."""
         self.me, self.view = me, view
         if not self._forgotten:
@@ -200,9 +200,9 @@ class ClusterManager:
         starting with us show up before anyone chooses."""
         if stopped(record):
             return False
-        owner = record.owner
+        owner = record.owner_host
         if owner is None:
-            return self.clock.monotonic() - self.started >= self.settle
+            return self.clock.monotonic() - self.started >= self.startup_wait
         return not self._alive(owner.node_id, owner.incarnation)
 
     def _should_take(self, record: ResourceRecord) -> bool:
@@ -219,7 +219,7 @@ class ClusterManager:
     def _names_me(self, record: ResourceRecord) -> bool:
         """owner_host names this very incarnation."""
         assert self.me is not None
-        owner = record.owner
+        owner = record.owner_host
         return owner is not None and \
             (owner.node_id, owner.incarnation) == (self.me.node_id, self.me.incarnation)
 
@@ -244,8 +244,8 @@ class ClusterManager:
     def _bring_up(self, index: int, record: ResourceRecord, generation: int) -> None:
         assert self.me is not None
         started = self.clock.monotonic()
-        previous = record.owner
-        owner_ctx = OwnerContext(self.area, self.leases, self.me, generation, index, self.clock,
+        previous = record.owner_host
+        write_ctx = WriteContext(self.area, self.leases, self.me, generation, index, self.clock,
                                  self.alive_check)
         log.info("event=takeover-lease resource=%s generation=%d previous_owner=%s", record.name,
                  generation, previous.node_id if previous else None)
@@ -255,13 +255,13 @@ class ClusterManager:
         move_to = record.attributes.get("move_to")
         pending_move = isinstance(move_to, int) and move_to != self.me.node_id \
             and self._live(move_to)
-        record = owner_ctx.update(owner=Owner(self.me.node_id, self.me.incarnation, self.me.name),
+        record = write_ctx.update(owner_host=NodeIncarnation(self.me.node_id, self.me.incarnation, self.me.name),
                                   state=ResourceState.OFFLINE,
                                   move_to=move_to if pending_move else None)
         crashpoint("failover-after-owner")
         driver = make_driver(record.attributes, clock=self.clock, resource=record.name,
                              write_check=self.alive_check)
-        ctx = AgentContext(owner_ctx, driver, record.name, self.state_dir)
+        ctx = AgentContext(write_ctx, driver, record.name, self.state_dir)
         self.owned[index] = Owned(ctx)
         try:
             agents.bring_online(ctx)
@@ -275,7 +275,7 @@ class ClusterManager:
             self._give_up(index, "online failed", state=ResourceState.FAILED,
                           failed_on=self.me.node_id, failure=f"online failed: {exc}"[:200])
             return
-        owner_ctx.update(state=ResourceState.ONLINE, failed_on=None, failure=None)
+        write_ctx.update(state=ResourceState.ONLINE, failed_on=None, failure=None)
         self.backoff.succeeded(index)
         if previous is not None:
             self.counts["failovers"] += 1
@@ -306,7 +306,7 @@ class ClusterManager:
                 continue
             del self.unreleased[index]
 
-    def _release(self, index: int, holder: Holder, generation: int) -> None:
+    def _release(self, index: int, holder: NodeIncarnation, generation: int) -> None:
         """Give the lease up under the same-host lock, like every guarded write:
         another writer of this host that checked the lease just before must
         not write just after."""
@@ -360,7 +360,7 @@ class ClusterManager:
             if owned.recover_failures >= RECOVER_TRIES:
                 self.backoff.failed(index, self.clock.monotonic(), recorded=True)
                 self._give_up(index, "replay failed", state=ResourceState.FAILED,
-                              failed_on=owned.ctx.owner.holder.node_id,
+                              failed_on=owned.ctx.write_ctx.holder.node_id,
                               failure=f"replay failed {owned.recover_failures} times: {exc}"[:200])
             return False
         owned.recover_failures = 0
@@ -382,7 +382,7 @@ class ClusterManager:
                             "reason=not-owner", name, message.name.lower(), sender)
                 continue
             if message is Message.PULL:
-                if sender == owned.ctx.owner.holder.node_id or not self._live(sender):
+                if sender == owned.ctx.write_ctx.holder.node_id or not self._live(sender):
                     log.warning("event=request-ignored resource=%s request=pull sender=%d "
                                 "reason=sender-not-live-elsewhere", name, sender)
                     continue
@@ -390,7 +390,7 @@ class ClusterManager:
             else:
                 changes = {"target_state": STOPPED}
             try:
-                records[index] = owned.ctx.owner.update(**changes)
+                records[index] = owned.ctx.write_ctx.update(**changes)
             except ShareddiskError as exc:
                 log.error("event=request-failed resource=%s request=%s error=%r", name,
                           message.name.lower(), str(exc))
@@ -401,14 +401,14 @@ class ClusterManager:
     def _tend(self, index: int, record: ResourceRecord) -> None:
         owned = self.owned[index]
         ctx = owned.ctx
-        ctx.owner.publish_record_version()  # also the lease check of every tick
+        ctx.write_ctx.publish_record_version()  # also the lease check of every tick
         if record.active_log_disk and not self._recover(index, owned):
             return
         if stopped(record):
             self._give_up(index, "stopped", state=ResourceState.OFFLINE)
             return
         move_to = record.attributes.get("move_to")
-        if isinstance(move_to, int) and move_to != ctx.owner.holder.node_id and self._live(move_to):
+        if isinstance(move_to, int) and move_to != ctx.write_ctx.holder.node_id and self._live(move_to):
             self._give_up(index, "moved", state=ResourceState.OFFLINE)
             return
         request = record.attributes.get("op_request")
@@ -418,7 +418,7 @@ class ClusterManager:
         if not agents.monitor(ctx):
             self.backoff.failed(index, self.clock.monotonic(), recorded=True)
             self._give_up(index, "monitor failed", state=ResourceState.FAILED,
-                          failed_on=ctx.owner.holder.node_id, failure="monitor failed")
+                          failed_on=ctx.write_ctx.holder.node_id, failure="monitor failed")
 
     def _run_request(self, owned: Owned, request: str) -> None:
         ctx = owned.ctx
@@ -426,16 +426,16 @@ class ClusterManager:
             req = json.loads(request)
             kind, args, request_id = req["kind"], req["args"], str(req["id"])
         except (ValueError, KeyError, TypeError):
-            ctx.owner.update(op_request=None, last_op=outcome(None, "", "bad request"))
+            ctx.write_ctx.update(op_request=None, last_op=outcome(None, "", "bad request"))
             return
         try:
-            run_operation(ctx.owner, ctx.driver, kind, args, request_id)
+            run_operation(ctx.write_ctx, ctx.driver, kind, args, request_id)
         except ShareddiskError as exc:
             if isinstance(exc, LeaseLost):
                 raise
             log.error("event=op-failed resource=%s request=%s error=%r", ctx.name, request_id,
                       str(exc))
-            ctx.owner.update(op_request=None, last_op=json.dumps(
+            ctx.write_ctx.update(op_request=None, last_op=json.dumps(
                 {"request": request_id, "status": "failed", "error": str(exc)}, sort_keys=True))
         agents.attr_changed(ctx, {"volumes"})
 
@@ -450,8 +450,8 @@ class ClusterManager:
         ctx = self.owned.pop(index).ctx
         agents.take_offline(ctx)
         ctx.event("offline", "manager", reason=why.replace(" ", "-"))
-        ctx.owner.update(owner=None, state=state, **attrs)
-        self._release(index, ctx.owner.holder, ctx.owner.generation)
+        ctx.write_ctx.update(owner_host=None, state=state, **attrs)
+        self._release(index, ctx.write_ctx.holder, ctx.write_ctx.generation)
 
     def _drop(self, index: int, why: str) -> None:
         """Stop a resource locally without writing (we no longer own it)."""

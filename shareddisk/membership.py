@@ -250,4 +250,4 @@ class Membership:
 
     def alive_ids(self) -> list[int]:
         return sorted(p.node_id for p in self.peers.values()
-                      if p.state in (PeerState.ALIVE, PeerState.JOINING))
+                      if p.state.live)

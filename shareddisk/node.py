@@ -141,7 +141,7 @@ class Node:
         reads = self._read_round()
         own = {d.path: self._own_raw(d, o) for d, o in zip(self.disks, reads) if o.ok}
         busy = {path: raw for path, raw in own.items() if raw is not None and raw[_IDX["state"]]
-                in (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)}
+                in heartbeat.RUNNING}
         if busy:
             self._watch_for_other_writer(busy)
         self.incarnation = 1 + max((raw[_IDX["incarnation"]] for raw in own.values() if raw),
@@ -528,7 +528,7 @@ class Node:
             log.info("event=peer node=%d peer=%d from=%s to=%s incarnation=%d", self.node_id,
                      change.node_id, change.old.value, change.new.value, change.incarnation)
             said = self.membership.peers[change.node_id].disk_count
-            if change.new in (PeerState.JOINING, PeerState.ALIVE) and said \
+            if change.new.live and said \
                     and said != len(self.disks):
                 # Majorities of different disk sets need not meet: the dead verdict's
                 # argument (docs/TIMEOUTS.md) needs every node on every disk.

@@ -23,7 +23,7 @@ from shareddisk.format.resource import ResourceState
 from shareddisk.format.volume import VolumeState
 from shareddisk.inspect import verify_area
 from shareddisk.membership import Transition
-from shareddisk.oplog import LogDisk
+from shareddisk.oplog import OpLog
 from shareddisk.sim.config import CLIENT_KEYS
 from shareddisk.sim.disks import HostDisk
 from shareddisk.sim.hosts import Host
@@ -494,7 +494,7 @@ class Checks:
             record = read_stored(area0, index).record
             if record is None:
                 continue
-            owner = record.owner
+            owner = record.owner_host
             host = self.hosts.get(owner.node_id) if owner is not None else None
             life = host.life if host is not None else None
             node = life.node if life is not None and life.running() else None
@@ -521,7 +521,7 @@ class Checks:
                                    f"version {None if local is None else local.version}, the disk "
                                    f"at {read_stored(area0, index).version}")
         for name in area0.layout.geometry.log_disks:
-            for op in LogDisk(area0, name).interrupted():
+            for op in OpLog(area0, name).interrupted():
                 self.violation("op-interrupted-after-quiet",
                                f"log {name}: operation {op.op_id} ({op.kind}) of resource "
                                f"{op.resource_index} still interrupted (steps done "

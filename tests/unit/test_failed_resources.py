@@ -24,9 +24,8 @@ from shareddisk.confsync import ConfigSync
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder
 from shareddisk.manager import ClusterManager
-from shareddisk.membership import PeerState
+from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.session import Session
 from shareddisk.status import why_not_online
 from shareddisk.timeouts import RETRY_MAX_INTERVALS, Timeouts
@@ -77,7 +76,7 @@ class Lab:
         self.sync = ConfigSync(self.area, self.clock, tmp_path / "state")
         self.sync.load()
         self.manager = ClusterManager(self.area, self.sync, self.clock, T, tmp_path / "state")
-        self.me = Holder(1, 1, "node1")
+        self.me = NodeIncarnation(1, 1, "node1")
 
     def tick(self) -> None:
         self.clock.advance(T.interval)
@@ -102,7 +101,7 @@ def test_a_failing_online_is_retried_with_backoff_and_cleanup_retries_at_once(
     versions = []
     lab.tick_until_failed()
     first = lab.record()
-    assert first.state is ResourceState.FAILED and first.owner is None
+    assert first.state is ResourceState.FAILED and first.owner_host is None
     assert first.attributes["failed_on"] == 1
     assert first.attributes["failure"].startswith("online failed: ")
     assert "no path to the array" in first.attributes["failure"]
@@ -127,7 +126,7 @@ def test_a_failing_online_is_retried_with_backoff_and_cleanup_retries_at_once(
     assert record.state is ResourceState.OFFLINE and "failed_on" not in record.attributes
     lab.tick()
     online = lab.record()
-    assert online.state is ResourceState.ONLINE and online.owner.node_id == 1
+    assert online.state is ResourceState.ONLINE and online.owner_host.node_id == 1
     assert "failure" not in online.attributes and "failed_on" not in online.attributes
     assert lab.manager.backoff.failures(0) == 0
     assert why_not_online(online.to_json()) is None
