@@ -46,16 +46,12 @@ from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
 from shareddisk.leases import Leases, holds, read_lease, resource_lock
+from shareddisk.liveness import View, in_view
 from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.operations import WriteContext, outcome, run_operation
 from shareddisk.timeouts import Timeouts
 
 log = logging.getLogger("shareddisk.manager")
-
-# node id -> (state, incarnation), as the heartbeat loop last saw it
-View = dict[int, tuple[PeerState, int]]
-_GONE = (PeerState.DEAD, PeerState.LEFT, PeerState.FENCED, PeerState.EMPTY)
-
 
 RECOVER_TRIES = 3  # ticks an owner retries a failed replay before it gives the resource up
 
@@ -118,20 +114,17 @@ class ClusterManager:
     # -- liveness from the heartbeat loop's view -----------------------------
 
     def _alive(self, node_id: int, incarnation: int) -> bool:
+        """Whether that life of a node may still hold a lease (liveness.in_view)."""
         assert self.me is not None
-        if node_id == self.me.node_id:
-            return incarnation == self.me.incarnation
-        state, current = self.view.get(node_id, (PeerState.ALIVE, incarnation))
-        if current != incarnation:
-            return current < incarnation
-        return state not in _GONE
+        return in_view(self.view, self.me)(node_id, incarnation)
 
     def _live(self, node_id: int) -> bool:
+        """Whether a node may be a successor: seen, and not gone."""
         assert self.me is not None
         if node_id == self.me.node_id:
             return True
         state, _ = self.view.get(node_id, (PeerState.EMPTY, 0))
-        return state not in _GONE
+        return not state.gone
 
     def successor(self, record: ResourceRecord) -> int | None:
         move_to = record.attributes.get("move_to")
@@ -233,7 +226,7 @@ class ClusterManager:
         """
         assert self.me is not None
         with resource_lock(self.area, index, self.clock):
-            generation = self.leases.acquire(index, self.me, self._alive)
+            generation = self.leases.acquire(index, self.me, in_view(self.view, self.me))
         self.unreleased.pop(index, None)  # taken again: that generation is in use now
         try:
             self._bring_up(index, record, generation)

@@ -38,7 +38,6 @@ from shareddisk.membership import PeerState, majority
 log = logging.getLogger("shareddisk.view")
 RUN_ROOT = "/run/shareddisk"
 VIEW_FORMAT = 1
-_LIVE = (PeerState.ALIVE, PeerState.JOINING)
 
 
 def run_dir() -> Path:
@@ -61,7 +60,7 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
     """What ``node`` sees now (built on the heartbeat thread: no I/O)."""
     now = node.clock.monotonic()
     peers = node.membership.peers
-    live = {p.node_id for p in peers.values() if p.state in _LIVE}
+    live = {p.node_id for p in peers.values() if p.state.live}
     own_state = node.state.name.lower()
     if own_state in ("alive", "joining"):
         live.add(node.node_id)

@@ -233,7 +233,7 @@ class Ledger:
         life = host.life if host is not None else None
         node = life.node if life is not None and life.running() else None
         if node is None or node.incarnation != before[1] or node.fenced \
-                or node.renewed_since is None or node.state in _GONE_SLOT:
+                or node.renewed_since is None or node.state not in heartbeat.RUNNING:
             return  # gone, or leaving (it wrote left: peers may take over at once)
         age = self.sim.sched.now - host.real(node.renewed_since)
         if age < node.timeouts.renew_fail:
@@ -440,9 +440,6 @@ class Ledger:
                           f"{stored.version}), but {key}={best.value!r} was acknowledged at "
                           f"version {best.version} (t={sim.rel(best.end or 0):.3f}) and no "
                           f"later write of {key} explains the difference")
-
-
-_GONE_SLOT = (heartbeat.SlotState.LEFT, heartbeat.SlotState.FENCED)
 
 
 def _who(who: tuple[int, int] | None) -> str:

@@ -51,7 +51,7 @@ from shareddisk.faults import NO_FAULTS, Fault, FaultRules, FaultyDevice
 from shareddisk.format import resource
 from shareddisk.format.resource import ResourceState
 from shareddisk.leases import Leases, read_lease
-from shareddisk.liveness import by_watching, from_membership
+from shareddisk.liveness import by_watching, in_view, view_of
 from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.node import Node
 from shareddisk.timeouts import Timeouts
@@ -475,11 +475,11 @@ def test_a_frozen_holder_wakes_to_lease_lost_and_the_takeover_update_stays() -> 
     holder_a = NodeIncarnation(1, node_a.incarnation, "alpha")
     holder_b = NodeIncarnation(2, node_b.incarnation, "beta")
     leases_a = Leases(area, clock, T)
-    alive_a = from_membership(node_a.membership, 1, node_a.incarnation)
+    alive_a = in_view(view_of(node_a.membership), holder_a)
     g_a = leases_a.acquire(0, holder_a, alive_a)
     guarded_write(area, leases_a, holder_a, g_a, record(size=1), 0, 0)
     leases_b = Leases(area, clock, T)
-    alive_b = from_membership(node_b.membership, 2, node_b.incarnation)
+    alive_b = in_view(view_of(node_b.membership), holder_b)
     with pytest.raises(LockHeld):  # while A is alive, B cannot take it
         leases_b.acquire(0, holder_b, alive_b)
 
@@ -493,7 +493,7 @@ def test_a_frozen_holder_wakes_to_lease_lost_and_the_takeover_update_stays() -> 
             break
         clock.advance(T.interval)
     assert node_b.membership.peers[1].state is PeerState.DEAD
-    g_b = leases_b.acquire(0, holder_b, alive_b)
+    g_b = leases_b.acquire(0, holder_b, in_view(view_of(node_b.membership), holder_b))
     assert g_b == g_a + 1
     guarded_write(area, leases_b, holder_b, g_b, record(size=2), 0, base.version)
     after_b = (resource_bytes(area), area.read_region("lease"))

@@ -21,7 +21,7 @@ from shareddisk.device import MemoryDevice
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, UsageError
 from shareddisk.format import heartbeat, lease
 from shareddisk.leases import Leases, holds, read_lease
-from shareddisk.liveness import by_watching, from_membership
+from shareddisk.liveness import by_watching, in_view, view_of
 from shareddisk.membership import Membership, NodeIncarnation, Peer, PeerState
 from shareddisk.node import Node
 from shareddisk.timeouts import Timeouts
@@ -381,8 +381,8 @@ def test_release_frees_the_lease_and_the_generation_keeps_counting() -> None:
 # -- liveness ------------------------------------------------------------------------
 
 
-def test_from_membership_for_ourselves_and_strangers() -> None:
-    alive = from_membership(Membership(1, T), self_id=1, self_incarnation=4)
+def test_in_view_for_ourselves_and_strangers() -> None:
+    alive = in_view(view_of(Membership(1, T)), NodeIncarnation(1, 4))
     assert alive(1, 4) is True
     assert alive(1, 3) is False  # our own earlier life
     assert alive(3, 1) is True   # never seen: not assumed gone
@@ -398,11 +398,10 @@ def test_from_membership_for_ourselves_and_strangers() -> None:
     (PeerState.ALIVE, 6, False),    # it restarted: the lease's incarnation ended
     (PeerState.ALIVE, 4, True),     # we have not seen its newer life yet
 ])
-def test_from_membership_judges_a_peer(state: PeerState, incarnation: int,
-                                       expected: bool) -> None:
+def test_in_view_judges_a_peer(state: PeerState, incarnation: int, expected: bool) -> None:
     membership = Membership(1, T)
     membership.peers[2] = Peer(2, incarnation=incarnation, state=state)
-    alive = from_membership(membership, 1, 1)
+    alive = in_view(view_of(membership), NodeIncarnation(1, 1))
     assert alive(2, 5) is expected
 
 
