@@ -157,7 +157,8 @@ class RecoveryAgent(Agent):
             op = ctx.interrupted
             ctx.event("agent-replay", self.name, op=op.op_id, kind=op.kind,
                       remaining=",".join(map(str, op.remaining)) or "none")
-            finish(ctx.write_ctx, ctx.driver, ctx.write_ctx.oplog(ctx.interrupted_log), op, "replay")
+            w = ctx.write_ctx
+            finish(w, ctx.driver, w.oplog(ctx.interrupted_log), op, "replay")
             ctx.interrupted = None
             ctx.notes["replayed"] = op.op_id
         elif record.active_log_disk:

@@ -292,7 +292,7 @@ def owner_guard(area: Area, leases: Leases, record: ResourceRecord, holder: Node
                 generation: int) -> None:
     """The patent's check: online only where owner_host names us and we hold the lease."""
     owner = record.owner_host
-    if owner is None or (owner.node_id, owner.incarnation) != (holder.node_id, holder.incarnation):
+    if owner is None or not owner.same(holder):
         named = "nobody" if owner is None else \
             f"node {owner.node_id} ({owner.name}) incarnation {owner.incarnation}"
         raise OwnerGuardRefused(

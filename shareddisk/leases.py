@@ -55,8 +55,11 @@ def _write_lease(area: Area, index: int, values: dict[str, Any]) -> None:
 
 
 def holds(values: dict[str, Any], holder: NodeIncarnation, generation: int | None = None) -> bool:
-    return (values["owner_id"], values["owner_incarnation"]) == (holder.node_id, holder.incarnation) \
-        and (generation is None or values["generation"] == generation)
+    """Whether the lease record ``values`` names ``holder`` (at ``generation``, if given).
+
+    On the disk the lease's holder fields are still called owner_* (format/lease.py)."""
+    named = NodeIncarnation(values["owner_id"], values["owner_incarnation"])
+    return named.same(holder) and (generation is None or values["generation"] == generation)
 
 
 @contextlib.contextmanager
@@ -139,7 +142,8 @@ class Leases:
                 f"{current['generation']}); nothing written")
         return current
 
-    def record_written(self, index: int, holder: NodeIncarnation, generation: int, version: int) -> None:
+    def record_written(self, index: int, holder: NodeIncarnation, generation: int,
+                       version: int) -> None:
         """Publish the new record version in the lease, so peers reload it."""
         current = self.verify(index, holder, generation)
         _write_lease(self.area, index, dict(current, record_version=version))

@@ -212,9 +212,7 @@ class ClusterManager:
     def _names_me(self, record: ResourceRecord) -> bool:
         """owner_host names this very incarnation."""
         assert self.me is not None
-        owner = record.owner_host
-        return owner is not None and \
-            (owner.node_id, owner.incarnation) == (self.me.node_id, self.me.incarnation)
+        return record.owner_host is not None and record.owner_host.same(self.me)
 
     def _take_over(self, index: int, record: ResourceRecord) -> None:
         """Lease, owner_host, agents online, state online; all of it or none.
@@ -248,8 +246,7 @@ class ClusterManager:
         move_to = record.attributes.get("move_to")
         pending_move = isinstance(move_to, int) and move_to != self.me.node_id \
             and self._live(move_to)
-        record = write_ctx.update(owner_host=NodeIncarnation(self.me.node_id, self.me.incarnation, self.me.name),
-                                  state=ResourceState.OFFLINE,
+        record = write_ctx.update(owner_host=self.me, state=ResourceState.OFFLINE,
                                   move_to=move_to if pending_move else None)
         crashpoint("failover-after-owner")
         driver = make_driver(record.attributes, clock=self.clock, resource=record.name,
@@ -401,7 +398,8 @@ class ClusterManager:
             self._give_up(index, "stopped", state=ResourceState.OFFLINE)
             return
         move_to = record.attributes.get("move_to")
-        if isinstance(move_to, int) and move_to != ctx.write_ctx.holder.node_id and self._live(move_to):
+        me = ctx.write_ctx.holder.node_id
+        if isinstance(move_to, int) and move_to != me and self._live(move_to):
             self._give_up(index, "moved", state=ResourceState.OFFLINE)
             return
         request = record.attributes.get("op_request")

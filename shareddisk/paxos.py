@@ -190,8 +190,8 @@ class DiskView:
 def leader_from(values: dict[str, Any]) -> Leader:
     if values["owner_id"] == 0:
         return Leader(values["generation"], FREE)
-    return Leader(values["generation"], NodeIncarnation(values["owner_id"], values["owner_incarnation"],
-                                              values["owner_name"]))
+    holder = NodeIncarnation(values["owner_id"], values["owner_incarnation"], values["owner_name"])
+    return Leader(values["generation"], holder)
 
 
 def dblock_from(values: dict[str, Any]) -> DBlock:
@@ -623,7 +623,7 @@ class DiskPaxos:
 
 
 __all__ = [
-    "FREE", "DiskPaxos", "LeaseDisk", "LeaseGeometry", "Leader", "Outcome", "NodeIncarnation", "Pause",
+    "FREE", "DiskPaxos", "LeaseDisk", "LeaseGeometry", "Leader", "Outcome", "Pause",
     "Read", "Write", "acquire_steps", "ballot", "release_steps", "survey", "verify_steps",
     "with_retries",
 ]

@@ -113,8 +113,7 @@ def take_over(area: Area, holder: NodeIncarnation, clock: FakeClock, index: int 
     leases = Leases(area, clock, timeouts or Timeouts.from_interval(1.0))
     generation = leases.acquire(index, holder, lambda node, incarnation: False)
     ctx = WriteContext(area, leases, holder, generation, index, clock)
-    ctx.update(owner_host=NodeIncarnation(holder.node_id, holder.incarnation, holder.name),
-               state=ResourceState.OFFLINE)
+    ctx.update(owner_host=holder, state=ResourceState.OFFLINE)
     return ctx
 
 

@@ -99,7 +99,8 @@ def test_online_writes_the_storage_group_definition_from_the_synchronized_record
 
 def test_online_is_refused_where_owner_host_names_another_node(area, data, tmp_path) -> None:
     ctx = context(area, B, data, tmp_path / "b", FakeClock())
-    ctx.write_ctx.update(owner_host=NodeIncarnation(3, 1, "gamma"))  # a record written as if node 3 owned it
+    # a record written as if node 3 owned it
+    ctx.write_ctx.update(owner_host=NodeIncarnation(3, 1, "gamma"))
     with pytest.raises(OwnerGuardRefused, match="owner_host names node 3 \\(gamma\\)"):
         agents.bring_online(ctx)
     assert not ctx.definition_path.exists()

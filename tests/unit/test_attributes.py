@@ -543,7 +543,8 @@ def owned() -> tuple[Area, Leases, int]:
     area = make_area(geometry())
     leases = Leases(area, FakeClock(), T)
     g = leases.acquire(0, A, lambda n, i: False)
-    owned_record = ResourceRecord(index=0, name="sg1", type="t", owner_host=NodeIncarnation(1, 1, "alpha"))
+    owned_record = ResourceRecord(index=0, name="sg1", type="t",
+                                  owner_host=NodeIncarnation(1, 1, "alpha"))
     guarded_write(area, leases, A, g, owned_record, 0, 0)
     return area, leases, g
 

@@ -268,7 +268,8 @@ def test_changed_keys() -> None:
     assert changed_keys(base, base) == set()
     assert changed_keys(None, None) == set()
     assert changed_keys(None, base) == {"*"} and changed_keys(base, None) == {"*"}
-    other = ResourceRecord(0, "sg1", "t", owner_host=NodeIncarnation(1, 1, "n1"), attributes={"a": 2, "c": 0})
+    other = ResourceRecord(0, "sg1", "t", owner_host=NodeIncarnation(1, 1, "n1"),
+                           attributes={"a": 2, "c": 0})
     assert changed_keys(base, other) == {"a", "b", "c", "owner_host"}
     # 1 == True in Python, but an integer that became a boolean did change
     assert changed_keys(base, ResourceRecord(0, "sg1", "t", attributes={"a": True, "b": [1]})) \
