@@ -31,7 +31,7 @@ from shareddisk.timeouts import Timeouts
 
 _IDX = heartbeat.CODEC.raw_index
 _STATE, _INCARNATION, _COUNTER = _IDX["state"], _IDX["incarnation"], _IDX["counter"]
-_CONFIG, _ACK = _IDX["config_generation"], _IDX["mailbox_ack"]
+_ACK = _IDX["mailbox_ack"]
 _INTERVAL, _IO_TIMEOUT = _IDX["interval_ms"], _IDX["io_timeout_ms"]
 _WATCHDOG = _IDX["watchdog_s"]
 _NAME, _DEAD_MAP, _DISKS = _IDX["name"], _IDX["dead_map"], _IDX["disk_count"]
@@ -107,7 +107,6 @@ class Peer:
     counter: int = 0
     slot_state: int = heartbeat.SlotState.EMPTY
     disk_count: int = 0                   # disks it says it writes (0: not said)
-    config_generation: int = 0
     mailbox_ack: int = 0
     declared_dead: frozenset[int] = frozenset()
     timeouts: Timeouts | None = None
@@ -174,7 +173,6 @@ class Membership:
             peer.incarnation, peer.counter = key
             peer.slot_state = raw[_STATE]
             peer.disk_count = raw[_DISKS]
-            peer.config_generation = raw[_CONFIG]
             peer.mailbox_ack = raw[_ACK]
             peer.name = raw[_NAME].rstrip(b"\0").decode("utf-8", "replace")
             dead_map = raw[_DEAD_MAP]

@@ -93,7 +93,6 @@ class Node:
         self.incarnation = 0
         self.counter = 0
         self.state = heartbeat.SlotState.JOINING
-        self.config_generation = 0
         self.mailbox_ack = 0
         # The start of the last write round a majority of disks acknowledged...
         self.last_renew_start: float | None = None
@@ -386,7 +385,7 @@ class Node:
         return dict(
             node_id=self.node_id, state=self.state, disk_count=min(len(self.disks), 255),
             incarnation=self.incarnation,
-            counter=self.counter, config_generation=self.config_generation,
+            counter=self.counter, config_generation=0,  # reserved (format/heartbeat.py)
             mailbox_ack=self.mailbox_ack, wall_ns=int(self.clock.wall() * 1e9),
             interval_ms=round(self.timeouts.interval * 1000),
             watchdog_s=round(self.timeouts.watchdog),

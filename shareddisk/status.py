@@ -106,7 +106,6 @@ class StatusReader:
                 "age": round(now - peer.last_change, 3) if seen_change else None,
                 "unchanged_for_at_least": None if seen_change else round(watched, 3),
                 "declared_dead_by": declared_by,
-                "config_generation": peer.config_generation,
                 # its hardware watchdog, as it publishes it (docs/OPERATIONS.md)
                 "watchdog": watchdog_label(peer.timeouts),
             })

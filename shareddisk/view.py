@@ -68,7 +68,6 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
         "id": node.node_id, "name": node.name, "state": own_state,
         "incarnation": node.incarnation, "counter": node.counter, "age": 0.0,
         "unchanged_for_at_least": None, "declared_dead_by": [], "self": True,
-        "config_generation": node.config_generation,
         "watchdog": watchdog_label(node.timeouts)}]
     for peer in peers.values():
         if peer.state is PeerState.EMPTY:
@@ -81,7 +80,6 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
             "declared_dead_by": sorted(
                 [i for i in live if i in peers and peer.node_id in peers[i].declared_dead]
                 + ([node.node_id] if peer.state is PeerState.DEAD else [])),
-            "config_generation": peer.config_generation,
             "watchdog": watchdog_label(peer.timeouts)})
     nodes.sort(key=lambda n: n["id"])
     writable = sum(1 for d in node.disks if d.write_ok)

@@ -4,6 +4,13 @@ Liveness is judged by the *observer* seeing ``counter`` change on its own
 monotonic clock; ``wall_ns`` is informational only.  Suspect and dead are
 observer verdicts and never written; a slot only says what its writer
 believes of itself.
+
+``config_generation`` is reserved: written 0, ignored on read.  It was meant
+to count a node's changes to resource records, but peers learn of a change
+from the ``record_version`` of the resource's lease, which they read every
+interval anyway, so no node ever set it (the golden images of
+tools/make-fixtures hold a 1 in one slot, which readers ignore).  The next
+format version drops it.
 """
 
 import enum
@@ -35,7 +42,7 @@ HEARTBEAT = cs.Struct(
     "disk_count" / cs.Int8ul,         # disks this node writes its slot to (0: not said)
     "incarnation" / cs.Int64ul,       # bumped on every daemon start
     "counter" / cs.Int64ul,           # bumped on every write
-    "config_generation" / cs.Int64ul,  # bumped when this node changed a resource record
+    "config_generation" / cs.Int64ul,  # reserved: written 0, ignored (see above)
     "mailbox_ack" / cs.Int64ul,       # seq of the last mailbox message acted on
     "wall_ns" / cs.Int64ul,
     "interval_ms" / cs.Int16ul,       # the writer's timing: peers derive its
