@@ -40,7 +40,7 @@ log = logging.getLogger("shareddisk.agents")
 
 @dataclass
 class AgentContext:
-    """One resource on its owner: the lease context, its driver, what the agents found."""
+    """One resource on its owner: its write context, its driver, what the agents found."""
 
     write_ctx: WriteContext
     driver: Driver

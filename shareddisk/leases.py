@@ -85,6 +85,7 @@ class Leases:
 
     @property
     def settle(self) -> float:
+        """The wait between writing ourselves in and the read that confirms (step 3)."""
         return self.timeouts.io_timeout
 
     def acquire(self, index: int, holder: NodeIncarnation, alive: Liveness) -> int:

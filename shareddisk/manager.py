@@ -77,6 +77,8 @@ class ClusterManager:
         self.requests: deque[tuple[Message, int, int]] = deque()
         self.started = clock.monotonic()
         self.counts = {"failovers": 0, "replays": 0}
+        # How long after its start the manager waits before choosing an owner for a
+        # resource that never had one (not the lease's settle wait, Leases.settle).
         self.startup_wait = timeouts.suspect
         self.backoff = Backoff(timeouts.retry_first, timeouts.retry_longest)  # doubling waits
         self.me: NodeIncarnation | None = None
@@ -189,7 +191,7 @@ class ClusterManager:
 
     def _orphaned(self, record: ResourceRecord) -> bool:
         """Nobody live owns it and it should run: a successor is due.  A resource
-        that never had an owner waits for the settle time, so that the peers
+        that never had an owner waits startup_wait after our start, so that the peers
         starting with us show up before anyone chooses."""
         if stopped(record):
             return False

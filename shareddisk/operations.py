@@ -40,7 +40,10 @@ log = logging.getLogger("shareddisk.ops")
 
 @dataclass
 class WriteContext:
-    """Everything an owner needs to write a resource: who it is and its lease."""
+    """What a lease holder needs to write one resource: who it is, its lease, the area.
+
+    Every write through it (record, lease, operation log) is guarded by the
+    lease at ``generation`` and by the node's own renew deadline."""
 
     area: Area
     leases: Leases

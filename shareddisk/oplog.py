@@ -274,7 +274,11 @@ def group_operations(log: str, entries: list[Entry]) -> dict[int, Operation]:
 
 
 class OpLog:
-    """Append to and read one named log disk of an area."""
+    """Append to and read the operation log of one named log disk.
+
+    A "log disk" (``init --log-disks``) is no disk: it is the region
+    ``log:<name>`` of the area, and this is the ring of entries it holds.
+    """
 
     def __init__(self, area: Area, name: str, *, guard: Callable[[], None] | None = None,
                  clock: Clock | None = None):

@@ -1,8 +1,8 @@
-"""Disk Paxos leases: who owns a resource, decided over a majority of disks.
+"""Disk Paxos leases: who holds a resource's lease, decided over a majority of disks.
 
 Gafni and Lamport's Disk Paxos (2003), one consensus instance per change of
-owner.  Instance ``n`` decides the owner of generation ``n`` (an owner, or
-free); its outcome is published as the leader record with ``generation = n``
+holder.  Instance ``n`` decides the holder of generation ``n`` (a node
+incarnation, or free); its outcome is published as the leader record with ``generation = n``
 (the fencing token).  Each node votes through its own dblock on every disk
 (format/paxos.py), which only it writes, so no step ever depends on how long
 another node's I/O takes: a write held up for an hour is just a late step of
@@ -406,7 +406,7 @@ def acquire_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation,
     """One attempt to take the lease for ``me``."""
     geo.check_node(me.node_id)
     if me.free:
-        raise UsageError("the owner of a lease cannot be node 0")
+        raise UsageError("the holder of a lease cannot be node 0")
     got = yield from survey(geo, disks)
     if got.kind != "read":
         return got

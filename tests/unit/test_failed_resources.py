@@ -84,7 +84,7 @@ class Lab:
         self.manager.tick(self.me, {1: (PeerState.ALIVE, 1)})
 
     def tick_until_failed(self) -> None:
-        """Past the settle time to the first try, which fails."""
+        """Past the manager's startup wait to the first try, which fails."""
         for _ in range(int(T.suspect) + 3):
             self.tick()
             if read_stored(self.area, 0).record.state is ResourceState.FAILED:

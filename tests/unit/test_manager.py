@@ -113,7 +113,7 @@ def cluster(tmp_path: Path) -> Cluster:
     return Cluster(tmp_path)
 
 
-def test_a_new_resource_waits_for_the_settle_time_then_goes_to_the_first_listed_node(
+def test_a_new_resource_waits_startup_wait_then_goes_to_the_first_listed_node(
         cluster) -> None:
     for _ in range(int(T.suspect) - 1):  # peers starting with us may not show up yet
         cluster.tick()
