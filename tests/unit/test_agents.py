@@ -54,9 +54,9 @@ def area(data: str) -> Area:
 def context(area: Area, holder: NodeIncarnation, data: str, state_dir: Path, clock: FakeClock,
             **crash) -> AgentContext:
     """``holder`` takes the resource over and gets its agents' context, as the manager does."""
-    owner = take_over(area, holder, clock)
+    write_ctx = take_over(area, holder, clock)
     driver = CrashingDriver(make_driver({"data_devices": [data]}, clock=clock), **crash)
-    return AgentContext(owner, driver, "sg1", state_dir)
+    return AgentContext(write_ctx, driver, "sg1", state_dir)
 
 
 def crashed_owner(area: Area, data: str, tmp_path: Path, clock: FakeClock, **crash) -> None:
