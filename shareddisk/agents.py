@@ -32,17 +32,17 @@ from shareddisk.attributes import owner_guard
 from shareddisk.statefile import write_atomically
 from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import Driver
-from shareddisk.operations import OwnerContext, close, finish
-from shareddisk.oplog import LogDisk, Operation
+from shareddisk.operations import WriteContext, close, finish
+from shareddisk.oplog import OpLog, Operation
 
 log = logging.getLogger("shareddisk.agents")
 
 
 @dataclass
 class AgentContext:
-    """One resource on its owner: the lease context, its driver, what the agents found."""
+    """One resource on its owner: its write context, its driver, what the agents found."""
 
-    owner: OwnerContext
+    write_ctx: WriteContext
     driver: Driver
     name: str
     state_dir: Path
@@ -55,11 +55,11 @@ class AgentContext:
         return self.state_dir / "groups" / f"{self.name}.json"
 
     def guard(self) -> None:
-        o = self.owner
+        o = self.write_ctx
         owner_guard(o.area, o.leases, o.record(), o.holder, o.generation)
 
     def event(self, what: str, agent: str, **extra: Any) -> None:
-        o = self.owner
+        o = self.write_ctx
         more = "".join(f" {k}={v}" for k, v in extra.items())
         log.info("event=%s agent=%s resource=%s node=%d incarnation=%d generation=%d%s", what,
                  agent, self.name, o.holder.node_id, o.holder.incarnation, o.generation, more)
@@ -109,11 +109,11 @@ class StorageAgent(Agent):
 
     @staticmethod
     def _write_definition(ctx: AgentContext, described: dict[str, Any]) -> None:
-        record = ctx.owner.record()
+        record = ctx.write_ctx.record()
         definition = {"resource": record.name, "type": record.type,
-                      "owner": {"node": ctx.owner.holder.node_id,
-                                "incarnation": ctx.owner.holder.incarnation},
-                      "lease_generation": ctx.owner.generation,
+                      "owner": {"node": ctx.write_ctx.holder.node_id,
+                                "incarnation": ctx.write_ctx.holder.incarnation},
+                      "lease_generation": ctx.write_ctx.generation,
                       "attributes": record.to_json()["attributes"], "storage": described}
         write_atomically(ctx.definition_path, json.dumps(definition, indent=1, sort_keys=True))
 
@@ -123,12 +123,12 @@ class LogAgent(Agent):
 
     def online(self, ctx: AgentContext) -> None:
         ctx.guard()
-        record = ctx.owner.record()
+        record = ctx.write_ctx.record()
         if not record.active_log_disk:
             ctx.interrupted = None  # nothing is interrupted (any more)
             return
-        logdisk = LogDisk(ctx.owner.area, record.active_log_disk)
-        ops = logdisk.interrupted(ctx.owner.index)
+        oplog = OpLog(ctx.write_ctx.area, record.active_log_disk)
+        ops = oplog.interrupted(ctx.write_ctx.index)
         ctx.interrupted = ops[-1] if ops else None
         ctx.interrupted_log = record.active_log_disk
         if ctx.interrupted is None:
@@ -144,12 +144,12 @@ class RecoveryAgent(Agent):
 
     def online(self, ctx: AgentContext) -> None:
         ctx.guard()
-        record = ctx.owner.record()
+        record = ctx.write_ctx.record()
         if ctx.interrupted is not None and ctx.interrupted.begin_lost:
             # Its BEGIN is gone (damaged): the steps cannot be known, only abandoned.
             op = ctx.interrupted
-            ctx.owner.log_disk(ctx.interrupted_log).abort(op, "begin entry lost")
-            close(ctx.owner, ctx.driver, op, str(record.attributes.get("op_running", "")),
+            ctx.write_ctx.oplog(ctx.interrupted_log).abort(op, "begin entry lost")
+            close(ctx.write_ctx, ctx.driver, op, str(record.attributes.get("op_running", "")),
                   "abandoned")
             ctx.event("agent-abort", self.name, op=op.op_id, reason="begin-lost")
             ctx.interrupted = None
@@ -157,18 +157,19 @@ class RecoveryAgent(Agent):
             op = ctx.interrupted
             ctx.event("agent-replay", self.name, op=op.op_id, kind=op.kind,
                       remaining=",".join(map(str, op.remaining)) or "none")
-            finish(ctx.owner, ctx.driver, ctx.owner.log_disk(ctx.interrupted_log), op, "replay")
+            w = ctx.write_ctx
+            finish(w, ctx.driver, w.oplog(ctx.interrupted_log), op, "replay")
             ctx.interrupted = None
             ctx.notes["replayed"] = op.op_id
         elif record.active_log_disk:
             # The owner died after setting active_log_disk but before BEGIN, or after
             # COMMIT but before clearing it: nothing to replay, only to tidy.
             request = str(record.attributes.get("op_running", ""))
-            logdisk = LogDisk(ctx.owner.area, record.active_log_disk)
-            done = [op for op in logdisk.operations() if op.committed
-                    and op.resource_index == ctx.owner.index
+            oplog = OpLog(ctx.write_ctx.area, record.active_log_disk)
+            done = [op for op in oplog.operations() if op.committed
+                    and op.resource_index == ctx.write_ctx.index
                     and str(op.params.get("request", "")) == request and request]
-            close(ctx.owner, ctx.driver, done[-1] if done else None, request,
+            close(ctx.write_ctx, ctx.driver, done[-1] if done else None, request,
                   "committed" if done else "abandoned")
             ctx.event("agent-tidy", self.name, status="committed" if done else "abandoned")
 

@@ -32,7 +32,8 @@ from shareddisk.errors import (
 )
 from shareddisk.format import resource
 from shareddisk.format.resource import ResourceState, ValueType
-from shareddisk.leases import Holder, Leases, check_resource_index
+from shareddisk.leases import Leases, check_resource_index
+from shareddisk.membership import NodeIncarnation
 from shareddisk.readpath import read_resources
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -132,13 +133,6 @@ def _value_type(value: Value) -> ValueType:
     return ValueType.STRING
 
 
-@dataclass(frozen=True)
-class Owner:
-    node_id: int
-    incarnation: int
-    name: str
-
-
 @dataclass
 class ResourceRecord:
     """One resource's configuration: the synchronized attributes."""
@@ -147,7 +141,7 @@ class ResourceRecord:
     name: str
     type: str
     state: ResourceState = ResourceState.OFFLINE
-    owner: Owner | None = None
+    owner_host: NodeIncarnation | None = None
     active_log_disk: str = ""
     failover: list[tuple[int, int]] = field(default_factory=list)  # (node id, priority)
     attributes: dict[str, Value] = field(default_factory=dict)
@@ -160,7 +154,7 @@ class ResourceRecord:
         return [n for n, _ in sorted(self.failover, key=lambda f: (f[1], f[0]))]
 
     def body(self) -> bytes:
-        owner = self.owner or Owner(0, 0, "")
+        owner = self.owner_host or NodeIncarnation(0, 0, "")
         return resource.encode_body(dict(
             name=self.name, type=self.type, state=int(self.state), owner_id=owner.node_id,
             owner_incarnation=owner.incarnation, owner_name=owner.name,
@@ -172,13 +166,13 @@ class ResourceRecord:
 
     @classmethod
     def from_body(cls, index: int, version: int, body: dict[str, Any]) -> "ResourceRecord":
-        owner = Owner(body["owner_id"], body["owner_incarnation"], body["owner_name"]) \
+        owner = NodeIncarnation(body["owner_id"], body["owner_incarnation"], body["owner_name"]) \
             if body["owner_id"] else None
         try:
             state = ResourceState(body["state"])
         except ValueError:
             raise BadLayout(f"resource {index}: unknown state {body['state']}") from None
-        return cls(index=index, name=body["name"], type=body["type"], state=state, owner=owner,
+        return cls(index=index, name=body["name"], type=body["type"], state=state, owner_host=owner,
                    active_log_disk=body["active_log_disk"],
                    failover=[(f["node_id"], f["priority"]) for f in body["failover"]],
                    attributes={a["key"]: a["value"]["value"] for a in body["attributes"]},
@@ -189,10 +183,10 @@ class ResourceRecord:
         return {
             "index": self.index, "name": self.name, "type": self.type,
             "state": self.state.name.lower(),
-            "owner_id": self.owner.node_id if self.owner else None,
-            "owner_host": None if self.owner is None else {
-                "id": self.owner.node_id, "name": self.owner.name,
-                "incarnation": self.owner.incarnation},
+            "owner_id": self.owner_host.node_id if self.owner_host else None,
+            "owner_host": None if self.owner_host is None else {
+                "id": self.owner_host.node_id, "name": self.owner_host.name,
+                "incarnation": self.owner_host.incarnation},
             "active_log_disk": self.active_log_disk or None,
             "failover_nodes": self.failover_nodes,
             "version": self.version, "last_writer": self.last_writer,
@@ -262,7 +256,7 @@ def write_copy(area: Area, index: int, version: int, body: bytes, copy: int) -> 
     area.device.flush()
 
 
-def guarded_write(area: Area, leases: Leases, holder: Holder, generation: int,
+def guarded_write(area: Area, leases: Leases, holder: NodeIncarnation, generation: int,
                   record: ResourceRecord | None, index: int, expect_version: int) -> int:
     """Steps 1-4 of the module docstring; returns the new version.
 
@@ -294,11 +288,11 @@ def guarded_write(area: Area, leases: Leases, holder: Holder, generation: int,
     return version
 
 
-def owner_guard(area: Area, leases: Leases, record: ResourceRecord, holder: Holder,
+def owner_guard(area: Area, leases: Leases, record: ResourceRecord, holder: NodeIncarnation,
                 generation: int) -> None:
     """The patent's check: online only where owner_host names us and we hold the lease."""
-    owner = record.owner
-    if owner is None or (owner.node_id, owner.incarnation) != (holder.node_id, holder.incarnation):
+    owner = record.owner_host
+    if owner is None or not owner.same(holder):
         named = "nobody" if owner is None else \
             f"node {owner.node_id} ({owner.name}) incarnation {owner.incarnation}"
         raise OwnerGuardRefused(

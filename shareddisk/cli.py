@@ -871,10 +871,10 @@ def _op_args(kind: str, args: tuple[str, ...], size: str | None) -> dict[str, An
 
 def _owner_session(area: Area, record: Any, node_id: int | None) -> Session:
     from shareddisk.session import Session
-    if record.owner is None or record.state.name != "ONLINE":
+    if record.owner_host is None or record.state.name != "ONLINE":
         raise ConflictError(f"{area.device.path}: resource {record.name!r} is not online "
                             f"(state {record.state.name.lower()}); it is changed by its owner")
-    return Session(area, node_id or record.owner.node_id, SystemClock())
+    return Session(area, node_id or record.owner_host.node_id, SystemClock())
 
 
 @main.command()
@@ -920,7 +920,7 @@ def op(device: str, resource_name: str, kind: str, args: tuple[str, ...], size: 
         from shareddisk.progress import terminal_bar
         clock = SystemClock()
         began = clock.monotonic()
-        owner = record.owner.node_id if record.owner else "?"
+        owner = record.owner_host.node_id if record.owner_host else "?"
         # On a terminal (stderr), after half a second: the time waited out of
         # --timeout, and whether the owner has started (its log disk in use).
         with terminal_bar(f"{resource_name}: {kind} on node {owner}", unit="s") as bar:
@@ -978,7 +978,7 @@ def resource_move(device: str, name: str, to: int, timeout: float, node_id: int 
     with _Areas((device,), writable=True) as areas:
         moved = placement.move(areas[0], name, to, node_id=node_id, clock=SystemClock(),
                                timeout=timeout)
-    _emit(as_json, moved.to_json(), f"{name}: online on node {to} ({moved.owner.name})")
+    _emit(as_json, moved.to_json(), f"{name}: online on node {to} ({moved.owner_host.name})")
 
 
 @resource.command("stop")
@@ -1013,9 +1013,9 @@ def resource_start(device: str, name: str, on: int | None, timeout: float, node_
     with _Areas((device,), writable=True) as areas:
         record = placement.start(areas[0], name, on=on, node_id=node_id, clock=SystemClock(),
                                  timeout=timeout)
-    assert record.owner is not None
-    _emit(as_json, record.to_json(), f"{name}: online on node {record.owner.node_id} "
-                                     f"({record.owner.name})")
+    assert record.owner_host is not None
+    _emit(as_json, record.to_json(), f"{name}: online on node {record.owner_host.node_id} "
+                                     f"({record.owner_host.name})")
 
 
 @main.command("install-units")

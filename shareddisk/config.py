@@ -211,7 +211,7 @@ def cleanup_resource(session: Session, name: str) -> tuple[ResourceRecord, list[
         if current is None or current.name != name:
             raise ConflictError(f"resource {name!r} was removed meanwhile")
         cleared = [k for k in CLEANUP_KEYS if k in current.attributes]
-        failed = current.state is ResourceState.FAILED and current.owner is None
+        failed = current.state is ResourceState.FAILED and current.owner_host is None
         if not cleared and not failed:
             return current, []
         attributes = {k: v for k, v in current.attributes.items() if k not in CLEANUP_KEYS}

@@ -47,9 +47,9 @@ def changed_keys(old: ResourceRecord | None, new: ResourceRecord | None) -> set[
 
     keys = {k for k in old.attributes.keys() | new.attributes.keys()
             if typed(old.attributes, k) != typed(new.attributes, k)}
-    for name in ("name", "type", "state", "owner", "active_log_disk", "failover"):
+    for name in ("name", "type", "state", "owner_host", "active_log_disk", "failover"):
         if getattr(old, name) != getattr(new, name):
-            keys.add("owner_host" if name == "owner" else name)
+            keys.add(name)
     return keys
 
 

@@ -121,11 +121,10 @@ def live_writers(devices: list[BlockDevice], clock: Clock) -> list[str]:
         except ShareddiskError:
             continue  # not a readable area: nothing of ours writes there
         watched.append((area, _slots(area)))
-    running = (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)
     wait = 0.0
     for area, slots in watched:
         for v in slots.values():
-            if v["state"] in running:
+            if v["state"] in heartbeat.RUNNING:
                 interval = min(max((v["interval_ms"] or area.superblock["interval_ms"]) / 1000,
                                    MIN_INTERVAL), MAX_INTERVAL)
                 io = min(max(v["io_timeout_ms"] / 1000, 0.001), 10 * interval)

@@ -33,8 +33,8 @@ from shareddisk.device import WriteGate
 from shareddisk.diskio import DiskWorker
 from shareddisk.errors import DeviceError, LockHeld, ShareddiskError
 from shareddisk.fencing import FenceAction, Writers
-from shareddisk.leases import Holder
 from shareddisk.manager import ClusterManager, View
+from shareddisk.membership import NodeIncarnation
 from shareddisk.node import Node
 from shareddisk.session import node_slot_lock
 from shareddisk.watchdog import HardwareWatchdog
@@ -87,7 +87,7 @@ class Daemon:
 
     def _held_leases(self) -> dict[int, int]:
         """{resource index: lease generation} of the resources the manager owns."""
-        return {index: owned.ctx.owner.generation
+        return {index: owned.ctx.write_ctx.generation
                 for index, owned in list(self.manager.owned.items())}
 
     def _after_step(self) -> None:
@@ -95,13 +95,13 @@ class Daemon:
             return
         view: View = {p.node_id: (p.state, p.incarnation)
                       for p in self.node.membership.peers.values()}
-        me = Holder(self.node.node_id, self.node.incarnation, self.node.name)
+        me = NodeIncarnation(self.node.node_id, self.node.incarnation, self.node.name)
         if self._worker.busy:
             return  # the last tick (an operation, say) is still running
         self._idle.clear()
         self._worker.submit(lambda: self._background(me, view))
 
-    def _background(self, me: Holder, view: View) -> None:
+    def _background(self, me: NodeIncarnation, view: View) -> None:
         try:
             self.config.poll()
             self.manager.tick(me, view)

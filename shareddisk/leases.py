@@ -22,7 +22,6 @@ lease sector (shareddisk/locks.py).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from shareddisk.area import Area
@@ -30,19 +29,11 @@ from shareddisk.clock import Clock
 from shareddisk.errors import LeaseLost, LockHeld, UsageError
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
+from shareddisk.membership import NodeIncarnation
 from shareddisk.timeouts import Timeouts
 
 # (node_id, incarnation) -> True alive, False gone
 Liveness = Callable[[int, int], bool]
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who acts: a node id, its heartbeat incarnation, and its name."""
-
-    node_id: int
-    incarnation: int
-    name: str = ""
 
 
 def check_resource_index(area: Area, index: int) -> None:
@@ -63,9 +54,12 @@ def _write_lease(area: Area, index: int, values: dict[str, Any]) -> None:
     area.device.flush()
 
 
-def holds(values: dict[str, Any], holder: Holder, generation: int | None = None) -> bool:
-    return (values["owner_id"], values["owner_incarnation"]) == (holder.node_id, holder.incarnation) \
-        and (generation is None or values["generation"] == generation)
+def holds(values: dict[str, Any], holder: NodeIncarnation, generation: int | None = None) -> bool:
+    """Whether the lease record ``values`` names ``holder`` (at ``generation``, if given).
+
+    On the disk the lease's holder fields are still called owner_* (format/lease.py)."""
+    named = NodeIncarnation(values["owner_id"], values["owner_incarnation"])
+    return named.same(holder) and (generation is None or values["generation"] == generation)
 
 
 @contextlib.contextmanager
@@ -91,9 +85,10 @@ class Leases:
 
     @property
     def settle(self) -> float:
+        """The wait between writing ourselves in and the read that confirms (step 3)."""
         return self.timeouts.io_timeout
 
-    def acquire(self, index: int, holder: Holder, alive: Liveness) -> int:
+    def acquire(self, index: int, holder: NodeIncarnation, alive: Liveness) -> int:
         """Take the lease (or confirm we hold it); returns its generation."""
         started = self.clock.monotonic()
         current = read_lease(self.area, index)
@@ -136,7 +131,7 @@ class Leases:
                            f"{after['owner_id']} (generation {after['generation']})")
         return mine["generation"]
 
-    def verify(self, index: int, holder: Holder, generation: int) -> dict[str, Any]:
+    def verify(self, index: int, holder: NodeIncarnation, generation: int) -> dict[str, Any]:
         """The lease record, if it still names us at ``generation``; else LeaseLost."""
         self.alive_check()  # a holder past its own renew deadline must not write
         current = read_lease(self.area, index)
@@ -148,12 +143,13 @@ class Leases:
                 f"{current['generation']}); nothing written")
         return current
 
-    def record_written(self, index: int, holder: Holder, generation: int, version: int) -> None:
+    def record_written(self, index: int, holder: NodeIncarnation, generation: int,
+                       version: int) -> None:
         """Publish the new record version in the lease, so peers reload it."""
         current = self.verify(index, holder, generation)
         _write_lease(self.area, index, dict(current, record_version=version))
 
-    def release(self, index: int, holder: Holder, generation: int) -> None:
+    def release(self, index: int, holder: NodeIncarnation, generation: int) -> None:
         """Give the lease up (no-op if it is no longer ours)."""
         try:
             current = self.verify(index, holder, generation)

@@ -1,6 +1,7 @@
 """Is a lease holder still alive?  Two answers for two kinds of reader.
 
-A daemon has history: its membership view says dead, left or fenced.  A
+A daemon has history: its membership view says dead, left or fenced
+(in_view).  A
 one-shot reader (a CLI command) has none, so it watches the holder's slot:
 a counter that moves means alive; one that stays still for the holder's
 whole dead timeout means gone, once the daemons that watch every disk agree
@@ -17,25 +18,31 @@ from shareddisk.clock import Clock
 from shareddisk.errors import FormatError, LockHeld
 from shareddisk.format import heartbeat
 from shareddisk.leases import Liveness
-from shareddisk.membership import Membership, PeerState
+from shareddisk.membership import Membership, NodeIncarnation, PeerState
 from shareddisk.timeouts import Timeouts
 
-_LIVE_SLOT = (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)
+# node id -> (state, incarnation): a running node's membership as its heartbeat
+# loop last judged it (a snapshot: the manager's thread must not read it live)
+View = dict[int, tuple[PeerState, int]]
 
 
-def from_membership(membership: Membership, self_id: int, self_incarnation: int) -> Liveness:
-    """Liveness as a running node sees it."""
+def view_of(membership: Membership) -> View:
+    return {p.node_id: (p.state, p.incarnation) for p in membership.peers.values()}
+
+
+def in_view(view: View, me: NodeIncarnation) -> Liveness:
+    """Liveness as a running node sees it: the one decision for a node with history."""
 
     def alive(node_id: int, incarnation: int) -> bool:
-        if node_id == self_id:
-            return incarnation == self_incarnation
-        peer = membership.peers.get(node_id)
-        if peer is None:
+        if node_id == me.node_id:
+            return incarnation == me.incarnation
+        seen = view.get(node_id)
+        if seen is None:
             return True  # never seen: do not assume it is gone
-        if peer.incarnation != incarnation:
-            return peer.incarnation < incarnation  # a newer life means the old one ended
-        return peer.state not in (PeerState.DEAD, PeerState.LEFT, PeerState.FENCED,
-                                  PeerState.EMPTY)
+        state, current = seen
+        if current != incarnation:
+            return current < incarnation  # a newer life means the old one ended
+        return not state.gone
 
     return alive
 
@@ -62,7 +69,7 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
         raw = area.read_region("heartbeat")
         out = {}
         for i in range(region.count):
-            if heartbeat.raw_state(raw, i * region.stride) not in _LIVE_SLOT:
+            if heartbeat.raw_state(raw, i * region.stride) not in heartbeat.RUNNING:
                 continue
             try:
                 out[i + 1] = heartbeat.CODEC.decode(raw, i * region.stride)
@@ -83,7 +90,7 @@ def by_watching(area: Area, clock: Clock, tick: Callable[[], None] = lambda: Non
 
     def gone(slot: dict, incarnation: int) -> bool:
         """A later life ended the holder, or the holder wrote left/fenced."""
-        return slot["incarnation"] != incarnation or slot["state"] not in _LIVE_SLOT
+        return slot["incarnation"] != incarnation or slot["state"] not in heartbeat.RUNNING
 
     def timeouts_of(slot: dict | None) -> Timeouts:
         if slot is not None and slot["interval_ms"]:

@@ -36,7 +36,7 @@ from typing import Callable
 from shareddisk import agents
 from shareddisk.agents import AgentContext
 from shareddisk.area import Area
-from shareddisk.attributes import STOPPED, Owner, ResourceRecord, stopped
+from shareddisk.attributes import STOPPED, ResourceRecord, stopped
 from shareddisk.backoff import Backoff
 from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync
@@ -45,17 +45,13 @@ from shareddisk.drivers import make_driver
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
-from shareddisk.membership import PeerState
-from shareddisk.operations import OwnerContext, outcome, run_operation
+from shareddisk.leases import Leases, holds, read_lease, resource_lock
+from shareddisk.liveness import View, in_view
+from shareddisk.membership import NodeIncarnation, PeerState
+from shareddisk.operations import WriteContext, outcome, run_operation
 from shareddisk.timeouts import Timeouts
 
 log = logging.getLogger("shareddisk.manager")
-
-# node id -> (state, incarnation), as the heartbeat loop last saw it
-View = dict[int, tuple[PeerState, int]]
-_GONE = (PeerState.DEAD, PeerState.LEFT, PeerState.FENCED, PeerState.EMPTY)
-
 
 RECOVER_TRIES = 3  # ticks an owner retries a failed replay before it gives the resource up
 
@@ -81,9 +77,11 @@ class ClusterManager:
         self.requests: deque[tuple[Message, int, int]] = deque()
         self.started = clock.monotonic()
         self.counts = {"failovers": 0, "replays": 0}
-        self.settle = timeouts.suspect
+        # How long after its start the manager waits before choosing an owner for a
+        # resource that never had one (not the lease's settle wait, Leases.settle).
+        self.startup_wait = timeouts.suspect
         self.backoff = Backoff(timeouts.retry_first, timeouts.retry_longest)  # doubling waits
-        self.me: Holder | None = None
+        self.me: NodeIncarnation | None = None
         self.view: View = {}
         config.hooks.append(self._attr_changed)
         self._forgotten = False  # the old definitions go at the first tick (see below)
@@ -118,20 +116,17 @@ class ClusterManager:
     # -- liveness from the heartbeat loop's view -----------------------------
 
     def _alive(self, node_id: int, incarnation: int) -> bool:
+        """Whether that life of a node may still hold a lease (liveness.in_view)."""
         assert self.me is not None
-        if node_id == self.me.node_id:
-            return incarnation == self.me.incarnation
-        state, current = self.view.get(node_id, (PeerState.ALIVE, incarnation))
-        if current != incarnation:
-            return current < incarnation
-        return state not in _GONE
+        return in_view(self.view, self.me)(node_id, incarnation)
 
     def _live(self, node_id: int) -> bool:
+        """Whether a node may be a successor: seen, and not gone."""
         assert self.me is not None
         if node_id == self.me.node_id:
             return True
         state, _ = self.view.get(node_id, (PeerState.EMPTY, 0))
-        return state not in _GONE
+        return not state.gone
 
     def successor(self, record: ResourceRecord) -> int | None:
         move_to = record.attributes.get("move_to")
@@ -147,7 +142,7 @@ class ClusterManager:
 
     # -- the tick ---------------------------------------------------------------
 
-    def tick(self, me: Holder, view: View) -> None:
+    def tick(self, me: NodeIncarnation, view: View) -> None:
         """Look at every resource once (runs on the manager's worker thread)."""
         self.me, self.view = me, view
         if not self._forgotten:
@@ -196,13 +191,13 @@ class ClusterManager:
 
     def _orphaned(self, record: ResourceRecord) -> bool:
         """Nobody live owns it and it should run: a successor is due.  A resource
-        that never had an owner waits for the settle time, so that the peers
+        that never had an owner waits startup_wait after our start, so that the peers
         starting with us show up before anyone chooses."""
         if stopped(record):
             return False
-        owner = record.owner
+        owner = record.owner_host
         if owner is None:
-            return self.clock.monotonic() - self.started >= self.settle
+            return self.clock.monotonic() - self.started >= self.startup_wait
         return not self._alive(owner.node_id, owner.incarnation)
 
     def _should_take(self, record: ResourceRecord) -> bool:
@@ -219,9 +214,7 @@ class ClusterManager:
     def _names_me(self, record: ResourceRecord) -> bool:
         """owner_host names this very incarnation."""
         assert self.me is not None
-        owner = record.owner
-        return owner is not None and \
-            (owner.node_id, owner.incarnation) == (self.me.node_id, self.me.incarnation)
+        return record.owner_host is not None and record.owner_host.same(self.me)
 
     def _take_over(self, index: int, record: ResourceRecord) -> None:
         """Lease, owner_host, agents online, state online; all of it or none.
@@ -233,7 +226,7 @@ class ClusterManager:
         """
         assert self.me is not None
         with resource_lock(self.area, index, self.clock):
-            generation = self.leases.acquire(index, self.me, self._alive)
+            generation = self.leases.acquire(index, self.me, in_view(self.view, self.me))
         self.unreleased.pop(index, None)  # taken again: that generation is in use now
         try:
             self._bring_up(index, record, generation)
@@ -244,8 +237,8 @@ class ClusterManager:
     def _bring_up(self, index: int, record: ResourceRecord, generation: int) -> None:
         assert self.me is not None
         started = self.clock.monotonic()
-        previous = record.owner
-        owner_ctx = OwnerContext(self.area, self.leases, self.me, generation, index, self.clock,
+        previous = record.owner_host
+        write_ctx = WriteContext(self.area, self.leases, self.me, generation, index, self.clock,
                                  self.alive_check)
         log.info("event=takeover-lease resource=%s generation=%d previous_owner=%s", record.name,
                  generation, previous.node_id if previous else None)
@@ -255,8 +248,7 @@ class ClusterManager:
         move_to = record.attributes.get("move_to")
         pending_move = isinstance(move_to, int) and move_to != self.me.node_id \
             and self._live(move_to)
-        record = owner_ctx.update(owner=Owner(self.me.node_id, self.me.incarnation, self.me.name),
-                                  state=ResourceState.OFFLINE,
+        record = write_ctx.update(owner_host=self.me, state=ResourceState.OFFLINE,
                                   move_to=move_to if pending_move else None)
         crashpoint("failover-after-owner")
         try:
@@ -264,7 +256,7 @@ class ClusterManager:
             # edit) fails the online here like a failing agent does.
             driver = make_driver(record.attributes, clock=self.clock, resource=record.name,
                                  write_check=self.alive_check)
-            ctx = AgentContext(owner_ctx, driver, record.name, self.state_dir)
+            ctx = AgentContext(write_ctx, driver, record.name, self.state_dir)
             self.owned[index] = Owned(ctx)
             agents.bring_online(ctx)
         except ShareddiskError as exc:
@@ -274,10 +266,10 @@ class ClusterManager:
             retry = self.backoff.failed(index, self.clock.monotonic(), recorded=True)
             log.error("event=online-failed resource=%s error=%r retry_in=%.1fs", record.name,
                       str(exc), retry)
-            self._give_up(index, "online failed", state=ResourceState.FAILED, lease=owner_ctx,
+            self._give_up(index, "online failed", state=ResourceState.FAILED, lease=write_ctx,
                           failed_on=self.me.node_id, failure=f"online failed: {exc}"[:200])
             return
-        owner_ctx.update(state=ResourceState.ONLINE, failed_on=None, failure=None)
+        write_ctx.update(state=ResourceState.ONLINE, failed_on=None, failure=None)
         self.backoff.succeeded(index)
         if previous is not None:
             self.counts["failovers"] += 1
@@ -308,7 +300,7 @@ class ClusterManager:
                 continue
             del self.unreleased[index]
 
-    def _release(self, index: int, holder: Holder, generation: int) -> None:
+    def _release(self, index: int, holder: NodeIncarnation, generation: int) -> None:
         """Give the lease up under the same-host lock, like every guarded write:
         another writer of this host that checked the lease just before must
         not write just after."""
@@ -362,7 +354,7 @@ class ClusterManager:
             if owned.recover_failures >= RECOVER_TRIES:
                 self.backoff.failed(index, self.clock.monotonic(), recorded=True)
                 self._give_up(index, "replay failed", state=ResourceState.FAILED,
-                              failed_on=owned.ctx.owner.holder.node_id,
+                              failed_on=owned.ctx.write_ctx.holder.node_id,
                               failure=f"replay failed {owned.recover_failures} times: {exc}"[:200])
             return False
         owned.recover_failures = 0
@@ -384,7 +376,7 @@ class ClusterManager:
                             "reason=not-owner", name, message.name.lower(), sender)
                 continue
             if message is Message.PULL:
-                if sender == owned.ctx.owner.holder.node_id or not self._live(sender):
+                if sender == owned.ctx.write_ctx.holder.node_id or not self._live(sender):
                     log.warning("event=request-ignored resource=%s request=pull sender=%d "
                                 "reason=sender-not-live-elsewhere", name, sender)
                     continue
@@ -392,7 +384,7 @@ class ClusterManager:
             else:
                 changes = {"target_state": STOPPED}
             try:
-                records[index] = owned.ctx.owner.update(**changes)
+                records[index] = owned.ctx.write_ctx.update(**changes)
             except ShareddiskError as exc:
                 log.error("event=request-failed resource=%s request=%s error=%r", name,
                           message.name.lower(), str(exc))
@@ -403,14 +395,15 @@ class ClusterManager:
     def _tend(self, index: int, record: ResourceRecord) -> None:
         owned = self.owned[index]
         ctx = owned.ctx
-        ctx.owner.publish_record_version()  # also the lease check of every tick
+        ctx.write_ctx.publish_record_version()  # also the lease check of every tick
         if record.active_log_disk and not self._recover(index, owned):
             return
         if stopped(record):
             self._give_up(index, "stopped", state=ResourceState.OFFLINE)
             return
         move_to = record.attributes.get("move_to")
-        if isinstance(move_to, int) and move_to != ctx.owner.holder.node_id and self._live(move_to):
+        me = ctx.write_ctx.holder.node_id
+        if isinstance(move_to, int) and move_to != me and self._live(move_to):
             self._give_up(index, "moved", state=ResourceState.OFFLINE)
             return
         request = record.attributes.get("op_request")
@@ -420,7 +413,7 @@ class ClusterManager:
         if not agents.monitor(ctx):
             self.backoff.failed(index, self.clock.monotonic(), recorded=True)
             self._give_up(index, "monitor failed", state=ResourceState.FAILED,
-                          failed_on=ctx.owner.holder.node_id, failure="monitor failed")
+                          failed_on=ctx.write_ctx.holder.node_id, failure="monitor failed")
 
     def _run_request(self, owned: Owned, request: str) -> None:
         ctx = owned.ctx
@@ -428,21 +421,21 @@ class ClusterManager:
             req = json.loads(request)
             kind, args, request_id = req["kind"], req["args"], str(req["id"])
         except (ValueError, KeyError, TypeError):
-            ctx.owner.update(op_request=None, last_op=outcome(None, "", "bad request"))
+            ctx.write_ctx.update(op_request=None, last_op=outcome(None, "", "bad request"))
             return
         try:
-            run_operation(ctx.owner, ctx.driver, kind, args, request_id)
+            run_operation(ctx.write_ctx, ctx.driver, kind, args, request_id)
         except ShareddiskError as exc:
             if isinstance(exc, LeaseLost):
                 raise
             log.error("event=op-failed resource=%s request=%s error=%r", ctx.name, request_id,
                       str(exc))
-            ctx.owner.update(op_request=None, last_op=json.dumps(
+            ctx.write_ctx.update(op_request=None, last_op=json.dumps(
                 {"request": request_id, "status": "failed", "error": str(exc)}, sort_keys=True))
         agents.attr_changed(ctx, {"volumes"})
 
     def _give_up(self, index: int, why: str, *, state: ResourceState,
-                 lease: OwnerContext | None = None, **attrs: object) -> None:
+                 lease: WriteContext | None = None, **attrs: object) -> None:
         """Offline here, owner cleared, lease released: the successor takes it.
 
         Once offline here the resource is no longer tended here, whatever
@@ -456,9 +449,9 @@ class ClusterManager:
         if owned is not None:
             agents.take_offline(owned.ctx)
             owned.ctx.event("offline", "manager", reason=why.replace(" ", "-"))
-            lease = owned.ctx.owner
+            lease = owned.ctx.write_ctx
         assert lease is not None, f"resource {index} given up without its lease"
-        lease.update(owner=None, state=state, **attrs)
+        lease.update(owner_host=None, state=state, **attrs)
         self._release(index, lease.holder, lease.generation)
 
     def _drop(self, index: int, why: str) -> None:

@@ -31,7 +31,7 @@ from shareddisk.timeouts import Timeouts
 
 _IDX = heartbeat.CODEC.raw_index
 _STATE, _INCARNATION, _COUNTER = _IDX["state"], _IDX["incarnation"], _IDX["counter"]
-_CONFIG, _ACK = _IDX["config_generation"], _IDX["mailbox_ack"]
+_ACK = _IDX["mailbox_ack"]
 _INTERVAL, _IO_TIMEOUT = _IDX["interval_ms"], _IDX["io_timeout_ms"]
 _WATCHDOG = _IDX["watchdog_s"]
 _NAME, _DEAD_MAP, _DISKS = _IDX["name"], _IDX["dead_map"], _IDX["disk_count"]
@@ -46,6 +46,17 @@ class PeerState(str, enum.Enum):
     FENCED = "fenced"
     LEFT = "left"
 
+    @property
+    def live(self) -> bool:
+        """Its slot says it runs and it renews in time (suspect is neither live nor gone)."""
+        return self in _RUNNING
+
+    @property
+    def gone(self) -> bool:
+        """It holds nothing: declared dead, or its slot says it never ran, left or fenced.
+        Its leases may be taken and it succeeds to no resource."""
+        return self is PeerState.DEAD or self in _STOPPED
+
 
 _SLOT_STATES = {
     heartbeat.SlotState.EMPTY: PeerState.EMPTY,
@@ -54,6 +65,31 @@ _SLOT_STATES = {
     heartbeat.SlotState.LEFT: PeerState.LEFT,
     heartbeat.SlotState.FENCED: PeerState.FENCED,
 }
+# The one definition of both is heartbeat.RUNNING, what a slot says of its writer.
+_RUNNING = frozenset(_SLOT_STATES[s] for s in heartbeat.RUNNING)
+_STOPPED = frozenset(_SLOT_STATES[s] for s in heartbeat.SlotState if s not in heartbeat.RUNNING)
+
+
+@dataclass(frozen=True)
+class NodeIncarnation:
+    """One life of a node: its id, its heartbeat incarnation, and its name.
+
+    A lease is held by one (its holder); a resource record names one as the
+    resource's owner (owner_host).  Id and incarnation say which life it is;
+    the name is for people.  Node id 0 names nobody (a free lease).
+    """
+
+    node_id: int
+    incarnation: int
+    name: str = ""
+
+    @property
+    def free(self) -> bool:
+        return self.node_id == 0
+
+    def same(self, other: "NodeIncarnation") -> bool:
+        """Same node and incarnation (the name is informational)."""
+        return (self.node_id, self.incarnation) == (other.node_id, other.incarnation)
 
 
 def majority(n: int) -> int:
@@ -71,7 +107,6 @@ class Peer:
     counter: int = 0
     slot_state: int = heartbeat.SlotState.EMPTY
     disk_count: int = 0                   # disks it says it writes (0: not said)
-    config_generation: int = 0
     mailbox_ack: int = 0
     declared_dead: frozenset[int] = frozenset()
     timeouts: Timeouts | None = None
@@ -138,7 +173,6 @@ class Membership:
             peer.incarnation, peer.counter = key
             peer.slot_state = raw[_STATE]
             peer.disk_count = raw[_DISKS]
-            peer.config_generation = raw[_CONFIG]
             peer.mailbox_ack = raw[_ACK]
             peer.name = raw[_NAME].rstrip(b"\0").decode("utf-8", "replace")
             dead_map = raw[_DEAD_MAP]
@@ -166,7 +200,7 @@ class Membership:
 
     def _state_of(self, peer: Peer, now: float) -> PeerState:
         slot = _SLOT_STATES.get(peer.slot_state, PeerState.SUSPECT)
-        if slot in (PeerState.EMPTY, PeerState.LEFT, PeerState.FENCED):
+        if slot in _STOPPED:
             return slot
         if peer.dead_incarnation == peer.incarnation:
             return PeerState.DEAD
@@ -214,4 +248,4 @@ class Membership:
 
     def alive_ids(self) -> list[int]:
         return sorted(p.node_id for p in self.peers.values()
-                      if p.state in (PeerState.ALIVE, PeerState.JOINING))
+                      if p.state.live)

@@ -93,7 +93,6 @@ class Node:
         self.incarnation = 0
         self.counter = 0
         self.state = heartbeat.SlotState.JOINING
-        self.config_generation = 0
         self.mailbox_ack = 0
         # The start of the last write round a majority of disks acknowledged...
         self.last_renew_start: float | None = None
@@ -141,7 +140,7 @@ class Node:
         reads = self._read_round()
         own = {d.path: self._own_raw(d, o) for d, o in zip(self.disks, reads) if o.ok}
         busy = {path: raw for path, raw in own.items() if raw is not None and raw[_IDX["state"]]
-                in (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE)}
+                in heartbeat.RUNNING}
         if busy:
             self._watch_for_other_writer(busy)
         self.incarnation = 1 + max((raw[_IDX["incarnation"]] for raw in own.values() if raw),
@@ -386,7 +385,7 @@ class Node:
         return dict(
             node_id=self.node_id, state=self.state, disk_count=min(len(self.disks), 255),
             incarnation=self.incarnation,
-            counter=self.counter, config_generation=self.config_generation,
+            counter=self.counter, config_generation=0,  # reserved (format/heartbeat.py)
             mailbox_ack=self.mailbox_ack, wall_ns=int(self.clock.wall() * 1e9),
             interval_ms=round(self.timeouts.interval * 1000),
             watchdog_s=round(self.timeouts.watchdog),
@@ -528,7 +527,7 @@ class Node:
             log.info("event=peer node=%d peer=%d from=%s to=%s incarnation=%d", self.node_id,
                      change.node_id, change.old.value, change.new.value, change.incarnation)
             said = self.membership.peers[change.node_id].disk_count
-            if change.new in (PeerState.JOINING, PeerState.ALIVE) and said \
+            if change.new.live and said \
                     and said != len(self.disks):
                 # Majorities of different disk sets need not meet: the dead verdict's
                 # argument (docs/TIMEOUTS.md) needs every node on every disk.

@@ -31,19 +31,23 @@ from shareddisk.clock import Clock
 from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import Driver
 from shareddisk.errors import ConflictError
-from shareddisk.leases import Holder, Leases, resource_lock
-from shareddisk.oplog import LogDisk, Operation, log_for
+from shareddisk.leases import Leases, resource_lock
+from shareddisk.membership import NodeIncarnation
+from shareddisk.oplog import OpLog, Operation, log_for
 
 log = logging.getLogger("shareddisk.ops")
 
 
 @dataclass
-class OwnerContext:
-    """Everything an owner needs to write a resource: who it is and its lease."""
+class WriteContext:
+    """What a lease holder needs to write one resource: who it is, its lease, the area.
+
+    Every write through it (record, lease, operation log) is guarded by the
+    lease at ``generation`` and by the node's own renew deadline."""
 
     area: Area
     leases: Leases
-    holder: Holder
+    holder: NodeIncarnation
     generation: int
     index: int
     clock: Clock
@@ -86,7 +90,7 @@ class OwnerContext:
             attributes = dict(current.attributes)
             fields = {}
             for key, value in changes.items():
-                if key in ("active_log_disk", "state", "owner"):
+                if key in ("active_log_disk", "state", "owner_host"):
                     fields[key] = value
                 elif value is None:
                     attributes.pop(key, None)
@@ -97,8 +101,8 @@ class OwnerContext:
                           self.index, current.version)
         return self.record()
 
-    def log_disk(self, name: str) -> LogDisk:
-        return LogDisk(self.area, name, guard=self.guard)
+    def oplog(self, name: str) -> OpLog:
+        return OpLog(self.area, name, guard=self.guard)
 
 
 def outcome(op: Operation | None, request_id: str, status: str) -> str:
@@ -106,7 +110,7 @@ def outcome(op: Operation | None, request_id: str, status: str) -> str:
                        "kind": op.kind if op else None, "status": status}, sort_keys=True)
 
 
-def run_operation(ctx: OwnerContext, driver: Driver, kind: str, args: dict[str, Any],
+def run_operation(ctx: WriteContext, driver: Driver, kind: str, args: dict[str, Any],
                   request_id: str = "") -> Operation:
     """Steps 1-5 of the module docstring."""
     params = driver.prepare(kind, args)
@@ -114,28 +118,28 @@ def run_operation(ctx: OwnerContext, driver: Driver, kind: str, args: dict[str, 
     name = log_for(ctx.area, ctx.index)
     ctx.update(active_log_disk=name, op_request=None, op_running=request_id or None)
     crashpoint("op-after-active-log")
-    logdisk = ctx.log_disk(name)
-    op = logdisk.begin(ctx.index, kind, dict(params, request=request_id), steps)
+    oplog = ctx.oplog(name)
+    op = oplog.begin(ctx.index, kind, dict(params, request=request_id), steps)
     log.info("event=op-begin resource=%d log=%s op=%d kind=%s steps=%s", ctx.index, name,
              op.op_id, kind, ",".join(steps))
     crashpoint("op-after-begin")
-    return finish(ctx, driver, logdisk, op, "op")
+    return finish(ctx, driver, oplog, op, "op")
 
 
-def finish(ctx: OwnerContext, driver: Driver, logdisk: LogDisk, op: Operation,
+def finish(ctx: WriteContext, driver: Driver, oplog: OpLog, op: Operation,
            stage: str = "replay") -> Operation:
     """Apply the steps not yet done, commit, clear active_log_disk."""
     params = {k: v for k, v in op.params.items() if k != "request"}
     for i in op.remaining:
         if i not in op.intents:  # a replay that fails again must not fill the lane
-            logdisk.intent(op, i)  # guarded: the lease, and our own renew deadline
+            oplog.intent(op, i)  # guarded: the lease, and our own renew deadline
         crashpoint(f"{stage}-step-{i}-after-intent")
         ctx.guard()  # once more right before touching the data device
         driver.apply(op.kind, params, op.steps[i])
         crashpoint(f"{stage}-step-{i}-after-apply")
-        logdisk.done(op, i)
+        oplog.done(op, i)
         crashpoint(f"{stage}-step-{i}-after-done")
-    logdisk.commit(op)
+    oplog.commit(op)
     log.info("event=op-commit resource=%d op=%d kind=%s stage=%s", ctx.index, op.op_id,
              op.kind, stage)
     crashpoint(f"{stage}-after-commit")
@@ -143,7 +147,7 @@ def finish(ctx: OwnerContext, driver: Driver, logdisk: LogDisk, op: Operation,
     return op
 
 
-def close(ctx: OwnerContext, driver: Driver, op: Operation | None, request_id: str,
+def close(ctx: WriteContext, driver: Driver, op: Operation | None, request_id: str,
           status: str) -> None:
     """Clear active_log_disk and record how the operation ended."""
     describe = driver.describe()

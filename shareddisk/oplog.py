@@ -36,7 +36,7 @@ INTENT and DONE per step + COMMIT > lane).
 What the ring cannot tell: an operation whose BEGIN entry is gone (overwritten
 after it finished, or damaged) has ``begin_lost`` set, no kind or params, and
 ``UNKNOWN_STEP`` names; an unfinished one can only be aborted.  Damaged
-entries are skipped and listed in ``LogDisk.damaged``; a lost DONE makes its
+entries are skipped and listed in ``OpLog.damaged``; a lost DONE makes its
 step look undone, so it is redone (steps are idempotent), and a lost COMMIT
 makes a finished operation look interrupted, so it is replayed and committed
 again.
@@ -273,8 +273,12 @@ def group_operations(log: str, entries: list[Entry]) -> dict[int, Operation]:
     return ops
 
 
-class LogDisk:
-    """Append to and read one named log disk of an area."""
+class OpLog:
+    """Append to and read the operation log of one named log disk.
+
+    A "log disk" (``init --log-disks``) is no disk: it is the region
+    ``log:<name>`` of the area, and this is the ring of entries it holds.
+    """
 
     def __init__(self, area: Area, name: str, *, guard: Callable[[], None] | None = None,
                  clock: Clock | None = None):
@@ -535,7 +539,7 @@ def log_report(area: Area, name: str | None = None) -> dict[str, Any]:
     names = [_log_name(area, name)] if name is not None else list(area.layout.geometry.log_disks)
     disks = []
     for log in names:
-        disk = LogDisk(area, log)
+        disk = OpLog(area, log)
         entries = disk.scan()
         head = disk.head()
         ops = disk.operations()

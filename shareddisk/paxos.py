@@ -1,8 +1,8 @@
-"""Disk Paxos leases: who owns a resource, decided over a majority of disks.
+"""Disk Paxos leases: who holds a resource's lease, decided over a majority of disks.
 
 Gafni and Lamport's Disk Paxos (2003), one consensus instance per change of
-owner.  Instance ``n`` decides the owner of generation ``n`` (an owner, or
-free); its outcome is published as the leader record with ``generation = n``
+holder.  Instance ``n`` decides the holder of generation ``n`` (a node
+incarnation, or free); its outcome is published as the leader record with ``generation = n``
 (the fencing token).  Each node votes through its own dblock on every disk
 (format/paxos.py), which only it writes, so no step ever depends on how long
 another node's I/O takes: a write held up for an hour is just a late step of
@@ -55,6 +55,7 @@ from shareddisk.errors import (
     UsageError,
 )
 from shareddisk.format import paxos as fmt
+from shareddisk.membership import NodeIncarnation
 
 NODE_BITS = 16  # a ballot number is round << 16 | node id: unique per node
 NODE_MASK = (1 << NODE_BITS) - 1
@@ -64,24 +65,7 @@ MAX_NODE_ID = NODE_MASK
 # --- values -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Owner:
-    """A lease holder: node id, heartbeat incarnation, name (node 0: free)."""
-
-    node_id: int
-    incarnation: int = 0
-    name: str = ""
-
-    @property
-    def free(self) -> bool:
-        return self.node_id == 0
-
-    def same(self, other: "Owner") -> bool:
-        """Same node and incarnation (the name is informational)."""
-        return (self.node_id, self.incarnation) == (other.node_id, other.incarnation)
-
-
-FREE = Owner(0, 0, "")
+FREE = NodeIncarnation(0, 0, "")
 
 
 @dataclass(frozen=True)
@@ -89,7 +73,7 @@ class Leader:
     """The published outcome of instance ``generation``: its owner (or FREE)."""
 
     generation: int
-    owner: Owner
+    holder: NodeIncarnation
 
 
 @dataclass(frozen=True)
@@ -168,7 +152,7 @@ class Outcome:
     kind: str
     leader: Leader | None = None
     reason: str = ""
-    decided: list[tuple[int, Owner]] = field(default_factory=list)
+    decided: list[tuple[int, NodeIncarnation]] = field(default_factory=list)
     views: list["DiskView"] = field(default_factory=list, repr=False)  # what survey read
     published: int = 0  # disks that took the leader record of a decided instance
 
@@ -182,7 +166,7 @@ class DBlock:
     lver: int
     mbal: int
     bal: int
-    inp: Owner
+    inp: NodeIncarnation
 
 
 @dataclass
@@ -206,21 +190,21 @@ class DiskView:
 def leader_from(values: dict[str, Any]) -> Leader:
     if values["owner_id"] == 0:
         return Leader(values["generation"], FREE)
-    return Leader(values["generation"], Owner(values["owner_id"], values["owner_incarnation"],
-                                              values["owner_name"]))
+    holder = NodeIncarnation(values["owner_id"], values["owner_incarnation"], values["owner_name"])
+    return Leader(values["generation"], holder)
 
 
 def dblock_from(values: dict[str, Any]) -> DBlock:
     inp = FREE if values["inp_owner_id"] == 0 else \
-        Owner(values["inp_owner_id"], values["inp_incarnation"], values["inp_name"])
+        NodeIncarnation(values["inp_owner_id"], values["inp_incarnation"], values["inp_name"])
     return DBlock(values["node_id"], values["lver"], values["mbal"], values["bal"], inp)
 
 
 def encode_leader(geo: LeaseGeometry, leader: Leader) -> bytes:
     values = dict(fmt.empty_leader(geo.resource_index), generation=leader.generation)
-    if not leader.owner.free:
-        values.update(owner_id=leader.owner.node_id,
-                      owner_incarnation=leader.owner.incarnation, owner_name=leader.owner.name)
+    if not leader.holder.free:
+        values.update(owner_id=leader.holder.node_id,
+                      owner_incarnation=leader.holder.incarnation, owner_name=leader.holder.name)
     return fmt.LEADER_CODEC.encode(values, geo.sector_size)
 
 
@@ -386,7 +370,7 @@ def _phase(geo: LeaseGeometry, disks: int, mine: DBlock,
     return None, best
 
 
-def ballot(geo: LeaseGeometry, disks: int, node_id: int, value: Owner, instance: int,
+def ballot(geo: LeaseGeometry, disks: int, node_id: int, value: NodeIncarnation, instance: int,
            views: list[DiskView]) -> Step:
     """Phases 1 and 2 of instance ``instance``; ``views`` come from :func:`survey`.
 
@@ -417,24 +401,24 @@ def ballot(geo: LeaseGeometry, disks: int, node_id: int, value: Owner, instance:
     return Outcome("read", decided, decided=[(instance, chosen)], published=took)
 
 
-def acquire_steps(geo: LeaseGeometry, disks: int, me: Owner,
+def acquire_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation,
                   replaceable: Callable[[Leader], bool]) -> Step:
     """One attempt to take the lease for ``me``."""
     geo.check_node(me.node_id)
     if me.free:
-        raise UsageError("the owner of a lease cannot be node 0")
+        raise UsageError("the holder of a lease cannot be node 0")
     got = yield from survey(geo, disks)
     if got.kind != "read":
         return got
     top, views = got.leader, got.views
     assert top is not None
-    if top.owner.same(me):
+    if top.holder.same(me):
         ours = yield from _still_ours(geo, disks, me, top.generation, views, "acquired")
         if ours.kind == "acquired":
             return ours
         # Someone voted to take it over (verify now fails for our generation):
         # win the next instance ourselves unless that vote already carries a value.
-    elif not top.owner.free and not replaceable(top):
+    elif not top.holder.free and not replaceable(top):
         return Outcome("held", top, _held(top))
     if not (yield from _repair_leader(geo, disks, top, views)):
         return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)
@@ -443,13 +427,13 @@ def acquire_steps(geo: LeaseGeometry, disks: int, me: Owner,
         return out
     assert out.leader is not None
     won = out.leader
-    if not won.owner.same(me):
+    if not won.holder.same(me):
         # Our ballot completed an instance a rival had already carried: its
         # value stands.  Free or replaceable: the next attempt takes it.
-        retry = won.owner.free or replaceable(won)
+        retry = won.holder.free or replaceable(won)
         out.kind = "aborted" if retry else "held"
         out.reason = (_held(won) + ": it won that generation first"
-                      if not won.owner.free else f"generation {won.generation} freed it")
+                      if not won.holder.free else f"generation {won.generation} freed it")
         return out
     if out.published < majority(disks):
         out.kind, out.reason = "no-quorum", (
@@ -461,30 +445,30 @@ def acquire_steps(geo: LeaseGeometry, disks: int, me: Owner,
 
 
 def _held(leader: Leader) -> str:
-    owner = leader.owner
+    owner = leader.holder
     return (f"held by node {owner.node_id} ({owner.name or '?'}, incarnation "
             f"{owner.incarnation}, generation {leader.generation})")
 
 
-def _still_ours(geo: LeaseGeometry, disks: int, me: Owner, generation: int,
+def _still_ours(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generation: int,
                 views: list[DiskView], kind: str) -> Generator[Any, Any, Outcome]:
     """``kind`` if nothing read shows an instance after ``generation``, else ``lost``."""
     top = newest_leader(views)
     later = [b for v in views for b in v.dblocks.values() if b.lver > generation]
     other = top.generation > generation or \
-        (top.generation == generation and not top.owner.same(me))
+        (top.generation == generation and not top.holder.same(me))
     if other or later:
         who = f"node {later[0].node_id} votes in instance {later[0].lver}" if later else \
-            f"generation {top.generation} names node {top.owner.node_id}"
+            f"generation {top.generation} names node {top.holder.node_id}"
         return Outcome("lost", top, f"generation {generation} of node {me.node_id} is over: "
                        f"{who}")
     # A leader older than ``generation``: ours was decided (we were told) but
     # its record did not reach the disks read; nobody can have gone past it.
-    return Outcome(kind, Leader(generation, top.owner if top.generation == generation else me))
+    return Outcome(kind, Leader(generation, top.holder if top.generation == generation else me))
     yield  # a generator, like every step
 
 
-def verify_steps(geo: LeaseGeometry, disks: int, me: Owner, generation: int) -> Step:
+def verify_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generation: int) -> Step:
     """Check that we still own ``generation``: no later instance anywhere we read."""
     views = yield from read_all(geo, disks)
     whole = [v for v in views if v.whole]
@@ -493,14 +477,14 @@ def verify_steps(geo: LeaseGeometry, disks: int, me: Owner, generation: int) -> 
     return (yield from _still_ours(geo, disks, me, generation, views, "verified"))
 
 
-def release_steps(geo: LeaseGeometry, disks: int, me: Owner, generation: int) -> Step:
+def release_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generation: int) -> Step:
     """One attempt to give ``generation`` up: an instance that decides "free"."""
     got = yield from survey(geo, disks)
     if got.kind != "read":
         return got
     top, views = got.leader, got.views
     assert top is not None
-    if top.generation != generation or not top.owner.same(me):
+    if top.generation != generation or not top.holder.same(me):
         return Outcome("released", top, "not ours any more: nothing to release")
     if not (yield from _repair_leader(geo, disks, top, views)):
         return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)
@@ -512,7 +496,7 @@ def release_steps(geo: LeaseGeometry, disks: int, me: Owner, generation: int) ->
 
 def with_retries(make: Callable[[], Step], attempts: int) -> Step:
     """Run ``make()`` until it ends otherwise than ``aborted``, at most ``attempts`` times."""
-    decided: list[tuple[int, Owner]] = []
+    decided: list[tuple[int, NodeIncarnation]] = []
     out = Outcome("aborted", reason="no attempt")
     for attempt in range(attempts):
         if attempt:
@@ -603,7 +587,7 @@ class DiskPaxos:
             raise LeaseLost(f"{self._where()}: {out.reason}; nothing written")
         raise ShareddiskError(f"{self._where()}: unexpected outcome {out.kind}")
 
-    def acquire(self, me: Owner, replaceable: Callable[[Leader], bool]) -> int:
+    def acquire(self, me: NodeIncarnation, replaceable: Callable[[Leader], bool]) -> int:
         """Take the lease (or confirm we hold it); returns its generation."""
         out = self.run(with_retries(
             lambda: acquire_steps(self.geometry, len(self.disks), me, replaceable),
@@ -613,7 +597,7 @@ class DiskPaxos:
         assert out.leader is not None
         return out.leader.generation
 
-    def release(self, me: Owner, generation: int) -> None:
+    def release(self, me: NodeIncarnation, generation: int) -> None:
         """Give the lease up (no-op when ``generation`` is no longer ours)."""
         out = self.run(with_retries(
             lambda: release_steps(self.geometry, len(self.disks), me, generation),
@@ -621,7 +605,7 @@ class DiskPaxos:
         if out.kind != "released":
             self._raise(out)
 
-    def verify(self, me: Owner, generation: int) -> Leader:
+    def verify(self, me: NodeIncarnation, generation: int) -> Leader:
         """The leader, while no instance after ``generation`` shows; else LeaseLost."""
         out = self.run(verify_steps(self.geometry, len(self.disks), me, generation))
         if out.kind != "verified":
@@ -639,7 +623,7 @@ class DiskPaxos:
 
 
 __all__ = [
-    "FREE", "DiskPaxos", "LeaseDisk", "LeaseGeometry", "Leader", "Outcome", "Owner", "Pause",
+    "FREE", "DiskPaxos", "LeaseDisk", "LeaseGeometry", "Leader", "Outcome", "Pause",
     "Read", "Write", "acquire_steps", "ballot", "release_steps", "survey", "verify_steps",
     "with_retries",
 ]

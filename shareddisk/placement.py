@@ -51,15 +51,15 @@ def acting_node(area: Area, node_id: int | None) -> int:
 
 def _owner_here(area: Area, record: ResourceRecord, node_id: int | None) -> bool:
     """Does the owner's daemon run on this host (so a command can act as the owner)?"""
-    owner = record.owner
+    owner = record.owner_host
     return owner is not None and (node_id == owner.node_id or
                                   owner.node_id in local_daemons(area))
 
 
 def _ask(area: Area, record: ResourceRecord, message: str, sender: int, clock: Clock) -> None:
     """Send a PULL or STOP to the owner and wait for its acknowledgement."""
-    assert record.owner is not None
-    owner = record.owner.node_id
+    assert record.owner_host is not None
+    owner = record.owner_host.node_id
     sent = send_message([area], owner, message, clock=clock, sender_id=sender,
                         resource=record.index)
     if not wait_for_ack([area], owner, sent.seq, clock=clock):
@@ -79,7 +79,7 @@ def wait_for(area: Area, name: str, done: Callable[[ResourceRecord], bool], what
         if clock.monotonic() >= deadline:
             raise ConflictError(f"{area.device.path}: {name}: {what} did not happen within "
                                 f"{timeout:g} s (state {record.state.name.lower()}, owner "
-                                f"{record.owner.node_id if record.owner else 'none'})")
+                                f"{record.owner_host.node_id if record.owner_host else 'none'})")
         clock.sleep(POLL)
 
 
@@ -91,8 +91,8 @@ def check_node(area: Area, node_id: int, option: str) -> None:
 
 
 def _online_on(to: int | None) -> Callable[[ResourceRecord], bool]:
-    return lambda r: r.state is ResourceState.ONLINE and r.owner is not None and \
-        (to is None or r.owner.node_id == to)
+    return lambda r: r.state is ResourceState.ONLINE and r.owner_host is not None and \
+        (to is None or r.owner_host.node_id == to)
 
 
 def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
@@ -100,22 +100,22 @@ def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
     """Hand ``name`` over to node ``to`` gracefully (offline on its owner, online on ``to``)."""
     check_node(area, to, "--to")
     record = find(area, name)
-    if record.owner is not None and record.owner.node_id == to:
+    if record.owner_host is not None and record.owner_host.node_id == to:
         raise UsageError(f"{name} is already on node {to}")
-    if record.owner is None or record.state is not ResourceState.ONLINE:
+    if record.owner_host is None or record.state is not ResourceState.ONLINE:
         raise ConflictError(f"{area.device.path}: resource {name!r} is not online (state "
                             f"{record.state.name.lower()}); start it with `resource start "
                             f"--to {to}`")
     if _owner_here(area, record, node_id):
         config.check_update(area, name, {"move_to": to})
-        with Session(area, record.owner.node_id, clock) as session:
+        with Session(area, record.owner_host.node_id, clock) as session:
             config.update_resource(session, name, {"move_to": to})
     else:
         me = acting_node(area, node_id)
         if to != me:
-            raise UsageError(f"{name} runs on node {record.owner.node_id}: from this host "
+            raise UsageError(f"{name} runs on node {record.owner_host.node_id}: from this host "
                              f"(node {me}) it can only be pulled here (--to {me}); run the "
-                             f"command on node {record.owner.node_id}'s host to move it "
+                             f"command on node {record.owner_host.node_id}'s host to move it "
                              f"elsewhere")
         _ask(area, record, "pull", me, clock)
     return wait_for(area, name, _online_on(to), f"move to node {to}", clock=clock,
@@ -127,16 +127,16 @@ def stop(area: Area, name: str, *, node_id: int | None, clock: Clock,
     """Take ``name`` offline everywhere and keep it offline until ``start``."""
     record = find(area, name)
     config.check_update(area, name, {"target_state": STOPPED})
-    if record.owner is None:
+    if record.owner_host is None:
         if not stopped(record):  # no owner: its lease is free (or its holder's to wait out)
             with Session(area, acting_node(area, node_id), clock) as session:
                 config.update_resource(session, name, {"target_state": STOPPED})
     elif _owner_here(area, record, node_id):
-        with Session(area, record.owner.node_id, clock) as session:
+        with Session(area, record.owner_host.node_id, clock) as session:
             config.update_resource(session, name, {"target_state": STOPPED})
     else:
         _ask(area, record, "stop", acting_node(area, node_id), clock)
-    return wait_for(area, name, lambda r: r.owner is None and stopped(r), "stop",
+    return wait_for(area, name, lambda r: r.owner_host is None and stopped(r), "stop",
                     clock=clock, timeout=timeout)
 
 
@@ -146,12 +146,12 @@ def start(area: Area, name: str, *, on: int | None, node_id: int | None, clock: 
     if on is not None:
         check_node(area, on, "--to")
     record = find(area, name)
-    if record.owner is not None and record.state is ResourceState.ONLINE:
-        raise UsageError(f"{name} is already online on node {record.owner.node_id}; use "
+    if record.owner_host is not None and record.state is ResourceState.ONLINE:
+        raise UsageError(f"{name} is already online on node {record.owner_host.node_id}; use "
                          f"`resource move {name} --to NODE` to place it elsewhere")
-    if record.owner is not None and not stopped(record):
+    if record.owner_host is not None and not stopped(record):
         raise ConflictError(f"{area.device.path}: resource {name!r} is being brought up by "
-                            f"node {record.owner.node_id} (state "
+                            f"node {record.owner_host.node_id} (state "
                             f"{record.state.name.lower()}); wait for it, or stop it first")
     # Stopped, failed everywhere, or waiting for a successor: start it (again);
     # the failed_on mark goes too, so that node is tried again.

@@ -259,16 +259,15 @@ def _group(parts: list[Any]) -> RenderableType:
 # --- dump ---------------------------------------------------------------------
 
 _COLUMNS: dict[str, tuple[str, ...]] = {
-    "heartbeat": ("node_id", "name", "state", "incarnation", "counter",
-                  "config_generation", "mailbox_ack", "wall_time"),
+    "heartbeat": ("node_id", "name", "state", "incarnation", "counter", "mailbox_ack",
+                  "wall_time"),
     "mailbox": ("node_id", "message", "sender_id", "seq", "sent"),
     "lease": ("resource_index", "owner_id", "owner_name", "owner_incarnation",
               "generation", "acquired"),
     "log": ("position", "seq", "entry_type", "op_id", "resource_index", "step",
             "step_count", "data_length"),
 }
-_NUMBERS = ("offset", "records", "bytes", "incarnation", "counter", "config_generation",
-            "mailbox_ack", "seq", "generation", "owner_incarnation", "version", "op_id",
+_NUMBERS = ("offset", "records", "bytes", "incarnation", "counter", "mailbox_ack", "seq", "generation", "owner_incarnation", "version", "op_id",
             "step", "step_count", "data_length", "position")
 
 

@@ -25,9 +25,10 @@ from shareddisk.area import Area
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import FormatError, LockHeld, ShareddiskError, UsageError
 from shareddisk.format import heartbeat
-from shareddisk.leases import Holder, Leases, holds, read_lease, resource_lock
+from shareddisk.leases import Leases, holds, read_lease, resource_lock
 from shareddisk.liveness import by_watching
 from shareddisk.locks import host_lock, try_host_lock
+from shareddisk.membership import NodeIncarnation
 from shareddisk.node import Node
 from shareddisk.statefile import IncarnationMemory, default_state_dir
 from shareddisk.timeouts import Timeouts
@@ -58,7 +59,7 @@ class Session:
         # Judging a lease holder: the daemon we may borrow from reads every disk
         # and its verdicts count; a short-lived node of our own reads one disk.
         self.alive = by_watching(area, clock, tick=self._keepalive)
-        self.holder: Holder | None = None
+        self.holder: NodeIncarnation | None = None
         # The node's state dir on this host (given, or the default one if a daemon
         # made it): its incarnation memory is shared with the daemon.
         if state_dir is None and default_state_dir(area.cluster_uuid, node_id).is_dir():
@@ -90,7 +91,7 @@ class Session:
             self._node = node
             self.alive = by_watching(self.area, self.clock, tick=self._keepalive,
                                      self_id=self.node_id)
-            self.holder = Holder(self.node_id, node.incarnation, node.name)
+            self.holder = NodeIncarnation(self.node_id, node.incarnation, node.name)
             # Our writes are refused once our own heartbeat is past its deadline.
             self.leases.alive_check = node.assert_renewed
             if isinstance(self.clock, SystemClock):
@@ -127,7 +128,7 @@ class Session:
         if self._node is not None and not self._beating:
             self._node.step()
 
-    def _daemon_holder(self) -> Holder | None:
+    def _daemon_holder(self) -> NodeIncarnation | None:
         """The incarnation of node N's daemon on this host, once its heartbeat is seen
         to move.
 
@@ -147,7 +148,7 @@ class Session:
             if now is None:
                 return None
             if now["incarnation"] == first["incarnation"] and now["counter"] != first["counter"]:
-                return Holder(self.node_id, now["incarnation"], now["name"])
+                return NodeIncarnation(self.node_id, now["incarnation"], now["name"])
             if now["incarnation"] != first["incarnation"]:
                 first = now  # it restarted: watch the new life
         raise LockHeld(f"{self.area.device.path}: node {self.node_id}'s daemon on this host "
@@ -161,7 +162,7 @@ class Session:
             slot = heartbeat.CODEC.decode(buf, 0, self.area.where("heartbeat", self.node_id - 1))
         except FormatError:
             return None
-        if slot["state"] not in (heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE):
+        if slot["state"] not in heartbeat.RUNNING:
             return None
         return slot
 

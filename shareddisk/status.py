@@ -35,7 +35,6 @@ from shareddisk.membership import Membership, PeerState, majority
 from shareddisk.timeouts import Timeouts
 from shareddisk.view import watchdog_label
 
-_LIVE = (PeerState.ALIVE, PeerState.JOINING)
 UNKNOWN = "unknown"  # its slot says alive; one read cannot tell whether it still is
 
 
@@ -81,7 +80,7 @@ class StatusReader:
         self.membership.evaluate(now)
         peers = self.membership.peers
         watched = now - self.started
-        live = {p.node_id for p in peers.values() if p.state in _LIVE}
+        live = {p.node_id for p in peers.values() if p.state.live}
         nodes = []
         for peer in sorted(peers.values(), key=lambda p: p.node_id):
             if peer.state is PeerState.EMPTY:
@@ -89,7 +88,7 @@ class StatusReader:
             declared_by = sorted(i for i in live if peer.node_id in peers[i].declared_dead)
             state = peer.state
             seen_change = peer.last_change is not None
-            if state in _LIVE and not seen_change:
+            if state.live and not seen_change:
                 state = PeerState.SUSPECT  # its slot says alive, but nothing moved all window
             if state is PeerState.SUSPECT and declared_by:
                 state = PeerState.DEAD
@@ -107,7 +106,6 @@ class StatusReader:
                 "age": round(now - peer.last_change, 3) if seen_change else None,
                 "unchanged_for_at_least": None if seen_change else round(watched, 3),
                 "declared_dead_by": declared_by,
-                "config_generation": peer.config_generation,
                 # its hardware watchdog, as it publishes it (docs/OPERATIONS.md)
                 "watchdog": watchdog_label(peer.timeouts),
             })

@@ -38,7 +38,6 @@ from shareddisk.membership import PeerState, majority
 log = logging.getLogger("shareddisk.view")
 RUN_ROOT = "/run/shareddisk"
 VIEW_FORMAT = 1
-_LIVE = (PeerState.ALIVE, PeerState.JOINING)
 
 
 def run_dir() -> Path:
@@ -61,7 +60,7 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
     """What ``node`` sees now (built on the heartbeat thread: no I/O)."""
     now = node.clock.monotonic()
     peers = node.membership.peers
-    live = {p.node_id for p in peers.values() if p.state in _LIVE}
+    live = {p.node_id for p in peers.values() if p.state.live}
     own_state = node.state.name.lower()
     if own_state in ("alive", "joining"):
         live.add(node.node_id)
@@ -69,7 +68,6 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
         "id": node.node_id, "name": node.name, "state": own_state,
         "incarnation": node.incarnation, "counter": node.counter, "age": 0.0,
         "unchanged_for_at_least": None, "declared_dead_by": [], "self": True,
-        "config_generation": node.config_generation,
         "watchdog": watchdog_label(node.timeouts)}]
     for peer in peers.values():
         if peer.state is PeerState.EMPTY:
@@ -82,7 +80,6 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
             "declared_dead_by": sorted(
                 [i for i in live if i in peers and peer.node_id in peers[i].declared_dead]
                 + ([node.node_id] if peer.state is PeerState.DEAD else [])),
-            "config_generation": peer.config_generation,
             "watchdog": watchdog_label(peer.timeouts)})
     nodes.sort(key=lambda n: n["id"])
     writable = sum(1 for d in node.disks if d.write_ok)

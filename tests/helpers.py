@@ -11,14 +11,15 @@ import uuid
 from typing import Callable
 
 from shareddisk.area import Area, Geometry
-from shareddisk.attributes import Owner, ResourceRecord, guarded_write
+from shareddisk.attributes import ResourceRecord, guarded_write
 from shareddisk.clock import FakeClock
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder, Leases, resource_lock
+from shareddisk.leases import Leases, resource_lock
+from shareddisk.membership import NodeIncarnation
 from shareddisk.node import Node
-from shareddisk.operations import OwnerContext
+from shareddisk.operations import WriteContext
 from shareddisk.timeouts import Timeouts
 
 
@@ -97,7 +98,7 @@ class CrashingDriver:
         return self.inner.describe()
 
 
-def add_record(area: Area, leases: Leases, holder: Holder, index: int,
+def add_record(area: Area, leases: Leases, holder: NodeIncarnation, index: int,
                record: ResourceRecord) -> None:
     """Write a new record at a free ``index`` under ``holder``'s lease, which it keeps."""
     generation = leases.acquire(index, holder, lambda node, incarnation: False)
@@ -105,15 +106,14 @@ def add_record(area: Area, leases: Leases, holder: Holder, index: int,
         guarded_write(area, leases, holder, generation, record, index, 0)
 
 
-def take_over(area: Area, holder: Holder, clock: FakeClock, index: int = 0,
-              timeouts: Timeouts | None = None) -> OwnerContext:
+def take_over(area: Area, holder: NodeIncarnation, clock: FakeClock, index: int = 0,
+              timeouts: Timeouts | None = None) -> WriteContext:
     """``holder`` takes resource ``index`` as the cluster manager does: the lease
     (any other holder is taken for dead), then owner_host naming it, offline."""
     leases = Leases(area, clock, timeouts or Timeouts.from_interval(1.0))
     generation = leases.acquire(index, holder, lambda node, incarnation: False)
-    ctx = OwnerContext(area, leases, holder, generation, index, clock)
-    ctx.update(owner=Owner(holder.node_id, holder.incarnation, holder.name),
-               state=ResourceState.OFFLINE)
+    ctx = WriteContext(area, leases, holder, generation, index, clock)
+    ctx.update(owner_host=holder, state=ResourceState.OFFLINE)
     return ctx
 
 
@@ -125,7 +125,7 @@ def data_image(directory, size: int = 32 << 20) -> str:
     return str(path)
 
 
-def group_area(geometry: Geometry, timeouts: Timeouts, holder: Holder, data: str,
+def group_area(geometry: Geometry, timeouts: Timeouts, holder: NodeIncarnation, data: str,
                **attributes) -> Area:
     """A fresh area whose resource 0 is the storage group ``sg1`` on ``data``
     (with ``attributes`` besides), added by ``holder``."""

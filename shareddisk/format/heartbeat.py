@@ -4,6 +4,13 @@ Liveness is judged by the *observer* seeing ``counter`` change on its own
 monotonic clock; ``wall_ns`` is informational only.  Suspect and dead are
 observer verdicts and never written; a slot only says what its writer
 believes of itself.
+
+``config_generation`` is reserved: written 0, ignored on read.  It was meant
+to count a node's changes to resource records, but peers learn of a change
+from the ``record_version`` of the resource's lease, which they read every
+interval anyway, so no node ever set it (the golden images of
+tools/make-fixtures hold a 1 in one slot, which readers ignore).  The next
+format version drops it.
 """
 
 import enum
@@ -24,13 +31,18 @@ class SlotState(enum.IntEnum):
     FENCED = 4     # fenced itself; must not write as alive again
 
 
+RUNNING = frozenset({SlotState.JOINING, SlotState.ALIVE})
+"""A slot whose writer says it runs (and may hold leases).  Any other state
+says it holds nothing: it never ran, left, or fenced itself."""
+
+
 HEARTBEAT = cs.Struct(
     "node_id" / cs.Int16ul,           # slot index + 1; checks misdirected writes
     "state" / cs.Int8ul,              # SlotState
     "disk_count" / cs.Int8ul,         # disks this node writes its slot to (0: not said)
     "incarnation" / cs.Int64ul,       # bumped on every daemon start
     "counter" / cs.Int64ul,           # bumped on every write
-    "config_generation" / cs.Int64ul,  # bumped when this node changed a resource record
+    "config_generation" / cs.Int64ul,  # reserved: written 0, ignored (see above)
     "mailbox_ack" / cs.Int64ul,       # seq of the last mailbox message acted on
     "wall_ns" / cs.Int64ul,
     "interval_ms" / cs.Int16ul,       # the writer's timing: peers derive its

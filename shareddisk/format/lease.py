@@ -5,6 +5,14 @@ valid while that incarnation keeps its heartbeat.  The holder owns the
 resource and is the only writer of its record.  ``generation`` increases
 on every acquisition and is carried by every guarded write, so a holder that
 froze and woke after a takeover is refused.
+
+Names: the node a lease names is its *holder* in the code (``holder`` in
+shareddisk/leases.py) and in JSON output (``holder_id``, ``holder_name``),
+but the fields below are still ``owner_id``, ``owner_incarnation`` and
+``owner_name``, as are those of the Disk Paxos leader record.  They are
+renamed with the next format version, not before: the names are what
+``inspect`` and this page show for a version-1 area.  A resource's *owner*
+is another field, ``owner_host`` of its record (the resource record below).
 """
 
 import construct as cs
@@ -13,14 +21,14 @@ from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec
 
 LEASE = cs.Struct(
     "resource_index" / cs.Int16ul,
-    "owner_id" / cs.Int16ul,          # 0: free
+    "owner_id" / cs.Int16ul,          # the holder (code: holder); 0: free
     "flags" / cs.Int32ul,
-    "owner_incarnation" / cs.Int64ul,
+    "owner_incarnation" / cs.Int64ul,  # the holder's incarnation
     "generation" / cs.Int64ul,
     "acquired_ns" / cs.Int64ul,       # holder's wall clock, informational
     "record_version" / cs.Int64ul,    # version of the last record write under
                                       # this lease: peers reload when it moves
-    "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
+    "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),  # the holder's name
 )
 
 CODEC = RecordCodec(Kind.LEASE, "lease", LEASE)

@@ -2,14 +2,16 @@
 
 One lease on one disk is a run of ``1 + node_count`` sectors::
 
-    block 0      leader record: the owner decided by the latest published
+    block 0      leader record: the holder decided by the latest published
                  instance, and that instance's number (the generation)
     block k      dblock of node k (1 <= k <= node_count), written only by node k
 
 A dblock is Gafni and Lamport's ``disk[d][p]``: the ballot state of one node
 for one instance (``lver``) of the lease: the highest ballot it started
 (``mbal``), the ballot of the value it last accepted (``bal``, 0: none) and
-that value (``inp_*``: an owner, or free with ``inp_owner_id`` 0).  An
+that value (``inp_*``: a holder, or free with ``inp_owner_id`` 0).  The
+``owner_*`` fields name the lease's holder (``Leader.holder`` in the code);
+they keep their names until the next format version (format/lease.py).  An
 all-zero sector is a block nobody wrote yet and reads as the initial state.
 
 Both follow the record template of format/record.py (magic, version, kind,
@@ -35,9 +37,9 @@ KIND_DBLOCK = 10
 
 LEADER = cs.Struct(
     "resource_index" / cs.Int16ul,    # which lease: refuses a misplaced record
-    "owner_id" / cs.Int16ul,          # 0: free (released, or never taken)
+    "owner_id" / cs.Int16ul,          # the holder; 0: free (released, or never taken)
     "flags" / cs.Int32ul,             # reserved, 0
-    "generation" / cs.Int64ul,        # the instance (lver) that decided this owner;
+    "generation" / cs.Int64ul,        # the instance (lver) that decided this holder;
                                       # the fencing token, strictly increasing
     "owner_incarnation" / cs.Int64ul,
     "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
@@ -50,7 +52,7 @@ DBLOCK = cs.Struct(
     "lver" / cs.Int64ul,              # the instance this block votes in
     "mbal" / cs.Int64ul,              # highest ballot this node started (round << 16 | node)
     "bal" / cs.Int64ul,               # ballot of the accepted value; 0: none accepted
-    "inp_owner_id" / cs.Int16ul,      # the accepted value: an owner, 0 = free
+    "inp_owner_id" / cs.Int16ul,      # the accepted value: a holder, 0 = free
     "inp_reserved" / cs.Int16ul,      # 0
     "inp_reserved2" / cs.Int32ul,     # 0
     "inp_incarnation" / cs.Int64ul,

@@ -67,7 +67,7 @@ RESOURCE_BODY = cs.Struct(
     "name" / _TEXT,
     "type" / _TEXT,
     "state" / cs.Int8ul,                        # ResourceState
-    "owner_id" / cs.Int16ul,                    # owner_host: 0 when none
+    "owner_id" / cs.Int16ul,                    # owner_host (with the next two): 0 none
     "owner_incarnation" / cs.Int64ul,
     "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
     "active_log_disk" / _TEXT,                  # "" when no operation runs

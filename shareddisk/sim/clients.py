@@ -68,7 +68,7 @@ class Clients:
         """The request handed to the host's daemon, which writes it as the owner.
 
         A thread of the daemon process (so it dies with it), writing through
-        the OwnerContext of the resource it owns, under the same-host lock.
+        the WriteContext of the resource it owns, under the same-host lock.
         """
         what = f"update r{index} {json.dumps(changes, sort_keys=True)[:80]}"
         life = host.life
@@ -88,7 +88,7 @@ class Clients:
             if owned is None:
                 raise LockHeld(f"node {host.id} does not own resource {index}")
             self.sched.current.versions = versions  # type: ignore[union-attr]
-            owned.ctx.owner.update(**changes)
+            owned.ctx.write_ctx.update(**changes)
 
         def ended(task: Task) -> None:
             err = task.error
@@ -141,9 +141,9 @@ class Clients:
             record = read_stored(self.raw_areas[0], index).record
         except FormatError:
             return None
-        if record is None or record.owner is None:
+        if record is None or record.owner_host is None:
             return None
-        return self.hosts.get(record.owner.node_id)
+        return self.hosts.get(record.owner_host.node_id)
 
     def pick_host(self, index: int) -> Host:
         owner = self.owner_host(index)

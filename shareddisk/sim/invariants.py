@@ -23,7 +23,7 @@ from shareddisk.format.resource import ResourceState
 from shareddisk.format.volume import VolumeState
 from shareddisk.inspect import verify_area
 from shareddisk.membership import Transition
-from shareddisk.oplog import LogDisk
+from shareddisk.oplog import OpLog
 from shareddisk.sim.config import CLIENT_KEYS
 from shareddisk.sim.disks import HostDisk
 from shareddisk.sim.hosts import Host
@@ -233,7 +233,7 @@ class Ledger:
         life = host.life if host is not None else None
         node = life.node if life is not None and life.running() else None
         if node is None or node.incarnation != before[1] or node.fenced \
-                or node.renewed_since is None or node.state in _GONE_SLOT:
+                or node.renewed_since is None or node.state not in heartbeat.RUNNING:
             return  # gone, or leaving (it wrote left: peers may take over at once)
         age = self.sim.sched.now - host.real(node.renewed_since)
         if age < node.timeouts.renew_fail:
@@ -442,9 +442,6 @@ class Ledger:
                           f"later write of {key} explains the difference")
 
 
-_GONE_SLOT = (heartbeat.SlotState.LEFT, heartbeat.SlotState.FENCED)
-
-
 def _who(who: tuple[int, int] | None) -> str:
     return "an unknown writer" if who is None else f"node {who[0]} incarnation {who[1]}"
 
@@ -494,7 +491,7 @@ class Checks:
             record = read_stored(area0, index).record
             if record is None:
                 continue
-            owner = record.owner
+            owner = record.owner_host
             host = self.hosts.get(owner.node_id) if owner is not None else None
             life = host.life if host is not None else None
             node = life.node if life is not None and life.running() else None
@@ -521,7 +518,7 @@ class Checks:
                                    f"version {None if local is None else local.version}, the disk "
                                    f"at {read_stored(area0, index).version}")
         for name in area0.layout.geometry.log_disks:
-            for op in LogDisk(area0, name).interrupted():
+            for op in OpLog(area0, name).interrupted():
                 self.violation("op-interrupted-after-quiet",
                                f"log {name}: operation {op.op_id} ({op.kind}) of resource "
                                f"{op.resource_index} still interrupted (steps done "

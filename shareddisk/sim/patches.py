@@ -32,7 +32,8 @@ from shareddisk.diskio import DiskWorker, Outcome
 from shareddisk.drivers import image as image_mod
 from shareddisk.drivers.image import ImageDriver
 from shareddisk.errors import DeviceError
-from shareddisk.leases import Holder, Leases
+from shareddisk.leases import Leases
+from shareddisk.membership import NodeIncarnation
 from shareddisk.sim.disks import DataView
 from shareddisk.sim.scheduler import SimLock
 from shareddisk.sim.workers import SimFuture, SimWorker
@@ -180,7 +181,7 @@ class Patches:
                 task.versions.append(version)  # type: ignore[attr-defined]
             return version
 
-        def acquire(leases: Leases, index: int, holder: Holder, alive: Any) -> int:
+        def acquire(leases: Leases, index: int, holder: NodeIncarnation, alive: Any) -> int:
             generation = _ORIGINALS["leases.acquire"](leases, index, holder, alive)
             if leases.area.device.path.endswith(":d0>"):
                 sim.ledger.on_acquired(index, (holder.node_id, holder.incarnation), generation)
@@ -190,10 +191,10 @@ class Patches:
             task = sim.sched.current
             host = task.host if task is not None else None
             if host is not None:
-                host.online[ctx.owner.index] = ctx.owner.holder.incarnation
+                host.online[ctx.write_ctx.index] = ctx.write_ctx.holder.incarnation
                 sim.stats["takeovers"] += 1
-                sim.trace(f"h{host.id} brings resource {ctx.owner.index} online (generation "
-                          f"{ctx.owner.generation})")
+                sim.trace(f"h{host.id} brings resource {ctx.write_ctx.index} online (generation "
+                          f"{ctx.write_ctx.generation})")
             _ORIGINALS["agents.bring_online"](ctx)
 
         def take_offline(ctx: Any) -> None:
@@ -202,8 +203,8 @@ class Patches:
             _ORIGINALS["agents.take_offline"](ctx)
             task = sim.sched.current
             host = task.host if task is not None else None
-            if host is not None and host.online.pop(ctx.owner.index, None) is not None:
-                sim.trace(f"h{host.id} takes resource {ctx.owner.index} offline")
+            if host is not None and host.online.pop(ctx.write_ctx.index, None) is not None:
+                sim.trace(f"h{host.id} takes resource {ctx.write_ctx.index} offline")
 
         def write_quickly(path: Path, text: str) -> None:
             """write_atomically without fsync: the state dir is not what is under test."""

@@ -24,7 +24,8 @@ from shareddisk.area import Area, Geometry
 from shareddisk.attributes import ResourceRecord, guarded_write
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
-from shareddisk.leases import Holder, Leases
+from shareddisk.leases import Leases
+from shareddisk.membership import NodeIncarnation
 from shareddisk.sim.chaos import Chaos
 from shareddisk.sim.clients import Clients
 from shareddisk.sim.config import DATA_DEVICE_SIZE, SimConfig
@@ -133,7 +134,7 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, Patches):
         self.data: dict[str, MemoryDevice] = {}
         area0 = self.raw_areas[0]
         leases = Leases(area0, self.clock, self.timeouts)
-        setup = Holder(1, 0, "setup")
+        setup = NodeIncarnation(1, 0, "setup")
         for r in range(cfg.resources):
             name = f"sim-data-r{r}"
             dev = MemoryDevice(DATA_DEVICE_SIZE)

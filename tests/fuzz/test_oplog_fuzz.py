@@ -1,7 +1,7 @@
 """Property test: a log disk agrees with a simple in-memory model of the ring.
 
 Random interleavings of begin / intent / done / commit / abort over several
-operations on a small ring, written through two LogDisk objects on the same
+operations on a small ring, written through two OpLog objects on the same
 area (so each one's cache is sometimes stale) and now and then through a
 freshly opened one (a successor after a crash).  The model predicts, for every
 call, whether it succeeds, is refused as a usage error, or is refused with
@@ -25,7 +25,7 @@ from shareddisk.create import create_area
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import UsageError
 from shareddisk.format.logrecord import EntryType
-from shareddisk.oplog import LogDisk, LogFull, Operation
+from shareddisk.oplog import OpLog, LogFull, Operation
 
 RESOURCES = 3
 
@@ -102,7 +102,7 @@ class Model:
                    for s in self.slots)
 
 
-def check_agrees(model: Model, log: LogDisk) -> None:
+def check_agrees(model: Model, log: OpLog) -> None:
     interrupted = log.interrupted()
     expected = sorted(op_id for op_id, op in model.ops.items() if op.status == "interrupted")
     assert [op.op_id for op in interrupted] == expected
@@ -143,8 +143,8 @@ def test_log_disk_agrees_with_model(data, size, length):
     create_area(dev, Geometry(sector_size=512, node_count=2, resource_count=RESOURCES,
                               log_disks=tuple(f"log{i}" for i in range(RESOURCES)),
                               log_size=size), clock=FakeClock())
-    area = Area.open(dev)  # opened once: a LogDisk keeps its own cache, the Area none
-    writers = [LogDisk(area, "log0"), LogDisk(area, "log0")]
+    area = Area.open(dev)  # opened once: an OpLog keeps its own cache, the Area none
+    writers = [OpLog(area, "log0"), OpLog(area, "log0")]
     model = Model(size, [None] * size)
     handles: dict[int, Operation] = {}
     for _ in range(length):
@@ -153,7 +153,7 @@ def test_log_disk_agrees_with_model(data, size, length):
             kind = "begin"
         w = data.draw(st.integers(0, 2))
         if w == 2:  # a successor: a fresh area and log disk object
-            writers[data.draw(st.integers(0, 1))] = LogDisk(area, "log0")
+            writers[data.draw(st.integers(0, 1))] = OpLog(area, "log0")
             w = 0
         log = writers[w]
         op_id = step = None
@@ -202,5 +202,5 @@ def test_log_disk_agrees_with_model(data, size, length):
                 handles[new_id] = got
         if reached_disk:
             check_agrees(model, log)
-        check_agrees(model, LogDisk(area, "log0"))
-    check_agrees(model, LogDisk(Area.open(dev), "log0"))
+        check_agrees(model, OpLog(area, "log0"))
+    check_agrees(model, OpLog(Area.open(dev), "log0"))

@@ -62,7 +62,7 @@ from shareddisk.clock import SystemClock
 from shareddisk.device import open_device
 from shareddisk.errors import ShareddiskError, UsageError
 from shareddisk.format import volume as fmt
-from shareddisk.oplog import LogDisk
+from shareddisk.oplog import OpLog
 
 MIB = 1 << 20
 DATA_SIZE = 64 * MIB
@@ -201,7 +201,7 @@ class Failover:
             area = Area.open(dev)
             return [{"entry_type": e.entry_type.name.lower(), "op_id": e.op_id, "step": e.step}
                     for name in area.layout.geometry.log_disks
-                    for e in LogDisk(area, name).scan()]
+                    for e in OpLog(area, name).scan()]
 
     def local_record(self, node_id: int) -> dict[str, Any] | None:
         path = self.state_dir(node_id) / "resources.json"
@@ -984,16 +984,16 @@ def check_pull_and_stop_from_another_host(cluster: Cluster) -> None:
         with pytest.raises(UsageError, match="it can only be pulled here \\(--to 2\\)"):
             placement.move(area, RESOURCE, 3, node_id=2, clock=clock, timeout=PATIENCE)
         pulled = placement.move(area, RESOURCE, 2, node_id=2, clock=clock, timeout=PATIENCE)
-        assert pulled.owner.node_id == 2 and pulled.state.name == "ONLINE"
+        assert pulled.owner_host.node_id == 2 and pulled.state.name == "ONLINE"
         settle(fo, 2)
         stopped = placement.stop(area, RESOURCE, node_id=3, clock=clock, timeout=PATIENCE)
-        assert stopped.owner is None and stopped.attributes["target_state"] == "stopped"
+        assert stopped.owner_host is None and stopped.attributes["target_state"] == "stopped"
         time.sleep(2 * DEAD)  # nobody takes a stopped resource over
         rec = fo.record()
         assert (rec["state"], rec["owner_id"]) == ("offline", None), rec
         started = placement.start(area, RESOURCE, on=3, node_id=3, clock=clock,
                                   timeout=PATIENCE)
-        assert started.owner.node_id == 3 and "target_state" not in started.attributes
+        assert started.owner_host.node_id == 3 and "target_state" not in started.attributes
         settle(fo, 3)
     assert_history_sane(history.samples)
     served = [e["request"] for n in (1, 2) for e in fo.nodes[n].events("request-served")]

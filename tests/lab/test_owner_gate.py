@@ -15,7 +15,8 @@ from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
 from shareddisk.errors import DeviceError
 from shareddisk.format import heartbeat
-from shareddisk.leases import Holder, read_lease
+from shareddisk.leases import read_lease
+from shareddisk.membership import NodeIncarnation
 from shareddisk.timeouts import Timeouts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
@@ -23,7 +24,7 @@ from lab_support.gate import Lost, OwnerGate, Unsure  # noqa: E402
 
 GEOMETRY = Geometry(sector_size=512, node_count=3, resource_count=2, log_disks=())
 T = Timeouts.from_interval(1.0)
-OWNER = Holder(2, 5, "n2")
+OWNER = NodeIncarnation(2, 5, "n2")
 
 
 def write_slot(area: Area, node_id: int, incarnation: int, counter: int,
@@ -37,7 +38,7 @@ def write_slot(area: Area, node_id: int, incarnation: int, counter: int,
 @pytest.fixture
 def owned(tmp_path):
     """One area whose resource 0 node 2 (incarnation 5) took, with its gate."""
-    area = group_area(GEOMETRY, T, Holder(1, 1, "n1"), str(tmp_path / "data.img"))
+    area = group_area(GEOMETRY, T, NodeIncarnation(1, 1, "n1"), str(tmp_path / "data.img"))
     take_over(area, OWNER, FakeClock(), 0, T)
     generation = read_lease(area, 0)["generation"]
     for node_id in (1, 3):
@@ -55,7 +56,7 @@ def test_the_owner_passes_while_nothing_changed(owned):
 def test_a_successors_lease_stops_the_owner(owned):
     area, gate = owned
     gate.check()
-    take_over(area, Holder(3, 2, "n3"), FakeClock(), 0, T)
+    take_over(area, NodeIncarnation(3, 2, "n3"), FakeClock(), 0, T)
     with pytest.raises(Lost, match="held by node 3 incarnation 2"):
         gate.check()
 

@@ -21,7 +21,6 @@ from shareddisk.attributes import (
     MAX_LIST_ITEM,
     MAX_LIST_ITEMS,
     MAX_STRING,
-    Owner,
     ResourceRecord,
     check_key,
     check_resource_name,
@@ -51,15 +50,15 @@ from shareddisk.errors import (
 from shareddisk.faults import NO_FAULTS, Fault, FaultRules, FaultyDevice
 from shareddisk.format import resource
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder, Leases, read_lease
-from shareddisk.liveness import by_watching, from_membership
-from shareddisk.membership import PeerState
+from shareddisk.leases import Leases, read_lease
+from shareddisk.liveness import by_watching, in_view, view_of
+from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.node import Node
 from shareddisk.timeouts import Timeouts
 
 T = Timeouts.from_interval(1.0)
-A = Holder(1, 1, "alpha")
-B = Holder(2, 1, "beta")
+A = NodeIncarnation(1, 1, "alpha")
+B = NodeIncarnation(2, 1, "beta")
 CHUNKS = 2
 
 
@@ -78,7 +77,7 @@ def record(name: str = "sg1", **attributes) -> ResourceRecord:
 
 
 def write(area: Area, rec: ResourceRecord | None, expect: int, index: int = 0,
-          holder: Holder = A) -> int:
+          holder: NodeIncarnation = A) -> int:
     """Take the lease (holders are all alive here), CAS-write, release."""
     leases = Leases(area, FakeClock(), T)
     g = leases.acquire(index, holder, lambda n, i: False)
@@ -215,7 +214,7 @@ def test_check_value_takes_python_values() -> None:
 def full_record() -> ResourceRecord:
     return ResourceRecord(
         index=2, name="sg1", type="storage-group", state=ResourceState.ONLINE,
-        owner=Owner(3, 9, "gamma"), active_log_disk="log0", failover=[(3, 0), (1, 1)],
+        owner_host=NodeIncarnation(3, 9, "gamma"), active_log_disk="log0", failover=[(3, 0), (1, 1)],
         attributes={"s": "text", "i": -5, "b": True, "f": False, "l": ["x", "y"], "e": []},
         version=7, last_writer=3, lease_generation=4)
 
@@ -473,14 +472,14 @@ def test_a_frozen_holder_wakes_to_lease_lost_and_the_takeover_update_stays() -> 
     node_a.start()
     node_b.start()
     step_both(node_a, node_b, clock)
-    holder_a = Holder(1, node_a.incarnation, "alpha")
-    holder_b = Holder(2, node_b.incarnation, "beta")
+    holder_a = NodeIncarnation(1, node_a.incarnation, "alpha")
+    holder_b = NodeIncarnation(2, node_b.incarnation, "beta")
     leases_a = Leases(area, clock, T)
-    alive_a = from_membership(node_a.membership, 1, node_a.incarnation)
+    alive_a = in_view(view_of(node_a.membership), holder_a)
     g_a = leases_a.acquire(0, holder_a, alive_a)
     guarded_write(area, leases_a, holder_a, g_a, record(size=1), 0, 0)
     leases_b = Leases(area, clock, T)
-    alive_b = from_membership(node_b.membership, 2, node_b.incarnation)
+    alive_b = in_view(view_of(node_b.membership), holder_b)
     with pytest.raises(LockHeld):  # while A is alive, B cannot take it
         leases_b.acquire(0, holder_b, alive_b)
 
@@ -494,7 +493,7 @@ def test_a_frozen_holder_wakes_to_lease_lost_and_the_takeover_update_stays() -> 
             break
         clock.advance(T.interval)
     assert node_b.membership.peers[1].state is PeerState.DEAD
-    g_b = leases_b.acquire(0, holder_b, alive_b)
+    g_b = leases_b.acquire(0, holder_b, in_view(view_of(node_b.membership), holder_b))
     assert g_b == g_a + 1
     guarded_write(area, leases_b, holder_b, g_b, record(size=2), 0, base.version)
     after_b = (resource_bytes(area), area.read_region("lease"))
@@ -518,14 +517,14 @@ def test_a_frozen_holder_is_also_refused_after_a_cli_style_takeover() -> None:
     node_a = Node([area], 1, clock=clock, name="alpha")
     node_a.start()
     node_a.step()
-    holder_a = Holder(1, node_a.incarnation, "alpha")
+    holder_a = NodeIncarnation(1, node_a.incarnation, "alpha")
     leases_a = Leases(area, clock, T)
     g_a = leases_a.acquire(0, holder_a, lambda n, i: False)
     guarded_write(area, leases_a, holder_a, g_a, record(size=1), 0, 0)
     # A freezes here.  B: a command with a short-lived incarnation of node 2.
     node_b = Node([area], 2, clock=clock, name="cli-2")
     node_b.start()
-    holder_b = Holder(2, node_b.incarnation, "cli-2")
+    holder_b = NodeIncarnation(2, node_b.incarnation, "cli-2")
     leases_b = Leases(area, clock, T)
     g_b = leases_b.acquire(0, holder_b, by_watching(area, clock))
     guarded_write(area, leases_b, holder_b, g_b, record(size=2), 0, 1)
@@ -544,7 +543,8 @@ def owned() -> tuple[Area, Leases, int]:
     area = make_area(geometry())
     leases = Leases(area, FakeClock(), T)
     g = leases.acquire(0, A, lambda n, i: False)
-    owned_record = ResourceRecord(index=0, name="sg1", type="t", owner=Owner(1, 1, "alpha"))
+    owned_record = ResourceRecord(index=0, name="sg1", type="t",
+                                  owner_host=NodeIncarnation(1, 1, "alpha"))
     guarded_write(area, leases, A, g, owned_record, 0, 0)
     return area, leases, g
 
@@ -556,13 +556,13 @@ def test_owner_guard_passes_for_the_owner_holding_the_lease(owned) -> None:
 
 @pytest.mark.parametrize("owner,message", [
     (None, "names nobody"),
-    (Owner(2, 1, "beta"), "node 2 \\(beta\\) incarnation 1"),
-    (Owner(1, 2, "alpha"), "incarnation 2"),  # our node, an earlier or later life
+    (NodeIncarnation(2, 1, "beta"), "node 2 \\(beta\\) incarnation 1"),
+    (NodeIncarnation(1, 2, "alpha"), "incarnation 2"),  # our node, an earlier or later life
 ])
 def test_owner_guard_refuses_when_owner_host_is_not_us(owned, owner, message) -> None:
     area, leases, g = owned
     rec = read_stored(area, 0).record
-    rec.owner = owner
+    rec.owner_host = owner
     with pytest.raises(OwnerGuardRefused, match=message):
         owner_guard(area, leases, rec, A, g)
 

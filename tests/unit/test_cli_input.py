@@ -23,12 +23,13 @@ import pytest
 from click.testing import CliRunner
 
 from shareddisk.area import Area
-from shareddisk.attributes import Owner, find, guarded_write, read_stored
+from shareddisk.attributes import find, guarded_write, read_stored
 from shareddisk.cli import main
 from shareddisk.clock import FakeClock
 from shareddisk.device import FileImage
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder, Leases
+from shareddisk.leases import Leases
+from shareddisk.membership import NodeIncarnation
 from shareddisk.node import Node
 from shareddisk.timeouts import Timeouts
 
@@ -247,7 +248,7 @@ def _put(area: Area, index: int, **changes) -> None:
     assert now.record is not None
     record = dataclasses.replace(now.record, **changes)
     leases = Leases(area, FakeClock(), Timeouts.from_interval(0.1))
-    setup = Holder(3, 0, "setup")
+    setup = NodeIncarnation(3, 0, "setup")
     generation = leases.acquire(index, setup, lambda n, i: False)
     guarded_write(area, leases, setup, generation, record, index, now.version)
     leases.release(index, setup, generation)
@@ -255,7 +256,7 @@ def _put(area: Area, index: int, **changes) -> None:
 
 def test_a_failed_op_is_an_error_line_on_stderr(image, monkeypatch):
     with FileImage(str(image), writable=True) as dev:
-        _put(Area.open(dev), 0, owner=Owner(1, 1, "n1"), state=ResourceState.ONLINE)
+        _put(Area.open(dev), 0, owner_host=NodeIncarnation(1, 1, "n1"), state=ResourceState.ONLINE)
 
     def failed(area, name, done, what, *, clock, timeout):
         record = find(area, name)
@@ -321,7 +322,7 @@ def test_a_read_only_device_is_one_line_and_exit_4(image):
 
 def test_a_failed_resource_is_started_again_by_start_as_move_advises(image):
     with FileImage(str(image), writable=True) as dev:
-        _put(Area.open(dev), 0, owner=None, state=ResourceState.FAILED,
+        _put(Area.open(dev), 0, owner_host=None, state=ResourceState.FAILED,
              attributes={**read_stored(Area.open(dev), 0).record.attributes, "failed_on": 1})
     moved = run("resource", "move", image, "sg1", "--to", "2", "--timeout", "0.2")
     assert moved.code == 5
@@ -336,7 +337,7 @@ def test_a_failed_resource_is_started_again_by_start_as_move_advises(image):
 
 def test_an_online_resource_is_moved_not_started(image):
     with FileImage(str(image), writable=True) as dev:
-        _put(Area.open(dev), 0, owner=Owner(1, 1, "n1"), state=ResourceState.ONLINE)
+        _put(Area.open(dev), 0, owner_host=NodeIncarnation(1, 1, "n1"), state=ResourceState.ONLINE)
     before = digest(image)
     result = run("resource", "start", image, "sg1")
     assert result.code == 2 and "resource move sg1 --to" in one_error_line(result)

@@ -20,7 +20,8 @@ from shareddisk.clock import FakeClock
 from shareddisk.config import update_resource
 from shareddisk.errors import ConflictError, LockHeld, StaleVersion, UsageError
 from shareddisk.format import heartbeat
-from shareddisk.leases import Holder, Leases, read_lease
+from shareddisk.leases import Leases, read_lease
+from shareddisk.membership import NodeIncarnation
 from shareddisk.node import Node
 from shareddisk.session import Session
 from shareddisk.timeouts import Timeouts
@@ -86,7 +87,7 @@ def test_add_takes_the_first_free_record(session, area) -> None:
     assert (first.index, first.version, first.last_writer) == (0, 1, 1)
     assert first.failover_nodes == [2, 1]
     assert first.attributes == {**DATA, "size": 64, "fast": True}
-    assert first.owner is None and first.active_log_disk == ""
+    assert first.owner_host is None and first.active_log_disk == ""
     assert session.add_resource("sg2", "storage-group").index == 1
     assert names(area) == {0: "sg1", 1: "sg2"}
     assert find(area, "sg1") == first
@@ -150,7 +151,7 @@ def test_a_concurrent_add_of_the_same_name_into_another_record_is_refused(
         result = real_read_all(a)
         if not raced:
             raced.append(True)
-            rival = Holder(2, 1, "rival")
+            rival = NodeIncarnation(2, 1, "rival")
             leases = Leases(a, FakeClock(), T)
             g = leases.acquire(0, rival, lambda n, i: False)
             guarded_write(a, leases, rival, g, ResourceRecord(0, "sg1", "t"), 0, 0)
@@ -263,7 +264,7 @@ def test_a_lease_held_by_a_live_other_node_refuses_the_update(area) -> None:
     other = Node([area], 2, clock=clock, name="beta")
     other.start()
     other.step()
-    Leases(area, clock, T).acquire(0, Holder(2, other.incarnation, "beta"), lambda n, i: False)
+    Leases(area, clock, T).acquire(0, NodeIncarnation(2, other.incarnation, "beta"), lambda n, i: False)
     clock.node = other  # every sleep of the session lets node 2 (the other holder) step
     before = area.read_region("resource")
     with Session(area, 1, clock) as s:
@@ -278,7 +279,7 @@ def test_a_lease_held_by_a_dead_node_is_taken_over(area) -> None:
         add_resource(s, "sg1", "t")
     other = Node([area], 2, clock=clock, name="beta")
     other.start()
-    g = Leases(area, clock, T).acquire(0, Holder(2, other.incarnation, "beta"),
+    g = Leases(area, clock, T).acquire(0, NodeIncarnation(2, other.incarnation, "beta"),
                                        lambda n, i: False)
     # node 2 never steps again: after its dead timeout the session takes the lease
     updated = None

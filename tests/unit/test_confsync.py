@@ -19,12 +19,13 @@ import pytest
 from helpers import make_area
 from shareddisk import confsync, config
 from shareddisk.area import Area, Geometry
-from shareddisk.attributes import Owner, ResourceRecord
+from shareddisk.attributes import ResourceRecord
 from shareddisk.clock import FakeClock
 from shareddisk.confsync import STATE_FILE, ConfigSync, changed_keys, read_local
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import DeviceError, UsageError
-from shareddisk.leases import Holder, Leases
+from shareddisk.leases import Leases
+from shareddisk.membership import NodeIncarnation
 from shareddisk.statefile import default_state_dir, write_atomically
 from shareddisk.session import Session
 from shareddisk.timeouts import Timeouts
@@ -165,7 +166,7 @@ def test_built_in_fields_are_named_in_the_changed_keys(sync, area) -> None:
 
 def test_a_lease_change_without_a_new_version_calls_no_hook(sync, area) -> None:
     leases = Leases(area, FakeClock(), T)
-    holder = Holder(3, 1, "gamma")
+    holder = NodeIncarnation(3, 1, "gamma")
     g = leases.acquire(0, holder, lambda n, i: False)
     assert sync.poll() == []
     leases.release(0, holder, g)
@@ -267,7 +268,8 @@ def test_changed_keys() -> None:
     assert changed_keys(base, base) == set()
     assert changed_keys(None, None) == set()
     assert changed_keys(None, base) == {"*"} and changed_keys(base, None) == {"*"}
-    other = ResourceRecord(0, "sg1", "t", owner=Owner(1, 1, "n1"), attributes={"a": 2, "c": 0})
+    other = ResourceRecord(0, "sg1", "t", owner_host=NodeIncarnation(1, 1, "n1"),
+                           attributes={"a": 2, "c": 0})
     assert changed_keys(base, other) == {"a", "b", "c", "owner_host"}
     # 1 == True in Python, but an integer that became a boolean did change
     assert changed_keys(base, ResourceRecord(0, "sg1", "t", attributes={"a": True, "b": [1]})) \

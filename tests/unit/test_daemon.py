@@ -52,8 +52,8 @@ def daemon(area: Area, state_dir: Path, clock: FakeClock) -> Daemon:
 
 def online_on_node_1(area: Area) -> bool:
     record = read_stored(area, 0).record
-    return record.state is ResourceState.ONLINE and record.owner is not None \
-        and record.owner.node_id == 1
+    return record.state is ResourceState.ONLINE and record.owner_host is not None \
+        and record.owner_host.node_id == 1
 
 
 def until(done: Callable[[], bool], then: Callable[[], None] = lambda: None,
@@ -94,7 +94,7 @@ def test_sigterm_hands_every_resource_over_then_writes_left(area, tmp_path) -> N
     d.run(until(lambda: online_on_node_1(area), then=online))
     assert seen["lease"]["owner_id"] == 1 and seen["definition"]
     record, lease = read_stored(area, 0).record, read_lease(area, 0)
-    assert record.state is ResourceState.OFFLINE and record.owner is None
+    assert record.state is ResourceState.OFFLINE and record.owner_host is None
     assert (lease["owner_id"], lease["generation"]) == (0, seen["lease"]["generation"])
     assert not (state / "groups" / "sg1.json").exists()
     assert d.manager.owned == {}

@@ -24,10 +24,10 @@ from shareddisk.confsync import ConfigSync
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder, Leases
-from shareddisk.operations import OwnerContext
+from shareddisk.leases import Leases
+from shareddisk.operations import WriteContext
 from shareddisk.manager import ClusterManager
-from shareddisk.membership import PeerState
+from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.session import Session
 from shareddisk.status import why_not_online
 from shareddisk.timeouts import RETRY_MAX_INTERVALS, Timeouts
@@ -78,7 +78,7 @@ class Lab:
         self.sync = ConfigSync(self.area, self.clock, tmp_path / "state")
         self.sync.load()
         self.manager = ClusterManager(self.area, self.sync, self.clock, T, tmp_path / "state")
-        self.me = Holder(1, 1, "node1")
+        self.me = NodeIncarnation(1, 1, "node1")
 
     def tick(self) -> None:
         self.clock.advance(T.interval)
@@ -86,7 +86,7 @@ class Lab:
         self.manager.tick(self.me, {1: (PeerState.ALIVE, 1)})
 
     def tick_until_failed(self) -> None:
-        """Past the settle time to the first try, which fails."""
+        """Past the manager's startup wait to the first try, which fails."""
         for _ in range(int(T.suspect) + 3):
             self.tick()
             if read_stored(self.area, 0).record.state is ResourceState.FAILED:
@@ -103,7 +103,7 @@ def test_a_failing_online_is_retried_with_backoff_and_cleanup_retries_at_once(
     versions = []
     lab.tick_until_failed()
     first = lab.record()
-    assert first.state is ResourceState.FAILED and first.owner is None
+    assert first.state is ResourceState.FAILED and first.owner_host is None
     assert first.attributes["failed_on"] == 1
     assert first.attributes["failure"].startswith("online failed: ")
     assert "no path to the array" in first.attributes["failure"]
@@ -128,7 +128,7 @@ def test_a_failing_online_is_retried_with_backoff_and_cleanup_retries_at_once(
     assert record.state is ResourceState.OFFLINE and "failed_on" not in record.attributes
     lab.tick()
     online = lab.record()
-    assert online.state is ResourceState.ONLINE and online.owner.node_id == 1
+    assert online.state is ResourceState.ONLINE and online.owner_host.node_id == 1
     assert "failure" not in online.attributes and "failed_on" not in online.attributes
     assert lab.manager.backoff.failures(0) == 0
     assert why_not_online(online.to_json()) is None
@@ -172,15 +172,15 @@ def test_a_record_no_driver_here_can_use_fails_once_and_is_not_rewritten_per_tic
     by hand) is an online failure like any other: marked failed once, retried
     with the backoff, never a manager error and a record rewrite every tick."""
     lab = Lab(tmp_path)
-    editor = Holder(2, 1, "editor")
+    editor = NodeIncarnation(2, 1, "editor")
     leases = Leases(lab.area, FakeClock(), T)
     generation = leases.acquire(0, editor, lambda node, incarnation: False)
-    OwnerContext(lab.area, leases, editor, generation, 0, FakeClock()).update(driver="zfs")
+    WriteContext(lab.area, leases, editor, generation, 0, FakeClock()).update(driver="zfs")
     leases.release(0, editor, generation)
 
     lab.tick_until_failed()
     failed = lab.record()
-    assert failed.owner is None and failed.attributes["failed_on"] == 1
+    assert failed.owner_host is None and failed.attributes["failed_on"] == 1
     assert "unknown driver 'zfs'" in failed.attributes["failure"]
     versions = []
     for _ in range(30):

@@ -20,15 +20,15 @@ from shareddisk.clock import FakeClock
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, UsageError
 from shareddisk.format import heartbeat, lease
-from shareddisk.leases import Holder, Leases, holds, read_lease
-from shareddisk.liveness import by_watching, from_membership
-from shareddisk.membership import Membership, Peer, PeerState
+from shareddisk.leases import Leases, holds, read_lease
+from shareddisk.liveness import by_watching, in_view, view_of
+from shareddisk.membership import Membership, NodeIncarnation, Peer, PeerState
 from shareddisk.node import Node
 from shareddisk.timeouts import Timeouts
 
 T = Timeouts.from_interval(1.0)  # settle 1 s, dead 7 s
-A = Holder(1, 3, "alpha")
-B = Holder(2, 5, "beta")
+A = NodeIncarnation(1, 3, "alpha")
+B = NodeIncarnation(2, 5, "beta")
 GEOMETRY = Geometry(sector_size=512, node_count=4, resource_count=4, log_disks=(),
                     interval_ms=1000)
 
@@ -146,7 +146,7 @@ def test_a_lease_that_changes_while_its_holder_is_judged_is_not_taken() -> None:
 
 def test_our_own_older_incarnation_counts_as_another_holder() -> None:
     area, clock = make_area(GEOMETRY), FakeClock()
-    old = Holder(1, 2, "alpha")
+    old = NodeIncarnation(1, 2, "alpha")
     g = Leases(area, clock, T).acquire(0, old, always(False))
     with pytest.raises(LockHeld):
         Leases(area, clock, T).acquire(0, A, always(True))
@@ -259,7 +259,7 @@ def test_a_write_slower_than_settle_is_refused_and_does_not_leave_the_lease_held
     assert Leases(area, dev.clock, T).acquire(0, B, lambda n, i: pytest.fail("held")) > 0
 
 
-def _lockstep_acquire(area: Area, barrier: threading.Barrier, holder: Holder,
+def _lockstep_acquire(area: Area, barrier: threading.Barrier, holder: NodeIncarnation,
                       results: dict) -> None:
     """One acquirer whose every lease I/O waits for the other's (read, write, read)."""
 
@@ -336,7 +336,7 @@ def test_verify_refuses_another_incarnation_of_the_same_node() -> None:
     leases = Leases(area, clock, T)
     g = leases.acquire(0, A, always(False))
     with pytest.raises(LeaseLost):
-        leases.verify(0, Holder(A.node_id, A.incarnation + 1, A.name), g)
+        leases.verify(0, NodeIncarnation(A.node_id, A.incarnation + 1, A.name), g)
     with pytest.raises(LeaseLost):
         leases.verify(0, A, g + 1)
 
@@ -381,8 +381,8 @@ def test_release_frees_the_lease_and_the_generation_keeps_counting() -> None:
 # -- liveness ------------------------------------------------------------------------
 
 
-def test_from_membership_for_ourselves_and_strangers() -> None:
-    alive = from_membership(Membership(1, T), self_id=1, self_incarnation=4)
+def test_in_view_for_ourselves_and_strangers() -> None:
+    alive = in_view(view_of(Membership(1, T)), NodeIncarnation(1, 4))
     assert alive(1, 4) is True
     assert alive(1, 3) is False  # our own earlier life
     assert alive(3, 1) is True   # never seen: not assumed gone
@@ -398,11 +398,10 @@ def test_from_membership_for_ourselves_and_strangers() -> None:
     (PeerState.ALIVE, 6, False),    # it restarted: the lease's incarnation ended
     (PeerState.ALIVE, 4, True),     # we have not seen its newer life yet
 ])
-def test_from_membership_judges_a_peer(state: PeerState, incarnation: int,
-                                       expected: bool) -> None:
+def test_in_view_judges_a_peer(state: PeerState, incarnation: int, expected: bool) -> None:
     membership = Membership(1, T)
     membership.peers[2] = Peer(2, incarnation=incarnation, state=state)
-    alive = from_membership(membership, 1, 1)
+    alive = in_view(view_of(membership), NodeIncarnation(1, 1))
     assert alive(2, 5) is expected
 
 
@@ -558,7 +557,7 @@ def test_a_frozen_holder_loses_its_lease_to_a_watching_acquirer() -> None:
     holder_node = Node([area], 2, clock=clock, name="beta")
     holder_node.start()
     holder_node.step()
-    holder = Holder(2, holder_node.incarnation, "beta")
+    holder = NodeIncarnation(2, holder_node.incarnation, "beta")
     g = Leases(area, clock, T).acquire(0, holder, by_watching(area, clock))
     # holder_node never steps again: frozen
     assert Leases(area, clock, T).acquire(0, A, by_watching(area, clock)) == g + 1

@@ -26,9 +26,9 @@ from shareddisk.clock import FakeClock
 from shareddisk.confsync import ConfigSync
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder, read_lease
+from shareddisk.leases import read_lease
 from shareddisk.manager import ClusterManager
-from shareddisk.membership import PeerState
+from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.session import Session
 from shareddisk.timeouts import Timeouts
 
@@ -51,7 +51,7 @@ class Cluster:
         with Session(self.area, 3, FakeClock()) as s:  # an operator's command
             config.add_resource(s, "sg1", "storage-group", failover=failover.split(","),
                                 attributes={"data_devices": [str(self.data)]})
-        self.holders = {n: Holder(n, 1, f"node{n}") for n in (1, 2, 3)}
+        self.holders = {n: NodeIncarnation(n, 1, f"node{n}") for n in (1, 2, 3)}
         self.managers: dict[int, ClusterManager] = {}
         self.syncs: dict[int, ConfigSync] = {}
         for n in (1, 2, 3):
@@ -97,7 +97,7 @@ class Cluster:
     def restart(self, n: int) -> None:
         """A new daemon of node ``n``: the next incarnation, a new manager."""
         incarnation = self.holders[n].incarnation + 1
-        self.holders[n] = Holder(n, incarnation, f"node{n}")
+        self.holders[n] = NodeIncarnation(n, incarnation, f"node{n}")
         self.view[n] = (PeerState.ALIVE, incarnation)
         area = Area.open(self.area.device)
         self.syncs[n] = ConfigSync(area, self.clock, self.state_dir(n))
@@ -113,15 +113,15 @@ def cluster(tmp_path: Path) -> Cluster:
     return Cluster(tmp_path)
 
 
-def test_a_new_resource_waits_for_the_settle_time_then_goes_to_the_first_listed_node(
+def test_a_new_resource_waits_startup_wait_then_goes_to_the_first_listed_node(
         cluster) -> None:
     for _ in range(int(T.suspect) - 1):  # peers starting with us may not show up yet
         cluster.tick()
-        assert cluster.owners() == [] and cluster.record().owner is None
+        assert cluster.owners() == [] and cluster.record().owner_host is None
     cluster.start()
     record, lease = cluster.record(), cluster.lease()
     assert cluster.owners() == [1]
-    assert record.state is ResourceState.ONLINE and record.owner.node_id == 1
+    assert record.state is ResourceState.ONLINE and record.owner_host.node_id == 1
     assert (lease["owner_id"], lease["owner_incarnation"]) == (1, 1)
     definition = json.loads(cluster.definition(1).read_text())
     assert definition["owner"] == {"node": 1, "incarnation": 1}
@@ -136,7 +136,7 @@ def test_a_dead_owners_resource_is_taken_by_its_successor_and_by_no_other_node(
     cluster.kill(1)
     cluster.tick(3, 2)  # node 3 looks first: it is not the successor, node 2 is
     record, lease = cluster.record(), cluster.lease()
-    assert record.state is ResourceState.ONLINE and record.owner.node_id == 2
+    assert record.state is ResourceState.ONLINE and record.owner_host.node_id == 2
     assert (lease["owner_id"], lease["generation"]) == (2, generation + 1)
     assert 0 not in cluster.managers[3].owned and 0 in cluster.managers[2].owned
     assert cluster.managers[2].counts["failovers"] == 1
@@ -144,14 +144,14 @@ def test_a_dead_owners_resource_is_taken_by_its_successor_and_by_no_other_node(
     assert json.loads(cluster.definition(2).read_text())["lease_generation"] == generation + 1
     for _ in range(5):  # and it stays there
         cluster.tick(3, 2)
-    assert cluster.record().owner.node_id == 2 and cluster.lease()["generation"] == generation + 1
+    assert cluster.record().owner_host.node_id == 2 and cluster.lease()["generation"] == generation + 1
 
 
 def test_the_successor_skips_dead_nodes_of_the_list(tmp_path) -> None:
     cluster = Cluster(tmp_path, failover="2,3,1")
     cluster.kill(2)
     cluster.start()
-    assert cluster.record().owner.node_id == 3 and cluster.owners() == [3]
+    assert cluster.record().owner_host.node_id == 3 and cluster.owners() == [3]
 
 
 def test_a_live_owner_keeps_its_resource_and_a_restarted_one_loses_it(tmp_path,
@@ -170,13 +170,13 @@ def test_a_live_owner_keeps_its_resource_and_a_restarted_one_loses_it(tmp_path,
         caplog.clear()  # the takeover of node 1 above is not what is looked for
         for _ in range(int(T.dead) + 2):
             cluster.tick(2, 3)  # node 1 stays alive in their view (it does not tick here)
-    assert cluster.record().owner.node_id == 1 and cluster.lease()["generation"] == generation
+    assert cluster.record().owner_host.node_id == 1 and cluster.lease()["generation"] == generation
     assert cluster.owners() == [1]
     assert not [r for r in caplog.records if "takeover" in r.getMessage()]  # not even tried
     cluster.restart(1)  # node 1 came back as incarnation 2: the old one is gone
     cluster.tick(3, 1, 2)
     record, lease = cluster.record(), cluster.lease()
-    assert (record.owner.node_id, lease["owner_id"]) == (2, 2)
+    assert (record.owner_host.node_id, lease["owner_id"]) == (2, 2)
     assert lease["generation"] == generation + 1
     assert record.state is ResourceState.ONLINE and cluster.owners() == [2]
 
@@ -187,7 +187,7 @@ def test_an_owner_whose_lease_was_taken_stops_locally_and_writes_nothing(cluster
     cluster.start()
     cluster.kill(1)
     cluster.tick(2, 3)
-    assert cluster.record().owner.node_id == 2
+    assert cluster.record().owner_host.node_id == 2
     before = (cluster.area.read_region("resource"), cluster.area.read_region("lease"))
     cluster.view[1] = (PeerState.ALIVE, 1)  # node 1's own view: it never saw itself die
     cluster.tick(1)
@@ -203,14 +203,14 @@ def test_a_stopped_resource_goes_offline_and_nobody_takes_it_over(cluster) -> No
     cluster.tick()
     record = cluster.record()
     assert record.attributes["target_state"] == STOPPED
-    assert record.state is ResourceState.OFFLINE and record.owner is None
+    assert record.state is ResourceState.OFFLINE and record.owner_host is None
     assert cluster.lease()["owner_id"] == 0
     assert cluster.owners() == [] and not cluster.definition(1).exists()
     versions = record.version
     cluster.kill(1)  # even the successor of a dead node leaves it alone
     for _ in range(int(T.dead) + 2):
         cluster.tick()
-    assert cluster.owners() == [] and cluster.record().owner is None
+    assert cluster.owners() == [] and cluster.record().owner_host is None
     assert cluster.record().version == versions and cluster.lease()["owner_id"] == 0
 
 
@@ -219,7 +219,7 @@ def test_a_pull_hands_the_resource_to_the_node_that_asked(cluster) -> None:
     cluster.managers[1].request(Message.PULL, 3, 0)  # ``resource move --to 3`` on node 3
     cluster.tick()  # node 1 writes move_to=3 and gives the resource up
     cluster.tick()  # node 3, the move_to node, takes it (node 2 comes first in the list)
-    assert cluster.owners() == [3] and cluster.record().owner.node_id == 3
+    assert cluster.owners() == [3] and cluster.record().owner_host.node_id == 3
     assert "move_to" not in cluster.record().attributes
 
 
@@ -229,7 +229,7 @@ def test_a_failed_online_is_recorded_and_the_next_listed_node_takes_the_resource
     for _ in range(int(T.suspect) + 1):
         cluster.tick(1)
     failed = cluster.record()
-    assert failed.state is ResourceState.FAILED and failed.owner is None
+    assert failed.state is ResourceState.FAILED and failed.owner_host is None
     assert failed.attributes["failed_on"] == 1
     assert failed.attributes["failure"].startswith("online failed: ")
     assert cluster.lease()["owner_id"] == 0  # given back for the successor
@@ -273,7 +273,7 @@ def test_resource_cleanup_clears_the_failure_and_is_retried_at_the_next_tick(clu
     assert set(cleared) == {"failed_on", "failure", "state"}
     cluster.tick()
     online = cluster.record()
-    assert online.state is ResourceState.ONLINE and online.owner.node_id == 1
+    assert online.state is ResourceState.ONLINE and online.owner_host.node_id == 1
     assert "failure" not in online.attributes and "failed_on" not in online.attributes
     assert cluster.managers[1].backoff.failures(0) == 0
 

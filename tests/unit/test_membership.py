@@ -340,11 +340,11 @@ def test_damaged_slots_are_skipped() -> None:
 
 def test_slot_fields_are_copied_into_the_peer() -> None:
     m = membership(self_id=None)  # a status reader judges every slot
-    at(m, T0, scan(n1=raw(1), n3=raw(3, name="db-\u00e9", config_generation=9, mailbox_ack=4,
+    at(m, T0, scan(n1=raw(1), n3=raw(3, name="db-\u00e9", mailbox_ack=4,
                                  dead_map=heartbeat.dead_map([1, 4]))))
     assert 1 in m.peers
     peer = m.peers[3]
-    assert (peer.name, peer.config_generation, peer.mailbox_ack) == ("db-\u00e9", 9, 4)
+    assert (peer.name, peer.mailbox_ack) == ("db-\u00e9", 4)
     assert peer.declared_dead == frozenset({1, 4})
     assert m.peers[1].declared_dead == frozenset()
     # A later write clearing the map clears the verdicts.
@@ -360,3 +360,12 @@ def test_peer_age_uses_the_last_change_or_first_sight() -> None:
     p.last_change = T0 + 1
     assert p.age(T0 + 2) == 1
     assert p.age(T0) == 0  # never negative
+
+
+def test_gone_and_live_states_follow_what_a_slot_says_of_its_writer() -> None:
+    """One definition (heartbeat.RUNNING): gone is dead or a slot that says its
+    writer does not run; suspect is neither live nor gone (its lease stays)."""
+    assert {s for s in PeerState if s.gone} == {
+        PeerState.DEAD, PeerState.EMPTY, PeerState.LEFT, PeerState.FENCED}
+    assert {s for s in PeerState if s.live} == {PeerState.ALIVE, PeerState.JOINING}
+    assert heartbeat.RUNNING == {heartbeat.SlotState.JOINING, heartbeat.SlotState.ALIVE}

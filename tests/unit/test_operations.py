@@ -23,16 +23,17 @@ from shareddisk.drivers.image import read_contents
 from shareddisk.device import open_device
 from shareddisk.errors import ConflictError, Fenced, LeaseLost
 from shareddisk.format.volume import VolumeState
-from shareddisk.leases import Holder, read_lease
-from shareddisk.oplog import LogDisk
-from shareddisk.operations import OwnerContext, finish, outcome, run_operation
+from shareddisk.leases import read_lease
+from shareddisk.membership import NodeIncarnation
+from shareddisk.oplog import OpLog
+from shareddisk.operations import WriteContext, finish, outcome, run_operation
 from shareddisk.timeouts import Timeouts
 
 T = Timeouts.from_interval(1.0)
 GEOMETRY = Geometry(sector_size=512, node_count=3, resource_count=2, log_disks=("log0",),
                     log_size=32, interval_ms=1000)
-A = Holder(1, 1, "alpha")
-B = Holder(2, 1, "beta")
+A = NodeIncarnation(1, 1, "alpha")
+B = NodeIncarnation(2, 1, "beta")
 MIB = 1 << 20
 CREATE = ("create-volume", {"name": "v1", "size": 4 * MIB})
 STEPS = ["format-table", "claim", "zero", "activate"]  # create-volume on a blank device
@@ -67,7 +68,7 @@ def test_an_operation_runs_every_step_logs_them_and_records_its_outcome(area, da
     d = driver(data, clock)
     op = run_operation(ctx, d, *CREATE, request_id="req-7")
     assert d.applied == STEPS == op.steps
-    logged = LogDisk(Area.open(area.device), "log0").find(op.op_id)
+    logged = OpLog(Area.open(area.device), "log0").find(op.op_id)
     assert logged is not None and logged.committed and logged.done == {0, 1, 2, 3}
     assert logged.params["request"] == "req-7" and logged.params["name"] == "v1"
     record = read_stored(area, 0).record
@@ -91,14 +92,14 @@ def test_a_successor_finishes_an_interrupted_operation_from_where_it_stopped(
         run_operation(take_over(area, A, clock), first, *CREATE, request_id="req-7")
     record = read_stored(area, 0).record
     assert record.active_log_disk == "log0" and record.attributes["op_running"] == "req-7"
-    (op,) = LogDisk(Area.open(area.device), "log0").interrupted(0)
+    (op,) = OpLog(Area.open(area.device), "log0").interrupted(0)
     stopped_in = STEPS.index(crash.get("before") or crash.get("after"))
     assert op.done == set(range(stopped_in)) and stopped_in in op.intents
 
     successor = take_over(area, B, clock)
     assert successor.generation == read_lease(area, 0)["generation"] > 1
     second = driver(data, clock)
-    finish(successor, second, successor.log_disk("log0"), op)
+    finish(successor, second, successor.oplog("log0"), op)
     # The steps not DONE are applied, the one with only an INTENT again; none twice.
     assert second.applied == STEPS[stopped_in:]
     again = 1 if "after" in crash else 0
@@ -106,7 +107,7 @@ def test_a_successor_finishes_an_interrupted_operation_from_where_it_stopped(
     assert volumes(data) == {"v1": (VolumeState.ACTIVE, 4 * MIB)}
     assert read_stored(area, 0).record.active_log_disk == ""
     assert last_op(area)["status"] == "committed" and last_op(area)["request"] == "req-7"
-    assert LogDisk(Area.open(area.device), "log0").interrupted(0) == []
+    assert OpLog(Area.open(area.device), "log0").interrupted(0) == []
 
 
 def test_an_owner_that_lost_its_lease_stops_at_its_next_write(area, data) -> None:
@@ -115,12 +116,12 @@ def test_an_owner_that_lost_its_lease_stops_at_its_next_write(area, data) -> Non
     first = driver(data, clock, before="zero")
     with pytest.raises(Crash):
         run_operation(old, first, *CREATE, request_id="req-7")
-    (op,) = LogDisk(Area.open(area.device), "log0").interrupted(0)
+    (op,) = OpLog(Area.open(area.device), "log0").interrupted(0)
     take_over(area, B, clock)  # A was frozen, not dead: it wakes after the takeover
     log_before = area.read_region("log:log0")
     again = driver(data, clock)
     with pytest.raises(LeaseLost):
-        finish(old, again, old.log_disk("log0"), op)
+        finish(old, again, old.oplog("log0"), op)
     assert again.applied == []
     assert area.read_region("log:log0") == log_before
     assert volumes(data) == {"v1": (VolumeState.CREATING, 4 * MIB)}  # claimed, no more
@@ -173,7 +174,7 @@ def test_a_record_version_missing_from_the_lease_is_published_once(area) -> None
 
 def test_a_context_of_another_generation_is_refused(area) -> None:
     ctx = take_over(area, A, FakeClock())
-    stale = OwnerContext(ctx.area, ctx.leases, A, ctx.generation - 1, 0, ctx.clock)
+    stale = WriteContext(ctx.area, ctx.leases, A, ctx.generation - 1, 0, ctx.clock)
     with pytest.raises(LeaseLost):
         stale.guard()
     assert ctx.guard()["generation"] == ctx.generation

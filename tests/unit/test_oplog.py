@@ -1,8 +1,8 @@
 """Tests for shareddisk.oplog: named log disks (append, scan, wrap, LogFull, replay view).
 
 Each test builds a small area on a MemoryDevice (log disks of a few entries, so
-the ring wraps quickly), writes through LogDisk and reads back with a fresh
-LogDisk on a freshly opened Area, as a successor node would after a crash.
+the ring wraps quickly), writes through OpLog and reads back with a fresh
+OpLog on a freshly opened Area, as a successor node would after a crash.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from shareddisk.device import FileImage, MemoryDevice
 from shareddisk.errors import DeviceError, LeaseLost, UsageError
 from shareddisk.format import logrecord
 from shareddisk.format.logrecord import LOG_DATA, EntryType
-from shareddisk.oplog import (UNKNOWN_STEP, LogDisk, LogFull, Operation, lane_count, lane_of,
+from shareddisk.oplog import (UNKNOWN_STEP, OpLog, LogFull, Operation, lane_count, lane_of,
                               log_for, log_report)
 
 MiB = 1 << 20
@@ -57,12 +57,12 @@ def make(log_size: int = 8, logs: tuple[str, ...] = ("log0", "log1", "log2", "lo
     return dev
 
 
-def fresh(dev: MemoryDevice, name: str = "log0") -> LogDisk:
+def fresh(dev: MemoryDevice, name: str = "log0") -> OpLog:
     """A new reader, as a successor opening the area after a crash would have."""
-    return LogDisk(Area.open(dev), name)
+    return OpLog(Area.open(dev), name)
 
 
-def run_op(log: LogDisk, resource: int = 0, steps=("a", "b"), *, finish: str = "commit") -> Operation:
+def run_op(log: OpLog, resource: int = 0, steps=("a", "b"), *, finish: str = "commit") -> Operation:
     op = log.begin(resource, "create-volume", {"name": "v1", "size": 64}, list(steps))
     for i in range(len(steps)):
         log.intent(op, i)
@@ -79,7 +79,7 @@ def run_op(log: LogDisk, resource: int = 0, steps=("a", "b"), *, finish: str = "
 
 def test_append_scan_round_trip():
     dev = make()
-    log = LogDisk(Area.open(dev), "log0")
+    log = OpLog(Area.open(dev), "log0")
     op = log.begin(2, "create-volume", {"name": "v1", "size": 64}, ["alloc", "write-table"])
     assert op.op_id == 1 and op.resource_index == 2 and op.log == "log0"
     assert op.kind == "create-volume" and op.params == {"name": "v1", "size": 64}
@@ -110,7 +110,7 @@ def test_append_scan_round_trip():
 def test_each_append_writes_one_sector_and_flushes():
     dev = make(sector_size=4096)
     area = Area.open(dev)
-    log = LogDisk(area, "log1")
+    log = OpLog(area, "log1")
     region = area.regions["log:log1"]
     run_op(log, steps=("a",))
     # begin, intent, done, commit: one whole-sector write then a flush each
@@ -154,7 +154,7 @@ def test_head_after_wrap():
 # --- wrap-around -------------------------------------------------------------
 
 
-def fill_until_blocked(dev: CountingDevice) -> tuple[LogDisk, Operation]:
+def fill_until_blocked(dev: CountingDevice) -> tuple[OpLog, Operation]:
     """Ring of 8: op A (resource 3) begun at position 0 and left interrupted,
     then finished ops fill positions 1..7, so the next entry would overwrite A's BEGIN."""
     log = fresh(dev)
@@ -307,7 +307,7 @@ def test_guard_raising_stops_the_write():
         if lost:
             raise LeaseLost("resource 0: lease lost")
 
-    log = LogDisk(Area.open(dev), "log0", guard=guard)
+    log = OpLog(Area.open(dev), "log0", guard=guard)
     op = log.begin(0, "k", {}, ["a"])
     log.intent(op, 0)
     assert len(calls) == 2
@@ -367,9 +367,9 @@ def test_file_image_with_host_lock(tmp_path):
     with FileImage(str(path)) as dev:
         create_area(dev, Geometry(sector_size=512, node_count=2, resource_count=2,
                                   log_disks=("log0",), log_size=8), clock=FakeClock())
-        run_op(LogDisk(Area.open(dev), "log0"), steps=("a",))
+        run_op(OpLog(Area.open(dev), "log0"), steps=("a",))
     with FileImage(str(path), writable=False) as dev:
-        (op,) = LogDisk(Area.open(dev), "log0").operations()
+        (op,) = OpLog(Area.open(dev), "log0").operations()
         assert op.committed and op.steps == ["a"]
 
 
@@ -449,7 +449,7 @@ def test_inconsistent_but_checksummed_entries_are_damage():
     for position, changes in enumerate(bad):
         values = dict(logrecord.empty(0, position), **changes)
         dev.write(region.record_offset(position), logrecord.CODEC.encode(values, 512))
-    reader = LogDisk(area, "log0")
+    reader = OpLog(area, "log0")
     assert reader.scan() == []
     assert [p for p, _ in reader.damaged] == list(range(len(bad)))
 
@@ -457,11 +457,11 @@ def test_inconsistent_but_checksummed_entries_are_damage():
 def test_repeated_seq_is_damage():
     dev = make()
     area = Area.open(dev)
-    run_op(LogDisk(area, "log0"), steps=())      # seqs 1, 2 at positions 0, 1
+    run_op(OpLog(area, "log0"), steps=())      # seqs 1, 2 at positions 0, 1
     region = area.regions["log:log0"]
     values = logrecord.CODEC.decode(dev.read(region.record_offset(1), 512))
     dev.write(region.record_offset(5), logrecord.CODEC.encode(dict(values, position=5), 512))
-    reader = LogDisk(area, "log0")
+    reader = OpLog(area, "log0")
     assert [e.position for e in reader.scan()] == [0, 1]
     assert reader.damaged == [(5, f"{area.where('log:log0', 5)}: seq 2 repeats the entry "
                                   f"at position 1")]
@@ -470,10 +470,10 @@ def test_repeated_seq_is_damage():
 def test_entry_of_another_log_is_misplaced():
     dev = make()
     area = Area.open(dev)
-    run_op(LogDisk(area, "log0"), steps=())
+    run_op(OpLog(area, "log0"), steps=())
     r0, r1 = area.regions["log:log0"], area.regions["log:log1"]
     dev.write(r1.record_offset(0), dev.read(r0.record_offset(0), 512))
-    reader = LogDisk(area, "log1")
+    reader = OpLog(area, "log1")
     assert reader.scan() == []
     assert "misplaced record: log_index is 0" in reader.damaged[0][1]
 
@@ -484,7 +484,7 @@ def test_entry_of_another_log_is_misplaced():
 def test_two_log_disks_are_independent():
     dev = make()
     area = Area.open(dev)
-    log0, log1 = LogDisk(area, "log0"), LogDisk(area, "log:log1")
+    log0, log1 = OpLog(area, "log0"), OpLog(area, "log:log1")
     a = log0.begin(0, "a", {}, ["s"])
     run_op(log0, resource=2, steps=())
     b = log1.begin(1, "b", {}, ["s", "t"])
@@ -520,7 +520,7 @@ def test_usage_errors_on_operations():
     dev = make()
     log = fresh(dev)
     with pytest.raises(UsageError, match="no log disk 'nope'"):
-        LogDisk(Area.open(dev), "nope")
+        OpLog(Area.open(dev), "nope")
     with pytest.raises(UsageError, match="resource index 4 out of range"):
         log.begin(4, "k", {}, [])
     op = log.begin(0, "k", {}, ["a", "b"])
@@ -554,7 +554,7 @@ def test_usage_errors_on_operations():
 def test_log_report():
     dev = make()
     area = Area.open(dev)
-    log = LogDisk(area, "log0")
+    log = OpLog(area, "log0")
     run_op(log, resource=0, steps=("a",))
     run_op(log, resource=1, steps=(), finish="abort")
     op = log.begin(2, "resize", {"to": 9}, ["grow", "table", "check"])
@@ -597,20 +597,20 @@ def test_each_resource_has_its_own_log_disk_and_lane() -> None:
     assert lane_count(area) == 3
     assert [log_for(area, i) for i in range(6)] == ["log0", "log1"] * 3
     assert [lane_of(area, i) for i in range(6)] == [0, 0, 1, 1, 2, 2]
-    log0 = LogDisk(area, "log0")
+    log0 = OpLog(area, "log0")
     assert list(log0.lane_positions(0)) == [0, 3, 6, 9]
     assert list(log0.lane_positions(4)) == [2, 5, 8, 11]
     plain = Area.open(make())
-    assert lane_count(plain) == 1 and list(LogDisk(plain, "log0").lane_positions(3)) == \
+    assert lane_count(plain) == 1 and list(OpLog(plain, "log0").lane_positions(3)) == \
         list(range(8))
 
 
 def test_owners_on_two_hosts_appending_at_once_never_overwrite_each_other() -> None:
-    """Resources 0 and 2 share log0.  Their owners (two hosts: two LogDisk objects,
+    """Resources 0 and 2 share log0.  Their owners (two hosts: two OpLog objects,
     each with its own cache) read the ring at the same moment and append in turn:
     before lanes both wrote position 0 and one BEGIN was lost."""
     dev = shared(log_size=24)
-    host_a, host_b = LogDisk(Area.open(dev), "log0"), LogDisk(Area.open(dev), "log0")
+    host_a, host_b = OpLog(Area.open(dev), "log0"), OpLog(Area.open(dev), "log0")
     host_a.scan(), host_b.scan()  # both see an empty log
     a = host_a.begin(0, "create-volume", {"name": "a"}, ["s1", "s2"])
     b = host_b.begin(2, "create-volume", {"name": "b"}, ["s1"])
@@ -621,7 +621,7 @@ def test_owners_on_two_hosts_appending_at_once_never_overwrite_each_other() -> N
             host_b.done(b, 0)
         host_a.done(a, step)
     # A successor reads both operations whole, each in its own lane.
-    successor = LogDisk(Area.open(dev), "log0")
+    successor = OpLog(Area.open(dev), "log0")
     ops = {op.resource_index: op for op in successor.interrupted()}
     assert ops[0].done == {0, 1} and ops[0].params == {"name": "a"} and ops[0].remaining == []
     assert ops[2].done == {0} and ops[2].params == {"name": "b"}
@@ -639,7 +639,7 @@ def test_owners_on_two_hosts_appending_at_once_never_overwrite_each_other() -> N
 
 def test_a_lane_wraps_on_its_own_and_refuses_to_overwrite_an_unfinished_operation() -> None:
     dev = shared(log_size=12)  # 4 entries a lane
-    log = LogDisk(Area.open(dev), "log0")
+    log = OpLog(Area.open(dev), "log0")
     other = log.begin(2, "k", {}, ["x"])  # lane 1: unfinished the whole time
     for _ in range(3):  # lane 0 wraps: each operation takes 4 entries
         op = log.begin(0, "k", {}, ["a"])
@@ -656,4 +656,4 @@ def test_a_lane_wraps_on_its_own_and_refuses_to_overwrite_an_unfinished_operatio
         log.begin(0, "k", {}, [])
     with pytest.raises(UsageError,
                        match="log disk log1 holds 4 for resource 1 \\(3 resources share it\\)"):
-        LogDisk(Area.open(dev), "log1").begin(1, "k", {}, ["a", "b"])
+        OpLog(Area.open(dev), "log1").begin(1, "k", {}, ["a", "b"])

@@ -138,7 +138,7 @@ def test_status_json_is_the_report_with_its_documented_keys(image: Path) -> None
                          "watched_seconds", "timeouts", "nodes", "resources", "source"}
     assert set(data["nodes"][0]) == {"id", "name", "state", "incarnation", "counter", "age",
                                      "unchanged_for_at_least", "declared_dead_by",
-                                     "config_generation", "watchdog"}
+                                     "watchdog"}
     assert data["resources"][0]["name"] == "sg1"
 
 

@@ -34,14 +34,14 @@ from shareddisk.errors import (
 from shareddisk.faults import Fault, FaultRules, FaultyDevice
 from shareddisk.format import lease as old_lease_format
 from shareddisk.format import paxos as fmt
-from shareddisk.leases import Holder, Leases, read_lease
+from shareddisk.leases import Leases, read_lease
+from shareddisk.membership import NodeIncarnation
 from shareddisk.paxos import (
     FREE,
     DiskPaxos,
     Leader,
     LeaseDisk,
     LeaseGeometry,
-    Owner,
     Read,
     Write,
     acquire_steps,
@@ -51,9 +51,9 @@ from shareddisk.timeouts import Timeouts
 
 GEO = LeaseGeometry(resource_index=2, node_count=4, sector_size=512)
 BASE = 4096  # where the lease starts on each device
-A = Owner(1, 3, "alpha")
-B = Owner(2, 5, "beta")
-C = Owner(3, 7, "gamma")
+A = NodeIncarnation(1, 3, "alpha")
+B = NodeIncarnation(2, 5, "beta")
+C = NodeIncarnation(3, 7, "gamma")
 
 
 def never(leader: Leader) -> bool:
@@ -223,10 +223,10 @@ def test_a_replaceable_holder_is_replaced_with_the_next_generation() -> None:
 
 def test_our_older_incarnation_is_another_holder() -> None:
     devs = devices(1)
-    lease(devs).acquire(Owner(1, 2, "alpha"), never)
+    lease(devs).acquire(NodeIncarnation(1, 2, "alpha"), never)
     with pytest.raises(LockHeld):
         lease(devs).acquire(A, never)
-    assert lease(devs).acquire(A, lambda leader: leader.owner.incarnation < A.incarnation) == 2
+    assert lease(devs).acquire(A, lambda leader: leader.holder.incarnation < A.incarnation) == 2
 
 
 def test_release_is_an_instance_that_decides_free() -> None:
@@ -331,7 +331,7 @@ def test_a_lease_of_devices_with_another_sector_size_is_refused() -> None:
     with pytest.raises(UsageError, match="does not fit 512-byte sectors"):
         lease([MemoryDevice(8 * 4096, sector_size=4096)])
     with pytest.raises(UsageError, match="node id 5 out of range"):
-        lease(devices(1)).acquire(Owner(5, 1), never)
+        lease(devices(1)).acquire(NodeIncarnation(5, 1), never)
 
 
 # -- schedules between two acquirers ----------------------------------------------------------------
@@ -419,13 +419,13 @@ def test_a_value_decided_but_not_published_is_kept_by_the_next_ballot() -> None:
 def test_a_restarted_node_carries_its_own_earlier_vote() -> None:
     """Node 1's first life decided itself and died unpublished; its next life keeps that."""
     devs = devices(1)
-    steps = acquire_steps(GEO, 1, Owner(1, 1, "alpha"), never)
+    steps = acquire_steps(GEO, 1, NodeIncarnation(1, 1, "alpha"), never)
     op = next(steps)
     while not (isinstance(op, Write) and op.block == 0):
         op = steps.send(_do(devs, op))
     with pytest.raises(LockHeld, match="held by node 1 .alpha, incarnation 1, generation 1"):
         lease(devs).acquire(A, never)
-    assert lease(devs).acquire(A, lambda leader: leader.owner.incarnation < 3) == 2
+    assert lease(devs).acquire(A, lambda leader: leader.holder.incarnation < 3) == 2
 
 
 def test_duelling_ballots_back_off_on_the_injected_clock() -> None:
@@ -507,14 +507,14 @@ def test_old_lease_mixed_timeouts_give_two_holders() -> None:
 
     def a_acquires() -> None:
         got["A"] = Leases(old_area(dev), a_clock, Timeouts.from_interval(0.2)).acquire(
-            0, Holder(1, 3, "alpha"), dead)
+            0, NodeIncarnation(1, 3, "alpha"), dead)
 
     def slow(area: Area) -> SlowLeaseWrite:
         return SlowLeaseWrite(dev, area.regions["lease"], b_clock, 0.6, a_acquires)
 
     with pytest.raises(LockHeld):  # what a safe lease must do to one of them
         got["B"] = Leases(old_area(dev, slow), b_clock, Timeouts.from_interval(1.0)).acquire(
-            0, Holder(2, 5, "beta"), dead)
+            0, NodeIncarnation(2, 5, "beta"), dead)
     assert len(got) == 1, f"both were told they hold generation 1: {got}"
 
 
@@ -544,7 +544,7 @@ def test_old_lease_held_up_write_lets_a_third_node_take_a_live_holders_lease() -
     dev = area_device()
     a_clock, clock = FakeClock(), FakeClock()
     T = Timeouts.from_interval(1.0)
-    b_holder = Holder(2, 5, "beta")
+    b_holder = NodeIncarnation(2, 5, "beta")
     got: dict[str, int] = {}
 
     def b_acquires() -> None:
@@ -554,11 +554,11 @@ def test_old_lease_held_up_write_lets_a_third_node_take_a_live_holders_lease() -
         return SlowLeaseWrite(dev, area.regions["lease"], a_clock, 2.0, b_acquires)
 
     with pytest.raises(LockHeld):
-        Leases(old_area(dev, slow), a_clock, T).acquire(0, Holder(1, 3, "alpha"), dead)
+        Leases(old_area(dev, slow), a_clock, T).acquire(0, NodeIncarnation(1, 3, "alpha"), dead)
     assert got == {"B": 1}
     # B is alive and holds generation 1: C must be refused.
     with pytest.raises(LockHeld):
-        Leases(old_area(dev), clock, T).acquire(0, Holder(3, 7, "gamma"), alive)
+        Leases(old_area(dev), clock, T).acquire(0, NodeIncarnation(3, 7, "gamma"), alive)
     assert read_lease(old_area(dev), 0)["owner_id"] == 2
 
 

@@ -31,7 +31,8 @@ from typing import Callable
 import pytest
 
 from shareddisk import paxos
-from shareddisk.paxos import LeaseGeometry, Leader, Outcome, Owner, Pause, Read, Write
+from shareddisk.membership import NodeIncarnation
+from shareddisk.paxos import LeaseGeometry, Leader, Outcome, Pause, Read, Write
 
 SS = 512
 BLANK = bytes(SS)
@@ -39,11 +40,11 @@ BLANK = bytes(SS)
 
 # -- programs: what each acquirer does --------------------------------------------------
 
-Call = Callable[[LeaseGeometry, int, Owner], paxos.Step]
+Call = Callable[[LeaseGeometry, int, NodeIncarnation], paxos.Step]
 
 
 def acquire(policy: Callable[[Leader], bool], attempts: int = 2) -> Call:
-    def call(geo: LeaseGeometry, disks: int, me: Owner) -> paxos.Step:
+    def call(geo: LeaseGeometry, disks: int, me: NodeIncarnation) -> paxos.Step:
         return paxos.with_retries(lambda: paxos.acquire_steps(geo, disks, me, policy), attempts)
     call.__name__ = "acquire"
     return call
@@ -51,7 +52,7 @@ def acquire(policy: Callable[[Leader], bool], attempts: int = 2) -> Call:
 
 def release(attempts: int = 2) -> Call:
     """Release whatever generation the acquirer was last told it owns (no-op if none)."""
-    def call(geo: LeaseGeometry, disks: int, me: Owner, generation: int = 0) -> paxos.Step:
+    def call(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generation: int = 0) -> paxos.Step:
         return paxos.with_retries(lambda: paxos.release_steps(geo, disks, me, generation),
                                   attempts)
     call.__name__ = "release"
@@ -98,7 +99,7 @@ class Search:
         self.disks = disks
         self.geo = LeaseGeometry(resource_index=3, node_count=node_count or acquirers,
                                  sector_size=SS)
-        self.owners = [Owner(i + 1, 10 + i, f"n{i + 1}") for i in range(acquirers)]
+        self.owners = [NodeIncarnation(i + 1, 10 + i, f"n{i + 1}") for i in range(acquirers)]
         self.programs = programs
         self.budget0 = (lost, torn, fail)
         self.answers: dict[bytes, tuple[bytes, object]] = {}  # digest -> (parent, answer)
@@ -263,11 +264,11 @@ class Search:
         disks = disks[:op.disk] + (tuple(row),) + disks[op.disk + 1:]
         if op.block == 0 and data == op.data:
             leader = paxos.leader_from(paxos.fmt.decode_leader(data, self.geo.resource_index))
-            leaders = self.agree(leaders, leader.generation, leader.owner, "leader record")
+            leaders = self.agree(leaders, leader.generation, leader.holder, "leader record")
         return (disks, failed, budget, acqs, told, decided, leaders, top)
 
     @staticmethod
-    def agree(table: tuple, instance: int, value: Owner, what: str) -> tuple:
+    def agree(table: tuple, instance: int, value: NodeIncarnation, what: str) -> tuple:
         known = dict(table)
         if instance in known and not known[instance].same(value):
             raise Violation(f"{what} for instance {instance} says {value}, but "
@@ -300,7 +301,7 @@ class Search:
         held = a.held
         if out.kind == "acquired":
             self.stats.acquired += 1
-            assert out.leader is not None and out.leader.owner.same(self.owners[i])
+            assert out.leader is not None and out.leader.holder.same(self.owners[i])
             g = out.leader.generation
             owners = dict(told)
             if owners.get(g, i) != i:

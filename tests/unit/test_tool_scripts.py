@@ -76,17 +76,18 @@ def test_op_shows_progress_on_a_terminal_while_it_waits(tmp_path: Path) -> None:
     # Pretend node 1 owns it online (no daemon runs: nobody will commit).
     subprocess.run([sys.executable, "-c", f"""
 from shareddisk.area import Area
-from shareddisk.attributes import Owner, read_stored, guarded_write
+from shareddisk.attributes import read_stored, guarded_write
 from shareddisk.clock import SystemClock
 from shareddisk.device import open_device
 from shareddisk.format.resource import ResourceState
+from shareddisk.membership import NodeIncarnation
 from shareddisk.session import Session
 from dataclasses import replace
 with open_device({img!r}, writable=True) as dev:
     area = Area.open(dev)
     with Session(area, 1, SystemClock()) as s, s.leased(0) as gen:
         cur = read_stored(area, 0).record
-        new = replace(cur, state=ResourceState.ONLINE, owner=Owner(1, 1, 'node1'))
+        new = replace(cur, state=ResourceState.ONLINE, owner_host=NodeIncarnation(1, 1, 'node1'))
         guarded_write(area, s.leases, s.holder, gen, new, 0, cur.version)
 """], check=True, capture_output=True)
     args = [command, "op", img, "sg1", "create-volume", "v1", "--size", "1M", "--timeout", "2",
