@@ -100,6 +100,7 @@ class SimWatchdog:
         if life.watchdog_fires != fires or life.ended:
             return  # petted since, disarmed, or the process is gone
         self.sim.stats["watchdog_resets"] += 1
+        self.sim.host_reset(life.host)
         self.sim.crash(life.host, "watchdog reset")
 
     def disarm(self) -> None:
@@ -122,6 +123,8 @@ class SimFence:
         sim, life = self.sim, self.life
         life.fenced = True
         life.host.online.clear()
+        if sim.cfg.fence_action == "reset":
+            sim.host_reset(life.host)  # the exec driver's scripts go with the host
         sim.stats["fences"] += 1
         node = life.node
         sim.fences.append((sim.rel(sim.sched.now), life.host.id,
