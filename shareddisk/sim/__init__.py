@@ -77,7 +77,8 @@ __all__ = [
     "SimConfig", "SimResult", "Simulation", "Violation", "run_seed", "SimCrash",
     # the parts, for scripts and tests that reach below the Simulation
     "ActiveFault", "Attempt", "CLIENT_KEYS", "Chaos", "Checks", "Clients", "DATA_DEVICE_SIZE",
-    "DataView", "ExecScripts", "FaultBook", "Host", "HostClock", "HostDisk", "Ledger", "Life", "Lifecycle",
+    "DataView", "ExecScripts", "FaultBook", "Host", "HostClock", "HostDisk", "Ledger", "Life",
+    "Lifecycle",
     "MIB", "OP_CRASHPOINTS", "OpTrack", "Patches", "Scheduler", "ScriptProcess", "SimClock",
     "SimError", "SimEvent", "SimExecDriver", "SimFence", "SimFuture", "SimLock", "SimWatchdog",
     "SimWorker", "SimWriters",

@@ -219,3 +219,20 @@ def test_a_stop_handled_after_a_freeze_without_the_workaround() -> None:
     sim = exec_sim(workarounds=())
     result = sim.run(stopped_while_frozen)
     assert result.ok, violations(sim)
+
+
+EXEC_SEEDS, EXEC_FAST_SEEDS = 20, 4
+
+
+@pytest.mark.parametrize("seed", [
+    seed if seed < EXEC_FAST_SEEDS else pytest.param(seed, marks=pytest.mark.slow)
+    for seed in range(EXEC_SEEDS)])
+def test_exec_seed(seed: int) -> None:
+    """Seeds of the exec driver with chaos (the CI schedule, a longer quiet period:
+    a queue of operations of three 2 s steps each takes a while to drain)."""
+    result = Simulation(SimConfig(seed=seed, driver="exec", warmup=6.0, duration=32.0,
+                                  quiet=40.0, chaos_rate=0.6,
+                                  workarounds=tuple(WORKAROUNDS))).run()
+    assert result.ok, "\n".join([result.summary(), f"reproduce: tools/sim --seed {seed} "
+                                 "--driver exec --warmup 6 --duration 32 --quiet 40 "
+                                 "--chaos-rate 0.6 --verbose", *result.trace[-30:]])
