@@ -111,7 +111,8 @@ class SimWatchdog:
 
 
 class SimFence:
-    """The fence action as a host reset: the process and its in-flight I/O are gone."""
+    """The fence action as a host reset: the process and its in-flight I/O are gone
+    (with ``fence_action="exit"`` the rest of the host, its exec scripts, goes on)."""
 
     name = "sim-reset"
 
