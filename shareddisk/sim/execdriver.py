@@ -38,7 +38,7 @@ import contextlib
 from typing import Any, Callable, Iterator
 
 from shareddisk.drivers.exec import EXIT_OK, EXIT_UNIMPLEMENTED, ExecDriver, Result
-from shareddisk.errors import DeviceError
+from shareddisk.errors import DeviceError, Fenced
 from shareddisk.sim.disks import DataView
 from shareddisk.sim.scheduler import SimCrash, Task
 
@@ -205,6 +205,8 @@ class SimExecDriver(ExecDriver):
             proc.kill(f"timed out after {timeout:g} s")
             raise DeviceError(f"{where}: timed out after {timeout:g} s (killed)")
         if proc.returncode == KILLED and self.writers.fencing:
+            if "exec-fenced-error" in self.sim.cfg.workarounds:  # finding 27's workaround
+                raise Fenced(f"{where}: killed: the node is fencing")
             raise DeviceError(f"{where}: killed: the node is fencing")
         return Result(proc.returncode or 0, "", "killed\n" if proc.returncode else "")
 

@@ -51,6 +51,9 @@ WORKAROUNDS: dict[str, str] = {
     # shareddisk/sim/execdriver.py; finding 26 of docs/RELIABILITY.md
     "exec-write-check": "the exec driver checks the node's renew deadline (write_check) "
                         "before it starts a script that writes (online, offline, apply-step)",
+    # shareddisk/sim/execdriver.py; finding 27
+    "exec-fenced-error": "the exec driver raises Fenced, not DeviceError, for a script the "
+                         "fence killed (the manager takes a DeviceError for a failure)",
 }
 
 

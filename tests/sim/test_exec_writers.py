@@ -221,6 +221,35 @@ def test_a_stop_handled_after_a_freeze_without_the_workaround() -> None:
     assert result.ok, violations(sim)
 
 
+def reset_during_a_replay(s: Simulation) -> None:
+    """Node 1 is killed 0.5 s into a step; node 2 takes r0 over and replays the step;
+    1 s into that, node 3 sends node 2 a reset (poison pill): node 2 fences."""
+    in_a_step(s, "crash")
+    s.at(12.0, lambda: s.message(2, s.hosts[3], "reset"))
+
+
+def test_a_fence_during_a_takeover_s_replay_is_not_taken_for_a_failed_online() -> None:
+    """Finding 27: the fence killed the replayed step's script and the driver said
+    DeviceError; the manager took it for a failed online and gave up r0, which the
+    fence's stop hook had already dropped (KeyError in the manager's tick)."""
+    sim = exec_sim(workarounds=("exec-write-check", "exec-fenced-error"))
+    result = sim.run(reset_during_a_replay)
+    assert result.ok, violations(sim)
+    lines = "\n".join(sim.lines)
+    assert "h2 apply-step script of resource 0 (node 2 incarnation 1, generation 3) killed: " \
+           "reset message from node 3" in lines
+    assert 2 in {host for _, host, _, _ in sim.fences}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="finding 27: the library's exec driver raises DeviceError for a "
+                          "script the fence killed")
+def test_a_fence_during_a_replay_without_the_workaround() -> None:
+    sim = exec_sim(workarounds=("exec-write-check",))
+    result = sim.run(reset_during_a_replay)
+    assert result.ok, violations(sim)
+
+
 EXEC_SEEDS, EXEC_FAST_SEEDS = 20, 4
 
 
