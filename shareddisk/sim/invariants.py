@@ -92,6 +92,9 @@ class Ledger:
                                 committed (or aborted) at most once, appends to a
                                 log disk never overwrite each other
     incarnation-reused          two processes never write as one incarnation
+
+    (The exec driver's scripts are checked where they write, in
+    shareddisk/sim/execdriver.py: script-write-after-successor.)
     """
 
     def __init__(self, sim: "Simulation", area0: Area):
