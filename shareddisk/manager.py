@@ -259,11 +259,13 @@ class ClusterManager:
                                   state=ResourceState.OFFLINE,
                                   move_to=move_to if pending_move else None)
         crashpoint("failover-after-owner")
-        driver = make_driver(record.attributes, clock=self.clock, resource=record.name,
-                             write_check=self.alive_check)
-        ctx = AgentContext(owner_ctx, driver, record.name, self.state_dir)
-        self.owned[index] = Owned(ctx)
         try:
+            # A driver this node cannot build (a record of a newer version, a hand
+            # edit) fails the online here like a failing agent does.
+            driver = make_driver(record.attributes, clock=self.clock, resource=record.name,
+                                 write_check=self.alive_check)
+            ctx = AgentContext(owner_ctx, driver, record.name, self.state_dir)
+            self.owned[index] = Owned(ctx)
             agents.bring_online(ctx)
         except ShareddiskError as exc:
             if isinstance(exc, (LeaseLost, Fenced)):
@@ -272,7 +274,7 @@ class ClusterManager:
             retry = self.backoff.failed(index, self.clock.monotonic(), recorded=True)
             log.error("event=online-failed resource=%s error=%r retry_in=%.1fs", record.name,
                       str(exc), retry)
-            self._give_up(index, "online failed", state=ResourceState.FAILED,
+            self._give_up(index, "online failed", state=ResourceState.FAILED, lease=owner_ctx,
                           failed_on=self.me.node_id, failure=f"online failed: {exc}"[:200])
             return
         owner_ctx.update(state=ResourceState.ONLINE, failed_on=None, failure=None)
@@ -439,19 +441,25 @@ class ClusterManager:
                 {"request": request_id, "status": "failed", "error": str(exc)}, sort_keys=True))
         agents.attr_changed(ctx, {"volumes"})
 
-    def _give_up(self, index: int, why: str, *, state: ResourceState, **attrs: object) -> None:
+    def _give_up(self, index: int, why: str, *, state: ResourceState,
+                 lease: OwnerContext | None = None, **attrs: object) -> None:
         """Offline here, owner cleared, lease released: the successor takes it.
 
         Once offline here the resource is no longer tended here, whatever
         fails after: when clearing owner_host fails, the record still names
         this incarnation and _should_take brings it back online here; when
         the release fails, _give_back_orphans releases it at a later tick.
+        ``lease`` is for a takeover that failed before its agents had a
+        context (no driver could be built): nothing to take offline.
         """
-        ctx = self.owned.pop(index).ctx
-        agents.take_offline(ctx)
-        ctx.event("offline", "manager", reason=why.replace(" ", "-"))
-        ctx.owner.update(owner=None, state=state, **attrs)
-        self._release(index, ctx.owner.holder, ctx.owner.generation)
+        owned = self.owned.pop(index, None)
+        if owned is not None:
+            agents.take_offline(owned.ctx)
+            owned.ctx.event("offline", "manager", reason=why.replace(" ", "-"))
+            lease = owned.ctx.owner
+        assert lease is not None, f"resource {index} given up without its lease"
+        lease.update(owner=None, state=state, **attrs)
+        self._release(index, lease.holder, lease.generation)
 
     def _drop(self, index: int, why: str) -> None:
         """Stop a resource locally without writing (we no longer own it)."""

@@ -27,7 +27,7 @@ def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str =
     ``"exec"`` (needs ``exec_script``).  ``resource`` is the resource name,
     passed to exec scripts.  ``write_check`` gates every data device write
     of the image driver (shareddisk.device.WriteGate); exec scripts write
-    on their own, checked only before each step.
+    on their own, so it is checked before each script that may write starts.
     """
     kind = attributes.get("driver", "image") or "image"
     clock = clock or SystemClock()
@@ -39,7 +39,8 @@ def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str =
     if kind == "exec":
         from shareddisk.drivers.exec import ExecDriver
 
-        return ExecDriver.from_attributes(attributes, clock=clock, resource=resource)
+        return ExecDriver.from_attributes(attributes, clock=clock, resource=resource,
+                                          write_check=write_check)
     raise UsageError(f"unknown driver {kind!r} (choose from {', '.join(DRIVERS)})")
 
 

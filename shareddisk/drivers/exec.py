@@ -59,11 +59,15 @@ node's right to write: every script runs in its own process group, listed in
 the node's :class:`~shareddisk.fencing.Writers`, which kills every group with
 SIGKILL when the node fences (before any stop hook), when the daemon exits
 and, through the kernel's parent-death signal and a reaper process, when the
-daemon dies.  Once the node fences no script starts any more.
+daemon dies.  Once the node fences no script starts any more, and a script
+that may write (``online``, ``offline``, ``apply-step``) starts only while
+the node may write (``write_check``, the gate the image driver's data writes
+pass).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -71,7 +75,7 @@ import re
 import signal
 import subprocess
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.drivers.base import check_args
@@ -88,6 +92,8 @@ EXIT_UNIMPLEMENTED = 3
 EXIT_ERR_CONFIGURED = 6
 EXIT_NOT_RUNNING = 7
 ACTIONS = ("online", "offline", "monitor", "prepare", "steps", "apply-step", "describe")
+# The actions whose scripts may write storage: started only while the node may write.
+WRITING_ACTIONS = frozenset({"online", "offline", "apply-step"})
 STEP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -132,7 +138,8 @@ class ExecDriver:
     name = "exec"
 
     def __init__(self, script: str, *, attributes: dict | None = None, resource: str = "",
-                 clock: Clock | None = None, writers: Writers | None = None) -> None:
+                 clock: Clock | None = None, writers: Writers | None = None,
+                 write_check: Callable[[], None] | None = None) -> None:
         if not script:
             raise UsageError("exec driver: no script (set the exec_script attribute)")
         self.script = script
@@ -140,6 +147,7 @@ class ExecDriver:
         self.resource = resource
         self.clock = clock or SystemClock()
         self.writers = writers or WRITERS
+        self.write_check = write_check
         self.timeouts = {a: _seconds(self.attributes.get("exec_timeout", DEFAULT_TIMEOUT),
                                      "exec_timeout") for a in ACTIONS}
         for action in ACTIONS:
@@ -151,13 +159,28 @@ class ExecDriver:
 
     @classmethod
     def from_attributes(cls, attributes: dict, *, clock: Clock | None = None,
-                        resource: str = "", writers: Writers | None = None) -> ExecDriver:
+                        resource: str = "", writers: Writers | None = None,
+                        write_check: Callable[[], None] | None = None) -> ExecDriver:
         script = attributes.get("exec_script")
         if not isinstance(script, str) or not script:
             raise UsageError("exec driver: set the exec_script attribute to the script's path")
-        return cls(script, attributes=attributes, resource=resource, clock=clock, writers=writers)
+        return cls(script, attributes=attributes, resource=resource, clock=clock, writers=writers,
+                   write_check=write_check)
 
     # -- running the script ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def starting(self, action: str) -> Iterator[None]:
+        """Around the start of one script: refused once the node fences (its
+        writers) and, for an action that writes storage, also when the node may
+        no longer write (``write_check``: past its renew deadline, stopping
+        quiet), as the image driver's every data write is.  A daemon that
+        thaws past its deadline must not start an ``offline`` that writes the
+        storage a successor owns (finding 26)."""
+        if action in WRITING_ACTIONS and self.write_check is not None:
+            self.write_check()
+        with self.writers.starting():
+            yield
 
     def run(self, action: str, *argv: str, payload: dict | None = None) -> Result:
         """Run ``SCRIPT action argv...`` with ``payload`` as JSON; DeviceError if it cannot."""
@@ -177,7 +200,7 @@ class ExecDriver:
             if (v := _env_value(value)) is not None and not isinstance(value, list):
                 env["SHAREDDISK_PARAM_" + _env_key(key)] = v
         where = f"exec script {self.script} {' '.join((action,) + argv)}"
-        with self.writers.starting():  # refused once the node fences
+        with self.starting(action):
             try:
                 proc = subprocess.Popen([self.script, action, *argv], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,

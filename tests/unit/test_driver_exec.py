@@ -18,7 +18,7 @@ import pytest
 from shareddisk.clock import FakeClock
 from shareddisk.drivers import Driver, make_driver
 from shareddisk.drivers.exec import DEFAULT_STEPS, ExecDriver
-from shareddisk.errors import DeviceError, UsageError
+from shareddisk.errors import DeviceError, Fenced, UsageError
 
 MIB = 1 << 20
 
@@ -400,3 +400,26 @@ def test_a_script_that_ends_is_forgotten_and_close_stops_the_reaper(tmp_path):
     assert writers._groups == set()
     writers.close()
     assert reaper is not None and reaper.poll() is not None
+
+
+def test_no_script_that_may_write_starts_once_the_node_may_not_write(tmp_path):
+    """Finding 26: a daemon thawed past its renew deadline must not start an
+    ``offline`` (or ``online``, ``apply-step``) that writes storage a successor
+    may own; the gate is the one the image driver's data writes pass (make_driver's
+    write_check). Read-only actions still run."""
+    may_write = [True]
+
+    def write_check() -> None:
+        if not may_write[0]:
+            raise Fenced("node 1 is past its renew deadline")
+
+    d = make_driver(dict(driver="exec", exec_script=script(tmp_path, FULL)), clock=FakeClock(),
+                    resource="group1", write_check=write_check)
+    d.online()
+    may_write[0] = False
+    for start in (d.offline, d.online, lambda: d.apply("create-volume", {}, "mkfs")):
+        with pytest.raises(Fenced, match="past its renew deadline"):
+            start()
+    assert d.monitor() and d.steps("create-volume", {}) == ["lvcreate", "mkfs"]
+    assert [line.split(" |")[0] for line in calls(tmp_path)] == \
+        ["online", "describe", "monitor", "steps create-volume"]

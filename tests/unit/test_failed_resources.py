@@ -24,7 +24,8 @@ from shareddisk.confsync import ConfigSync
 from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Holder
+from shareddisk.leases import Holder, Leases
+from shareddisk.operations import OwnerContext
 from shareddisk.manager import ClusterManager
 from shareddisk.membership import PeerState
 from shareddisk.session import Session
@@ -163,3 +164,28 @@ def test_cli_cleanup_and_remove_json(tmp_path: Path) -> None:
     done = run(main, ["resource", "remove", img, "sg1", "--node-id", "1", "--json"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output) == {"removed": "sg1", "index": 0}
+
+
+def test_a_record_no_driver_here_can_use_fails_once_and_is_not_rewritten_per_tick(
+        tmp_path: Path) -> None:
+    """A record whose driver this node cannot build (written by a newer version, or
+    by hand) is an online failure like any other: marked failed once, retried
+    with the backoff, never a manager error and a record rewrite every tick."""
+    lab = Lab(tmp_path)
+    editor = Holder(2, 1, "editor")
+    leases = Leases(lab.area, FakeClock(), T)
+    generation = leases.acquire(0, editor, lambda node, incarnation: False)
+    OwnerContext(lab.area, leases, editor, generation, 0, FakeClock()).update(driver="zfs")
+    leases.release(0, editor, generation)
+
+    lab.tick_until_failed()
+    failed = lab.record()
+    assert failed.owner is None and failed.attributes["failed_on"] == 1
+    assert "unknown driver 'zfs'" in failed.attributes["failure"]
+    versions = []
+    for _ in range(30):
+        lab.tick()
+        versions.append(lab.record().version)
+    assert 3 <= lab.manager.backoff.failures(0) <= 6  # after 2, 4, 8, 8... s
+    assert len(set(versions)) < 15, versions
+    assert lab.record().state is ResourceState.FAILED
