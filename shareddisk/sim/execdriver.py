@@ -38,7 +38,7 @@ import contextlib
 from typing import Any, Callable, Iterator
 
 from shareddisk.drivers.exec import EXIT_OK, EXIT_UNIMPLEMENTED, ExecDriver, Result
-from shareddisk.errors import DeviceError, Fenced
+from shareddisk.errors import DeviceError
 from shareddisk.sim.disks import DataView
 from shareddisk.sim.scheduler import SimCrash, Task
 
@@ -171,14 +171,13 @@ class SimExecDriver(ExecDriver):
     def __init__(self, sim: "Simulation", life: "Life", view: DataView, writers: SimWriters,
                  attributes: dict, resource: str, clock: Any,
                  write_check: Callable[[], None] | None = None):
+        # Before the fix (exec_kill off) the driver checked no deadline either.
         super().__init__(str(attributes.get("exec_script", "")), attributes=attributes,
-                         resource=resource, clock=clock, writers=writers)  # type: ignore[arg-type]
+                         resource=resource, clock=clock, writers=writers,  # type: ignore[arg-type]
+                         write_check=write_check if sim.cfg.exec_kill else None)
         self.sim = sim
         self.life = life
         self.view = view
-        # the workaround exec-write-check: no script that writes starts past the
-        # node's renew deadline (the image driver's writes pass the same gate)
-        self.write_check = write_check if "exec-write-check" in sim.cfg.workarounds else None
 
     def run(self, action: str, *argv: str, payload: dict | None = None) -> Result:
         seconds = self.sim.exec_seconds(action)
@@ -189,9 +188,7 @@ class SimExecDriver(ExecDriver):
                 return Result(EXIT_OK, "", "")
             return Result(EXIT_UNIMPLEMENTED, "", "")  # prepare, describe: the defaults
         where = f"exec script {self.script} {' '.join((action,) + argv)}"
-        if self.write_check is not None:
-            self.write_check()
-        with self.writers.starting():  # refused once the node fences
+        with self.starting(action):  # the library's: refused when fencing, past the deadline
             proc = self.sim.exec_start(self.life, self.view, action, seconds)
         timeout = self.timeouts[action]
         try:
@@ -205,8 +202,6 @@ class SimExecDriver(ExecDriver):
             proc.kill(f"timed out after {timeout:g} s")
             raise DeviceError(f"{where}: timed out after {timeout:g} s (killed)")
         if proc.returncode == KILLED and self.writers.fencing:
-            if "exec-fenced-error" in self.sim.cfg.workarounds:  # finding 27's workaround
-                raise Fenced(f"{where}: killed: the node is fencing")
             raise DeviceError(f"{where}: killed: the node is fencing")
         return Result(proc.returncode or 0, "", "killed\n" if proc.returncode else "")
 

@@ -47,14 +47,7 @@ from shareddisk.sim.workers import SimFuture, SimWorker
 # tests/sim that fails without it.  Every bug found so far is fixed in the
 # library, so there are none; ``tools/sim --pristine`` and ``--without NAME``
 # stay for the next one.
-WORKAROUNDS: dict[str, str] = {
-    # shareddisk/sim/execdriver.py; finding 26 of docs/RELIABILITY.md
-    "exec-write-check": "the exec driver checks the node's renew deadline (write_check) "
-                        "before it starts a script that writes (online, offline, apply-step)",
-    # shareddisk/sim/execdriver.py; finding 27
-    "exec-fenced-error": "the exec driver raises Fenced, not DeviceError, for a script the "
-                         "fence killed (the manager takes a DeviceError for a failure)",
-}
+WORKAROUNDS: dict[str, str] = {}
 
 
 _ORIGINALS: dict[str, Any] = {

@@ -202,23 +202,15 @@ def test_a_stop_handled_after_a_freeze_runs_no_script_on_a_resource_taken_over()
     """Finding 26: on thawing, the daemon handled the pending SIGTERM at once (its
     manager idle, no heartbeat step in between) and gave up r0: the offline script
     ran and wrote, though the lease was node 2's.  The image driver's offline writes
-    nothing, so only the exec driver showed it.  With the workaround (the driver checks
-    the renew deadline before a script that writes) the script does not start."""
-    sim = exec_sim(workarounds=("exec-write-check",))
+    nothing, so only the exec driver showed it.  Since 10d0753 the driver checks the
+    renew deadline before a script that writes, and the script does not start (the
+    scenario fails on the commit before)."""
+    sim = exec_sim()
     result = sim.run(stopped_while_frozen)
     assert result.ok, violations(sim)
     lines = "\n".join(sim.lines)
     assert "h2 brings resource 0 online" in lines
     assert not [t for t in writes(sim, 1, "offline") if t > 8.0], lines
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="finding 26: the library's exec driver does not check the renew "
-                          "deadline before it starts a script")
-def test_a_stop_handled_after_a_freeze_without_the_workaround() -> None:
-    sim = exec_sim(workarounds=())
-    result = sim.run(stopped_while_frozen)
-    assert result.ok, violations(sim)
 
 
 def reset_during_a_replay(s: Simulation) -> None:
@@ -231,23 +223,15 @@ def reset_during_a_replay(s: Simulation) -> None:
 def test_a_fence_during_a_takeover_s_replay_is_not_taken_for_a_failed_online() -> None:
     """Finding 27: the fence killed the replayed step's script and the driver said
     DeviceError; the manager took it for a failed online and gave up r0, which the
-    fence's stop hook had already dropped (KeyError in the manager's tick)."""
-    sim = exec_sim(workarounds=("exec-write-check", "exec-fenced-error"))
+    fence's stop hook had already dropped (KeyError in the manager's tick).  Passes
+    since de0715d (_give_up of a resource no longer owned); fails on the commit before."""
+    sim = exec_sim()
     result = sim.run(reset_during_a_replay)
     assert result.ok, violations(sim)
     lines = "\n".join(sim.lines)
     assert "h2 apply-step script of resource 0 (node 2 incarnation 1, generation 3) killed: " \
            "reset message from node 3" in lines
     assert 2 in {host for _, host, _, _ in sim.fences}
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="finding 27: the library's exec driver raises DeviceError for a "
-                          "script the fence killed")
-def test_a_fence_during_a_replay_without_the_workaround() -> None:
-    sim = exec_sim(workarounds=("exec-write-check",))
-    result = sim.run(reset_during_a_replay)
-    assert result.ok, violations(sim)
 
 
 EXEC_SEEDS, EXEC_FAST_SEEDS = 20, 4
