@@ -47,6 +47,8 @@ The modules, lowest first (each imports only those before it):
     hosts        Host, Life (one daemon process), the watchdog and the fence as a reset
     invariants   the Ledger (checks as writes land), two-owners, the checks at the end
     patches      the module globals replaced while a run lasts; WORKAROUNDS
+    execdriver   the exec driver's scripts as processes that write until they end or
+                 are killed; the library's Writers as the daemon's; host resets
     lifecycle    boot, crash, freeze, pause, thaw, stop; crash points
     clients      the CLI's commands on a host: updates, operation requests, messages
     chaos        the chaos schedule and the disk faults it injects
@@ -60,6 +62,7 @@ from shareddisk.sim.clients import Clients
 from shareddisk.sim.config import (CLIENT_KEYS, DATA_DEVICE_SIZE, MIB, OP_CRASHPOINTS,
                                    TAKEOVER_CRASHPOINTS, VOLUME_NAMES, SimConfig)
 from shareddisk.sim.disks import DataView, HostDisk
+from shareddisk.sim.execdriver import ExecScripts, ScriptProcess, SimExecDriver, SimWriters
 from shareddisk.sim.faultbook import ActiveFault, FaultBook
 from shareddisk.sim.hosts import Host, Life, SimFence, SimWatchdog
 from shareddisk.sim.invariants import Attempt, Checks, Ledger, OpTrack, Violation
@@ -74,8 +77,10 @@ __all__ = [
     "SimConfig", "SimResult", "Simulation", "Violation", "run_seed", "SimCrash",
     # the parts, for scripts and tests that reach below the Simulation
     "ActiveFault", "Attempt", "CLIENT_KEYS", "Chaos", "Checks", "Clients", "DATA_DEVICE_SIZE",
-    "DataView", "FaultBook", "Host", "HostClock", "HostDisk", "Ledger", "Life", "Lifecycle",
-    "MIB", "OP_CRASHPOINTS", "OpTrack", "Patches", "Scheduler", "SimClock", "SimError",
-    "SimEvent", "SimFence", "SimFuture", "SimLock", "SimWatchdog", "SimWorker",
+    "DataView", "ExecScripts", "FaultBook", "Host", "HostClock", "HostDisk", "Ledger", "Life",
+    "Lifecycle",
+    "MIB", "OP_CRASHPOINTS", "OpTrack", "Patches", "Scheduler", "ScriptProcess", "SimClock",
+    "SimError", "SimEvent", "SimExecDriver", "SimFence", "SimFuture", "SimLock", "SimWatchdog",
+    "SimWorker", "SimWriters",
     "TAKEOVER_CRASHPOINTS", "Task", "VOLUME_NAMES", "WORKAROUNDS",
 ]

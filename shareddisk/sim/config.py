@@ -50,6 +50,17 @@ class SimConfig:
     # a hardware watchdog on every host, with this timeout (0: none): a host whose
     # daemon stops petting it (frozen, stuck) is reset when it runs out
     watchdog: int = 0
+    # what a fence action does to the rest of the host: "reset" ends every process on
+    # it (the scripts of the exec driver too), "exit" ends only the daemon's process
+    fence_action: str = "reset"
+    # the storage driver: "image", or "exec", whose scripts are simulated processes
+    # (shareddisk/sim/execdriver.py) writing the data device for these many seconds
+    driver: str = "image"
+    exec_online: float = 0.5
+    exec_offline: float = 0.5
+    exec_apply: float = 2.0
+    exec_kill: bool = True        # False: nothing of the daemon kills its scripts (before
+                                  # the fix: start_new_session=True and nothing else)
     # weights of the chaos actions (0 disables one)
     weights: dict[str, float] = field(default_factory=lambda: {
         "crash": 2.0, "freeze": 2.0, "restart": 1.0, "disk_fault": 4.0, "update": 4.0,

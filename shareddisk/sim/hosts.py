@@ -100,6 +100,7 @@ class SimWatchdog:
         if life.watchdog_fires != fires or life.ended:
             return  # petted since, disarmed, or the process is gone
         self.sim.stats["watchdog_resets"] += 1
+        self.sim.host_reset(life.host)
         self.sim.crash(life.host, "watchdog reset")
 
     def disarm(self) -> None:
@@ -110,7 +111,8 @@ class SimWatchdog:
 
 
 class SimFence:
-    """The fence action as a host reset: the process and its in-flight I/O are gone."""
+    """The fence action as a host reset: the process and its in-flight I/O are gone
+    (with ``fence_action="exit"`` the rest of the host, its exec scripts, goes on)."""
 
     name = "sim-reset"
 
@@ -122,6 +124,8 @@ class SimFence:
         sim, life = self.sim, self.life
         life.fenced = True
         life.host.online.clear()
+        if sim.cfg.fence_action == "reset":
+            sim.host_reset(life.host)  # the exec driver's scripts go with the host
         sim.stats["fences"] += 1
         node = life.node
         sim.fences.append((sim.rel(sim.sched.now), life.host.id,

@@ -40,7 +40,8 @@ class Lifecycle:
                 else None
             daemon = daemon_mod.Daemon(areas, host.id, clock=host.clock, name=host.name,
                                        fence=SimFence(self, life), state_dir=host.state_dir,
-                                       threaded_io=True, watchdog=watchdog)
+                                       threaded_io=True, watchdog=watchdog,
+                                       writers=self.exec_writers(life))
             daemon._idle = SimEvent(self.sched, True)  # type: ignore[assignment]
             life.daemon = daemon
             daemon.node.transition_hooks.append(

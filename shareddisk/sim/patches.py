@@ -158,6 +158,9 @@ class Patches:
         def make_driver(attributes: dict, *, clock: Any = None, resource: str = "",
                         write_check: Callable[[], None] | None = None) -> Any:
             devices = attributes.get("data_devices")
+            if attributes.get("driver") == "exec" and sim.cfg.driver == "exec":
+                return sim.exec_driver(attributes, clock=clock, resource=resource,
+                                       write_check=write_check)
             if (attributes.get("driver", "image") or "image") == "image" and isinstance(devices, list) \
                     and devices and devices[0] in sim.data:
                 return ImageDriver.from_attributes(

@@ -30,6 +30,7 @@ from shareddisk.sim.chaos import Chaos
 from shareddisk.sim.clients import Clients
 from shareddisk.sim.config import DATA_DEVICE_SIZE, SimConfig
 from shareddisk.sim.disks import HostDisk
+from shareddisk.sim.execdriver import ExecScripts
 from shareddisk.sim.faultbook import FaultBook
 from shareddisk.sim.hosts import Host
 from shareddisk.sim.invariants import Checks, Ledger, Violation
@@ -57,7 +58,7 @@ class SimResult:
         return f"seed {self.seed}: {self.violations[0]}"
 
 
-class Simulation(Lifecycle, Clients, Chaos, Checks, Patches):
+class Simulation(Lifecycle, Clients, Chaos, Checks, Patches, ExecScripts):
     """One seeded run; see the package's docstring (shareddisk/sim/__init__.py)."""
 
     def __init__(self, cfg: SimConfig, workdir: Path | None = None):
@@ -146,7 +147,8 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, Patches):
                 order = list(cfg.failover[r])
             record = ResourceRecord(index=r, name=f"r{r}", type="group",
                                     failover=[(n, p) for p, n in enumerate(order)],
-                                    attributes={"data_devices": [name], "volume_slots": 8})
+                                    attributes={"data_devices": [name], "volume_slots": 8,
+                                                **self.exec_attributes()})
             generation = leases.acquire(r, setup, lambda n, i: False)
             guarded_write(area0, leases, setup, generation, record, r, 0)
             leases.release(r, setup, generation)
