@@ -20,7 +20,6 @@ next write.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -33,6 +32,7 @@ from shareddisk.drivers.base import Driver
 from shareddisk.errors import ConflictError
 from shareddisk.leases import Holder, Leases, resource_lock
 from shareddisk.oplog import LogDisk, Operation, log_for
+from shareddisk.oprequest import OpOutcome
 
 log = logging.getLogger("shareddisk.ops")
 
@@ -102,8 +102,9 @@ class OwnerContext:
 
 
 def outcome(op: Operation | None, request_id: str, status: str) -> str:
-    return json.dumps({"request": request_id, "op_id": op.op_id if op else None,
-                       "kind": op.kind if op else None, "status": status}, sort_keys=True)
+    """The ``last_op`` text of request ``request_id`` (shareddisk/oprequest.py)."""
+    return OpOutcome(request_id, status, op.op_id if op else None,
+                     op.kind if op else None).to_json()
 
 
 def run_operation(ctx: OwnerContext, driver: Driver, kind: str, args: dict[str, Any],
