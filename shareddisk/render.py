@@ -446,6 +446,20 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
     return parts
 
 
+def record_text(r: dict[str, Any]) -> str:
+    """A resource record (its JSON form) for ``resource add`` and ``attr list``."""
+    owner = r["owner_host"]
+    lines = [f"{r['name']} (resource {r['index']}, type {r['type']}, version {r['version']})",
+             f"  state            {r['state']}",
+             "  owner_host       " + ("-" if owner is None else
+                                       f"{owner['name']} (node {owner['id']}, incarnation "
+                                       f"{owner['incarnation']})"),
+             f"  active_log_disk  {r['active_log_disk'] or '-'}",
+             f"  failover_nodes   {','.join(map(str, r['failover_nodes'])) or '-'}"]
+    lines += [f"  {k:<16} {v}" for k, v in r["attributes"].items()]
+    return "\n".join(lines)
+
+
 def log_text(report: dict[str, Any]) -> str:
     """``log show``: each log disk, then its operations with their steps."""
     lines = []

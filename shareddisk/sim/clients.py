@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from shareddisk import config as config_mod
+from shareddisk.porcelain import resources as config_mod
 from shareddisk import session as session_mod
 from shareddisk.area import Area
 from shareddisk.attributes import read_stored
