@@ -136,10 +136,17 @@ class Session:
         still shows the previous life, maybe a dead one whose lease it would be
         borrowing.  A counter that moves is the live incarnation's.  None when
         the slot shows no live daemon at all (it is stopping).
+
+        The daemon's view file (shareddisk/view.py) answers at once when it
+        proves the daemon renews now as the incarnation the slot shows; when
+        it is stale, absent, or left by a daemon that is gone, the counter
+        is watched as before.
         """
         first = self._own_slot()
         if first is None:
             return None
+        if self._view_confirms(first["incarnation"]):
+            return Holder(self.node_id, first["incarnation"], first["name"])
         end = self.clock.monotonic() + SESSION_WAIT
         while self.clock.monotonic() < end:
             self.clock.sleep(self.timeouts.session_poll)
@@ -153,6 +160,15 @@ class Session:
         raise LockHeld(f"{self.area.device.path}: node {self.node_id}'s daemon on this host "
                        f"holds its slot lock but its heartbeat on this disk has not moved for "
                        f"{SESSION_WAIT:g} s (is it hung, or cut off from this disk?)")
+
+    def _view_confirms(self, incarnation: int) -> bool:
+        """Does this host's view file say our daemon runs, renewing, as ``incarnation``?
+        (Only on the system clock: the view is stamped with it.)"""
+        if not isinstance(self.clock, SystemClock):
+            return False
+        from shareddisk.view import live_incarnation
+        return live_incarnation(self.area.cluster_uuid, self.node_id, self.clock.monotonic(),
+                                self.timeouts.view_max_age) == incarnation
 
     def _own_slot(self) -> dict | None:
         """Our slot if it is valid and JOINING or ALIVE."""
