@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
-from shareddisk.format.record import RecordCodec
-
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
+
+    from shareddisk.format.record import RecordCodec
 
 HEX_WIDTH = 16
 
@@ -244,6 +243,7 @@ def _render(parts: list[Any], tty: bool) -> str:
     if not tty:
         return _plain(parts)
     buf = io.StringIO()
+    import shutil
     out = console(buf, shutil.get_terminal_size().columns)
     for part in parts:
         out.print(_rich(part, wrap=True), soft_wrap=not isinstance(part, Table))
