@@ -593,7 +593,7 @@ def attr_list(device: str, resource_name: str, as_json: bool) -> None:
 
 # --- operations, logs, moves --------------------------------------------------
 
-OP_KINDS = ("create-volume", "delete-volume", "resize-volume", "rename-volume")
+from shareddisk.drivers.base import KINDS as OP_KINDS  # noqa: E402  (the owner's list)
 
 
 @main.command()

@@ -25,8 +25,9 @@ MiB = 1 << 20
 
 
 def make(path: Path, **kw) -> dict:
-    return initialize.init([str(path)], nodes=3, resources=4, size=8 * MiB,
-                           interval=0.1, **kw)
+    # The default interval: lease reads on a loaded machine must not hit the
+    # I/O timeout of a fast interval.
+    return initialize.init([str(path)], nodes=3, resources=4, size=8 * MiB, **kw)
 
 
 @pytest.fixture
