@@ -342,39 +342,17 @@ def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json:
     read of the slots proves (a slot that says alive shows as unknown): give
     --window or --watch to judge liveness by watching.
     """
-    from shareddisk.porcelain.areas import Areas
-    from shareddisk.status import StatusReader, local_view, view_report
-    with Areas(devices, writable=False) as areas:
-        note = None
-        if window is None and not watch:
-            view, note = local_view(areas, SystemClock())
-            if view is not None:
-                report = view_report(view, areas)
-                _emit(as_json, report, _lazy("status_text"))
-                return
-        reader = StatusReader(areas, SystemClock())
-        if window is None:
-            # No daemon here: one read.  A daemon here without a fresh view (its
-            # loop is slow or stuck): watch for the suspect timeout, as it would.
-            window = reader.timeouts.suspect if note else 0.0
-        try:
-            reader.observe(window)
-            if watch and not as_json and sys.stdout.isatty():
-                _watch_live(reader)  # ends only by Ctrl-C (KeyboardInterrupt)
-            while True:
-                report = reader.report()
-                if note:
-                    report["source"]["note"] = note
-                _emit(as_json, report, _lazy("status_text"))
-                if not watch:
-                    break
-                reader.observe(reader.timeouts.interval)
-                if not as_json:
-                    click.echo()
-        except KeyboardInterrupt:
-            if not watch:
-                raise
-            # --watch runs until Ctrl-C: that is how it ends, not an error
+    from shareddisk.porcelain.status import reports
+    live = _watch_live if watch and not as_json and sys.stdout.isatty() else None
+    try:
+        for n, report in enumerate(reports(devices, window=window, watch=watch, live=live)):
+            if n and not as_json:
+                click.echo()
+            _emit(as_json, report, _lazy("status_text"))
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+        # --watch runs until Ctrl-C: that is how it ends, not an error
 
 
 def _watch_live(reader: Any) -> NoReturn:

@@ -6,6 +6,7 @@ only parses arguments, calls one of these and prints the result.  Tests call
 them directly.  The modules are grouped by command group: ``initialize``
 (init), ``examine`` (dump, verify), ``resources`` (resource add/remove/
 cleanup/list and the record updates under them), ``attrs`` (attr get/set/
-unset/list), ``moves`` (resource move/stop/start), ``ops`` (op), and
-``areas`` (opening a command's devices, the node a command acts as).
+unset/list), ``moves`` (resource move/stop/start), ``ops`` (op), ``status``,
+``message``, ``serve`` (run), and ``areas`` (opening a command's devices,
+the node a command acts as).
 """
