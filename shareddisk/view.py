@@ -156,14 +156,21 @@ def read_view(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == VIEW_FORMAT else None
 
 
-def _running(pid: int) -> bool:
+def _wrote_it(pid: int, written: float) -> bool:
+    """Is ``pid`` a process that exists and already ran at boot-clock time ``written``?
+
+    A daemon that was killed leaves its view; its pid may since name another
+    process, but one that started after the view was written cannot have
+    written it.  (/proc/PID/stat's start time counts clock ticks since boot,
+    as CLOCK_BOOTTIME does.)  False when that cannot be read."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()  # after the command name
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat
+    except (OSError, ValueError, IndexError):
         return False
-    except PermissionError:
-        return True  # another user's process: it exists
-    return True
+    return started <= written + 0.01
 
 
 def live_incarnation(cluster_uuid: str, node_id: int, now: float,
@@ -174,8 +181,9 @@ def live_incarnation(cluster_uuid: str, node_id: int, now: float,
     For a command that borrows the daemon's lease identity (shareddisk/
     session.py): it must never take a dead incarnation's.  So the view must be
     this node's, written less than ``max_age`` ago (``now`` is this host's
-    monotonic clock, which the daemon's stamp shares) by a process that still
-    exists, say the daemon is alive, and say it renewed within ``max_age``.
+    boot clock, which the daemon's stamp shares) by a process that still
+    exists and ran when it was written, say the daemon is alive, and say it
+    renewed within ``max_age``.
     A view left by a daemon that was killed (its process is gone) or that
     stopped renewing does not count; the caller then watches the counter.
     """
@@ -190,7 +198,8 @@ def live_incarnation(cluster_uuid: str, node_id: int, now: float,
     age = now - written
     if not -1.0 <= age <= max_age or age + renewed > max_age:
         return None
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid() or not _running(pid):
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid() \
+            or not _wrote_it(pid, written):
         return None
     own = [n for n in view.get("nodes") or () if isinstance(n, dict) and n.get("self")]
     if len(own) != 1 or own[0].get("id") != node_id or own[0].get("state") != "alive":

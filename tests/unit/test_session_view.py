@@ -53,11 +53,12 @@ def area(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def publish(area: Area, *, age: float = 0.0, pid: int | None = None,
             incarnation: int = INCARNATION, state: str = "alive",
-            renewed_ago: float | None = 0.05) -> None:
+            renewed_ago: float | None = 0.05, written: float | None = None) -> None:
     """A view file as node 1's daemon writes it (shareddisk/view.py node_view)."""
     view = {"format": VIEW_FORMAT, "cluster_uuid": area.cluster_uuid, "node_id": 1,
             "pid": pid if pid is not None else os.getppid(),
-            "written_monotonic": SystemClock().monotonic() - age, "renewed_ago": renewed_ago,
+            "written_monotonic": written if written is not None
+            else SystemClock().monotonic() - age, "renewed_ago": renewed_ago,
             "nodes": [{"id": 1, "name": "n1", "state": state, "incarnation": incarnation,
                        "counter": 10, "self": True}]}
     path = view_path(area.cluster_uuid, 1)
@@ -104,6 +105,21 @@ def test_a_view_that_does_not_prove_a_live_incarnation_falls_back_to_the_counter
     publish(area, **view)
     with pytest.raises(LockHeld, match="has not moved"):  # the counter does not move here
         Session(area, 1, SystemClock())._daemon_holder()
+
+
+def test_a_killed_daemons_view_whose_pid_now_names_another_process_is_not_trusted(
+        area: Area) -> None:
+    """The pid reused: a process that started after the view was written."""
+    stamped = SystemClock().monotonic()
+    time.sleep(0.1)
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"])
+    try:
+        publish(area, written=stamped, pid=later.pid)
+        with pytest.raises(LockHeld, match="has not moved"):
+            Session(area, 1, SystemClock())._daemon_holder()
+    finally:
+        later.kill()
+        later.wait()
 
 
 def test_without_a_view_the_counter_still_decides(area: Area,
