@@ -1,55 +1,34 @@
-"""The ``shareddisk`` command: a thin layer over the library.
+"""The ``shareddisk`` command: parse, call one library function, print.
 
-Each command parses its arguments, calls one library function and prints the
-result as a table (default) or JSON (``--json``).  Every ShareddiskError
-becomes one line on stderr and the exit code its class names (README.md).
+Each command parses its arguments, calls one function of shareddisk/porcelain/
+(or of the library) and prints the result as a table (default) or JSON
+(``--json``).  Every ShareddiskError becomes one line on stderr and the exit
+code its class names (README.md).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import functools
 import json
 import logging
 import math
-import os
 import re
 import signal
 import sys
-import uuid as uuidlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 import click
 
-from shareddisk import __version__, render
-from shareddisk.area import Area, check_name
-from shareddisk.format.superblock import CLUSTER_NAME_BYTES
-from shareddisk.format.heartbeat import NODE_NAME_BYTES
+from shareddisk import __version__
+from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES
 from shareddisk.clock import SystemClock
-from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES, Geometry, compute_layout
-from shareddisk.create import check_device, create_area, refuse_live
-from shareddisk.device import check_distinct, open_device
-from shareddisk.errors import (
-    EXIT_CONFLICT,
-    ConflictError,
-    EXIT_DAMAGE,
-    DeviceError,
-    FormatError,
-    DeviceTooSmall,
-    ShareddiskError,
-    UsageError,
-)
-from shareddisk.inspect import dump_area, record_bytes, verify_area
+from shareddisk.errors import EXIT_CONFLICT, EXIT_DAMAGE, ShareddiskError, UsageError
 from shareddisk.progress import terminal_bar
 from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL
 
-if TYPE_CHECKING:
-    from shareddisk.session import Session
-
-# Commands import what only they need inside their bodies: every command
-# starts in the time of its own imports (`dump --json` has a 0.5 s budget).
+# Commands import what only they need inside their bodies (their porcelain,
+# render, rich): every command starts in the time of its own imports (`attr
+# set` has a 120 ms budget with the interpreter, docs/BENCHMARKS.md).
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -144,6 +123,7 @@ class _Group(click.Group):
 
 def _fail(message: str, code: int) -> NoReturn:
     # One line, whatever the message holds (a name read from a damaged disk, say).
+    from shareddisk import render
     click.echo(f"shareddisk: error: {render.printable(message, keep_newlines=False)}", err=True)
     sys.exit(code)
 
@@ -162,8 +142,10 @@ def _emit(as_json: bool, data: Any, text: str | Callable[[Any, bool], str]) -> N
         # Indented for a person at a terminal; compact (and C-encoded, ~10x
         # faster: `dump --json` of 2,048 slots is 1.2 MB) for a pipe or file.
         # (JSON escapes control characters itself.)
-        text = json.dumps(data, indent=2 if tty else None, default=str)
-    elif callable(text):
+        click.echo(json.dumps(data, indent=2 if tty else None, default=str))
+        return
+    from shareddisk import render  # text only: --json never imports it
+    if callable(text):
         text = text(render.printable_data(data), tty)
     else:
         text = render.printable(text)
@@ -223,58 +205,17 @@ def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, l
     node given all of them keeps quorum while it can write a majority.
     Every device is checked before anything is written to any of them.
     """
-    names = tuple(n.strip() for n in log_disks.split(",") if n.strip())
-    size = parse_size(size_text) if size_text is not None else None
-    geometry = Geometry(sector_size=int(sector_size or 512), node_count=nodes,
-                        resource_count=resources, log_disks=names, log_size=log_size,
-                        interval_ms=round(interval * 1000))
-    needed = compute_layout(geometry).area_size  # validates before anything is created
-    check_name(cluster_name, "cluster name", CLUSTER_NAME_BYTES)
-    if size is not None and size < needed:
-        raise DeviceTooSmall(f"{', '.join(devices)}: --size {size} is too small, the area "
-                             f"needs {needed} bytes",
-                             needed=needed, available=size)
-    if len(set(devices)) != len(devices):
-        raise UsageError("a device is named twice")
-    check_distinct(devices)  # the same storage under two names (symlink, ./, loop + file)
-    missing = [d for d in devices if not os.path.exists(d)]
-    with contextlib.ExitStack() as stack:
-        opened = []
-        try:
-            for path in devices:
-                dev = stack.enter_context(open_device(path, create_size=size, exclusive=True))
-                if size is not None and dev.size < size:
-                    raise UsageError(f"{path}: exists with {dev.size} bytes; --size {size} only "
-                                     f"creates a missing image")
-                opened.append(dev)
-            if sector_size is None:
-                widest = max(dev.sector_size for dev in opened)
-                geometry = dataclasses.replace(geometry, sector_size=max(512, widest))
-            for dev in opened:
-                check_device(dev, geometry, force=force, ignore_live=True)
-            if force and not ignore_live_nodes:  # all devices watched at once
-                refuse_live(opened, SystemClock())
-            cluster_uuid = uuidlib.uuid4()
-            results = []
-            for dev in opened:
-                with terminal_bar(f"init {dev.path}", unit="bytes") as bar:
-                    results.append(create_area(dev, geometry, cluster_name=cluster_name,
-                                               force=True, cluster_uuid=cluster_uuid,
-                                               progress=bar, ignore_live=True))
-        except BaseException:
-            for path in missing:  # we created them: leave nothing behind on failure
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            raise
-    layout = results[0].layout
-    data = {"devices": list(devices), "cluster_uuid": str(cluster_uuid),
-            "area_size": layout.area_size, "sector_size": layout.sector_size, "nodes": nodes,
-            "resources": resources, "log_disks": list(names),
-            "backup_superblock_offsets": [r.backup_offset for r in results]}
+    from shareddisk.porcelain.initialize import init as init_areas
+    data = init_areas(devices, nodes=nodes, resources=resources,
+                      log_disks=[n.strip() for n in log_disks.split(",") if n.strip()],
+                      log_size=log_size, sector_size=int(sector_size) if sector_size else None,
+                      interval=interval, cluster_name=cluster_name,
+                      size=parse_size(size_text) if size_text is not None else None,
+                      force=force, ignore_live_nodes=ignore_live_nodes, bar=terminal_bar)
     _emit(as_json, data,
-          f"{', '.join(devices)}: created area {cluster_uuid}: {nodes} nodes, {resources} "
-          f"resources, log disks {', '.join(names) or 'none'}; {layout.area_size} bytes in "
-          f"{layout.sector_size}-byte records")
+          f"{', '.join(devices)}: created area {data['cluster_uuid']}: {nodes} nodes, "
+          f"{resources} resources, log disks {', '.join(data['log_disks']) or 'none'}; "
+          f"{data['area_size']} bytes in {data['sector_size']}-byte records")
 
 
 @main.command()
@@ -288,28 +229,18 @@ def init(devices: tuple[str, ...], nodes: int, resources: int, log_disks: str, l
 @json_option
 def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_json: bool) -> None:
     """Decode every region of DEVICE (exit 3 after printing if a record is damaged)."""
-    if region == "superblock" and index is not None and index > 1:
-        raise UsageError(f"superblock index {index} out of range 0..1 (0 the primary, "
-                         f"1 the backup)")
-    with open_device(device, writable=False) as dev:
-        if as_hex:
-            if region is None:
-                raise UsageError("--hex needs --region (and --index for a single record)")
-            index = 0 if index is None else index
-            codec, offset, buf = record_bytes(dev, region, index)
-            title = f"{region} record {index}" if region != "superblock" else \
-                ("primary superblock" if index == 0 else "backup superblock")
-            if as_json:
-                data = {"region": region, "index": index, "offset": offset, "hex": buf.hex(),
-                        "fields": [{"name": f.name, "offset": f.offset, "size": f.size,
-                                    "type": f.type} for f in codec.fields]}
-                click.echo(json.dumps(data, indent=2))
-            else:
-                click.echo(render.printable(render.hex_view(codec, buf, offset,
-                                                            f"{device}: {title}")))
-            return
-        data = dump_area(dev, region, index)
-    _emit(as_json, data, render.dump_text)
+    from shareddisk.porcelain import examine
+    if as_hex:
+        record = examine.hex_record(device, region, index)
+        if as_json:
+            click.echo(json.dumps(record.to_json(), indent=2))
+        else:
+            from shareddisk import render
+            click.echo(render.printable(render.hex_view(record.codec, record.data, record.offset,
+                                                        f"{device}: {record.title}")))
+        return
+    data = examine.dump(device, region, index)
+    _emit(as_json, data, _lazy("dump_text"))
     if data.get("damaged_records"):
         sys.exit(EXIT_DAMAGE)
 
@@ -319,58 +250,22 @@ def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_js
 @json_option
 def verify(device: str, as_json: bool) -> None:
     """Check every record of DEVICE; exit 0 when clean, 3 when damaged."""
-    with open_device(device, writable=False) as dev, \
-            terminal_bar(f"verify {device}", unit="records") as bar:
-        report = verify_area(dev, progress=bar).to_json()
-    _emit(as_json, report, render.verify_text(report))
+    from shareddisk.porcelain import examine
+    with terminal_bar(f"verify {device}", unit="records") as bar:
+        report = examine.verify(device, progress=bar)
+    _emit(as_json, report, _lazy("verify_text", tty=False))
     if not report["clean"]:
         sys.exit(EXIT_DAMAGE)
 
 
-class _Areas:
-    """Open several devices as areas and close them all on exit."""
-
-    def __init__(self, paths: tuple[str, ...], writable: bool):
-        self.paths, self.writable, self.devices = paths, writable, []
-
-    def __enter__(self) -> list[Area]:
-        check_distinct(self.paths)  # each disk counts once toward the majority
-        try:
-            for path in self.paths:
-                self.devices.append(open_device(path, writable=self.writable))
-                if self.writable:
-                    _check_not_read_only(path)
-            return [Area.open(d) for d in self.devices]
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        for d in self.devices:
-            d.close()
-
-
-BLKROGET = 0x125E  # linux/fs.h: is the block device read-only?
-
-
-def _check_not_read_only(path: str) -> None:
-    """A command that writes refuses a read-only block device up front (exit 4):
-    the kernel lets it open one read-write and fails every write (EPERM)."""
-    import fcntl
-    import stat
-    try:
-        if not stat.S_ISBLK(os.stat(path).st_mode):
-            return  # a read-only file (system) already fails to open read-write
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            flag = bytearray(4)
-            fcntl.ioctl(fd, BLKROGET, flag)
-        finally:
-            os.close(fd)
-    except OSError:
-        return  # not answerable here: the writes themselves will tell
-    if int.from_bytes(flag, sys.byteorder):
-        raise DeviceError(f"{path}: the device is read-only; this command writes to it")
+def _lazy(name: str, *, tty: bool = True) -> Callable[[Any, bool], str]:
+    """render.NAME (given the terminal flag when ``tty``), imported only when the
+    text is printed: --json never imports render."""
+    def text(data: Any, is_tty: bool) -> str:
+        from shareddisk import render
+        function = getattr(render, name)
+        return function(data, is_tty) if tty else function(data)
+    return text
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -404,11 +299,8 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
         fence_name: str, state_dir: Path | None, metrics_address: str | None,
         watchdog_path: str | None, watchdog_timeout: int | None, verbose: bool) -> None:
     """Run the node daemon on DEVICES (one or more areas of one cluster)."""
-    from shareddisk.daemon import Daemon
-    from shareddisk.fencing import FENCE_ACTIONS, WRITERS
-    from shareddisk.notify import StatusNotifier, Watchdog, sd_notify
-    if name:
-        check_name(name, "node name", NODE_NAME_BYTES)
+    from shareddisk.notify import sd_notify
+    from shareddisk.porcelain import serve
     _setup_logging(verbose)
     stop = {"now": False}
 
@@ -427,64 +319,9 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_hup)
-    with _Areas(devices, writable=True) as areas:
-        from shareddisk.placement import check_node
-        check_node(areas[0], node_id, "--node-id")
-        hw, unwatched = _arm_watchdog(watchdog_path, watchdog_timeout, areas, interval)
-        metrics = None
-        try:
-            daemon = Daemon(areas, node_id, clock=SystemClock(), name=name, interval=interval,
-                            fence=FENCE_ACTIONS[fence_name](), state_dir=state_dir,
-                            writers=WRITERS, watchdog=hw)
-            watchdog = Watchdog()  # systemd WatchdogSec=: fed from the heartbeat loop
-            if watchdog.enabled:
-                daemon.node.after_step.append(watchdog.kick)
-            if metrics_address:
-                from shareddisk.metrics import Metrics  # imported only when asked for
-
-                metrics = Metrics()
-                metrics.attach(daemon)
-                host, port = metrics.serve(metrics_address)
-                logging.getLogger("shareddisk.metrics").info("event=metrics address=%s:%d",
-                                                             host, port)
-            from shareddisk.view import attach_view
-            # What `status` on this host answers from, and systemd's STATUS= line.
-            view = attach_view(daemon, consumers=(StatusNotifier().from_view,))
-        except BaseException:
-            if hw is not None:
-                hw.disarm()  # the daemon never started: nothing relies on the watchdog
-            raise
-        try:
-            def ready() -> None:
-                if unwatched:  # said once the daemon runs (a refused start says only why)
-                    logging.getLogger("shareddisk.watchdog").warning(
-                        "event=unwatched reason=%r", unwatched)
-                sd_notify("READY=1")
-
-            daemon.run(lambda: stop["now"], on_ready=ready)
-        finally:
-            view.close()
-            if metrics is not None:
-                metrics.close()
-
-
-def _arm_watchdog(path: str | None, timeout: int | None, areas: list[Area],
-                  interval: float | None) -> tuple[Any, str | None]:
-    """Open the hardware watchdog ``run`` was given (or /dev/watchdog when present);
-    (None, why) when running unwatched."""
-    from shareddisk.watchdog import DEFAULT_DEVICE, HardwareWatchdog, check_device, default_timeout
-    if path is None:
-        path = DEFAULT_DEVICE if os.path.exists(DEFAULT_DEVICE) else None
-        if path is None:
-            return None, (f"no {DEFAULT_DEVICE}: a daemon that cannot act cannot fence this "
-                          f"host (give --watchdog DEVICE, or --watchdog none to say so)")
-    if path == "none":
-        return None, "--watchdog none: a daemon that cannot act cannot fence this host"
-    check_device(path)
-    if timeout is None:
-        i = interval if interval is not None else areas[0].superblock["interval_ms"] / 1000
-        timeout = default_timeout(i, i)
-    return HardwareWatchdog(path, timeout), None
+    serve.run(devices, node_id, should_stop=lambda: stop["now"], name=name, interval=interval,
+              fence_name=fence_name, state_dir=state_dir, metrics_address=metrics_address,
+              watchdog_path=watchdog_path, watchdog_timeout=watchdog_timeout)
 
 
 @main.command()
@@ -505,43 +342,24 @@ def status(devices: tuple[str, ...], window: float | None, watch: bool, as_json:
     read of the slots proves (a slot that says alive shows as unknown): give
     --window or --watch to judge liveness by watching.
     """
-    from shareddisk.status import StatusReader, local_view, view_report
-    with _Areas(devices, writable=False) as areas:
-        note = None
-        if window is None and not watch:
-            view, note = local_view(areas, SystemClock())
-            if view is not None:
-                report = view_report(view, areas)
-                _emit(as_json, report, render.status_text)
-                return
-        reader = StatusReader(areas, SystemClock())
-        if window is None:
-            # No daemon here: one read.  A daemon here without a fresh view (its
-            # loop is slow or stuck): watch for the suspect timeout, as it would.
-            window = reader.timeouts.suspect if note else 0.0
-        try:
-            reader.observe(window)
-            if watch and not as_json and sys.stdout.isatty():
-                _watch_live(reader)  # ends only by Ctrl-C (KeyboardInterrupt)
-            while True:
-                report = reader.report()
-                if note:
-                    report["source"]["note"] = note
-                _emit(as_json, report, render.status_text)
-                if not watch:
-                    break
-                reader.observe(reader.timeouts.interval)
-                if not as_json:
-                    click.echo()
-        except KeyboardInterrupt:
-            if not watch:
-                raise
-            # --watch runs until Ctrl-C: that is how it ends, not an error
+    from shareddisk.porcelain.status import reports
+    live = _watch_live if watch and not as_json and sys.stdout.isatty() else None
+    try:
+        for n, report in enumerate(reports(devices, window=window, watch=watch, live=live)):
+            if n and not as_json:
+                click.echo()
+            _emit(as_json, report, _lazy("status_text"))
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+        # --watch runs until Ctrl-C: that is how it ends, not an error
 
 
 def _watch_live(reader: Any) -> NoReturn:
     """``status --watch`` on a terminal: one view redrawn in place every interval."""
     from rich.live import Live
+
+    from shareddisk import render
     footer = f"refreshed every {reader.timeouts.interval:g}s; Ctrl-C to stop"
     def view() -> Any:
         return render.status_renderable(render.printable_data(reader.report()), footer)
@@ -563,16 +381,10 @@ def _watch_live(reader: Any) -> NoReturn:
 def message(devices: tuple[str, ...], node: int, message: str, wait: bool,
             timeout: float | None, as_json: bool) -> None:
     """Send MESSAGE to node NODE's mailbox (on every one of DEVICES; a majority must take it)."""
-    from shareddisk.messages import send_message, wait_for_ack
-    if timeout is not None and not wait:
-        raise UsageError("--timeout applies to --wait only")
-    clock = SystemClock()
-    with _Areas(devices, writable=True) as areas:
-        sent = send_message(areas, node, message, clock=clock)
-        acked = wait_for_ack(areas, node, sent.seq, clock=clock, timeout=timeout) if wait else None
-    data = {"node": node, "message": sent.message, "seq": sent.seq, "acknowledged": acked}
-    text = f"sent {sent.message} to node {node} (seq {sent.seq})"
-    if wait and not acked:
+    from shareddisk.porcelain.message import send
+    data = send(devices, node, message, wait=wait, timeout=timeout)
+    text = f"sent {data['message']} to node {node} (seq {data['seq']})"
+    if wait and not data["acknowledged"]:
         if as_json:  # the outcome for scripts; the failure itself on stderr
             _emit(as_json, data, "")
         _fail(f"{text}: NOT acknowledged before the timeout", EXIT_CONFLICT)
@@ -590,6 +402,8 @@ def repair(device: str, dry_run: bool, as_json: bool) -> None:
 
     Exit 0 when nothing damaged is left, 3 when some damage was left alone.
     """
+    from shareddisk import render
+    from shareddisk.device import open_device
     from shareddisk.repair import repair_area
     with open_device(device, writable=not dry_run, exclusive=True) as dev:  # as the real run
         report = repair_area(dev, clock=SystemClock(), dry_run=dry_run)
@@ -609,39 +423,6 @@ node_option = click.option(
          "on this host).")
 
 
-def _acting_node(area: Area, node_id: int | None) -> int:
-    if node_id is not None:  # placement imports the manager: ~40 ms of start-up saved
-        return node_id
-    from shareddisk.placement import acting_node
-    return acting_node(area, node_id)
-
-
-@contextlib.contextmanager
-def _session(device: str, node_id: int | None, check: Callable[[Area], Any]):
-    """Act as a node on ``device``, once ``check(area)`` (which only reads) passed:
-    joining writes our heartbeat slot, so a command that will be refused must
-    not join."""
-    from shareddisk.session import Session
-    with _Areas((device,), writable=True) as areas:
-        area = areas[0]
-        check(area)
-        with Session(area, _acting_node(area, node_id), SystemClock()) as session:
-            yield session
-
-
-def _record_text(r: dict[str, Any]) -> str:
-    owner = r["owner_host"]
-    lines = [f"{r['name']} (resource {r['index']}, type {r['type']}, version {r['version']})",
-             f"  state            {r['state']}",
-             "  owner_host       " + ("-" if owner is None else
-                                       f"{owner['name']} (node {owner['id']}, incarnation "
-                                       f"{owner['incarnation']})"),
-             f"  active_log_disk  {r['active_log_disk'] or '-'}",
-             f"  failover_nodes   {','.join(map(str, r['failover_nodes'])) or '-'}"]
-    lines += [f"  {k:<16} {v}" for k, v in r["attributes"].items()]
-    return "\n".join(lines)
-
-
 @main.group()
 def resource() -> None:
     """Add, remove and list resources (lock-protected)."""
@@ -658,16 +439,12 @@ def resource() -> None:
 def resource_add(device: str, name: str, type_: str, failover_nodes: str, attrs: tuple[str, ...],
                  node_id: int | None, as_json: bool) -> None:
     """Create resource NAME."""
-    from shareddisk import config
     from shareddisk.attributes import parse_assignment
-    changes = dict(parse_assignment(a) for a in attrs)
-    failover = [n for n in failover_nodes.split(",") if n.strip()]
-    check = functools.partial(config.check_add, name=name, type_=type_, failover=failover,
-                              attributes=changes)
-    with _session(device, node_id, check) as session:
-        record = config.add_resource(session, name, type_, failover=failover, attributes=changes)
-    data = record.to_json()
-    _emit(as_json, data, _record_text(data))
+    from shareddisk.porcelain import resources
+    record = resources.add(device, name, type_,
+                           failover=[n for n in failover_nodes.split(",") if n.strip()],
+                           attributes=dict(parse_assignment(a) for a in attrs), node_id=node_id)
+    _emit(as_json, record.to_json(), _lazy("record_text", tty=False))
 
 
 @resource.command("remove")
@@ -677,9 +454,8 @@ def resource_add(device: str, name: str, type_: str, failover_nodes: str, attrs:
 @json_option
 def resource_remove(device: str, name: str, node_id: int | None, as_json: bool) -> None:
     """Remove resource NAME."""
-    from shareddisk import config
-    with _session(device, node_id, lambda area: config.check_exists(area, name)) as session:
-        index = config.remove_resource(session, name)
+    from shareddisk.porcelain import resources
+    index = resources.remove(device, name, node_id=node_id)
     _emit(as_json, {"removed": name, "index": index}, f"removed {name} (resource {index})")
 
 
@@ -695,9 +471,8 @@ def resource_cleanup(device: str, name: str, node_id: int | None, as_json: bool)
     offline: its successor (the node it failed on too, when no other is
     eligible) brings it online at its next tick, without the backoff.
     """
-    from shareddisk import config
-    with _session(device, node_id, lambda area: config.check_exists(area, name)) as session:
-        record, cleared = config.cleanup_resource(session, name)
+    from shareddisk.porcelain import resources
+    record, cleared = resources.cleanup(device, name, node_id=node_id)
     data = dict(record.to_json(), cleared=cleared)
     _emit(as_json, data, f"{name}: cleared {', '.join(cleared)} (version {record.version})"
           if cleared else f"{name}: no failure to clear ({record.state.name.lower()})")
@@ -708,15 +483,19 @@ def resource_cleanup(device: str, name: str, node_id: int | None, as_json: bool)
 @json_option
 def resource_list(device: str, as_json: bool) -> None:
     """Every resource with its state, owner and version."""
-    from shareddisk.attributes import read_all
-    with _Areas((device,), writable=False) as areas:
-        records = [s.record.to_json() for s in read_all(areas[0]) if s.record is not None]
-    rows = [(r["index"], r["name"], r["type"], r["state"],
-             r["owner_host"]["name"] if r["owner_host"] else None, r["active_log_disk"],
-             ",".join(map(str, r["failover_nodes"])) or None, r["version"]) for r in records]
-    _emit(as_json, {"resources": records},
-          render.table(("index", "name", "type", "state", "owner", "active_log_disk",
-                        "failover", "version"), rows) if rows else "no resources")
+    from shareddisk.porcelain import resources
+    records = resources.listing(device)
+
+    def text(data: dict[str, Any], tty: bool) -> str:
+        from shareddisk import render
+        rows = [(r["index"], r["name"], r["type"], r["state"],
+                 r["owner_host"]["name"] if r["owner_host"] else None, r["active_log_disk"],
+                 ",".join(map(str, r["failover_nodes"])) or None, r["version"])
+                for r in data["resources"]]
+        return render.table(("index", "name", "type", "state", "owner", "active_log_disk",
+                             "failover", "version"), rows) if rows else "no resources"
+
+    _emit(as_json, {"resources": records}, text)
 
 
 @main.group()
@@ -737,59 +516,14 @@ def attr() -> None:
 def attr_get(device: str, resource_name: str, key: str, local: bool, state_dir: Path | None,
              node_id: int | None, as_json: bool) -> None:
     """Print one attribute (or built-in field) of RESOURCE_NAME."""
-    from shareddisk.attributes import find
-    if local:
-        data = _local_copy(device, state_dir, node_id)
-        record = next((r for r in data["resources"] if r["name"] == resource_name), None)
-        if record is None:
-            raise UsageError(f"no resource named {resource_name!r} in the local copy")
-        age = data["age_seconds"]
-    else:
-        with _Areas((device,), writable=False) as areas:
-            record = find(areas[0], resource_name).to_json()
-        age = None
-    value = record["attributes"].get(key, record.get(key, _MISSING))
-    if value is _MISSING:
-        raise UsageError(f"resource {resource_name!r} has no attribute {key!r}")
-    out = {"resource": resource_name, "key": key, "value": value, "version": record["version"],
-           "source": "local" if local else "disk", "age_seconds": age}
+    from shareddisk.porcelain import attrs
+    out = attrs.get(device, resource_name, key, local=local, state_dir=state_dir,
+                    node_id=node_id)
+    value = out["value"]
     text = json.dumps(value) if not isinstance(value, str) else value
     if local:
-        text += f"    (local copy, confirmed {age:.1f}s ago)"
+        text += f"    (local copy, confirmed {out['age_seconds']:.1f}s ago)"
     _emit(as_json, out, text)
-
-
-_MISSING = object()
-
-
-class DamagedLocalCopy(FormatError):
-    """The node's local copy of the records is valid JSON of the wrong shape."""
-
-
-def _local_copy(device: str, state_dir: Path | None, node_id: int | None) -> dict[str, Any]:
-    from shareddisk.confsync import STATE_FILE, read_local
-    from shareddisk.statefile import default_state_dir
-    clock = SystemClock()
-    if state_dir is None:
-        try:
-            with _Areas((device,), writable=False) as areas:
-                uuid = areas[0].cluster_uuid
-                node = _acting_node(areas[0], node_id)
-        except ShareddiskError as exc:
-            raise UsageError(f"cannot find the local copy without the disk ({exc}); "
-                             f"give --state-dir") from None
-        state_dir = default_state_dir(uuid, node)
-    try:
-        data = read_local(state_dir, clock)
-    except TypeError:  # valid JSON but not an object: read_local cannot stamp its age
-        data = None
-    resources = data.get("resources") if isinstance(data, dict) else None
-    if not isinstance(resources, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("name"), str)
-            and isinstance(r.get("attributes"), dict) and "version" in r for r in resources):
-        raise DamagedLocalCopy(f"{state_dir / STATE_FILE}: the local copy is not a list of "
-                               f"resource records (damaged, or not written by shareddisk run)")
-    return data
 
 
 @attr.command("set")
@@ -803,16 +537,10 @@ def _local_copy(device: str, state_dir: Path | None, node_id: int | None) -> dic
 def attr_set(device: str, resource_name: str, assignments: tuple[str, ...],
              expect_version: int | None, node_id: int | None, as_json: bool) -> None:
     """Set KEY=VALUE (or KEY:TYPE=VALUE) attributes of RESOURCE_NAME."""
-    from shareddisk import config
-    from shareddisk.attributes import parse_assignment
-    changes = dict(parse_assignment(a) for a in assignments)
-    check = functools.partial(config.check_update, name=resource_name, changes=changes,
-                              expect_version=expect_version)
-    with _session(device, node_id, check) as session:
-        record = config.update_resource(session, resource_name, changes,
-                                        expect_version=expect_version)
-    data = record.to_json()
-    _emit(as_json, data, f"{resource_name}: version {record.version}")
+    from shareddisk.porcelain import attrs
+    record = attrs.set_values(device, resource_name, assignments,
+                              expect_version=expect_version, node_id=node_id)
+    _emit(as_json, record.to_json(), f"{resource_name}: version {record.version}")
 
 
 @attr.command("unset")
@@ -825,12 +553,9 @@ def attr_set(device: str, resource_name: str, assignments: tuple[str, ...],
 def attr_unset(device: str, resource_name: str, keys: tuple[str, ...],
                expect_version: int | None, node_id: int | None, as_json: bool) -> None:
     """Remove attributes KEYS of RESOURCE_NAME."""
-    from shareddisk import config
-    check = functools.partial(config.check_update, name=resource_name, changes={}, unset=keys,
-                              expect_version=expect_version)
-    with _session(device, node_id, check) as session:
-        record = config.update_resource(session, resource_name, {}, unset=keys,
-                                        expect_version=expect_version)
+    from shareddisk.porcelain import attrs
+    record = attrs.unset_values(device, resource_name, keys, expect_version=expect_version,
+                                node_id=node_id)
     _emit(as_json, record.to_json(), f"{resource_name}: version {record.version}")
 
 
@@ -840,41 +565,13 @@ def attr_unset(device: str, resource_name: str, keys: tuple[str, ...],
 @json_option
 def attr_list(device: str, resource_name: str, as_json: bool) -> None:
     """Every attribute and built-in field of RESOURCE_NAME."""
-    from shareddisk.attributes import find
-    with _Areas((device,), writable=False) as areas:
-        data = find(areas[0], resource_name).to_json()
-    _emit(as_json, data, _record_text(data))
+    from shareddisk.porcelain import attrs
+    _emit(as_json, attrs.listing(device, resource_name), _lazy("record_text", tty=False))
 
 
 # --- operations, logs, moves --------------------------------------------------
 
-OP_KINDS = ("create-volume", "delete-volume", "resize-volume", "rename-volume")
-
-
-def _op_args(kind: str, args: tuple[str, ...], size: str | None) -> dict[str, Any]:
-    want = {"create-volume": ("name",), "delete-volume": ("name",),
-            "resize-volume": ("name",), "rename-volume": ("name", "new_name")}[kind]
-    if len(args) != len(want):
-        raise UsageError(f"{kind} takes {' '.join(w.upper() for w in want)} "
-                         f"(got {len(args)} argument{'s' if len(args) != 1 else ''})")
-    out: dict[str, Any] = dict(zip(want, args))
-    needs_size = kind in ("create-volume", "resize-volume")
-    if needs_size and size is None:
-        raise UsageError(f"{kind} needs --size")
-    if not needs_size and size is not None:
-        raise UsageError(f"{kind} takes no --size")
-    if size is not None:
-        out["size"] = parse_size(size)
-    from shareddisk.drivers.base import check_args
-    return check_args(kind, out)  # the owner checks them again; a refusal here writes nothing
-
-
-def _owner_session(area: Area, record: Any, node_id: int | None) -> Session:
-    from shareddisk.session import Session
-    if record.owner_host is None or record.state.name != "ONLINE":
-        raise ConflictError(f"{area.device.path}: resource {record.name!r} is not online "
-                            f"(state {record.state.name.lower()}); it is changed by its owner")
-    return Session(area, node_id or record.owner_host.node_id, SystemClock())
+from shareddisk.drivers.base import KINDS as OP_KINDS  # noqa: E402  (the owner's list)
 
 
 @main.command()
@@ -895,52 +592,25 @@ def op(device: str, resource_name: str, kind: str, args: tuple[str, ...], size: 
     Examples: create-volume NAME --size 64M; delete-volume NAME;
     resize-volume NAME --size 128M; rename-volume NAME NEW_NAME.
     """
-    from shareddisk import config
-    from shareddisk.attributes import find
-    op_args = _op_args(kind, args, size)
-    request_id = uuidlib.uuid4().hex[:12]
-    request = json.dumps({"id": request_id, "kind": kind, "args": op_args}, sort_keys=True)
-    with _Areas((device,), writable=True) as areas:
-        area = areas[0]
-        record = find(area, resource_name)
-        config.check_update(area, resource_name, {"op_request": request})
-        with _owner_session(area, record, node_id) as session:
-            config.update_resource(session, resource_name, {"op_request": request})
-        if no_wait:
-            _emit(as_json, {"request": request_id, "status": "submitted"},
-                  f"{resource_name}: {kind} submitted (request {request_id})")
-            return
-
-        def outcome(rec: Any) -> dict[str, Any]:
-            raw = rec.attributes.get("last_op")
-            last = json.loads(raw) if isinstance(raw, str) and raw else {}
-            return last if last.get("request") == request_id else {}
-
-        from shareddisk.placement import wait_for
-        from shareddisk.progress import terminal_bar
-        clock = SystemClock()
-        began = clock.monotonic()
-        owner = record.owner_host.node_id if record.owner_host else "?"
-        # On a terminal (stderr), after half a second: the time waited out of
-        # --timeout, and whether the owner has started (its log disk in use).
-        with terminal_bar(f"{resource_name}: {kind} on node {owner}", unit="s") as bar:
-            def finished(rec: Any) -> bool:
-                if bar is not None:
-                    bar.note(f"running (log {rec.active_log_disk})" if rec.active_log_disk
-                             else "waiting for the owner")
-                    bar(min(int(clock.monotonic() - began), int(timeout)), max(1, int(timeout)))
-                return bool(outcome(rec))
-
-            result = outcome(wait_for(area, resource_name, finished, f"request {request_id}",
-                                      clock=clock, timeout=timeout))
-    text = (f"{resource_name}: {kind} {' '.join(args)}: {result['status']}"
-            + (f" (op {result['op_id']})" if result.get("op_id") else "")
-            + (f": {result['error']}" if result.get("error") else ""))
-    if result["status"] != "committed":
+    from shareddisk.porcelain import ops
+    request = ops.request(kind, ops.arguments(kind, args,
+                                              parse_size(size) if size is not None else None))
+    # On a terminal (stderr), after half a second: the time waited out of
+    # --timeout, and whether the owner has started (its log disk in use).
+    result = ops.run(device, resource_name, request, timeout=timeout, wait=not no_wait,
+                     node_id=node_id, bar=terminal_bar)
+    if result is None:
+        _emit(as_json, {"request": request.id, "status": "submitted"},
+              f"{resource_name}: {kind} submitted (request {request.id})")
+        return
+    text = (f"{resource_name}: {kind} {' '.join(args)}: {result.status}"
+            + (f" (op {result.op_id})" if result.op_id else "")
+            + (f": {result.error}" if result.error else ""))
+    if not result.committed:
         if as_json:  # the outcome for scripts; the failure itself on stderr
-            _emit(as_json, result, "")
+            _emit(as_json, result.to_dict(), "")
         _fail(text, EXIT_CONFLICT)
-    _emit(as_json, result, text)
+    _emit(as_json, result.to_dict(), text)
 
 
 @main.group("log")
@@ -955,9 +625,10 @@ def log_group() -> None:
 def log_show(device: str, name: str | None, as_json: bool) -> None:
     """Operations recorded on every log disk (or on NAME)."""
     from shareddisk.oplog import log_report
-    with _Areas((device,), writable=False) as areas:
-        report = log_report(areas[0], name)
-    _emit(as_json, report, render.log_text(report))
+    from shareddisk.porcelain.areas import opened
+    with opened(device, writable=False) as area:
+        report = log_report(area, name)
+    _emit(as_json, report, _lazy("log_text", tty=False))
 
 
 @resource.command("move")
@@ -974,10 +645,9 @@ def resource_move(device: str, name: str, to: int, timeout: float, node_id: int 
     On the owner's host it moves NAME anywhere; on another host it pulls NAME
     to this host's node (--to this node), asking the owner through its mailbox.
     """
-    from shareddisk import placement
-    with _Areas((device,), writable=True) as areas:
-        moved = placement.move(areas[0], name, to, node_id=node_id, clock=SystemClock(),
-                               timeout=timeout)
+    from shareddisk.porcelain import moves
+    moved = moves.move(device, name, to, node_id=node_id, clock=SystemClock(), timeout=timeout)
+    assert moved.owner_host is not None
     _emit(as_json, moved.to_json(), f"{name}: online on node {to} ({moved.owner_host.name})")
 
 
@@ -990,10 +660,8 @@ def resource_move(device: str, name: str, to: int, timeout: float, node_id: int 
 def resource_stop(device: str, name: str, timeout: float, node_id: int | None,
                   as_json: bool) -> None:
     """Take NAME offline on every node and keep it offline (from any host)."""
-    from shareddisk import placement
-    with _Areas((device,), writable=True) as areas:
-        record = placement.stop(areas[0], name, node_id=node_id, clock=SystemClock(),
-                                timeout=timeout)
+    from shareddisk.porcelain import moves
+    record = moves.stop(device, name, node_id=node_id, clock=SystemClock(), timeout=timeout)
     _emit(as_json, record.to_json(), f"{name}: stopped ({record.state.name.lower()})")
 
 
@@ -1009,10 +677,9 @@ def resource_stop(device: str, name: str, timeout: float, node_id: int | None,
 def resource_start(device: str, name: str, on: int | None, timeout: float, node_id: int | None,
                    as_json: bool) -> None:
     """Let a stopped NAME come online again (from any host)."""
-    from shareddisk import placement
-    with _Areas((device,), writable=True) as areas:
-        record = placement.start(areas[0], name, on=on, node_id=node_id, clock=SystemClock(),
-                                 timeout=timeout)
+    from shareddisk.porcelain import moves
+    record = moves.start(device, name, on=on, node_id=node_id, clock=SystemClock(),
+                         timeout=timeout)
     assert record.owner_host is not None
     _emit(as_json, record.to_json(), f"{name}: online on node {record.owner_host.node_id} "
                                      f"({record.owner_host.name})")

@@ -39,7 +39,6 @@ from shareddisk.errors import (
     ShareddiskError,
     SignatureFound,
     SectorSizeMismatch,
-    UsageError,
 )
 from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock
 from shareddisk.format.record import SECTOR_SIZES

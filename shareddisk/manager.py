@@ -26,7 +26,6 @@ replayed here), then mark the resource online.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from shareddisk.leases import Leases, holds, read_lease, resource_lock
 from shareddisk.liveness import View, in_view
 from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.operations import WriteContext, outcome, run_operation
+from shareddisk.oprequest import OpOutcome, OpRequest
 from shareddisk.timeouts import Timeouts
 
 log = logging.getLogger("shareddisk.manager")
@@ -418,20 +418,20 @@ class ClusterManager:
     def _run_request(self, owned: Owned, request: str) -> None:
         ctx = owned.ctx
         try:
-            req = json.loads(request)
-            kind, args, request_id = req["kind"], req["args"], str(req["id"])
-        except (ValueError, KeyError, TypeError):
+            req = OpRequest.from_json(request)
+        except ValueError:
             ctx.write_ctx.update(op_request=None, last_op=outcome(None, "", "bad request"))
             return
+        request_id = req.id
         try:
-            run_operation(ctx.write_ctx, ctx.driver, kind, args, request_id)
+            run_operation(ctx.write_ctx, ctx.driver, req.kind, req.args, request_id)
         except ShareddiskError as exc:
             if isinstance(exc, LeaseLost):
                 raise
             log.error("event=op-failed resource=%s request=%s error=%r", ctx.name, request_id,
                       str(exc))
-            ctx.write_ctx.update(op_request=None, last_op=json.dumps(
-                {"request": request_id, "status": "failed", "error": str(exc)}, sort_keys=True))
+            ctx.write_ctx.update(op_request=None, last_op=OpOutcome(
+                request_id, "failed", error=str(exc)).to_json())
         agents.attr_changed(ctx, {"volumes"})
 
     def _give_up(self, index: int, why: str, *, state: ResourceState,

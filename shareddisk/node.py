@@ -35,7 +35,7 @@ from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, Quorum
 from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
 from shareddisk.format import lease as lease_fmt
-from shareddisk.membership import Membership, PeerState, Transition, majority
+from shareddisk.membership import Membership, Transition, majority
 from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
 

@@ -20,7 +20,6 @@ next write.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -34,6 +33,7 @@ from shareddisk.errors import ConflictError
 from shareddisk.leases import Leases, resource_lock
 from shareddisk.membership import NodeIncarnation
 from shareddisk.oplog import OpLog, Operation, log_for
+from shareddisk.oprequest import OpOutcome
 
 log = logging.getLogger("shareddisk.ops")
 
@@ -106,8 +106,9 @@ class WriteContext:
 
 
 def outcome(op: Operation | None, request_id: str, status: str) -> str:
-    return json.dumps({"request": request_id, "op_id": op.op_id if op else None,
-                       "kind": op.kind if op else None, "status": status}, sort_keys=True)
+    """The ``last_op`` text of request ``request_id`` (shareddisk/oprequest.py)."""
+    return OpOutcome(request_id, status, op.op_id if op else None,
+                     op.kind if op else None).to_json()
 
 
 def run_operation(ctx: WriteContext, driver: Driver, kind: str, args: dict[str, Any],

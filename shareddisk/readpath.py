@@ -8,7 +8,7 @@ of its chunks: :func:`choose_copies` picks the newest whole copy of each
 resource, with what is wrong with the other (:class:`ResourceCopies`).
 
 The protocols read through this module (attributes.py, oplog.py); so do
-``dump`` and ``verify`` (inspect.py), which only present what it finds.
+``dump`` and ``verify`` (porcelain/examine.py), which only present what it finds.
 Nothing here writes.
 """
 

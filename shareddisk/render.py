@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
-from shareddisk.format.record import RecordCodec
-
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
+
+    from shareddisk.format.record import RecordCodec
 
 HEX_WIDTH = 16
 
@@ -244,6 +243,7 @@ def _render(parts: list[Any], tty: bool) -> str:
     if not tty:
         return _plain(parts)
     buf = io.StringIO()
+    import shutil
     out = console(buf, shutil.get_terminal_size().columns)
     for part in parts:
         out.print(_rich(part, wrap=True), soft_wrap=not isinstance(part, Table))
@@ -443,6 +443,20 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
         parts += ["", Table(("resource", "type", "state", "owner", "lease", "active_log_disk",
                              "version", "why"), rows, right=_NUMBERS)]
     return parts
+
+
+def record_text(r: dict[str, Any]) -> str:
+    """A resource record (its JSON form) for ``resource add`` and ``attr list``."""
+    owner = r["owner_host"]
+    lines = [f"{r['name']} (resource {r['index']}, type {r['type']}, version {r['version']})",
+             f"  state            {r['state']}",
+             "  owner_host       " + ("-" if owner is None else
+                                       f"{owner['name']} (node {owner['id']}, incarnation "
+                                       f"{owner['incarnation']})"),
+             f"  active_log_disk  {r['active_log_disk'] or '-'}",
+             f"  failover_nodes   {','.join(map(str, r['failover_nodes'])) or '-'}"]
+    lines += [f"  {k:<16} {v}" for k, v in r["attributes"].items()]
+    return "\n".join(lines)
 
 
 def log_text(report: dict[str, Any]) -> str:

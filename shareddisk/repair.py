@@ -41,7 +41,7 @@ from shareddisk.device import BlockDevice
 from shareddisk.errors import FormatError
 from shareddisk.format import heartbeat, superblock
 from shareddisk.format.resource import COPIES, join_chunks
-from shareddisk.inspect import Damage, verify_area
+from shareddisk.porcelain.examine import Damage, verify_area
 from shareddisk.leases import read_lease, resource_lock
 
 

@@ -28,7 +28,6 @@ from typing import Any
 from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.attributes import read_all
-from shareddisk.disks import open_disks
 from shareddisk.errors import DeviceError, FormatError
 from shareddisk.leases import read_lease
 from shareddisk.membership import Membership, PeerState, majority
@@ -42,6 +41,8 @@ class StatusReader:
     """Reads the slot regions of every disk and keeps the history between reads."""
 
     def __init__(self, areas: list[Area], clock: Clock):
+        # Late: `status` answering from the local daemon's view needs no disk workers.
+        from shareddisk.disks import open_disks
         self.disks = open_disks(areas)
         self.clock = clock
         interval = areas[0].superblock["interval_ms"] / 1000

@@ -153,6 +153,59 @@ def read_view(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == VIEW_FORMAT else None
 
 
+def _wrote_it(pid: int, written: float) -> bool:
+    """Is ``pid`` a process that exists and already ran at boot-clock time ``written``?
+
+    A daemon that was killed leaves its view; its pid may since name another
+    process, but one that started after the view was written cannot have
+    written it.  (/proc/PID/stat's start time counts clock ticks since boot,
+    as CLOCK_BOOTTIME does.)  False when that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()  # after the command name
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat
+    except (OSError, ValueError, IndexError):
+        return False
+    return started <= written + 0.01
+
+
+def live_incarnation(cluster_uuid: str, node_id: int, now: float,
+                     max_age: float) -> int | None:
+    """The incarnation node ``node_id``'s daemon on this host runs as, when its view
+    proves that daemon's loop renews its heartbeat now; else None.
+
+    For a command that borrows the daemon's lease identity (shareddisk/
+    session.py): it must never take a dead incarnation's.  So the view must be
+    this node's, written less than ``max_age`` ago (``now`` is this host's
+    boot clock, which the daemon's stamp shares) by a process that still
+    exists and ran when it was written, say the daemon is alive, and say it
+    renewed within ``max_age``.
+    A view left by a daemon that was killed (its process is gone) or that
+    stopped renewing does not count; the caller then watches the counter.
+    """
+    view = read_view(view_path(cluster_uuid, node_id))
+    if view is None or view.get("cluster_uuid") != cluster_uuid \
+            or view.get("node_id") != node_id:
+        return None
+    written, pid, renewed = view.get("written_monotonic"), view.get("pid"), view.get("renewed_ago")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+               for v in (written, pid, renewed)):
+        return None
+    age = now - written
+    if not -1.0 <= age <= max_age or age + renewed > max_age:
+        return None
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid() \
+            or not _wrote_it(pid, written):
+        return None
+    own = [n for n in view.get("nodes") or () if isinstance(n, dict) and n.get("self")]
+    if len(own) != 1 or own[0].get("id") != node_id or own[0].get("state") != "alive":
+        return None
+    incarnation = own[0].get("incarnation")
+    return incarnation if isinstance(incarnation, int) and not isinstance(incarnation, bool) \
+        else None
+
+
 def attach_view(daemon: Any,
                 consumers: tuple[Callable[[dict[str, Any]], None], ...] = ()) -> ViewPublisher:
     """Publish ``daemon``'s view after each of its heartbeat steps (and hand it to

@@ -47,7 +47,7 @@ def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str =
 # --- the attributes each driver reads -------------------------------------------
 #
 # Declared here, for every driver, with the type the driver needs, so that the
-# configuration commands (shareddisk/config.py) refuse a value no driver could
+# configuration commands (shareddisk/porcelain/resources.py) refuse a value no driver could
 # use before it is written: the cluster manager of whichever node takes the
 # resource over builds its driver from these attributes, and a record it
 # cannot build a driver from would never come online anywhere.

@@ -4,7 +4,7 @@ The target acknowledges by copying ``seq`` into its own heartbeat slot
 (``mailbox_ack``), so each sector keeps a single writer at a time.  PULL and
 STOP are requests about one resource (``resource`` = its index + 1) that the
 target owns, from a host that cannot write the resource's record itself
-(sent by shareddisk/placement.py, served by shareddisk/manager.py).
+(sent by shareddisk/porcelain/moves.py, served by shareddisk/manager.py).
 """
 
 import enum

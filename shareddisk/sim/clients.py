@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from shareddisk import config as config_mod
+from shareddisk.porcelain import resources as config_mod
 from shareddisk import session as session_mod
 from shareddisk.area import Area
 from shareddisk.attributes import read_stored
 from shareddisk.drivers.image import read_contents
 from shareddisk.errors import FormatError, LockHeld, ShareddiskError
 from shareddisk.messages import send_message
+from shareddisk.oprequest import OpRequest
 from shareddisk.sim.config import CLIENT_KEYS, MIB, VOLUME_NAMES
 from shareddisk.sim.hosts import Host
 from shareddisk.sim.invariants import Attempt
@@ -169,7 +170,7 @@ class Clients:
         if kind is None or args is None:
             kind, args = self._pick_op(index)
         request_id = f"q{next(self.requests)}"
-        request = json.dumps({"id": request_id, "kind": kind, "args": args}, sort_keys=True)
+        request = OpRequest(request_id, kind, args).to_json()
         self.stats["op_requests"] += 1
         self.update(host, index, {"op_request": request})
         return request_id

@@ -21,7 +21,7 @@ from shareddisk.format import logrecord
 from shareddisk.format.logrecord import EntryType
 from shareddisk.format.resource import ResourceState
 from shareddisk.format.volume import VolumeState
-from shareddisk.inspect import verify_area
+from shareddisk.porcelain.examine import verify_area
 from shareddisk.membership import Transition
 from shareddisk.oplog import OpLog
 from shareddisk.sim.config import CLIENT_KEYS

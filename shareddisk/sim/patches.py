@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 from shareddisk import agents as agents_mod
-from shareddisk import config as config_mod
+from shareddisk.porcelain import resources as config_mod
 from shareddisk import confsync as confsync_mod
 from shareddisk import daemon as daemon_mod
 from shareddisk import locks as locks_mod

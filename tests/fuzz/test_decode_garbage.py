@@ -33,7 +33,7 @@ from shareddisk.device import MemoryDevice
 from shareddisk.errors import FormatError, ShareddiskError
 from shareddisk.format import CODECS, resource, superblock
 from shareddisk.format.record import CRC_SIZE, HEADER_SIZE, MAGIC, RecordCodec
-from shareddisk.inspect import dump_area, verify_area
+from shareddisk.porcelain.examine import dump_area, verify_area
 
 
 def budget(fraction: float) -> settings:

@@ -24,7 +24,7 @@ from shareddisk.clock import FakeClock
 from shareddisk.create import create_area
 from shareddisk.device import MemoryDevice
 from shareddisk.format import superblock
-from shareddisk.inspect import dump_area, record_bytes, verify_area
+from shareddisk.porcelain.examine import dump_area, record_bytes, verify_area
 
 
 def budget(fraction: float) -> settings:

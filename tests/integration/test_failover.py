@@ -56,7 +56,7 @@ import pytest
 from daemons import DEAD, PATIENCE, POLL, Cluster, Daemon, log_time, wait_for
 
 from shareddisk.area import Area
-from shareddisk import placement
+from shareddisk.porcelain import moves as placement
 from shareddisk.attributes import find
 from shareddisk.clock import SystemClock
 from shareddisk.device import open_device

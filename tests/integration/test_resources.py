@@ -66,7 +66,7 @@ def api_worker(image: str, node_id: int, rounds: int, out: str) -> None:
     """Read, then compare-and-swap counter + 1, through the Python API (own process)."""
     import json as json_
 
-    from shareddisk import config
+    from shareddisk.porcelain import resources as config
     from shareddisk.area import Area
     from shareddisk.attributes import find
     from shareddisk.clock import SystemClock

@@ -34,7 +34,7 @@ from shareddisk.errors import (
     UsageError,
 )
 from shareddisk.format import heartbeat
-from shareddisk.inspect import verify_area
+from shareddisk.porcelain.examine import verify_area
 from shareddisk.repair import repair_area
 
 MiB = 1 << 20

@@ -266,7 +266,7 @@ def test_a_failed_op_is_an_error_line_on_stderr(image, monkeypatch):
         assert done(outcome)
         return outcome
 
-    monkeypatch.setattr("shareddisk.placement.wait_for", failed)
+    monkeypatch.setattr("shareddisk.porcelain.ops.wait_for", failed)
     result = run("op", image, "sg1", "create-volume", "v1", "--size", "4M")
     assert result.code == 5, (result.out, result.err)
     assert "failed: no space left" in one_error_line(result)

@@ -1,4 +1,4 @@
-"""Tests for shareddisk.config: add, update (set/unset) and remove resources.
+"""Tests for shareddisk.porcelain.resources: add, update (set/unset) and remove resources.
 
 Each operation is one lease-protected compare-and-swap made by a Session
 acting as a node.  Here the session runs on a memory device with a FakeClock
@@ -13,11 +13,11 @@ from __future__ import annotations
 import pytest
 
 from helpers import SteppingClock, make_area
-from shareddisk import config
+from shareddisk.porcelain import resources as config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import ResourceRecord, find, guarded_write, read_all, read_stored
 from shareddisk.clock import FakeClock
-from shareddisk.config import update_resource
+from shareddisk.porcelain.resources import update_resource
 from shareddisk.errors import ConflictError, LockHeld, StaleVersion, UsageError
 from shareddisk.format import heartbeat
 from shareddisk.leases import Leases, read_lease

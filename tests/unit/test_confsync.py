@@ -1,7 +1,7 @@
 """Tests for shareddisk.confsync: every daemon's synchronized local copy.
 
 The state directory lives in pyfakefs, the area on a memory device, changes
-are made through shareddisk.config in sessions of another node.  What must
+are made through shareddisk.porcelain.resources in sessions of another node.  What must
 hold: ``load`` writes resources.json atomically; ``poll`` reloads exactly
 the records whose lease sector changed and tells the hooks which keys
 changed; a record it could not read is tried again; ``read_local`` gives the
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from helpers import make_area
-from shareddisk import confsync, config
+from shareddisk import confsync
+from shareddisk.porcelain import resources as config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import ResourceRecord
 from shareddisk.clock import FakeClock

@@ -27,7 +27,7 @@ from shareddisk.errors import (
     UsageError,
 )
 from shareddisk.format import superblock
-from shareddisk.inspect import verify_area
+from shareddisk.porcelain.examine import verify_area
 
 MiB = 1 << 20
 OLD = uuid.UUID("00000000-0000-4000-8000-000000000001")

@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 
 from helpers import make_area
-from shareddisk import config
+from shareddisk.porcelain import resources as config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import read_stored
 from shareddisk.clock import FakeClock

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shareddisk import config
+from shareddisk.porcelain import resources as config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import read_stored
 from shareddisk.backoff import Backoff

@@ -25,7 +25,7 @@ import pytest
 
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import ShareddiskError
-from shareddisk.inspect import dump_area, verify_area
+from shareddisk.porcelain.examine import dump_area, verify_area
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"

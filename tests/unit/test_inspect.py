@@ -1,4 +1,4 @@
-"""Tests for shareddisk.inspect: dump_area, verify_area and the A/B resource logic.
+"""Tests for shareddisk.porcelain.examine: dump_area, verify_area and the A/B resource logic.
 
 Every test reads through a read-only MemoryDevice, so a read path that tried
 to write would fail loudly.  Damage is made by hand at known offsets, and the
@@ -20,7 +20,7 @@ from shareddisk.crc import crc32c
 from shareddisk.device import MemoryDevice
 from shareddisk.errors import BadMagic, UsageError
 from shareddisk.format import heartbeat, logrecord, resource, superblock
-from shareddisk.inspect import dump_area, verify_area
+from shareddisk.porcelain.examine import dump_area, verify_area
 
 MiB = 1 << 20
 UUID = uuid.UUID("9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d")

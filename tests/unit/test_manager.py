@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_area
-from shareddisk import config
+from shareddisk.porcelain import resources as config
 from shareddisk.area import Area, Geometry
 from shareddisk.attributes import STOPPED, read_stored
 from shareddisk.clock import FakeClock

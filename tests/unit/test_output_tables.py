@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from shareddisk import cli, config, render
+from shareddisk import cli, render
+from shareddisk.porcelain import resources as config
 from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
 from shareddisk.create import create_area
 from shareddisk.device import FileImage
-from shareddisk.inspect import dump_area
+from shareddisk.porcelain.examine import dump_area
 from shareddisk.node import Node
 from shareddisk.session import Session
 from shareddisk.status import StatusReader

@@ -21,7 +21,7 @@ from shareddisk.area import Geometry, compute_layout
 from shareddisk.clock import FakeClock
 from shareddisk.create import WRITE_BATCH, create_area
 from shareddisk.device import FileImage, MemoryDevice
-from shareddisk.inspect import verify_area
+from shareddisk.porcelain.examine import verify_area
 from shareddisk.readpath import READ_BATCH
 
 MiB = 1 << 20

@@ -12,7 +12,7 @@ from shareddisk.clock import FakeClock
 from shareddisk.create import create_area
 from shareddisk.device import MemoryDevice
 from shareddisk.format import heartbeat
-from shareddisk.inspect import verify_area
+from shareddisk.porcelain.examine import verify_area
 from shareddisk.repair import repair_area
 
 GEOMETRY = Geometry(sector_size=512, node_count=3, resource_count=2, log_disks=("log0",),

@@ -1,11 +1,12 @@
-"""Reading an area for people and scripts: ``dump`` and ``verify``.
+"""Reading an area for people and scripts: the commands ``dump`` and ``verify``.
 
 Both walk every record of every region through the read path the protocols
 use (shareddisk/readpath.py: frame, padding and placement checks, the newest
 whole copy of each resource record).  ``dump`` returns what it decoded, with
 damaged records marked in place; ``verify`` returns the list of damage.  Both
 return plain JSON-ready dicts that the CLI prints as tables or as JSON, and
-neither ever writes.
+neither ever writes.  ``verify_area`` is also what ``repair`` and the
+simulation's invariants check with, so this module sits low in the layers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shareddisk.area import LOG_PREFIX, Area
-from shareddisk.device import BlockDevice
+from shareddisk.device import BlockDevice, open_device
 from shareddisk.errors import UsageError
 from shareddisk.format import heartbeat, logrecord, mailbox, resource, superblock
 from shareddisk.format.record import RecordCodec
@@ -315,3 +316,57 @@ def verify_area(device: BlockDevice, progress: Progress | None = None) -> Verify
                 report.notes += view.notes
     report.damage += gap_damage(area)
     return report
+
+
+# --- the commands -----------------------------------------------------------------
+
+
+def dump(path: str, region: str | None = None, index: int | None = None) -> dict[str, Any]:
+    """``dump``: ``path`` opened read-only and decoded (dump_area)."""
+    if region == "superblock" and index is not None and index > 1:
+        raise UsageError(f"superblock index {index} out of range 0..1 (0 the primary, "
+                         f"1 the backup)")
+    with open_device(path, writable=False) as dev:
+        return dump_area(dev, region, index)
+
+
+@dataclass(frozen=True)
+class HexRecord:
+    """One record's bytes and the codec that names its fields (``dump --hex``)."""
+
+    region: str
+    index: int
+    offset: int
+    data: bytes
+    codec: RecordCodec
+
+    @property
+    def title(self) -> str:
+        if self.region != "superblock":
+            return f"{self.region} record {self.index}"
+        return "primary superblock" if self.index == 0 else "backup superblock"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"region": self.region, "index": self.index, "offset": self.offset,
+                "hex": self.data.hex(),
+                "fields": [{"name": f.name, "offset": f.offset, "size": f.size, "type": f.type}
+                           for f in self.codec.fields]}
+
+
+def hex_record(path: str, region: str | None, index: int | None) -> HexRecord:
+    """``dump --hex``: one record of ``path`` (index 0 when not given)."""
+    if region is None:
+        raise UsageError("--hex needs --region (and --index for a single record)")
+    index = 0 if index is None else index
+    if region == "superblock" and index > 1:
+        raise UsageError(f"superblock index {index} out of range 0..1 (0 the primary, "
+                         f"1 the backup)")
+    with open_device(path, writable=False) as dev:
+        codec, offset, buf = record_bytes(dev, region, index)
+    return HexRecord(region, index, offset, bytes(buf), codec)
+
+
+def verify(path: str, progress: Progress | None = None) -> dict[str, Any]:
+    """``verify``: the report of ``path`` opened read-only, as JSON (``clean``)."""
+    with open_device(path, writable=False) as dev:
+        return verify_area(dev, progress=progress).to_json()

@@ -1,14 +1,17 @@
-"""Resource configuration operations: add, remove, set and unset attributes.
+"""The resource commands: add, remove, clean up and list resources, and the
+record updates under them and under ``attr set``/``unset``.
 
-Each is one lease-protected compare-and-swap (shareddisk/attributes.py) made
-by a node (shareddisk/session.py).  These are the functions the CLI's
-``resource`` and ``attr`` commands call, and what tests call directly.
+Each change is one lease-protected compare-and-swap (shareddisk/attributes.py)
+made by a node (shareddisk/session.py).  The functions on a Session are the
+building blocks (the simulation and the other commands use them); ``add``,
+``remove``, ``cleanup`` and ``listing`` are the commands: they open the
+device, check what can be refused before joining as a node, and act.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterable
+from typing import Any, Iterable
 
 from shareddisk.attributes import (
     READ_ONLY_FIELDS,
@@ -25,6 +28,7 @@ from shareddisk.attributes import (
 from shareddisk.area import Area
 from shareddisk.drivers import check_attributes, complete_attributes
 from shareddisk.errors import ConflictError, StaleVersion, UsageError
+from shareddisk.porcelain.areas import Where, acting_session, opened
 from shareddisk.session import Session
 
 
@@ -220,3 +224,50 @@ def cleanup_resource(session: Session, name: str) -> tuple[ResourceRecord, list[
         guarded_write(session.area, session.leases, session.holder, generation, updated,
                       index, current.version)
     return read_stored(session.area, index).record, cleared + (["state"] if failed else [])
+
+
+# --- the commands ----------------------------------------------------------------
+
+
+def add(where: Where, name: str, type_: str, *, failover: Iterable[int | str] = (),
+        attributes: dict[str, Value] | None = None, node_id: int | None = None
+        ) -> ResourceRecord:
+    """``resource add``: the new record."""
+    failover = list(failover)
+
+    def check(area: Area) -> None:
+        check_add(area, name, type_, failover=failover, attributes=attributes)
+
+    with acting_session(where, node_id, check) as session:
+        return add_resource(session, name, type_, failover=failover, attributes=attributes)
+
+
+def remove(where: Where, name: str, *, node_id: int | None = None) -> int:
+    """``resource remove``: the index the record had."""
+    with acting_session(where, node_id, lambda area: check_exists(area, name)) as session:
+        return remove_resource(session, name)
+
+
+def cleanup(where: Where, name: str, *, node_id: int | None = None
+            ) -> tuple[ResourceRecord, list[str]]:
+    """``resource cleanup``: the record and what was cleared."""
+    with acting_session(where, node_id, lambda area: check_exists(area, name)) as session:
+        return cleanup_resource(session, name)
+
+
+def update(where: Where, name: str, changes: dict[str, Value], unset: Iterable[str] = (), *,
+           expect_version: int | None = None, node_id: int | None = None) -> ResourceRecord:
+    """``attr set`` and ``attr unset``: the record as written."""
+    unset = tuple(unset)
+
+    def check(area: Area) -> None:
+        check_update(area, name, changes, unset, expect_version)
+
+    with acting_session(where, node_id, check) as session:
+        return update_resource(session, name, changes, unset, expect_version)
+
+
+def listing(where: Where) -> list[dict[str, Any]]:
+    """``resource list``: every record in use, as JSON."""
+    with opened(where, writable=False) as area:
+        return [s.record.to_json() for s in read_all(area) if s.record is not None]

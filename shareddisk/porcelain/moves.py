@@ -1,4 +1,7 @@
-"""Where a resource runs: move, stop and start it from any host.
+"""Where a resource runs: the commands resource move, stop and start, from any host.
+
+(Which node a resource goes to on failover is the cluster manager's choice,
+``manager.successor``; these are the operator's requests.)
 
 A resource's record is written by the holder of its lease, its owner.  On
 the owner's host a command borrows the owner's identity and writes the
@@ -14,39 +17,27 @@ record write from any host: ``target_state`` goes, optionally ``move_to``
 names where it should come up, and the cluster managers bring it online as
 for any ownerless resource.
 
-Every function waits until the record shows the result, and raises
-ConflictError (exit 5) naming what did not happen when it does not within
-``timeout``.
+Each command takes a device path (or an opened area), waits until the
+record shows the result, and raises ConflictError (exit 5) naming what did
+not happen when it does not within ``timeout``.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from shareddisk import config
 from shareddisk.area import Area
 from shareddisk.attributes import STOPPED, ResourceRecord, find, stopped
 from shareddisk.clock import Clock
 from shareddisk.errors import ConflictError, UsageError
 from shareddisk.format.resource import ResourceState
 from shareddisk.messages import send_message, wait_for_ack
+from shareddisk.porcelain import resources
+from shareddisk.porcelain.areas import Where, acting_node, check_node, opened
 from shareddisk.session import Session
 from shareddisk.view import local_daemons
 
 POLL = 0.05  # seconds between looks at the record while waiting
-
-
-def acting_node(area: Area, node_id: int | None) -> int:
-    """The node a command acts as: the one given, else the one daemon of this host."""
-    if node_id is not None:
-        return node_id
-    local = local_daemons(area)
-    if len(local) == 1:
-        return local[0]
-    if not local:
-        raise UsageError("give --node-id (or set SHAREDDISK_NODE_ID): no shareddisk daemon "
-                         "runs on this host to act as")
-    raise UsageError(f"give --node-id: daemons of nodes {', '.join(map(str, local))} run here")
 
 
 def _owner_here(area: Area, record: ResourceRecord, node_id: int | None) -> bool:
@@ -83,19 +74,12 @@ def wait_for(area: Area, name: str, done: Callable[[ResourceRecord], bool], what
         clock.sleep(POLL)
 
 
-def check_node(area: Area, node_id: int, option: str) -> None:
-    """A node id given as ``option`` names one of the area's nodes (before anything is written)."""
-    count = area.superblock["node_count"]
-    if isinstance(node_id, bool) or not 1 <= node_id <= count:
-        raise UsageError(f"{option} {node_id}: node ids of {area.device.path} are 1..{count}")
-
-
 def _online_on(to: int | None) -> Callable[[ResourceRecord], bool]:
     return lambda r: r.state is ResourceState.ONLINE and r.owner_host is not None and \
         (to is None or r.owner_host.node_id == to)
 
 
-def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
+def _move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
          timeout: float) -> ResourceRecord:
     """Hand ``name`` over to node ``to`` gracefully (offline on its owner, online on ``to``)."""
     check_node(area, to, "--to")
@@ -107,9 +91,9 @@ def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
                             f"{record.state.name.lower()}); start it with `resource start "
                             f"--to {to}`")
     if _owner_here(area, record, node_id):
-        config.check_update(area, name, {"move_to": to})
+        resources.check_update(area, name, {"move_to": to})
         with Session(area, record.owner_host.node_id, clock) as session:
-            config.update_resource(session, name, {"move_to": to})
+            resources.update_resource(session, name, {"move_to": to})
     else:
         me = acting_node(area, node_id)
         if to != me:
@@ -122,25 +106,25 @@ def move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
                     timeout=timeout)
 
 
-def stop(area: Area, name: str, *, node_id: int | None, clock: Clock,
+def _stop(area: Area, name: str, *, node_id: int | None, clock: Clock,
          timeout: float) -> ResourceRecord:
     """Take ``name`` offline everywhere and keep it offline until ``start``."""
     record = find(area, name)
-    config.check_update(area, name, {"target_state": STOPPED})
+    resources.check_update(area, name, {"target_state": STOPPED})
     if record.owner_host is None:
         if not stopped(record):  # no owner: its lease is free (or its holder's to wait out)
             with Session(area, acting_node(area, node_id), clock) as session:
-                config.update_resource(session, name, {"target_state": STOPPED})
+                resources.update_resource(session, name, {"target_state": STOPPED})
     elif _owner_here(area, record, node_id):
         with Session(area, record.owner_host.node_id, clock) as session:
-            config.update_resource(session, name, {"target_state": STOPPED})
+            resources.update_resource(session, name, {"target_state": STOPPED})
     else:
         _ask(area, record, "stop", acting_node(area, node_id), clock)
     return wait_for(area, name, lambda r: r.owner_host is None and stopped(r), "stop",
                     clock=clock, timeout=timeout)
 
 
-def start(area: Area, name: str, *, on: int | None, node_id: int | None, clock: Clock,
+def _start(area: Area, name: str, *, on: int | None, node_id: int | None, clock: Clock,
           timeout: float) -> ResourceRecord:
     """Let ``name`` come online again (on node ``on`` when given) after ``stop``."""
     if on is not None:
@@ -157,7 +141,28 @@ def start(area: Area, name: str, *, on: int | None, node_id: int | None, clock: 
     # the failed_on mark goes too, so that node is tried again.
     unset = [k for k in ("target_state", "failed_on") if k in record.attributes]
     changes: dict[str, object] = {"move_to": on} if on is not None else {}
-    config.check_update(area, name, changes, unset)  # refused before we join as a node
+    resources.check_update(area, name, changes, unset)  # refused before we join as a node
     with Session(area, acting_node(area, node_id), clock) as session:
-        config.update_resource(session, name, changes, unset=unset)
+        resources.update_resource(session, name, changes, unset=unset)
     return wait_for(area, name, _online_on(on), "start", clock=clock, timeout=timeout)
+
+
+def move(where: Where, name: str, to: int, *, node_id: int | None, clock: Clock,
+         timeout: float) -> ResourceRecord:
+    """``resource move``: ``name`` online on node ``to``; the record once it is."""
+    with opened(where, writable=True) as area:
+        return _move(area, name, to, node_id=node_id, clock=clock, timeout=timeout)
+
+
+def stop(where: Where, name: str, *, node_id: int | None, clock: Clock,
+         timeout: float) -> ResourceRecord:
+    """``resource stop``: ``name`` offline everywhere; the record once it is."""
+    with opened(where, writable=True) as area:
+        return _stop(area, name, node_id=node_id, clock=clock, timeout=timeout)
+
+
+def start(where: Where, name: str, *, on: int | None, node_id: int | None, clock: Clock,
+          timeout: float) -> ResourceRecord:
+    """``resource start``: ``name`` online again (on ``on``); the record once it is."""
+    with opened(where, writable=True) as area:
+        return _start(area, name, on=on, node_id=node_id, clock=clock, timeout=timeout)

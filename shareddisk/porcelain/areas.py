@@ -1,0 +1,117 @@
+"""What every command does first: open its devices as areas, and pick the node it acts as.
+
+A command names devices by path; tests may hand an area they opened
+themselves.  A command that writes refuses a read-only device before it
+starts, and acts as a node (``--node-id``, else the one daemon of this
+host); a command that would be refused must find out before it joins as
+that node, since joining writes the node's heartbeat slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+
+from shareddisk.area import Area
+from shareddisk.device import check_distinct, open_device
+from shareddisk.errors import DeviceError, UsageError
+
+if TYPE_CHECKING:
+    from shareddisk.clock import Clock
+    from shareddisk.session import Session
+
+Where = Union[str, Area]
+"""A device path, or an area a caller opened already (tests, other commands)."""
+
+
+class Areas:
+    """Open several devices as areas and close them all on exit."""
+
+    def __init__(self, paths: Sequence[str], writable: bool):
+        self.paths, self.writable, self.devices = tuple(paths), writable, []
+
+    def __enter__(self) -> list[Area]:
+        check_distinct(self.paths)  # each disk counts once toward the majority
+        try:
+            for path in self.paths:
+                self.devices.append(open_device(path, writable=self.writable))
+                if self.writable:
+                    check_not_read_only(path)
+            return [Area.open(d) for d in self.devices]
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for d in self.devices:
+            d.close()
+
+
+@contextlib.contextmanager
+def opened(where: Where, *, writable: bool) -> Iterator[Area]:
+    """The area of ``where``: opened (and closed at the end) when it is a path."""
+    if isinstance(where, Area):
+        yield where
+        return
+    with Areas((where,), writable=writable) as areas:
+        yield areas[0]
+
+
+BLKROGET = 0x125E  # linux/fs.h: is the block device read-only?
+
+
+def check_not_read_only(path: str) -> None:
+    """A command that writes refuses a read-only block device up front (exit 4):
+    the kernel lets it open one read-write and fails every write (EPERM)."""
+    import fcntl
+    import stat
+    try:
+        if not stat.S_ISBLK(os.stat(path).st_mode):
+            return  # a read-only file (system) already fails to open read-write
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            flag = bytearray(4)
+            fcntl.ioctl(fd, BLKROGET, flag)
+        finally:
+            os.close(fd)
+    except OSError:
+        return  # not answerable here: the writes themselves will tell
+    if int.from_bytes(flag, sys.byteorder):
+        raise DeviceError(f"{path}: the device is read-only; this command writes to it")
+
+
+def acting_node(area: Area, node_id: int | None) -> int:
+    """The node a command acts as: the one given, else the one daemon of this host."""
+    if node_id is not None:
+        return node_id
+    from shareddisk.view import local_daemons  # only when no node is given
+    local = local_daemons(area)
+    if len(local) == 1:
+        return local[0]
+    if not local:
+        raise UsageError("give --node-id (or set SHAREDDISK_NODE_ID): no shareddisk daemon "
+                         "runs on this host to act as")
+    raise UsageError(f"give --node-id: daemons of nodes {', '.join(map(str, local))} run here")
+
+
+def check_node(area: Area, node_id: int, option: str) -> None:
+    """A node id given as ``option`` names one of the area's nodes (before anything is written)."""
+    count = area.superblock["node_count"]
+    if isinstance(node_id, bool) or not 1 <= node_id <= count:
+        raise UsageError(f"{option} {node_id}: node ids of {area.device.path} are 1..{count}")
+
+
+@contextlib.contextmanager
+def acting_session(where: Where, node_id: int | None, check: Callable[[Area], Any],
+                   clock: "Clock | None" = None) -> Iterator["Session"]:
+    """Act as a node on ``where``, once ``check(area)`` (which only reads) passed:
+    joining writes our heartbeat slot, so a command that will be refused must
+    not join."""
+    from shareddisk.clock import SystemClock
+    from shareddisk.session import Session
+    with opened(where, writable=True) as area:
+        check(area)
+        with Session(area, acting_node(area, node_id), clock or SystemClock()) as session:
+            yield session
