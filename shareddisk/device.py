@@ -308,7 +308,7 @@ class BlockDeviceNode(_FdDevice):
                     raise DeviceBusy(f"{path}: device is in use (mounted, or held by LVM, "
                                      f"MD or another exclusive opener: EBUSY); not writing "
                                      f"to it") from exc
-                raise DeviceError(f"{path}: cannot open: {_errno_text(exc)}") from exc
+                raise DeviceError(f"{path}: cannot open: {errno_text(exc)}") from exc
         else:
             fd = _open_fd(path, _access_flags(writable) | os.O_DIRECT)
         super().__init__(path, fd, writable=writable)

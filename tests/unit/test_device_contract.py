@@ -499,3 +499,23 @@ def test_memory_device_arguments() -> None:
         MemoryDevice(4096, sector_size=768)
     with pytest.raises(UsageError):
         MemoryDevice(512, data=bytes(1024))
+
+
+def test_an_exclusive_open_that_fails_otherwise_than_busy_is_one_clear_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """init/repair open block devices O_EXCL; an error other than EBUSY (here EACCES)
+    is a DeviceError naming the device and the errno, not a NameError traceback."""
+    node = next((p for p in ("/dev/loop0", "/dev/vda", "/dev/sda")
+                 if os.path.exists(p) and stat.S_ISBLK(os.stat(p).st_mode)), None)
+    if node is None:
+        pytest.skip("no block device node on this machine")
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, *args: Any) -> int:
+        if flags & os.O_EXCL:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(device_mod.os, "open", refusing_open)
+    with pytest.raises(DeviceError, match=rf"^{node}: cannot open: Permission denied \(EACCES\)$"):
+        device_mod.BlockDeviceNode(node, writable=True, exclusive=True)
