@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from shareddisk.clock import Clock, SystemClock
-from shareddisk.device import gated_opener, open_device
+from shareddisk.device import gated_opener
 from shareddisk.drivers.base import KINDS, Driver
 from shareddisk.errors import UsageError
+from shareddisk.runtime import REAL, Runtime
 
 __all__ = ["DRIVERS", "KINDS", "Driver", "check_attributes", "complete_attributes", "make_driver"]
 
@@ -20,14 +21,15 @@ DRIVERS = ("image", "exec")
 
 
 def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str = "",
-                write_check: Callable[[], None] | None = None) -> Driver:
+                write_check: Callable[[], None] | None = None, runtime: Runtime = REAL) -> Driver:
     """The driver a resource's attributes ask for.
 
     ``driver`` = ``"image"`` (the default; needs ``data_devices``) or
     ``"exec"`` (needs ``exec_script``).  ``resource`` is the resource name,
     passed to exec scripts.  ``write_check`` gates every data device write
     of the image driver (shareddisk.device.WriteGate); exec scripts write
-    on their own, checked only before each step.
+    on their own, checked only before each step.  ``runtime`` opens the
+    image driver's data devices and makes its table ids.
     """
     kind = attributes.get("driver", "image") or "image"
     clock = clock or SystemClock()
@@ -35,7 +37,8 @@ def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str =
         from shareddisk.drivers.image import ImageDriver  # late: imported when used
 
         return ImageDriver.from_attributes(attributes, clock=clock,
-                                           opener=gated_opener(open_device, write_check))
+                                           opener=gated_opener(runtime.open_data, write_check),
+                                           new_uuid=runtime.new_uuid)
     if kind == "exec":
         from shareddisk.drivers.exec import ExecDriver
 
