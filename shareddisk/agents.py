@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from shareddisk.attributes import owner_guard
-from shareddisk.statefile import write_atomically
-from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import Driver
 from shareddisk.operations import WriteContext, close, finish
 from shareddisk.oplog import OpLog, Operation
+from shareddisk.runtime import Runtime
 
 log = logging.getLogger("shareddisk.agents")
 
@@ -53,6 +52,11 @@ class AgentContext:
     @property
     def definition_path(self) -> Path:
         return self.state_dir / "groups" / f"{self.name}.json"
+
+    @property
+    def runtime(self) -> Runtime:
+        """The lease context's (shareddisk/runtime.py)."""
+        return self.write_ctx.leases.runtime
 
     def guard(self) -> None:
         o = self.write_ctx
@@ -115,7 +119,8 @@ class StorageAgent(Agent):
                                 "incarnation": ctx.write_ctx.holder.incarnation},
                       "lease_generation": ctx.write_ctx.generation,
                       "attributes": record.to_json()["attributes"], "storage": described}
-        write_atomically(ctx.definition_path, json.dumps(definition, indent=1, sort_keys=True))
+        ctx.runtime.write_atomically(ctx.definition_path,
+                                     json.dumps(definition, indent=1, sort_keys=True))
 
 
 class LogAgent(Agent):
@@ -127,7 +132,7 @@ class LogAgent(Agent):
         if not record.active_log_disk:
             ctx.interrupted = None  # nothing is interrupted (any more)
             return
-        oplog = OpLog(ctx.write_ctx.area, record.active_log_disk)
+        oplog = OpLog(ctx.write_ctx.area, record.active_log_disk, runtime=ctx.runtime)
         ops = oplog.interrupted(ctx.write_ctx.index)
         ctx.interrupted = ops[-1] if ops else None
         ctx.interrupted_log = record.active_log_disk
@@ -165,7 +170,7 @@ class RecoveryAgent(Agent):
             # The owner died after setting active_log_disk but before BEGIN, or after
             # COMMIT but before clearing it: nothing to replay, only to tidy.
             request = str(record.attributes.get("op_running", ""))
-            oplog = OpLog(ctx.write_ctx.area, record.active_log_disk)
+            oplog = OpLog(ctx.write_ctx.area, record.active_log_disk, runtime=ctx.runtime)
             done = [op for op in oplog.operations() if op.committed
                     and op.resource_index == ctx.write_ctx.index
                     and str(op.params.get("request", "")) == request and request]
@@ -180,10 +185,11 @@ CRASH_AFTER = {"storage": "failover-after-storage-online", "log": "failover-afte
 
 def bring_online(ctx: AgentContext) -> None:
     """Call every agent's online entry point, in order."""
+    ctx.runtime.bringing_online(ctx)
     for agent in AGENTS:
         agent.online(ctx)
         if agent.name in CRASH_AFTER:
-            crashpoint(CRASH_AFTER[agent.name])
+            ctx.runtime.crashpoint(CRASH_AFTER[agent.name])
 
 
 def recover(ctx: AgentContext) -> None:
@@ -196,12 +202,14 @@ def recover(ctx: AgentContext) -> None:
 
 def take_offline(ctx: AgentContext) -> None:
     """Every agent's offline entry point, in reverse order; local work only."""
+    ctx.runtime.taking_offline(ctx)
     for agent in reversed(AGENTS):
         try:
             agent.offline(ctx)
         except Exception as exc:  # go on: the others must still stop
             log.error("event=agent-offline-failed agent=%s resource=%s error=%r",
                       agent.name, ctx.name, str(exc))
+    ctx.runtime.taken_offline(ctx)
 
 
 def monitor(ctx: AgentContext) -> bool:

@@ -285,6 +285,7 @@ def guarded_write(area: Area, leases: Leases, holder: NodeIncarnation, generatio
     leases.verify(index, holder, generation)  # once more, right before the write
     write_copy(area, index, version, body, inactive)
     leases.record_written(index, holder, generation, version)
+    leases.runtime.version_written(index, version)
     return version
 
 

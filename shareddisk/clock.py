@@ -1,7 +1,9 @@
 """Injected time: code never calls time.time() or sleep() directly.
 
 Passing a Clock in lets the same node code run on real disks with the system
-clock and in the deterministic simulation with a virtual one.
+clock and in the deterministic simulation with a virtual one; a Runtime
+(shareddisk/runtime.py), passed in the same way, does that for the rest of
+a process's machinery.
 
 Every deadline and every observation is measured on a clock that counts
 system suspend: Linux's CLOCK_BOOTTIME.  CLOCK_MONOTONIC (``time.monotonic``)

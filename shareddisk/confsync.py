@@ -28,7 +28,7 @@ from shareddisk.attributes import ResourceRecord, read_all, read_stored
 from shareddisk.clock import Clock
 from shareddisk.errors import DeviceError, FormatError, UsageError
 from shareddisk.format import lease
-from shareddisk.statefile import write_atomically
+from shareddisk.runtime import REAL, Runtime
 
 log = logging.getLogger("shareddisk.config")
 STATE_FILE = "resources.json"
@@ -63,6 +63,7 @@ class ConfigSync:
     records: dict[int, ResourceRecord] = field(default_factory=dict)
     hooks: list[ChangeHook] = field(default_factory=list)
     _leases: bytes | None = None
+    runtime: Runtime = REAL  # writes the local copy (shareddisk/runtime.py)
 
     def load(self) -> None:
         """Read every record (at start).
@@ -178,7 +179,7 @@ class ConfigSync:
             "written_wall": self.clock.wall(),
             "resources": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.index)],
         }
-        write_atomically(self.state_dir / STATE_FILE, json.dumps(data, indent=1))
+        self.runtime.write_atomically(self.state_dir / STATE_FILE, json.dumps(data, indent=1))
 
 
 def read_local(state_dir: Path, clock: Clock) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -30,12 +29,12 @@ from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync
 from shareddisk.device import WriteGate
-from shareddisk.diskio import DiskWorker
 from shareddisk.errors import DeviceError, LockHeld, ShareddiskError
 from shareddisk.fencing import FenceAction, Writers
 from shareddisk.manager import ClusterManager, View
 from shareddisk.membership import NodeIncarnation
 from shareddisk.node import Node
+from shareddisk.runtime import REAL, Runtime
 from shareddisk.session import node_slot_lock
 from shareddisk.watchdog import HardwareWatchdog
 from shareddisk.statefile import IncarnationMemory, default_state_dir
@@ -48,30 +47,34 @@ class Daemon:
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
                  state_dir: Path | None = None, threaded_io: bool = True,
-                 writers: Writers | None = None, watchdog: HardwareWatchdog | None = None):
+                 writers: Writers | None = None, watchdog: HardwareWatchdog | None = None,
+                 runtime: Runtime = REAL):
         state_dir = state_dir or default_state_dir(areas[0].cluster_uuid, node_id)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DeviceError(f"state dir {state_dir}: {exc.strerror} (give --state-dir)") from None
+        self.runtime = runtime
         self.node = Node(areas, node_id, clock=clock, name=name, interval=interval, fence=fence,
                          threaded_io=threaded_io, incarnations=IncarnationMemory(
-                             state_dir, areas[0].cluster_uuid, node_id), watchdog=watchdog)
+                             state_dir, areas[0].cluster_uuid, node_id,
+                             write=runtime.write_atomically),
+                         watchdog=watchdog, runtime=runtime)
         self.watchdog = watchdog
         self.areas = areas
         self.clock = clock
         for area in areas:  # no thread of ours writes once we are past the renew deadline
             area.device = WriteGate(area.device, self.node.assert_renewed)
-        self.config = ConfigSync(areas[0], clock, state_dir)
-        self.manager = ClusterManager(areas[0], self.config, clock, self.node.timeouts, state_dir)
+        self.config = ConfigSync(areas[0], clock, state_dir, runtime=runtime)
+        self.manager = ClusterManager(areas[0], self.config, clock, self.node.timeouts, state_dir,
+                                      runtime)
         # Checked before every write the manager makes (lease writes too), and
         # by the gate on the data devices of its drivers.
         self.manager.alive_check = self.node.assert_renewed
         # Record sync and manager read the disk too, and operations take long:
         # on their own worker, never waited for by the heartbeat loop.
-        self._worker = DiskWorker("manager", clock, threaded_io)
-        self._idle = threading.Event()
-        self._idle.set()
+        self._worker = runtime.disk_worker("manager", clock, threaded_io)
+        self._idle = runtime.flag(is_set=True)
         self._stopping = False
         self.node.after_step.append(self._after_step)
         self.node.before_leave.append(self._before_leave)
@@ -167,7 +170,8 @@ class Daemon:
         with contextlib.ExitStack() as stack:
             for area in self.areas:
                 try:
-                    stack.enter_context(node_slot_lock(area, self.node.node_id))
+                    stack.enter_context(node_slot_lock(area, self.node.node_id,
+                                                       runtime=self.runtime))
                 except LockHeld:
                     raise LockHeld(f"{area.device.path}: node id {self.node.node_id} already runs "
                                    f"on this host (its slot is locked by another process)") from None

@@ -30,6 +30,7 @@ from shareddisk.errors import LeaseLost, LockHeld, UsageError
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
 from shareddisk.membership import NodeIncarnation
+from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
 
 # (node_id, incarnation) -> True alive, False gone
@@ -64,22 +65,23 @@ def holds(values: dict[str, Any], holder: NodeIncarnation, generation: int | Non
 
 @contextlib.contextmanager
 def resource_lock(area: Area, index: int, clock: Clock | None = None,
-                  timeout: float = 10.0) -> Iterator[None]:
+                  timeout: float = 10.0, runtime: Runtime = REAL) -> Iterator[None]:
     """The same-host lock for resource ``index`` (on its lease sector)."""
     check_resource_index(area, index)
     offset = area.regions["lease"].record_offset(index)
-    with host_lock(area.device.path, offset, area.sector_size,
-                   what=f"resource {index}", timeout=timeout, clock=clock):
+    with host_lock(area.device.path, offset, area.sector_size, what=f"resource {index}",
+                   timeout=timeout, clock=clock, thread_lock=runtime.thread_lock):
         yield
 
 
 class Leases:
     """Acquire, check and release resource leases on one area."""
 
-    def __init__(self, area: Area, clock: Clock, timeouts: Timeouts):
+    def __init__(self, area: Area, clock: Clock, timeouts: Timeouts, runtime: Runtime = REAL):
         self.area = area
         self.clock = clock
         self.timeouts = timeouts
+        self.runtime = runtime  # told of each lease taken; the owner's code uses it too
         # Raises (Fenced) when the acting node is past its renew deadline.
         self.alive_check: Callable[[], None] = lambda: None
 
@@ -90,6 +92,11 @@ class Leases:
 
     def acquire(self, index: int, holder: NodeIncarnation, alive: Liveness) -> int:
         """Take the lease (or confirm we hold it); returns its generation."""
+        generation = self._acquire(index, holder, alive)
+        self.runtime.lease_acquired(self, index, holder, generation)
+        return generation
+
+    def _acquire(self, index: int, holder: NodeIncarnation, alive: Liveness) -> int:
         started = self.clock.monotonic()
         current = read_lease(self.area, index)
         if holds(current, holder):

@@ -34,7 +34,7 @@ import fcntl
 import os
 import struct
 import threading
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import DeviceError, LockHeld
@@ -101,14 +101,16 @@ def _thread_lock(path: str, start: int, length: int) -> threading.Lock:
 
 @contextlib.contextmanager
 def host_lock(path: str, start: int, length: int, *, what: str, timeout: float = 5.0,
-              clock: Clock | None = None) -> Iterator[None]:
+              clock: Clock | None = None,
+              thread_lock: Callable[[str, int, int], Any] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on bytes [start, start+length) of ``path``.
 
     Waits up to ``timeout`` seconds (0: do not wait), then raises LockHeld
-    naming ``what``.
+    naming ``what``.  ``thread_lock`` gives the per-range thread lock (a
+    runtime's, shareddisk/runtime.py); by default this process's.
     """
     clock = clock or SystemClock()
-    tlock = _thread_lock(path, start, length)
+    tlock = (thread_lock or _thread_lock)(path, start, length)
     acquired = tlock.acquire(timeout=timeout) if timeout > 0 else tlock.acquire(blocking=False)
     if not acquired:
         raise LockHeld(f"{path}: {what} is locked by another thread of this process")
@@ -136,9 +138,11 @@ def host_lock(path: str, start: int, length: int, *, what: str, timeout: float =
         tlock.release()
 
 
-def try_host_lock(path: str, start: int, length: int, *, what: str) -> contextlib.AbstractContextManager[None] | None:
+def try_host_lock(path: str, start: int, length: int, *, what: str,
+                  thread_lock: Callable[[str, int, int], Any] | None = None
+                  ) -> contextlib.AbstractContextManager[None] | None:
     """Take the lock without waiting; None when someone else holds it."""
-    cm = host_lock(path, start, length, what=what, timeout=0)
+    cm = host_lock(path, start, length, what=what, timeout=0, thread_lock=thread_lock)
     try:
         cm.__enter__()
     except LockHeld:

@@ -39,7 +39,6 @@ from shareddisk.attributes import STOPPED, ResourceRecord, stopped
 from shareddisk.backoff import Backoff
 from shareddisk.clock import Clock
 from shareddisk.confsync import ConfigSync
-from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers import make_driver
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
 from shareddisk.format.mailbox import Message
@@ -49,6 +48,7 @@ from shareddisk.liveness import View, in_view
 from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.operations import WriteContext, outcome, run_operation
 from shareddisk.oprequest import OpOutcome, OpRequest
+from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
 
 log = logging.getLogger("shareddisk.manager")
@@ -65,11 +65,12 @@ class Owned:
 
 class ClusterManager:
     def __init__(self, area: Area, config: ConfigSync, clock: Clock, timeouts: Timeouts,
-                 state_dir: Path):
+                 state_dir: Path, runtime: Runtime = REAL):
         self.area = area
         self.config = config
         self.clock = clock
-        self.leases = Leases(area, clock, timeouts)
+        self.runtime = runtime
+        self.leases = Leases(area, clock, timeouts, runtime)
         self.state_dir = state_dir
         self.owned: dict[int, Owned] = {}
         self.unreleased: dict[int, int] = {}  # index -> generation of a lease to give back
@@ -225,7 +226,7 @@ class ClusterManager:
         (this node too, next tick) starts over.
         """
         assert self.me is not None
-        with resource_lock(self.area, index, self.clock):
+        with resource_lock(self.area, index, self.clock, runtime=self.runtime):
             generation = self.leases.acquire(index, self.me, in_view(self.view, self.me))
         self.unreleased.pop(index, None)  # taken again: that generation is in use now
         try:
@@ -242,7 +243,7 @@ class ClusterManager:
                                  self.alive_check)
         log.info("event=takeover-lease resource=%s generation=%d previous_owner=%s", record.name,
                  generation, previous.node_id if previous else None)
-        crashpoint("failover-after-lease")
+        self.runtime.crashpoint("failover-after-lease")
         # A move to this node is done; one to another live node stands (a give-up
         # that failed half way is retried by taking the resource back first).
         move_to = record.attributes.get("move_to")
@@ -250,12 +251,12 @@ class ClusterManager:
             and self._live(move_to)
         record = write_ctx.update(owner_host=self.me, state=ResourceState.OFFLINE,
                                   move_to=move_to if pending_move else None)
-        crashpoint("failover-after-owner")
+        self.runtime.crashpoint("failover-after-owner")
         try:
             # A driver this node cannot build (a record of a newer version, a hand
             # edit) fails the online here like a failing agent does.
             driver = make_driver(record.attributes, clock=self.clock, resource=record.name,
-                                 write_check=self.alive_check)
+                                 write_check=self.alive_check, runtime=self.runtime)
             ctx = AgentContext(write_ctx, driver, record.name, self.state_dir)
             self.owned[index] = Owned(ctx)
             agents.bring_online(ctx)
@@ -304,7 +305,7 @@ class ClusterManager:
         """Give the lease up under the same-host lock, like every guarded write:
         another writer of this host that checked the lease just before must
         not write just after."""
-        with resource_lock(self.area, index, self.clock):
+        with resource_lock(self.area, index, self.clock, runtime=self.runtime):
             self.leases.release(index, holder, generation)
 
     def _give_back_orphans(self, records: dict[int, ResourceRecord]) -> None:
@@ -323,7 +324,8 @@ class ClusterManager:
                     or (lease["owner_id"], lease["owner_incarnation"]) != mine:
                 continue
             try:
-                with resource_lock(self.area, index, self.clock, timeout=0):
+                with resource_lock(self.area, index, self.clock, timeout=0,
+                                   runtime=self.runtime):
                     current = read_lease(self.area, index)
                     if holds(current, self.me):
                         self.leases.release(index, self.me, current["generation"])

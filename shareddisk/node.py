@@ -15,9 +15,10 @@ One ``step`` per interval:
    I/O timeout.  A majority of counted writes renews us.  Check again.
 
 Every disk has its own I/O worker (shareddisk/diskio.py), so one hung disk
-does not stall a round.  The loop takes an injected clock and injected
-devices, so the same code runs in the deterministic simulation (I/O in line)
-and as the ``run`` daemon (I/O on worker threads).
+does not stall a round.  The loop takes an injected clock, injected devices
+and an injected runtime (its workers and rounds, shareddisk/runtime.py), so
+the same code runs in the deterministic simulation and as the ``run``
+daemon (I/O on worker threads).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from typing import Callable, Protocol
 from shareddisk import identity
 from shareddisk.area import Area
 from shareddisk.clock import Clock
-from shareddisk.diskio import DiskWorker, Outcome, run_round
+from shareddisk.diskio import Outcome
 from shareddisk.disks import Disk, open_disks
 from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, QuorumLost, UsageError
 from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
 from shareddisk.format import lease as lease_fmt
 from shareddisk.membership import Membership, Transition, majority
+from shareddisk.runtime import REAL, Runtime
 from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
 
@@ -66,11 +68,12 @@ class Node:
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
                  threaded_io: bool = False, incarnations: IncarnationMemory | None = None,
-                 watchdog: "Pettable | None" = None):
+                 watchdog: "Pettable | None" = None, runtime: Runtime = REAL):
+        self.runtime = runtime  # the disks' workers and rounds (shareddisk/runtime.py)
         self.disks = open_disks(areas)
         self.identity = identity.Watch(areas)  # fence if an area is re-created under us
         for disk in self.disks:
-            disk.worker = DiskWorker(disk.path, clock, threaded_io)
+            disk.worker = runtime.disk_worker(disk.path, clock, threaded_io)
         first = self.disks[0].area
         node_count = first.superblock["node_count"]
         if not 1 <= node_id <= node_count:
@@ -238,7 +241,7 @@ class Node:
                 now = self.clock.monotonic()
                 if next_tick < now:  # we fell behind; do not try to catch up in a burst
                     next_tick = now
-                self.clock.sleep(next_tick - now)
+                self.runtime.between_steps(self.clock, next_tick - now)
             for hook in self.before_leave:
                 hook()
             self.leave()
@@ -393,8 +396,8 @@ class Node:
             dead_map=heartbeat.dead_map(self.membership.dead_ids()))
 
     def _round(self, requests: list[Callable[[], object]]) -> list[Outcome]:
-        return run_round([d.worker for d in self.disks], requests,  # type: ignore[misc]
-                         self.clock, self.timeouts.io_timeout)
+        return self.runtime.run_round([d.worker for d in self.disks], requests,
+                                      self.clock, self.timeouts.io_timeout)
 
     def _read_round(self) -> list[Outcome]:
         """(slot region bytes, our mailbox sector, primary superblock sector, and on
@@ -625,10 +628,10 @@ class Node:
 
         if not self.stop_hooks:
             return
-        worker = DiskWorker("fence", self.clock, self.threaded)
+        worker = self.runtime.disk_worker("fence", self.clock, self.threaded)
         try:
-            [outcome] = run_round([worker], [stop_all], self.clock,
-                                  max(0.0, deadline - self.clock.monotonic()))
+            [outcome] = self.runtime.run_round([worker], [stop_all], self.clock,
+                                               max(0.0, deadline - self.clock.monotonic()))
         finally:
             worker.close()
         if not outcome.ok:

@@ -27,7 +27,6 @@ from typing import Any, Callable
 from shareddisk.area import Area
 from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
 from shareddisk.clock import Clock
-from shareddisk.crashpoints import crashpoint
 from shareddisk.drivers.base import Driver
 from shareddisk.errors import ConflictError
 from shareddisk.leases import Leases, resource_lock
@@ -67,7 +66,7 @@ class WriteContext:
         failed left its record on the disk where no node reloads it: peers
         poll the lease.  True when it published one.
         """
-        with resource_lock(self.area, self.index, self.clock):
+        with resource_lock(self.area, self.index, self.clock, runtime=self.leases.runtime):
             lease = self.guard()
             version = read_stored(self.area, self.index).version
             if lease["record_version"] == version:
@@ -85,7 +84,7 @@ class WriteContext:
 
     def update(self, **changes: Any) -> ResourceRecord:
         """One guarded write of the record with ``changes`` (fields or attributes)."""
-        with resource_lock(self.area, self.index, self.clock):
+        with resource_lock(self.area, self.index, self.clock, runtime=self.leases.runtime):
             current = self.record()
             attributes = dict(current.attributes)
             fields = {}
@@ -102,7 +101,7 @@ class WriteContext:
         return self.record()
 
     def oplog(self, name: str) -> OpLog:
-        return OpLog(self.area, name, guard=self.guard)
+        return OpLog(self.area, name, guard=self.guard, runtime=self.leases.runtime)
 
 
 def outcome(op: Operation | None, request_id: str, status: str) -> str:
@@ -118,12 +117,12 @@ def run_operation(ctx: WriteContext, driver: Driver, kind: str, args: dict[str, 
     steps = driver.steps(kind, params)
     name = log_for(ctx.area, ctx.index)
     ctx.update(active_log_disk=name, op_request=None, op_running=request_id or None)
-    crashpoint("op-after-active-log")
+    ctx.leases.runtime.crashpoint("op-after-active-log")
     oplog = ctx.oplog(name)
     op = oplog.begin(ctx.index, kind, dict(params, request=request_id), steps)
     log.info("event=op-begin resource=%d log=%s op=%d kind=%s steps=%s", ctx.index, name,
              op.op_id, kind, ",".join(steps))
-    crashpoint("op-after-begin")
+    ctx.leases.runtime.crashpoint("op-after-begin")
     return finish(ctx, driver, oplog, op, "op")
 
 
@@ -131,6 +130,7 @@ def finish(ctx: WriteContext, driver: Driver, oplog: OpLog, op: Operation,
            stage: str = "replay") -> Operation:
     """Apply the steps not yet done, commit, clear active_log_disk."""
     params = {k: v for k, v in op.params.items() if k != "request"}
+    crashpoint = ctx.leases.runtime.crashpoint  # the lease context's runtime
     for i in op.remaining:
         if i not in op.intents:  # a replay that fails again must not fill the lane
             oplog.intent(op, i)  # guarded: the lease, and our own renew deadline

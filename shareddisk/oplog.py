@@ -63,6 +63,7 @@ from shareddisk.format import logrecord
 from shareddisk.format.logrecord import LOG_DATA, EntryType
 from shareddisk.locks import host_lock
 from shareddisk.readpath import check_record
+from shareddisk.runtime import REAL, Runtime
 
 UNKNOWN_STEP = "?"  # step name of an operation whose BEGIN entry is no longer in the ring
 _FINISH = (EntryType.COMMIT, EntryType.ABORT)
@@ -281,8 +282,9 @@ class OpLog:
     """
 
     def __init__(self, area: Area, name: str, *, guard: Callable[[], None] | None = None,
-                 clock: Clock | None = None):
+                 clock: Clock | None = None, runtime: Runtime = REAL):
         self.area = area
+        self.runtime = runtime  # its same-host thread lock
         self.name = _log_name(area, name)
         self.log_index = area.layout.geometry.log_disks.index(self.name)
         self.region: Region = area.region(LOG_PREFIX + self.name)
@@ -473,8 +475,8 @@ class OpLog:
                 check: Callable[[dict[int, Operation]], None]) -> Entry:
         """Write one entry after the head; refuse (writing nothing) when it may not go."""
         r = self.region
-        with host_lock(self.area.device.path, r.offset, r.length,
-                       what=f"log disk {self.name}", clock=self.clock):
+        with host_lock(self.area.device.path, r.offset, r.length, what=f"log disk {self.name}",
+                       clock=self.clock, thread_lock=self.runtime.thread_lock):
             self._ensure()
             position, seq = self._next(resource_index)
             offset = r.record_offset(position)

@@ -28,6 +28,7 @@ from shareddisk.format import heartbeat
 from shareddisk.leases import Leases, holds, read_lease, resource_lock
 from shareddisk.liveness import by_watching
 from shareddisk.locks import host_lock, try_host_lock
+from shareddisk.runtime import REAL, Runtime
 from shareddisk.statefile import IncarnationMemory, default_state_dir
 from shareddisk.membership import NodeIncarnation
 from shareddisk.timeouts import Timeouts
@@ -39,11 +40,12 @@ SESSION_WAIT = 30.0  # seconds to wait for another session of the same node on t
 
 
 def node_slot_lock(area: Area, node_id: int, timeout: float = 0.0,
-                   clock: Clock | None = None) -> contextlib.AbstractContextManager[None]:
+                   clock: Clock | None = None, runtime: Runtime = REAL
+                   ) -> contextlib.AbstractContextManager[None]:
     """The same-host lock a daemon (or a session) of ``node_id`` holds on its slot."""
     offset = area.regions["heartbeat"].record_offset(node_id - 1)
-    return host_lock(area.device.path, offset, area.sector_size,
-                     what=f"node {node_id}", timeout=timeout, clock=clock)
+    return host_lock(area.device.path, offset, area.sector_size, what=f"node {node_id}",
+                     timeout=timeout, clock=clock, thread_lock=runtime.thread_lock)
 
 
 def _node_class() -> Any:
@@ -67,15 +69,17 @@ def __getattr__(name: str) -> Any:
 class Session:
     """Acts as node ``node_id`` on ``area`` for the duration of a ``with`` block."""
 
-    def __init__(self, area: Area, node_id: int, clock: Clock, state_dir: Path | None = None):
+    def __init__(self, area: Area, node_id: int, clock: Clock, state_dir: Path | None = None,
+                 runtime: Runtime = REAL):
         count = area.superblock["node_count"]
         if not 1 <= node_id <= count:
             raise UsageError(f"node id {node_id} out of range 1..{count}")
         self.area = area
         self.node_id = node_id
         self.clock = clock
+        self.runtime = runtime
         self.timeouts = Timeouts.from_interval(area.superblock["interval_ms"] / 1000)
-        self.leases = Leases(area, clock, self.timeouts)
+        self.leases = Leases(area, clock, self.timeouts, runtime)
         # Judging a lease holder: the daemon we may borrow from reads every disk
         # and its verdicts count; a short-lived node of our own reads one disk.
         self.alive = by_watching(area, clock, tick=self._keepalive)
@@ -84,7 +88,8 @@ class Session:
         # made it): its incarnation memory is shared with the daemon.
         if state_dir is None and default_state_dir(area.cluster_uuid, node_id).is_dir():
             state_dir = default_state_dir(area.cluster_uuid, node_id)
-        self.incarnations = IncarnationMemory(state_dir, area.cluster_uuid, node_id) \
+        self.incarnations = IncarnationMemory(state_dir, area.cluster_uuid, node_id,
+                                              write=runtime.write_atomically) \
             if state_dir is not None else None
         self._stack = contextlib.ExitStack()
         self._node: Node | None = None
@@ -95,18 +100,21 @@ class Session:
     def __enter__(self) -> "Session":
         offset = self.area.regions["heartbeat"].record_offset(self.node_id - 1)
         probe = try_host_lock(self.area.device.path, offset, self.area.sector_size,
-                              what=f"node {self.node_id}")
+                              what=f"node {self.node_id}", thread_lock=self.runtime.thread_lock)
         try:
             if probe is None:
                 daemon = self._daemon_holder()
                 if daemon is not None:
                     self.holder = daemon
                     return self
-                probe = node_slot_lock(self.area, self.node_id, SESSION_WAIT, self.clock)
+                probe = node_slot_lock(self.area, self.node_id, SESSION_WAIT, self.clock,
+                                       self.runtime)
                 probe.__enter__()
             self._stack.callback(probe.__exit__, None, None, None)
-            node = _node_class()([self.area], self.node_id, clock=self.clock, name=f"cli-{self.node_id}",
-                        incarnations=self.incarnations)
+            node = _node_class()([self.area], self.node_id, clock=self.clock,
+                                 name=f"cli-{self.node_id}", incarnations=self.incarnations,
+                                 runtime=self.runtime)
+            self.runtime.node_made(node)
             node.start()
             self._node = node
             self.alive = by_watching(self.area, self.clock, tick=self._keepalive,
@@ -218,7 +226,7 @@ class Session:
         one taken here is released at the end.
         """
         assert self.holder is not None, "use the session in a with block"
-        with resource_lock(self.area, index, self.clock):
+        with resource_lock(self.area, index, self.clock, runtime=self.runtime):
             held_before = holds(read_lease(self.area, index), self.holder)
             generation = self.leases.acquire(index, self.holder, self.alive)
             try:

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from shareddisk.errors import DeviceError
 
@@ -59,10 +60,12 @@ class IncarnationMemory:
     new number here (fsync'd) before its first heartbeat.
     """
 
-    def __init__(self, state_dir: Path, cluster_uuid: str, node_id: int):
+    def __init__(self, state_dir: Path, cluster_uuid: str, node_id: int, *,
+                 write: Callable[[Path, str], None] | None = None):
         self.path = state_dir / INCARNATION_FILE
         self.cluster_uuid = cluster_uuid
         self.node_id = node_id
+        self.write = write or write_atomically  # a runtime's (shareddisk/runtime.py)
 
     def last(self) -> int:
         """0 when there is none (a new state dir, another cluster's, or unreadable)."""
@@ -80,9 +83,9 @@ class IncarnationMemory:
 
     def remember(self, incarnation: int) -> None:
         try:
-            write_atomically(self.path, json.dumps({"cluster_uuid": self.cluster_uuid,
-                                                    "node_id": self.node_id,
-                                                    "incarnation": incarnation}))
+            self.write(self.path, json.dumps({"cluster_uuid": self.cluster_uuid,
+                                              "node_id": self.node_id,
+                                              "incarnation": incarnation}))
         except OSError as exc:
             raise DeviceError(f"{self.path}: cannot record incarnation {incarnation}: "
                               f"{exc.strerror or exc}") from None

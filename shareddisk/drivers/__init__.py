@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from shareddisk.clock import Clock, SystemClock
-from shareddisk.device import gated_opener, open_device
+from shareddisk.device import gated_opener
 from shareddisk.drivers.base import KINDS, Driver
 from shareddisk.errors import UsageError
+from shareddisk.runtime import REAL, Runtime
 
 __all__ = ["DRIVERS", "KINDS", "Driver", "check_attributes", "complete_attributes", "make_driver"]
 
@@ -20,7 +21,7 @@ DRIVERS = ("image", "exec")
 
 
 def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str = "",
-                write_check: Callable[[], None] | None = None) -> Driver:
+                write_check: Callable[[], None] | None = None, runtime: Runtime = REAL) -> Driver:
     """The driver a resource's attributes ask for.
 
     ``driver`` = ``"image"`` (the default; needs ``data_devices``) or
@@ -28,6 +29,7 @@ def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str =
     passed to exec scripts.  ``write_check`` gates every data device write
     of the image driver (shareddisk.device.WriteGate); exec scripts write
     on their own, so it is checked before each script that may write starts.
+    ``runtime`` opens the image driver's data devices and makes its table ids.
     """
     kind = attributes.get("driver", "image") or "image"
     clock = clock or SystemClock()
@@ -35,12 +37,11 @@ def make_driver(attributes: dict, *, clock: Clock | None = None, resource: str =
         from shareddisk.drivers.image import ImageDriver  # late: imported when used
 
         return ImageDriver.from_attributes(attributes, clock=clock,
-                                           opener=gated_opener(open_device, write_check))
+                                           opener=gated_opener(runtime.open_data, write_check),
+                                           new_uuid=runtime.new_uuid)
     if kind == "exec":
-        from shareddisk.drivers.exec import ExecDriver
-
-        return ExecDriver.from_attributes(attributes, clock=clock, resource=resource,
-                                          write_check=write_check)
+        return runtime.exec_driver(attributes, clock=clock, resource=resource,
+                                   write_check=write_check)
     raise UsageError(f"unknown driver {kind!r} (choose from {', '.join(DRIVERS)})")
 
 

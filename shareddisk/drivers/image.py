@@ -277,7 +277,8 @@ class ImageDriver:
     name = "image"
 
     def __init__(self, devices: list[str], *, slots: int = DEFAULT_SLOTS,
-                 clock: Clock | None = None, opener: Opener = open_device) -> None:
+                 clock: Clock | None = None, opener: Opener = open_device,
+                 new_uuid: Callable[[], uuidlib.UUID] = uuidlib.uuid4) -> None:
         if not devices:
             raise UsageError("image driver: no data device (set the data_devices attribute)")
         if len(devices) > 1:
@@ -290,11 +291,13 @@ class ImageDriver:
         self.slots = slots
         self.clock = clock or SystemClock()
         self.opener = opener
+        self.new_uuid = new_uuid  # a runtime's (shareddisk/runtime.py): each table's id
         self.last_error: str | None = None
 
     @classmethod
     def from_attributes(cls, attributes: dict, *, clock: Clock | None = None,
-                        opener: Opener = open_device) -> ImageDriver:
+                        opener: Opener = open_device,
+                        new_uuid: Callable[[], uuidlib.UUID] = uuidlib.uuid4) -> ImageDriver:
         devices = attributes.get("data_devices")
         if isinstance(devices, str):
             devices = [d for d in devices.split(",") if d]
@@ -305,7 +308,7 @@ class ImageDriver:
             slots = int(slots)
         except (TypeError, ValueError):
             raise UsageError(f"image driver: bad volume_slots {slots!r}") from None
-        return cls(devices, slots=slots, clock=clock, opener=opener)
+        return cls(devices, slots=slots, clock=clock, opener=opener, new_uuid=new_uuid)
 
     def _open(self, writable: bool) -> BlockDevice:
         return self.opener(self.path, writable=writable)
@@ -371,7 +374,7 @@ class ImageDriver:
                                  f"of {self.slots} slots and one 1 MiB volume "
                                  f"(needs {data_offset + MIB} bytes)",
                                  needed=data_offset + MIB, available=dev.size)
-        return Table(uuidlib.uuid4().bytes, ss, self.slots, data_offset, capacity)
+        return Table(self.new_uuid().bytes, ss, self.slots, data_offset, capacity)
 
     # -- operations: steps and apply ----------------------------------------------
 

@@ -31,11 +31,14 @@ the :class:`Ledger` with the writer's node id, incarnation and virtual time,
 which checks it against the invariants at once.  A fence is a host reset:
 the process and its I/O still in flight are gone.
 
-While the simulation runs it replaces a few module globals (the per-disk
-workers, the round runner, same-host thread locks, crash points, the data
-device opener, fsync of local state files, and the library functions of the
-workarounds in use, if any, see WORKAROUNDS); :class:`Simulation` restores them when
-it ends.  Two simulations must not run at once in one process.
+Every daemon and command the simulation starts gets its runtime
+(:class:`SimRuntime`, see shareddisk/runtime.py), as it gets its virtual
+clock: the per-disk workers and rounds, same-host thread locks, crash
+points, the data devices, seeded UUIDs, local state files without fsync,
+and the moments the simulation checks and tells (leases taken, record
+versions written, resources online and offline).  It replaces nothing in
+any module (tests/sim/test_sim_runtime.py checks that a run leaves every
+module of the package as it found it).
 
 The modules, lowest first (each imports only those before it):
 
@@ -46,7 +49,7 @@ The modules, lowest first (each imports only those before it):
     workers      the simulated per-disk I/O workers of a daemon
     hosts        Host, Life (one daemon process), the watchdog and the fence as a reset
     invariants   the Ledger (checks as writes land), two-owners, the checks at the end
-    patches      the module globals replaced while a run lasts; WORKAROUNDS
+    runtime      SimRuntime, what the simulated processes run on; WORKAROUNDS
     execdriver   the exec driver's scripts as processes that write until they end or
                  are killed; the library's Writers as the daemon's; host resets
     lifecycle    boot, crash, freeze, pause, thaw, stop; crash points
@@ -67,7 +70,7 @@ from shareddisk.sim.faultbook import ActiveFault, FaultBook
 from shareddisk.sim.hosts import Host, Life, SimFence, SimWatchdog
 from shareddisk.sim.invariants import Attempt, Checks, Ledger, OpTrack, Violation
 from shareddisk.sim.lifecycle import Lifecycle
-from shareddisk.sim.patches import WORKAROUNDS, Patches
+from shareddisk.sim.runtime import WORKAROUNDS, SimRuntime
 from shareddisk.sim.runner import SimResult, Simulation, run_seed
 from shareddisk.sim.scheduler import (HostClock, Scheduler, SimClock, SimCrash, SimError,
                                       SimEvent, SimLock, Task)
@@ -78,9 +81,8 @@ __all__ = [
     # the parts, for scripts and tests that reach below the Simulation
     "ActiveFault", "Attempt", "CLIENT_KEYS", "Chaos", "Checks", "Clients", "DATA_DEVICE_SIZE",
     "DataView", "ExecScripts", "FaultBook", "Host", "HostClock", "HostDisk", "Ledger", "Life",
-    "Lifecycle",
-    "MIB", "OP_CRASHPOINTS", "OpTrack", "Patches", "Scheduler", "ScriptProcess", "SimClock",
-    "SimError", "SimEvent", "SimExecDriver", "SimFence", "SimFuture", "SimLock", "SimWatchdog",
-    "SimWorker", "SimWriters",
+    "Lifecycle", "MIB", "OP_CRASHPOINTS", "OpTrack", "Scheduler", "ScriptProcess", "SimClock",
+    "SimError", "SimEvent", "SimExecDriver", "SimFence", "SimFuture", "SimLock", "SimRuntime",
+    "SimWatchdog", "SimWorker", "SimWriters",
     "TAKEOVER_CRASHPOINTS", "Task", "VOLUME_NAMES", "WORKAROUNDS",
 ]

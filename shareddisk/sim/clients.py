@@ -116,8 +116,8 @@ class Clients:
         versions: list[int] = []
 
         def body(area: Area) -> Any:
-            with session_mod.Session(area, host.id, self.clock,
-                                     state_dir=host.state_dir) as session:
+            with session_mod.Session(area, host.id, self.clock, state_dir=host.state_dir,
+                                     runtime=self.runtime) as session:
                 me = self.sched.current
                 holder = session.holder
                 assert me is not None and holder is not None

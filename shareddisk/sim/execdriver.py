@@ -253,7 +253,7 @@ class ExecScripts:
         writers = self._exec()["writers"].get(life) if life is not None else None
         if life is None or writers is None:
             raise DeviceError("exec driver: only a simulated daemon runs scripts here")
-        view = self._open_data(attributes["data_devices"][0])
+        view = self.runtime.open_data(attributes["data_devices"][0])
         return SimExecDriver(self, life, view, writers, attributes, resource, clock, write_check)
 
     def exec_start(self, life: "Life", view: DataView, action: str,

@@ -61,8 +61,6 @@ class Host:
         # (virtual start, seconds, host clock at start) of each pause of the whole host
         self.pauses: list[tuple[float, float, float]] = []
         self.clock = HostClock(sim.sched, self)
-        self.clock.before_sleep = sim.clock.before_sleep
-        self.clock.after_sleep = sim.clock.after_sleep
         self.online: dict[int, int] = {}   # resource index -> incarnation that has it online
         self.stop_requested = False
         self.restart_pending = False

@@ -5,18 +5,14 @@ A part of shareddisk/sim/runner.py's Simulation.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable
 
 from shareddisk import daemon as daemon_mod
-from shareddisk import node as node_mod
 from shareddisk.area import Area
 from shareddisk.errors import Fenced, ShareddiskError
 from shareddisk.membership import PeerState, Transition
 from shareddisk.sim.hosts import Host, Life, SimFence, SimWatchdog
-from shareddisk.sim.scheduler import SimCrash, SimEvent, Task
-
-_NODE_RUN_CODE = node_mod.Node.run.__code__
+from shareddisk.sim.scheduler import SimCrash, Task
 
 
 class Lifecycle:
@@ -40,9 +36,8 @@ class Lifecycle:
                 else None
             daemon = daemon_mod.Daemon(areas, host.id, clock=host.clock, name=host.name,
                                        fence=SimFence(self, life), state_dir=host.state_dir,
-                                       threaded_io=True, watchdog=watchdog,
+                                       threaded_io=True, watchdog=watchdog, runtime=self.runtime,
                                        writers=self.exec_writers(life))
-            daemon._idle = SimEvent(self.sched, True)  # type: ignore[assignment]
             life.daemon = daemon
             daemon.node.transition_hooks.append(
                 lambda change: self._transition(host, change))
@@ -139,21 +134,6 @@ class Lifecycle:
             return False
         life.parked.append((task, token))
         return True
-
-    def _before_sleep(self, seconds: float) -> bool:
-        """Note when a heartbeat loop sleeps between steps (where idle freezes take hold)."""
-        task = self.sched.current
-        if task is None or task.life is None or task is not task.life.main:
-            return False
-        if sys._getframe(2).f_code is not _NODE_RUN_CODE:
-            return False
-        task.life.idle = True
-        return True
-
-    def _after_sleep(self) -> None:
-        task = self.sched.current
-        if task is not None and task.life is not None:
-            task.life.idle = False
 
     def _idle_freezes(self) -> None:
         """A pending idle freeze takes hold once the loop sleeps and the manager is idle."""

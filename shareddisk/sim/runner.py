@@ -35,8 +35,8 @@ from shareddisk.sim.faultbook import FaultBook
 from shareddisk.sim.hosts import Host
 from shareddisk.sim.invariants import Checks, Ledger, Violation
 from shareddisk.sim.lifecycle import Lifecycle
-from shareddisk.sim.patches import WORKAROUNDS, Patches
-from shareddisk.sim.scheduler import Scheduler, SimClock, SimLock, Task
+from shareddisk.sim.runtime import WORKAROUNDS, SimRuntime
+from shareddisk.sim.scheduler import Scheduler, SimClock, Task
 from shareddisk.timeouts import Timeouts
 
 
@@ -58,7 +58,7 @@ class SimResult:
         return f"seed {self.seed}: {self.violations[0]}"
 
 
-class Simulation(Lifecycle, Clients, Chaos, Checks, Patches, ExecScripts):
+class Simulation(Lifecycle, Clients, Chaos, Checks, ExecScripts):
     """One seeded run; see the package's docstring (shareddisk/sim/__init__.py)."""
 
     def __init__(self, cfg: SimConfig, workdir: Path | None = None):
@@ -67,15 +67,12 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, Patches, ExecScripts):
         self.sched = Scheduler(start=1000.0)
         self.t0 = self.sched.now
         self.clock = SimClock(self.sched)
-        self.clock.before_sleep = self._before_sleep
-        self.clock.after_sleep = self._after_sleep
         self.timeouts = Timeouts.from_interval(cfg.interval)
         self.violations: list[Violation] = []
         self.stats: Counter = Counter()
         self.fault_counts: Counter = Counter()
         self._trace: list[str] = []
         self._hash = hashlib.sha256()
-        self._locks: dict[tuple[str, int, int], SimLock] = {}
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix=f"sim{cfg.seed}-", dir=_tmp_root())) \
             if workdir is None else workdir
@@ -159,7 +156,9 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, Patches, ExecScripts):
             state_dir = self.workdir / f"h{h}"
             state_dir.mkdir(parents=True, exist_ok=True)
             self.hosts[h] = Host(self, h, state_dir)
-        self._uuid_rng = random.Random(self.rng.getrandbits(64))
+        # what every simulated daemon and command runs on; its seed is drawn last,
+        # where the seed of the UUIDs always was, so every seed's run stays the same
+        self.runtime = SimRuntime(self, uuid_seed=self.rng.getrandbits(64))
 
     # -- running ------------------------------------------------------------------------
 
@@ -169,7 +168,7 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, Patches, ExecScripts):
         began = time.perf_counter()
         cfg = self.cfg
         try:
-            with self._patched(), self._logging():
+            with self._logging():
                 self.ledger.start()
                 start = self.sched.now
                 for host in self.hosts.values():

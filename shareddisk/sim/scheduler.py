@@ -206,8 +206,6 @@ class SimClock:
     def __init__(self, sched: Scheduler, wall_offset: float = 1_800_000_000.0 - 1000.0):
         self.sched = sched
         self.wall_offset = wall_offset
-        self.before_sleep: Callable[[float], bool] | None = None
-        self.after_sleep: Callable[[], None] | None = None
 
     def monotonic(self) -> float:
         return self.sched.now
@@ -216,12 +214,7 @@ class SimClock:
         return self.sched.now + self.wall_offset
 
     def sleep(self, seconds: float) -> None:
-        marked = self.before_sleep is not None and self.before_sleep(seconds)
-        try:
-            self.sched.sleep(seconds)
-        finally:
-            if marked and self.after_sleep is not None:
-                self.after_sleep()
+        self.sched.sleep(seconds)
 
 
 class HostClock(SimClock):

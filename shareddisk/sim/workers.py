@@ -1,7 +1,7 @@
 """The per-disk I/O workers of a simulated daemon: simulated threads serving requests in order.
 
-They stand in for shareddisk/diskio.py's DiskWorker (installed by
-shareddisk/sim/patches.py).  (``Simulation`` in annotations: runner.py, above.)
+They stand in for shareddisk/diskio.py's DiskWorker (made by
+shareddisk/sim/runtime.py).  (``Simulation`` in annotations: runner.py, above.)
 """
 
 from __future__ import annotations

@@ -304,7 +304,7 @@ def test_the_harness_catches_peers_that_do_not_wait_for_a_watchdog(
 # --- library bugs the simulation found ---------------------------------------------------
 #
 # Each scenario makes one bug happen on purpose; each broke an invariant
-# until its fix landed in the library.  docs/RELIABILITY.md describes each
+# until its fix landed in the library.  docs/CAMPAIGNS.md describes each
 # bug, the seed that found it and the fix.
 
 

@@ -48,6 +48,8 @@ def test_merge_adds_up_the_chunks(chunks: list[Path]) -> None:
     assert total["faults"] == {k: sum(p["faults"].get(k, 0) for p in parts)
                                for k in total["faults"]}
     assert total["virtual_seconds"] == pytest.approx(sum(p["virtual_seconds"] for p in parts))
+    assert sorted(total["digests"]) == ["0", "1", "2", "3"]
+    assert total["digests"] == {**parts[0]["digests"], **parts[1]["digests"]}
     table = sim("--merge", *map(str, chunks))
     assert table.returncode == run.returncode
     assert "seeds run          4 (seeds 0..3)" in table.stdout
