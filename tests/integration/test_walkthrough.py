@@ -376,12 +376,18 @@ def test_the_guide_marks_its_blocks_the_way_this_test_reads_them() -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_walkthrough_from_pip_install_to_a_fenced_node_back(walk: Walk) -> None:
     blocks = guide_blocks()
+    statuses = 0
     for block in blocks[2:]:
         nodes = HOSTS if block.where == "every host" else (1,)
         for node in nodes:
-            walk.bash(node, block.text, record=block.real_cluster)
+            done = walk.bash(node, block.text, record=block.real_cluster)
             if block.real_cluster:
                 walk.replay(node)
+            if block.text.strip() == 'shareddisk status "$FIRST"':
+                statuses += 1
+                if statuses == 1:  # the guide: "shows `Members  3 alive`"
+                    assert re.search(r"^Members\s+3 alive", done.stdout, re.M), done.stdout
+    assert statuses == 2
 
     # Where the guide leaves the cluster: three members, node 1 back as a new
     # incarnation after its fence, sg1 online on node 2 (the next of 1,2,3).
