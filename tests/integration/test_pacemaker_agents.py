@@ -188,6 +188,48 @@ def test_ra_metadata_passes_xmllint_and_the_installed_schemas() -> None:
         assert done.returncode == 0, done.stderr
 
 
+FAKE_STATUS = """#!/usr/bin/env python3
+# A stand-in for `shareddisk status --json` on a loaded host: a stale view,
+# then a window watch that got only one read, then a proper watch.
+import json, os, sys
+calls = os.environ["FAKE_CALLS"]
+with open(calls, "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+watched = "--window" in sys.argv
+tries = sum(1 for line in open(calls) if "--window" in line)
+reads = 3 if watched and tries >= 2 else 1
+state = "alive" if reads > 1 else "unknown"
+source = {"kind": "disk", "reads": reads}
+if not watched:
+    source["note"] = "the view of node 1's daemon is 2.0s old (its loop is stuck)"
+print(json.dumps({"source": source, "timeouts": {"suspect": 0.5},
+                  "nodes": [{"id": 1, "state": state, "incarnation": 4}],
+                  "resources": [{"name": "sg1", "state": "online",
+                                 "owner_host": {"id": 1, "incarnation": 4}}]}))
+"""
+
+
+def test_ra_monitor_watches_again_when_a_watch_got_one_read(tmp_path: Path) -> None:
+    """A window watch whose first read outlasted the window shows "unknown": not evidence."""
+    fake = tmp_path / "shareddisk"
+    fake.write_text(FAKE_STATUS)
+    fake.chmod(0o755)
+    device = tmp_path / "area.img"
+    device.write_bytes(b"")
+    calls = tmp_path / "calls"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCF_")}
+    env.update(OCF_RESKEY_device=str(device), OCF_RESKEY_resource=RESOURCE,
+               OCF_RESKEY_binary=str(fake), OCF_RESKEY_node_id="1",
+               OCF_RESKEY_CRM_meta_timeout="30000", OCF_RESKEY_CRM_meta_interval="10000",
+               FAKE_CALLS=str(calls))
+    done = subprocess.run([str(RA), "monitor"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == OCF_SUCCESS, explain(done)
+    windows = [line.split("--window ")[1].split()[0] for line in calls.read_text().splitlines()
+               if "--window" in line]
+    assert windows == ["0.5", "1"], calls.read_text()
+
+
 def test_ra_usage_errors() -> None:
     assert subprocess.run([str(RA)], capture_output=True, timeout=60).returncode == OCF_ERR_ARGS
     done = subprocess.run([str(RA), "promote"], capture_output=True, timeout=60)
