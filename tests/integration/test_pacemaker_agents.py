@@ -189,8 +189,9 @@ def test_ra_metadata_passes_xmllint_and_the_installed_schemas() -> None:
 
 
 FAKE_STATUS = """#!/usr/bin/env python3
-# A stand-in for `shareddisk status --json` on a loaded host: a stale view,
-# then a window watch that got only one read, then a proper watch.
+# A stand-in for `shareddisk status --json` on a loaded host: one read (with a
+# note on a stale view if FAKE_NOTE), a window watch that got only one read
+# too, then a proper watch.
 import json, os, sys
 calls = os.environ["FAKE_CALLS"]
 with open(calls, "a") as f:
@@ -200,7 +201,7 @@ tries = sum(1 for line in open(calls) if "--window" in line)
 reads = 3 if watched and tries >= 2 else 1
 state = "alive" if reads > 1 else "unknown"
 source = {"kind": "disk", "reads": reads}
-if not watched:
+if not watched and os.environ["FAKE_NOTE"] == "1":
     source["note"] = "the view of node 1's daemon is 2.0s old (its loop is stuck)"
 print(json.dumps({"source": source, "timeouts": {"suspect": 0.5},
                   "nodes": [{"id": 1, "state": state, "incarnation": 4}],
@@ -209,8 +210,12 @@ print(json.dumps({"source": source, "timeouts": {"suspect": 0.5},
 """
 
 
-def test_ra_monitor_watches_again_when_a_watch_got_one_read(tmp_path: Path) -> None:
-    """A window watch whose first read outlasted the window shows "unknown": not evidence."""
+@pytest.mark.parametrize("note", ["1", "0"], ids=["stale-view", "no-view-found"])
+def test_ra_monitor_watches_again_when_a_watch_got_one_read(tmp_path: Path, note: str) -> None:
+    """One read shows a live slot as "unknown": not evidence that the daemon is gone.
+
+    A window watch whose first read outlasted the window is one read too.
+    """
     fake = tmp_path / "shareddisk"
     fake.write_text(FAKE_STATUS)
     fake.chmod(0o755)
@@ -221,7 +226,7 @@ def test_ra_monitor_watches_again_when_a_watch_got_one_read(tmp_path: Path) -> N
     env.update(OCF_RESKEY_device=str(device), OCF_RESKEY_resource=RESOURCE,
                OCF_RESKEY_binary=str(fake), OCF_RESKEY_node_id="1",
                OCF_RESKEY_CRM_meta_timeout="30000", OCF_RESKEY_CRM_meta_interval="10000",
-               FAKE_CALLS=str(calls))
+               FAKE_CALLS=str(calls), FAKE_NOTE=note)
     done = subprocess.run([str(RA), "monitor"], capture_output=True, text=True, env=env,
                           timeout=60)
     assert done.returncode == OCF_SUCCESS, explain(done)
