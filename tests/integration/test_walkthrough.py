@@ -295,7 +295,19 @@ class Walk:
         assert done.returncode == 0, f"fence exit {done.returncode}: {done.stderr}"
         victim = int(plug)
         assert self.daemons[victim].wait(timeout=PATIENCE) == EXIT_FENCED, self.daemon_logs()
+        # A host's reboot outlasts the failover: its resources move first.
+        wait_for(lambda: not [r for r in self.status(node)["resources"]
+                              if r["state"] == "online"
+                              and (r.get("owner_host") or {}).get("id") == victim],
+                 PATIENCE, f"node {victim}'s resources to fail over", self.daemon_logs)
         self.start_unit(victim)  # the reboot, then shareddisk@prod at boot
+
+    def status(self, node: int) -> dict:
+        first = self.value(node, "FIRST")
+        done = subprocess.run([str(self.top / "venv/bin/shareddisk"), "status", first, "--json"],
+                              capture_output=True, text=True, env=self.env(), timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
 
     def replay(self, node: int) -> None:
         """Do what the recorded real-cluster commands ask."""
@@ -404,13 +416,8 @@ def test_walkthrough_from_pip_install_to_a_fenced_node_back(walk: Walk) -> None:
 
     # Where the guide leaves the cluster: three members, node 1 back as a new
     # incarnation after its fence, sg1 online on node 2 (the next of 1,2,3).
-    first = walk.value(1, "FIRST")
-
     def settled() -> dict | None:
-        done = subprocess.run([str(walk.top / "venv/bin/shareddisk"), "status", first,
-                               "--json"], capture_output=True, text=True, env=walk.env(),
-                              timeout=60)
-        report = json.loads(done.stdout)
+        report = walk.status(1)
         nodes = {n["id"]: n for n in report["nodes"]}
         sg1 = next(r for r in report["resources"] if r["name"] == "sg1")
         ok = (all(nodes[n]["state"] == "alive" for n in HOSTS)
