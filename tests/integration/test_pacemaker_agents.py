@@ -10,7 +10,7 @@ The Debian tools are used when installed and the tests that need them skip
 with the reason otherwise: ``xmllint`` (libxml2-utils) for the meta-data
 against ra-api-1.dtd and the RELAX NG schemas shipped by resource-agents and
 fence-agents, and ``ocf-tester`` (resource-agents), which runs the agent
-through its whole life cycle.
+through its whole life cycle, at heartbeat intervals 1 s and 10 s.
 """
 
 from __future__ import annotations
@@ -188,6 +188,53 @@ def test_ra_metadata_passes_xmllint_and_the_installed_schemas() -> None:
         assert done.returncode == 0, done.stderr
 
 
+FAKE_STATUS = """#!/usr/bin/env python3
+# A stand-in for `shareddisk status --json` on a loaded host: one read (with a
+# note on a stale view if FAKE_NOTE), a window watch that got only one read
+# too, then a proper watch.
+import json, os, sys
+calls = os.environ["FAKE_CALLS"]
+with open(calls, "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+watched = "--window" in sys.argv
+tries = sum(1 for line in open(calls) if "--window" in line)
+reads = 3 if watched and tries >= 2 else 1
+state = "alive" if reads > 1 else "unknown"
+source = {"kind": "disk", "reads": reads}
+if not watched and os.environ["FAKE_NOTE"] == "1":
+    source["note"] = "the view of node 1's daemon is 2.0s old (its loop is stuck)"
+print(json.dumps({"source": source, "timeouts": {"suspect": 0.5},
+                  "nodes": [{"id": 1, "state": state, "incarnation": 4}],
+                  "resources": [{"name": "sg1", "state": "online",
+                                 "owner_host": {"id": 1, "incarnation": 4}}]}))
+"""
+
+
+@pytest.mark.parametrize("note", ["1", "0"], ids=["stale-view", "no-view-found"])
+def test_ra_monitor_watches_again_when_a_watch_got_one_read(tmp_path: Path, note: str) -> None:
+    """One read shows a live slot as "unknown": not evidence that the daemon is gone.
+
+    A window watch whose first read outlasted the window is one read too.
+    """
+    fake = tmp_path / "shareddisk"
+    fake.write_text(FAKE_STATUS)
+    fake.chmod(0o755)
+    device = tmp_path / "area.img"
+    device.write_bytes(b"")
+    calls = tmp_path / "calls"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCF_")}
+    env.update(OCF_RESKEY_device=str(device), OCF_RESKEY_resource=RESOURCE,
+               OCF_RESKEY_binary=str(fake), OCF_RESKEY_node_id="1",
+               OCF_RESKEY_CRM_meta_timeout="30000", OCF_RESKEY_CRM_meta_interval="10000",
+               FAKE_CALLS=str(calls), FAKE_NOTE=note)
+    done = subprocess.run([str(RA), "monitor"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == OCF_SUCCESS, explain(done)
+    windows = [line.split("--window ")[1].split()[0] for line in calls.read_text().splitlines()
+               if "--window" in line]
+    assert windows == ["0.5", "1"], calls.read_text()
+
+
 def test_ra_usage_errors() -> None:
     assert subprocess.run([str(RA)], capture_output=True, timeout=60).returncode == OCF_ERR_ARGS
     done = subprocess.run([str(RA), "promote"], capture_output=True, timeout=60)
@@ -321,25 +368,76 @@ def test_ra_monitor_without_the_device(lab: Lab, tmp_path: Path) -> None:
     assert done.returncode == OCF_ERR_INSTALLED, explain(done)
 
 
+@pytest.fixture
+def tester_lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """sg1 (failover 1,2) online on node 1, nodes 1 and 2 joined, at request.param s."""
+    c = Cluster(tmp_path, nodes=3, interval=request.param)
+    try:
+        lab = Lab(c)
+        lab.add(RESOURCE, "1,2")
+        # Both at once: at 10 s a join alone waits join_wait (30 s).
+        patience = PATIENCE + 6 * request.param
+        daemons = {i: c.start(i, "--state-dir", str(c.tmp / f"state{i}")) for i in (1, 2)}
+        for i, d in daemons.items():
+            d.wait_event("joined", patience, node=i)
+        wait_for(lambda: lab.owner() == 1, patience, "sg1 online on node 1", c.logs)
+        yield lab
+    finally:
+        c.cleanup()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ocf-tester") is None,
                     reason="ocf-tester is not installed (Debian package resource-agents)")
-def test_ocf_tester_passes(lab: Lab) -> None:
-    # ocf-tester runs meta-data as user nobody when root: give it a copy it can reach.
+@pytest.mark.parametrize("tester_lab", [1, 10], indirect=True, ids=["interval-1", "interval-10"])
+def test_ocf_tester_passes(tester_lab: Lab) -> None:
+    """ocf-tester's whole life cycle, at the default interval and at a slow one.
+
+    ocf-tester exports a 20 s ``OCF_RESKEY_CRM_meta_timeout`` for every
+    action; Pacemaker passes each operation's own timeout (the meta-data's
+    defaults unless configured).  A wrapper puts those in, so each action is
+    held to what the agent documents (monitor 30 s, start and stop 120 s) and
+    is checked against it here: the wrapper fails the action when it ran longer.
+    """
+    lab = tester_lab
+    timeouts = {a.get("name"): a.get("timeout") for a in
+                ET.fromstring(ra_metadata()).find("actions")}
     where = Path(tempfile.mkdtemp(prefix="ocf-"))
     try:
+        # ocf-tester runs meta-data as user nobody when root: a copy it can reach.
         where.chmod(0o755)
-        agent = where / "shareddisk"
+        agent = where / "shareddisk-agent"
         shutil.copy2(RA, agent)
         agent.chmod(0o755)
+        overran = where / "overran"
+        wrapper = where / "shareddisk"
+        cases = "\n".join(f"    {name}) t={int(value.rstrip('s'))} ;;"
+                           for name, value in timeouts.items())
+        wrapper.write_text(f"""#!/bin/sh
+# As Pacemaker calls it: the action's documented timeout in OCF_RESKEY_CRM_meta_timeout.
+case "$1" in
+{cases}
+    *) t=20 ;;
+esac
+export OCF_RESKEY_CRM_meta_timeout=$((t * 1000))
+begin=$(date +%s)
+{agent} "$@"
+rc=$?
+took=$(( $(date +%s) - begin ))
+[ "$took" -le "$t" ] || echo "$1 took $took s, more than its $t s" >> {overran}
+exit $rc
+""")
+        wrapper.chmod(0o755)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCF_")}
         done = subprocess.run(
             ["ocf-tester", "-n", "test", "-o", f"device={lab.image}", "-o",
-             f"resource={RESOURCE}", "-o", "node_id=1", "-o", f"binary={BINARY}", str(agent)],
-            capture_output=True, text=True, timeout=600, env=env)
+             f"resource={RESOURCE}", "-o", "node_id=1", "-o", f"binary={BINARY}", str(wrapper)],
+            capture_output=True, text=True, timeout=1800, env=env)
+        late = overran.read_text() if overran.exists() else ""
     finally:
         shutil.rmtree(where, ignore_errors=True)
     assert done.returncode == 0 and "passed all tests" in done.stdout, explain(done)
+    assert late == "", late
     assert lab.owner() is None  # it ends with a stop on node 1: stopped everywhere
 
 
