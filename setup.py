@@ -1,6 +1,7 @@
-"""Build hook: the systemd unit, the Pacemaker agents and LICENSE become package data.
+"""Build hook: the systemd unit, the Pacemaker agents, the Prometheus alert rules
+and LICENSE become package data.
 
-They live in tools/systemd, tools/pacemaker and the top directory, where
+They live in tools/systemd, tools/pacemaker, tools/prometheus and the top directory, where
 operators and tests find them in a checkout; the wheel carries copies under
 shareddisk/data/ so that `shareddisk install-units` can put them in place
 after a pip or pipx install (shareddisk/units.py).  Everything else is in
@@ -19,6 +20,8 @@ DATA = {
     "tools/systemd/shareddisk.env.example": "systemd/shareddisk.env.example",
     "tools/pacemaker/shareddisk": "pacemaker/shareddisk",
     "tools/pacemaker/fence_shareddisk": "pacemaker/fence_shareddisk",
+    "tools/prometheus/shareddisk-rules.yml": "prometheus/shareddisk-rules.yml",
+    "tools/prometheus/shareddisk-rules.test.yml": "prometheus/shareddisk-rules.test.yml",
     "LICENSE": "LICENSE",
 }
 

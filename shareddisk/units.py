@@ -1,4 +1,5 @@
-"""The files that go outside the Python environment: systemd unit, Pacemaker agents.
+"""The files that go outside the Python environment: systemd unit, Pacemaker agents,
+Prometheus alert rules.
 
 They ship inside the package (``shareddisk/data/``, copied from
 ``tools/systemd`` and ``tools/pacemaker`` when the wheel is built), because a
@@ -41,6 +42,11 @@ UNIT_FILES = (
              keep_existing=True),
     UnitFile("pacemaker/shareddisk", "/usr/lib/ocf/resource.d/shareddisk/shareddisk", 0o755),
     UnitFile("pacemaker/fence_shareddisk", "/usr/sbin/fence_shareddisk", 0o755),
+    # For the Prometheus server, which usually runs elsewhere: copied from here.
+    UnitFile("prometheus/shareddisk-rules.yml",
+             "/usr/local/share/shareddisk/prometheus/shareddisk-rules.yml", 0o644),
+    UnitFile("prometheus/shareddisk-rules.test.yml",
+             "/usr/local/share/shareddisk/prometheus/shareddisk-rules.test.yml", 0o644),
 )
 
 

@@ -29,6 +29,8 @@ SHIPPED = ["shareddisk/data/systemd/shareddisk@.service",
            "shareddisk/data/systemd/shareddisk.env.example",
            "shareddisk/data/pacemaker/shareddisk",
            "shareddisk/data/pacemaker/fence_shareddisk",
+           "shareddisk/data/prometheus/shareddisk-rules.yml",
+           "shareddisk/data/prometheus/shareddisk-rules.test.yml",
            "shareddisk/data/LICENSE"]
 
 
@@ -39,7 +41,7 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "shareddisk", src / "shareddisk",
                     ignore=shutil.ignore_patterns("__pycache__", "data"))
-    for sub in ("systemd", "pacemaker"):
+    for sub in ("systemd", "pacemaker", "prometheus"):
         shutil.copytree(ROOT / "tools" / sub, src / "tools" / sub)
     out = tmp_path_factory.mktemp("dist")
     proc = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(src)],
@@ -69,7 +71,8 @@ def test_wheel_carries_unit_agents_license_and_one_version(dists: tuple[Path, Pa
     with tarfile.open(sdist) as tf:
         inside = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     for path in ("LICENSE", "setup.py", "tools/systemd/shareddisk@.service",
-                 "tools/pacemaker/shareddisk", "tools/pacemaker/fence_shareddisk"):
+                 "tools/pacemaker/shareddisk", "tools/pacemaker/fence_shareddisk",
+                 "tools/prometheus/shareddisk-rules.yml"):
         assert path in inside
 
 
@@ -95,6 +98,7 @@ def test_install_units_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "would install" in result.output
     assert "usr/sbin/fence_shareddisk" in result.output
+    assert "usr/local/share/shareddisk/prometheus/shareddisk-rules.yml" in result.output
     assert list(tmp_path.iterdir()) == []
 
 
