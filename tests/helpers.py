@@ -7,7 +7,9 @@ misbehave come from the library: :class:`shareddisk.faults.FaultyDevice`.
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from pathlib import Path
 from typing import Callable
 
 from shareddisk.area import Area, Geometry
@@ -134,3 +136,20 @@ def group_area(geometry: Geometry, timeouts: Timeouts, holder: NodeIncarnation, 
                ResourceRecord(index=0, name="sg1", type="storage-group",
                               attributes={"data_devices": [data], **attributes}))
     return area
+
+
+def copy_buildable_tree(root: Path, dest: Path) -> None:
+    """What building shareddisk's sdist and wheel reads, copied from the checkout
+    ``root`` into ``dest`` (so that no build/ appears in the checkout while other
+    tests read it): the top files, the package, and every file MANIFEST.in
+    includes (the unit, the agents and the alert rules setup.py puts in the wheel)."""
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy2(root / name, dest / name)
+    shutil.copytree(root / "shareddisk", dest / "shareddisk",
+                    ignore=shutil.ignore_patterns("__pycache__", "data"))
+    for line in (root / "MANIFEST.in").read_text().splitlines():
+        words = line.split()
+        if words and words[0] == "include":
+            for name in words[1:]:
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / name, dest / name)

@@ -43,6 +43,7 @@ from typing import Iterator
 import pytest
 
 from daemons import PATIENCE, parse_event, wait_for
+from helpers import copy_buildable_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "OPERATIONS.md"
@@ -360,12 +361,7 @@ def walk(tmp_path: Path) -> Iterator[Walk]:
     # no build/ appears in the checkout while other tests read it.
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "LICENSE", "README.md"):
-        shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "shareddisk", src / "shareddisk",
-                    ignore=shutil.ignore_patterns("__pycache__", "data"))
-    for sub in ("systemd", "pacemaker"):
-        shutil.copytree(ROOT / "tools" / sub, src / "tools" / sub)
+    copy_buildable_tree(ROOT, src)
     wheel_dir = tmp_path / "wheel"
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                            "--wheel-dir", str(wheel_dir), str(src)], capture_output=True,

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 import shareddisk
 from shareddisk import units
 from shareddisk.cli import main
+from helpers import copy_buildable_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ["shareddisk/data/systemd/shareddisk@.service",
@@ -37,12 +38,7 @@ SHIPPED = ["shareddisk/data/systemd/shareddisk@.service",
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "LICENSE", "README.md"):
-        shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "shareddisk", src / "shareddisk",
-                    ignore=shutil.ignore_patterns("__pycache__", "data"))
-    for sub in ("systemd", "pacemaker", "prometheus"):
-        shutil.copytree(ROOT / "tools" / sub, src / "tools" / sub)
+    copy_buildable_tree(ROOT, src)
     out = tmp_path_factory.mktemp("dist")
     proc = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(src)],
                           capture_output=True, text=True)
