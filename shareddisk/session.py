@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from shareddisk.area import Area
 from shareddisk.clock import Clock, SystemClock
@@ -46,24 +46,6 @@ def node_slot_lock(area: Area, node_id: int, timeout: float = 0.0,
     offset = area.regions["heartbeat"].record_offset(node_id - 1)
     return host_lock(area.device.path, offset, area.sector_size, what=f"node {node_id}",
                      timeout=timeout, clock=clock, thread_lock=runtime.thread_lock)
-
-
-def _node_class() -> Any:
-    """shareddisk.node.Node, imported when a session first starts a node of its own:
-    a command that borrows its daemon's incarnation never does, and starts in less
-    time (the node's imports, the fence and the disk workers, are a third of them).
-    A Node set on this module (the simulation's stand-in) is the one used."""
-    found = globals().get("Node")
-    if found is None:
-        from shareddisk.node import Node as found
-        globals()["Node"] = found
-    return found
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Node":  # session.Node, as before the import was made late
-        return _node_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Session:
@@ -111,9 +93,12 @@ class Session:
                                        self.runtime)
                 probe.__enter__()
             self._stack.callback(probe.__exit__, None, None, None)
-            node = _node_class()([self.area], self.node_id, clock=self.clock,
-                                 name=f"cli-{self.node_id}", incarnations=self.incarnations,
-                                 runtime=self.runtime)
+            # Late: a command that borrows its daemon's incarnation never starts a
+            # node, and starts sooner without the node's imports (a third of them).
+            from shareddisk.node import Node
+
+            node = Node([self.area], self.node_id, clock=self.clock, name=f"cli-{self.node_id}",
+                        incarnations=self.incarnations, runtime=self.runtime)
             self.runtime.node_made(node)
             node.start()
             self._node = node
