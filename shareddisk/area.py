@@ -8,7 +8,12 @@ Layout (every region starts on a 4 KiB boundary; one record per sector):
     lease              resource_count leases
     resource           resource_count x 2 copies (A, B) x resource_chunks sectors
     log:<name> ...     one region per named log disk, log_size entries each
+    paxos              resource_count lease runs of 1 + node_count sectors:
+                       the Disk Paxos leader record, then one dblock per node
     last device sector backup superblock
+
+Every disk of a cluster holds the same layout; the superblock says which disk
+this is (``disk_index`` of ``disk_count``).
 
 The layout is a pure function of the counts (``compute_layout``); the
 superblock stores the offsets for readers and tools, and ``Area.open`` checks
@@ -35,7 +40,7 @@ from shareddisk.errors import (
     Truncated,
     UsageError,
 )
-from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock
+from shareddisk.format import heartbeat, lease, logrecord, mailbox, paxos, resource, superblock
 from shareddisk.format.record import SECTOR_SIZES, RecordCodec, is_blank
 
 REGION_ALIGN = 4096
@@ -55,8 +60,10 @@ FIXED_REGIONS: dict[str, RecordCodec] = {
     "mailbox": mailbox.CODEC,
     "lease": lease.CODEC,
     "resource": resource.CODEC,
+    "paxos": paxos.LEADER_CODEC,
 }
 LOG_PREFIX = "log:"
+MAX_DISKS = 9
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,14 @@ class Region:
     offset: int
     count: int
     stride: int
+    run: int = 1                       # records per run: ``codec`` first, then ``inner``
+    inner: RecordCodec | None = None   # the other records of a run (paxos: dblocks)
+
+    def codec_at(self, index: int) -> RecordCodec:
+        """The codec of record ``index`` (the paxos region mixes two kinds)."""
+        if self.inner is None or index % self.run == 0:
+            return self.codec
+        return self.inner
 
     @property
     def length(self) -> int:
@@ -158,14 +173,22 @@ def compute_layout(geometry: Geometry) -> Layout:
         offset = _align(offset, align)
         regions[name] = Region(name, codec, offset, count, s)
         offset += count * s
+    run = 1 + geometry.node_count  # one lease: leader + a dblock per node
+    offset = _align(offset, align)
+    regions["paxos"] = Region("paxos", paxos.LEADER_CODEC, offset,
+                              geometry.resource_count * run, s, run, paxos.DBLOCK_CODEC)
+    offset += geometry.resource_count * run * s
     area_size = _align(offset, align) + s  # + backup superblock sector
     return Layout(geometry, regions, area_size)
 
 
 def superblock_values(layout: Layout, *, cluster_uuid: bytes, cluster_name: str,
-                      created_ns: int, backup_offset: int) -> dict[str, Any]:
-    """The superblock fields that describe ``layout``."""
+                      created_ns: int, backup_offset: int, disk_index: int = 0,
+                      disk_count: int = 1) -> dict[str, Any]:
+    """The superblock fields that describe ``layout`` on disk ``disk_index`` of ``disk_count``."""
     g = layout.geometry
+    if not 0 <= disk_index < disk_count <= MAX_DISKS:
+        raise UsageError(f"disk {disk_index} of {disk_count}: a cluster has 1..{MAX_DISKS} disks")
     check_name(cluster_name, "cluster name", superblock.CLUSTER_NAME_BYTES)
     regions = layout.regions
 
@@ -184,6 +207,7 @@ def superblock_values(layout: Layout, *, cluster_uuid: bytes, cluster_name: str,
         log_disk_count=len(g.log_disks), interval_ms=g.interval_ms,
         io_timeout_ms=g.interval_ms, heartbeat=entry("heartbeat"), mailbox=entry("mailbox"),
         lease=entry("lease"), resource=entry("resource"), log_disks=logs,
+        disk_index=disk_index, disk_count=disk_count, paxos=entry("paxos"),
     )
 
 
@@ -201,10 +225,11 @@ def layout_from_superblock(sb: dict[str, Any], where: str) -> Layout:
         expected = superblock_values(layout, cluster_uuid=sb["cluster_uuid"],
                                      cluster_name=sb["cluster_name"],
                                      created_ns=sb["created_ns"],
-                                     backup_offset=sb["backup_offset"])
+                                     backup_offset=sb["backup_offset"],
+                                     disk_index=sb["disk_index"], disk_count=sb["disk_count"])
     except UsageError as exc:
         raise BadLayout(f"{where}: impossible superblock values: {exc}") from None
-    for key in ("area_size", "heartbeat", "mailbox", "lease", "resource", "log_disks"):
+    for key in ("area_size", "heartbeat", "mailbox", "lease", "resource", "log_disks", "paxos"):
         if sb[key] != expected[key]:
             raise BadLayout(f"{where}: region table entry {key!r} disagrees with the counts "
                             f"(stored {sb[key]}, expected {expected[key]})")
@@ -250,6 +275,19 @@ class Area:
     @property
     def cluster_uuid(self) -> str:
         return str(uuidlib.UUID(bytes=self.superblock["cluster_uuid"]))
+
+    @property
+    def disk_index(self) -> int:
+        """This disk's position among the cluster's disks (0-based)."""
+        return self.superblock["disk_index"]
+
+    @property
+    def members(self) -> list["Area"]:
+        """The per-disk areas behind this one, in disk-index order: itself.
+
+        A replicated area (shareddisk/replicas.py) has one per disk; the
+        Disk Paxos ballot runs over them."""
+        return [self]
 
     def region(self, name: str) -> Region:
         try:

@@ -189,9 +189,11 @@ def check_device(device: BlockDevice, geometry: Geometry, *, force: bool = False
 def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = "cluster",
                 cluster_uuid: uuidlib.UUID | None = None, force: bool = False,
                 clock: Clock | None = None, progress: Progress | None = None,
-                ignore_live: bool = False) -> Created:
+                ignore_live: bool = False, disk_index: int = 0, disk_count: int = 1) -> Created:
     """Write a fresh, empty area on ``device``; see the module docstring for the checks.
 
+    ``disk_index`` of ``disk_count`` is the disk's position in its cluster
+    (``init`` numbers its devices in command-line order).
     ``progress(done, total)`` (shareddisk.progress) follows the writing in
     bytes of the area, ``total`` being its size.  Forced, it also erases the
     sectors of the signatures found outside the area (an old format's end
@@ -206,7 +208,8 @@ def create_area(device: BlockDevice, geometry: Geometry, *, cluster_name: str = 
     cluster_uuid = cluster_uuid or uuidlib.uuid4()
     backup_offset = usable - s
     sb = superblock_values(layout, cluster_uuid=cluster_uuid.bytes, cluster_name=cluster_name,
-                           created_ns=int(clock.wall() * 1e9), backup_offset=backup_offset)
+                           created_ns=int(clock.wall() * 1e9), backup_offset=backup_offset,
+                           disk_index=disk_index, disk_count=disk_count)
     sb_record = superblock.CODEC.encode(sb, s)
 
     tally = Tally(progress, layout.area_size)
@@ -253,7 +256,10 @@ def _fill(device: BlockDevice, region: Region, geometry: Geometry, tally: Tally)
     per_batch = max(1, WRITE_BATCH // region.stride)
     for first in range(0, region.count, per_batch):
         last = min(region.count, first + per_batch)
-        batch = b"".join(empty_record(region, geometry, i) for i in range(first, last))
+        if region.name == "paxos":  # a blank block is a lease block in its initial state
+            batch = bytes((last - first) * region.stride)
+        else:
+            batch = b"".join(empty_record(region, geometry, i) for i in range(first, last))
         device.write(region.record_offset(first), batch)
         tally.to(region.record_offset(first) + len(batch))
 

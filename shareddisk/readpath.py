@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable, Iterator
 from shareddisk.area import LOG_PREFIX, Area, Region
 from shareddisk.crc import crc32c
 from shareddisk.errors import FormatError
-from shareddisk.format import heartbeat, logrecord, mailbox, resource
-from shareddisk.format.record import RecordCodec
+from shareddisk.format import heartbeat, logrecord, mailbox, paxos, resource
+from shareddisk.format.record import RecordCodec, is_blank
 
 READ_BATCH = 1 << 20
 """Bytes read at once when a whole region is checked."""
@@ -62,8 +62,10 @@ def crcs(codec: RecordCodec, buf: bytes | memoryview) -> tuple[str, str]:
 def check_record(device_path: str, region: Region, index: int, buf: bytes,
                  expect: dict[str, int]) -> Checked:
     """Decode one record and check padding and identity fields against ``expect``."""
-    codec = region.codec
+    codec = region.codec_at(index)
     offset = region.offset + index * region.stride
+    if region.name == "paxos" and is_blank(buf):  # a lease block never written: initial
+        return Checked(region.name, index, offset, _initial_paxos(region, index))
 
     def where() -> str:  # built only for damage: dump reads thousands of good records
         return f"{device_path}: {region.name} record {index} at offset {offset}"
@@ -92,11 +94,20 @@ def check_record(device_path: str, region: Region, index: int, buf: bytes,
     return Checked(region.name, index, offset, values)
 
 
+def _initial_paxos(region: Region, index: int) -> dict[str, Any]:
+    lease, block = divmod(index, region.run)
+    return paxos.empty_dblock(lease, block) if block else paxos.empty_leader(lease)
+
+
 def expectations(area: Area, region: Region, index: int) -> dict[str, int]:
     """The identity fields record ``index`` of ``region`` must hold."""
     name = region.name
     if name in ("heartbeat", "mailbox"):
         return {"node_id": index + 1}
+    if name == "paxos":
+        lease, block = divmod(index, region.run)
+        return {"resource_index": lease, "node_id": block} if block else \
+            {"resource_index": lease}
     if name == "lease":
         return {"resource_index": index}
     if name == "resource":
@@ -133,8 +144,10 @@ def impossible_values(area: Area, region: str, values: dict[str, Any] | None) ->
         if values["resource"] > resources:
             return (f"resource number {values['resource']} beyond the {resources} resources "
                     f"of the area")
-    if region == "lease" and values["owner_id"] > nodes:
+    if region in ("lease", "paxos") and values.get("owner_id", 0) > nodes:
         return f"owner node {values['owner_id']} beyond the {nodes} nodes of the area"
+    if region == "paxos" and values.get("inp_owner_id", 0) > nodes:
+        return f"voted-for node {values['inp_owner_id']} beyond the {nodes} nodes of the area"
     if region.startswith(LOG_PREFIX):
         if not _enum_ok(logrecord.EntryType, values["entry_type"]):
             return f"impossible log entry type {values['entry_type']}"
@@ -163,7 +176,7 @@ def iter_region(area: Area, region: Region, indexes: range | None = None,
             problem = None if checked.damage is not None else \
                 impossible_values(area, region.name, checked.values)
             if problem is not None:
-                expected, found = crcs(region.codec, buf)
+                expected, found = crcs(region.codec_at(i), buf)
                 checked = Checked(region.name, i, checked.offset, None, Damage(
                     region.name, i, checked.offset,
                     f"{area.device.path}: {region.name} record {i} at offset {checked.offset}: "

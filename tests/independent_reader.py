@@ -40,7 +40,9 @@ SB_REGION = struct.Struct("<QII")              # offset, count, stride
 SB_REGIONS = ("heartbeat", "mailbox", "lease", "resource")
 SB_LOG_DISK = struct.Struct("<16sQI")          # name, offset, count
 SB_LOG_DISKS = 8
-SUPERBLOCK_SIZE = SB_HEAD.size + len(SB_REGIONS) * SB_REGION.size + SB_LOG_DISKS * SB_LOG_DISK.size
+SB_DISK = struct.Struct("<HH")                 # disk_index, disk_count (format version 2)
+SUPERBLOCK_SIZE = (SB_HEAD.size + len(SB_REGIONS) * SB_REGION.size
+                   + SB_LOG_DISKS * SB_LOG_DISK.size + SB_DISK.size + SB_REGION.size)
 
 HEARTBEAT = struct.Struct("<HBBQQQQQHHI64s256s")
 HEARTBEAT_FIELDS = ("node_id", "state", "flags", "incarnation", "counter",
@@ -121,6 +123,9 @@ def parse_superblock(image: bytes, offset: int = 0, sector_size: int | None = No
         disks.append({"name": _text(name), "offset": log_offset, "count": count})
         at += SB_LOG_DISK.size
     sb["log_disks"] = disks
+    sb["disk_index"], sb["disk_count"] = SB_DISK.unpack_from(payload, at)
+    at += SB_DISK.size
+    sb["paxos"] = dict(zip(("offset", "count", "stride"), SB_REGION.unpack_from(payload, at)))
     return sb
 
 
@@ -131,16 +136,20 @@ def check_layout(sb: dict[str, Any]) -> list[str]:
     regions = [(n, sb[n]["offset"], sb[n]["count"]) for n in SB_REGIONS]
     regions += [("log:" + d["name"], d["offset"], d["count"])
                 for d in sb["log_disks"][:sb["log_disk_count"]]]
+    regions.append(("paxos", sb["paxos"]["offset"], sb["paxos"]["count"]))
     expected_counts = {"heartbeat": sb["node_count"], "mailbox": sb["node_count"],
                        "lease": sb["resource_count"],
-                       "resource": sb["resource_count"] * 2 * sb["resource_chunks"]}
+                       "resource": sb["resource_count"] * 2 * sb["resource_chunks"],
+                       "paxos": sb["resource_count"] * (1 + sb["node_count"])}
+    if not sb["disk_index"] < sb["disk_count"]:
+        problems.append(f"disk index {sb['disk_index']} of {sb['disk_count']} disks")
     end = s  # sector 0 holds the primary superblock
     for name, offset, count in regions:
         if offset % max(REGION_ALIGN, s) or offset < end:
             problems.append(f"{name} at {offset}: not aligned or overlaps (previous end {end})")
         if name in expected_counts and count != expected_counts[name]:
             problems.append(f"{name}: {count} records, counts say {expected_counts[name]}")
-        if name in SB_REGIONS and sb[name]["stride"] != s:
+        if name in (*SB_REGIONS, "paxos") and sb[name]["stride"] != s:
             problems.append(f"{name}: stride {sb[name]['stride']} != sector size {s}")
         end = offset + count * s
     for d in sb["log_disks"][sb["log_disk_count"]:]:

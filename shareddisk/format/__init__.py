@@ -1,6 +1,7 @@
 """On-disk formats: one module per structure, each declared once with construct."""
 
-from shareddisk.format import heartbeat, lease, logrecord, mailbox, resource, superblock, volume
+from shareddisk.format import (heartbeat, lease, logrecord, mailbox, paxos, resource, superblock,
+                               volume)
 from shareddisk.format.record import Kind, RecordCodec
 
 CODECS: dict[Kind, RecordCodec] = {
@@ -12,4 +13,6 @@ CODECS: dict[Kind, RecordCodec] = {
     Kind.LOG: logrecord.CODEC,
     Kind.VOLUME_TABLE: volume.TABLE_CODEC,
     Kind.VOLUME: volume.CODEC,
+    Kind.PAXOS_LEADER: paxos.LEADER_CODEC,
+    Kind.PAXOS_DBLOCK: paxos.DBLOCK_CODEC,
 }

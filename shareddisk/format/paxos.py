@@ -27,13 +27,10 @@ from typing import Any
 import construct as cs
 
 from shareddisk.errors import BadLayout
-from shareddisk.format.heartbeat import NODE_NAME_BYTES
-from shareddisk.format.record import RecordCodec, is_blank
+from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec, is_blank
 
-# Record kinds 9 and 10.  Not in record.Kind yet: every Kind must be a region
-# of the v1 layout (tests/unit/test_format.py); format v2 adds them there.
-KIND_LEADER = 9
-KIND_DBLOCK = 10
+KIND_LEADER = Kind.PAXOS_LEADER
+KIND_DBLOCK = Kind.PAXOS_DBLOCK
 
 LEADER = cs.Struct(
     "resource_index" / cs.Int16ul,    # which lease: refuses a misplaced record

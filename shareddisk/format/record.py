@@ -65,6 +65,8 @@ class Kind(enum.IntEnum):
     LOG = 6
     VOLUME_TABLE = 7   # on a data device: the image driver's volume table header
     VOLUME = 8         # on a data device: one volume table entry
+    PAXOS_LEADER = 9   # block 0 of a lease run in the paxos region (format/paxos.py)
+    PAXOS_DBLOCK = 10  # block k of a lease run: node k's ballot state
 
 
 # --- declaration walking: offsets for docs and hex views, struct fast path --

@@ -45,6 +45,10 @@ SUPERBLOCK = cs.Struct(
     "lease" / REGION,
     "resource" / REGION,
     "log_disks" / cs.Array(MAX_LOG_DISKS, LOG_DISK),
+    # Format version 2:
+    "disk_index" / cs.Int16ul,        # this disk's position among the cluster's disks
+    "disk_count" / cs.Int16ul,        # how many disks the cluster has (init's devices)
+    "paxos" / REGION,                 # Disk Paxos lease runs, per disk (docs/PAXOS.md)
 )
 
 CODEC = RecordCodec(Kind.SUPERBLOCK, "superblock", SUPERBLOCK)

@@ -85,6 +85,8 @@ def superblock_json(area: Area) -> dict[str, Any]:
         "format_version": 1,
         "cluster_uuid": area.cluster_uuid,
         "cluster_name": sb["cluster_name"],
+        "disk_index": sb["disk_index"],
+        "disk_count": sb["disk_count"],
         "created": _time(sb["created_ns"]),
         "created_ns": sb["created_ns"],
         "sector_size": sb["sector_size"],

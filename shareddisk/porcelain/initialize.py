@@ -71,11 +71,12 @@ def init(devices: Sequence[str], *, nodes: int, resources: int = DEFAULT_RESOURC
                 refuse_live(opened, SystemClock())
             cluster_uuid = uuidlib.uuid4()
             results = []
-            for dev in opened:
+            for index, dev in enumerate(opened):
                 with _maybe(bar, f"init {dev.path}") as drawn:
                     results.append(create_area(dev, geometry, cluster_name=cluster_name,
                                                force=True, cluster_uuid=cluster_uuid,
-                                               progress=drawn, ignore_live=True))
+                                               progress=drawn, ignore_live=True,
+                                               disk_index=index, disk_count=len(opened)))
         except BaseException:
             for path in missing:  # we created them: leave nothing behind on failure
                 with contextlib.suppress(OSError):

@@ -126,7 +126,8 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, ExecScripts):
         for d in range(cfg.disks):
             dev = MemoryDevice(size)
             dev.path = f"<disk{d}>"
-            create_area(dev, geometry, cluster_name="sim", cluster_uuid=cluster, clock=self.clock)
+            create_area(dev, geometry, cluster_name="sim", cluster_uuid=cluster, clock=self.clock,
+                        disk_index=d, disk_count=cfg.disks)
             self.disks.append(dev)
         self.raw_areas = [Area.open(dev) for dev in self.disks]
         self.data: dict[str, MemoryDevice] = {}

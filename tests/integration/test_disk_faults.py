@@ -56,7 +56,8 @@ class Cluster:
             with open(path, "wb") as f:
                 f.truncate(required_size(geometry))
             with FileImage(str(path)) as dev:
-                create_area(dev, geometry, cluster_name="faulty", cluster_uuid=cluster_uuid)
+                create_area(dev, geometry, cluster_name="faulty", cluster_uuid=cluster_uuid,
+                            disk_index=i - 1, disk_count=3)
             self.images.append(str(path))
         self.procs: dict[int, subprocess.Popen] = {}
         self.logs: dict[int, Path] = {}

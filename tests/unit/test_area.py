@@ -79,7 +79,8 @@ def test_layout_regions_aligned_ordered_disjoint(sector_size, kw):
     g = layout.geometry
     regions = list(layout.regions.values())
     assert [r.name for r in regions] == \
-        ["heartbeat", "mailbox", "lease", "resource"] + [f"log:{n}" for n in g.log_disks]
+        ["heartbeat", "mailbox", "lease", "resource"] + [f"log:{n}" for n in g.log_disks] + \
+        ["paxos"]
     previous_end = sector_size  # sector 0 holds the primary superblock
     for r in regions:
         assert r.offset % REGION_ALIGN == 0, r.name
@@ -94,6 +95,11 @@ def test_layout_regions_aligned_ordered_disjoint(sector_size, kw):
     assert counts["resource"] == g.resource_count * 2 * g.resource_chunks
     for name in g.log_disks:
         assert counts[f"log:{name}"] == g.log_size
+    paxos = layout.regions["paxos"]  # a lease run: the leader, then a dblock per node
+    assert counts["paxos"] == g.resource_count * (1 + g.node_count) and paxos.run == 1 + g.node_count
+    if g.resource_count:
+        assert paxos.codec_at(0).name == "paxos_leader" == paxos.codec_at(paxos.run).name
+        assert paxos.codec_at(1).name == "paxos_dblock" == paxos.codec_at(paxos.run - 1).name
     # area_size: the regions, aligned, plus one sector for the backup superblock
     assert layout.area_size % sector_size == 0
     assert layout.area_size - sector_size >= previous_end
@@ -107,8 +113,8 @@ def test_layout_known_offsets_512():
                                      log_disks=("log0",), log_size=256))
     assert {n: (r.offset, r.count) for n, r in layout.regions.items()} == {
         "heartbeat": (4096, 3), "mailbox": (8192, 3), "lease": (12288, 16),
-        "resource": (20480, 256), "log:log0": (151552, 256)}
-    assert layout.area_size == 151552 + 256 * 512 + 512
+        "resource": (20480, 256), "log:log0": (151552, 256), "paxos": (282624, 64)}
+    assert layout.area_size == 282624 + 64 * 512 + 512
 
 
 def test_layout_4096_uses_one_sector_per_record():

@@ -284,7 +284,7 @@ def test_dump_json(cli, image):
     assert data["superblock"]["node_count"] == 3
     assert data["superblock"]["source"] == "primary"
     assert [r["name"] for r in data["regions"]] == \
-        ["heartbeat", "mailbox", "lease", "resource", "log:log0", "log:log1"]
+        ["heartbeat", "mailbox", "lease", "resource", "log:log0", "log:log1", "paxos"]
     assert [h["node_id"] for h in data["heartbeat"]] == [1, 2, 3]
     assert len(data["resource"]) == 4
     assert data["damaged_records"] == 0

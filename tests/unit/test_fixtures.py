@@ -154,7 +154,8 @@ def test_independent_reader_agrees_on_superblock(name):
     assert sb["backup_offset"] == lib["backup"]["offset"]
     assert sb["area_size"] == dump["device_size"]
     regions = {r["name"]: (r["offset"], r["records"], r["stride"]) for r in dump["regions"]}
-    mine = {n: (sb[n]["offset"], sb[n]["count"], sb[n]["stride"]) for n in reader.SB_REGIONS}
+    mine = {n: (sb[n]["offset"], sb[n]["count"], sb[n]["stride"])
+            for n in (*reader.SB_REGIONS, "paxos")}
     mine.update({"log:" + d["name"]: (d["offset"], d["count"], sb["sector_size"])
                  for d in sb["log_disks"][:sb["log_disk_count"]]})
     assert mine == regions

@@ -21,7 +21,7 @@ from shareddisk.errors import (
     Truncated,
     UnsupportedVersion,
 )
-from shareddisk.format import CODECS, heartbeat, lease, logrecord, mailbox, resource, volume
+from shareddisk.format import CODECS, heartbeat, lease, logrecord, mailbox, paxos, resource, volume
 from shareddisk.format.record import (
     CRC_SIZE,
     FORMAT_VERSION,
@@ -63,6 +63,12 @@ def sample_values(codec: RecordCodec) -> dict:
     if codec.kind is Kind.VOLUME:
         return dict(volume.entry(bytes(range(16)), 3, volume.VolumeState.ACTIVE, "db",
                                  2 << 20, 8 << 20), flags=1)
+    if codec.kind is Kind.PAXOS_LEADER:
+        return dict(paxos.empty_leader(3), owner_id=2, generation=9, owner_incarnation=4,
+                    owner_name="node-2")
+    if codec.kind is Kind.PAXOS_DBLOCK:
+        return dict(paxos.empty_dblock(3, 2), lver=9, mbal=(5 << 16) | 2, bal=(4 << 16) | 2,
+                    inp_owner_id=2, inp_incarnation=4, inp_name="node-2")
     assert codec.kind is Kind.SUPERBLOCK
     region = dict(offset=4096, count=4, stride=512)
     logs = [dict(name="log0", offset=65536, count=16)] + \
@@ -72,7 +78,7 @@ def sample_values(codec: RecordCodec) -> dict:
                 backup_offset=(1 << 20) - 512, node_count=4, resource_count=2,
                 resource_chunks=8, log_disk_count=1, interval_ms=1000,
                 io_timeout_ms=1000, heartbeat=region, mailbox=region, lease=region,
-                resource=region, log_disks=logs)
+                resource=region, log_disks=logs, disk_index=1, disk_count=3, paxos=region)
 
 
 def encoded(codec: RecordCodec, sector_size: int = 512) -> bytearray:

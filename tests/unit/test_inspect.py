@@ -94,7 +94,7 @@ def test_dump_of_a_fresh_area_lists_every_record(sector_size):
     assert sb["sector_size"] == sector_size
     assert sb["log_disks"] == ["log0", "log1"]
     assert [r["name"] for r in d["regions"]] == \
-        ["heartbeat", "mailbox", "lease", "resource", "log:log0", "log:log1"]
+        ["heartbeat", "mailbox", "lease", "resource", "log:log0", "log:log1", "paxos"]
     assert [r["node_id"] for r in d["heartbeat"]] == [1, 2, 3]
     assert {r["state"] for r in d["heartbeat"]} == {"empty"}
     assert [r["node_id"] for r in d["mailbox"]] == [1, 2, 3]
