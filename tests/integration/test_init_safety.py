@@ -106,7 +106,7 @@ def _area_on_loop(tmp_path: Path, loops, nodes: int = 1200) -> tuple[Path, str]:
     """An area reaching past 1 MiB (1,200 slots) on a loop device over an image."""
     img = tmp_path / "disk.img"
     with open(img, "wb") as f:
-        f.truncate(8 * MiB)
+        f.truncate(16 * MiB)
     dev = loops.attach(img)
     proc = shareddisk("init", dev, "--nodes", nodes)
     assert proc.returncode == 0, proc.stderr
