@@ -125,6 +125,13 @@ class StaleVersion(ConflictError):
     """A compare-and-swap found the record at a different version."""
 
 
+class DiskIdentityError(ConflictError):
+    """The devices given are not one cluster's disks, each once: a disk of
+    another cluster, a disk given twice, two disks claiming one index, or a
+    disk of the cluster missing.  A wrong set of disks could make a minority
+    look like a majority, so nothing is written."""
+
+
 class OwnerGuardRefused(ConflictError):
     """owner_host does not name this host: going online would risk two owners."""
 
