@@ -57,6 +57,10 @@ class UnsupportedVersion(FormatError):
     """The record was written by a format version this code does not read."""
 
 
+class OldFormatVersion(UnsupportedVersion):
+    """A format version 1 area: ``shareddisk upgrade`` converts it, offline."""
+
+
 class Truncated(FormatError):
     """The device or buffer ends before the structure does."""
 
