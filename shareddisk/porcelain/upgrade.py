@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from shareddisk.area import (
+    DEFAULT_LOG_SIZE,
     LOG_PREFIX,
     Area,
     Geometry,
@@ -123,7 +124,7 @@ def _geometry(sb: dict[str, Any]) -> Geometry:
     names = tuple(d["name"] for d in sb["log_disks"][: sb["log_disk_count"]])
     return Geometry(sector_size=sb["sector_size"], node_count=sb["node_count"],
                     resource_count=sb["resource_count"], log_disks=names,
-                    log_size=sb["log_disks"][0]["count"] if names else 1,
+                    log_size=sb["log_disks"][0]["count"] if names else DEFAULT_LOG_SIZE,
                     resource_chunks=sb["resource_chunks"], interval_ms=sb["interval_ms"])
 
 
