@@ -72,7 +72,8 @@ class Node:
                  whole_cluster: bool = True):
         self.runtime = runtime  # the disks' workers and rounds (shareddisk/runtime.py)
         self.disks = open_disks(areas, whole_cluster=whole_cluster)  # every disk, each once
-        self.identity = identity.Watch(areas)  # fence if an area is re-created under us
+        # Fence if an area is re-created under us; in disk order, as the reads are.
+        self.identity = identity.Watch([d.area for d in self.disks])
         for disk in self.disks:
             disk.worker = runtime.disk_worker(disk.path, clock, threaded_io)
         first = self.disks[0].area

@@ -162,12 +162,21 @@ def test_a_node_given_fewer_disks_than_the_cluster_has_is_refused() -> None:
 
 def test_a_node_given_the_disks_in_another_order_uses_them_in_disk_order() -> None:
     c = Cluster(disks=3)
+    for i, mem in enumerate(c.mems):  # disks of different sizes: backup superblocks differ
+        grown = make_device(GEOMETRY, size=(64 + 4 * i) * 1024, cluster=99, disk_index=i,
+                            disk_count=3)
+        mem.data, mem.size = grown.data, grown.size
     areas = c.areas()
-    node = Node([areas[2], areas[0], areas[1]], 1, clock=c.clock, fence=Fence())
+    fence = Fence()
+    node = Node([areas[2], areas[0], areas[1]], 1, clock=c.clock, fence=fence)
     assert [d.area.disk_index for d in node.disks] == [0, 1, 2]
     assert [d.path for d in node.disks] == [f"<memory disk {i}>" for i in range(3)]
     node.start()
     assert all(c.slot(1, disk)["state"] == heartbeat.SlotState.JOINING for disk in range(3))
+    for _ in range(int(T.join_wait) + 3):  # each round checks every disk's superblock
+        c.clock.advance(T.interval)
+        node.step()
+    assert fence.calls == [] and c.slot(1, 2)["state"] == heartbeat.SlotState.ALIVE
 
 
 def test_the_same_device_twice_is_refused() -> None:
