@@ -162,3 +162,13 @@ def test_a_command_session_may_take_a_subset_but_never_a_foreign_disk() -> None:
     assert cluster_order([areas[2], areas[1]], whole_cluster=False) == [areas[1], areas[2]]
     with pytest.raises(DiskIdentityError, match="another cluster"):
         cluster_order([areas[0], cluster(3, number=8)[1]], whole_cluster=False)
+
+
+def test_a_daemon_given_the_disks_in_another_order_keeps_disk_0_first(tmp_path: Path) -> None:
+    from shareddisk.clock import FakeClock
+    from shareddisk.daemon import Daemon
+    areas = cluster(3)
+    daemon = Daemon([areas[2], areas[0], areas[1]], 1, clock=FakeClock(), state_dir=tmp_path,
+                    threaded_io=False)
+    assert [a.disk_index for a in daemon.areas] == [0, 1, 2]
+    assert daemon.manager.area.disk_index == daemon.config.area.disk_index == 0
