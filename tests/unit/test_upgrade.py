@@ -309,3 +309,17 @@ def test_upgrade_cli_refuses_with_exit_5_while_a_node_heartbeats(
     data = path.read_bytes()
     assert data[:4096] == image[:4096] and data[4608:len(image)] == image[4608:]
     assert data[len(image):] == bytes(GROWN - len(image))
+
+
+def test_upgrade_cli_three_disks_then_status_takes_them_in_any_order(tmp_path: Path) -> None:
+    paths = [v1_file(tmp_path, copy=f"d{i}.img") for i in range(3)]
+    for path in paths:
+        with open(path, "r+b") as f:
+            f.truncate(GROWN)
+    result = run("upgrade", *paths, "--ignore-live-nodes")
+    assert result.exit_code == 0, result.output
+    assert f"{paths[2]}: converted to format version 2 as disk index 2 of 3" in result.stdout
+    status = run("status", paths[1], paths[2], paths[0], "--json")
+    assert status.exit_code == 0, status.output
+    missing = run("status", paths[1], paths[2])
+    assert missing.exit_code == EXIT_CONFLICT and "disk index 0 is missing" in missing.stderr
