@@ -2,8 +2,9 @@
 
 :func:`open_disks` checks that the opened areas are every disk of one
 cluster, each given once (a disk counts once toward the majority), puts them
-in disk-index order and pairs each with its slot scanner.  The heartbeat loop (shareddisk/node.py) and the
-status reader (shareddisk/status.py) both start from it.
+in disk-index order and pairs each with its slot scanner.  The heartbeat loop
+(shareddisk/node.py) and the status reader (shareddisk/status.py) both start
+from it.
 """
 
 from __future__ import annotations

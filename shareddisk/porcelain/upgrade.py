@@ -202,8 +202,9 @@ def plan(disks: list[Disk]) -> list[dict[str, Any]]:
     leases = []
     table = bytearray()
     for index in range(regions["lease"].count):
-        where = f"{first.path}: lease record {index} at offset {regions['lease'].record_offset(index)}"
-        values = lease.CODEC.decode(source.read(regions["lease"].record_offset(index), s), 0, where)
+        offset = regions["lease"].record_offset(index)
+        where = f"{first.path}: lease record {index} at offset {offset}"
+        values = lease.CODEC.decode(source.read(offset, s), 0, where)
         if values["resource_index"] != index:
             raise BadLayout(f"{where}: holds the lease of resource {values['resource_index']}")
         leases.append({"resource_index": index, "generation": values["generation"],
@@ -336,8 +337,8 @@ def upgrade(devices: Sequence[str | BlockDevice], *, dry_run: bool = False,
 def describe(report: dict[str, Any]) -> str:
     """The report as lines for people."""
     if "note" in report:
-        return "\n".join(f"{f['device']}: format version {f['version']}" for f in report["found"]) \
-            + f"\n{report['note']}"
+        found = [f"{f['device']}: format version {f['version']}" for f in report["found"]]
+        return "\n".join([*found, report["note"]])
     verb = "would convert" if report["dry_run"] else "converted"
     lines = []
     for found, disk in zip(report["found"], report["disks"]):
