@@ -36,12 +36,13 @@ from shareddisk.errors import (
     BadMagic,
     ForeignData,
     FormatError,
+    OldFormatVersion,
     SectorSizeMismatch,
     Truncated,
     UsageError,
 )
 from shareddisk.format import heartbeat, lease, logrecord, mailbox, paxos, resource, superblock
-from shareddisk.format.record import SECTOR_SIZES, RecordCodec, is_blank
+from shareddisk.format.record import MAGIC, SECTOR_SIZES, Kind, RecordCodec, is_blank
 
 REGION_ALIGN = 4096
 MAX_NODES = 2048
@@ -313,6 +314,8 @@ class Area:
     def open(cls, device: BlockDevice) -> "Area":
         """Read and check the superblock (falling back to the backup) and the layout.
 
+        A format version 1 area is refused with one line naming the command
+        that converts it (OldFormatVersion, exit 3).
         The backup is used only for a primary that is *damaged* (a few bytes
         differ from the backup), never for one that was written over, and
         any foreign signature the probes know refuses the device (ForeignData,
@@ -325,6 +328,10 @@ class Area:
             raise Truncated(f"{path}: device holds {device.size} bytes, too small for a "
                             f"shareddisk superblock")
         head = device.read(0, probe)
+        if head[:4] == MAGIC and struct.unpack_from("<HH", head, 4) == (1, Kind.SUPERBLOCK):
+            raise OldFormatVersion(
+                f"{path}: format version 1 area; convert it offline with `shareddisk upgrade "
+                f"<all devices>` (stop every node first)")
         _decode_copy(primary, head, 0, f"{path}: primary superblock at offset 0")
         backup = find_backup(device, primary.values, head)
         chosen = primary if primary.error is None else backup

@@ -415,6 +415,27 @@ def repair(device: str, dry_run: bool, as_json: bool) -> None:
         sys.exit(EXIT_DAMAGE)
 
 
+@main.command()
+@click.argument("devices", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@click.option("--ignore-live-nodes", is_flag=True,
+              help="Skip the watch for nodes that still heartbeat (only when sure none runs).")
+@json_option
+def upgrade(devices: tuple[str, ...], dry_run: bool, ignore_live_nodes: bool,
+            as_json: bool) -> None:
+    """Convert a format version 1 cluster on DEVICES to format version 2, offline.
+
+    Give every device of the cluster, the FIRST being the disk that held the
+    resources, leases and logs in version 1 (its init's first device); disks
+    are numbered in the order given.  Stop every node first (refused, exit 5,
+    while a heartbeat moves).  Running it again completes a run that stopped
+    part-way; once every device is version 2 it writes nothing.
+    """
+    from shareddisk.porcelain.upgrade import describe, upgrade as upgrade_areas
+    data = upgrade_areas(devices, dry_run=dry_run, ignore_live_nodes=ignore_live_nodes)
+    _emit(as_json, data, describe(data))
+
+
 # --- resources and attributes -------------------------------------------------
 
 node_option = click.option(

@@ -17,7 +17,7 @@ import os
 import stat
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from shareddisk import foreign, signatures
 from shareddisk.area import (
@@ -106,17 +106,19 @@ def _slots(area: Area) -> dict[int, dict[str, Any]]:
     return out
 
 
-def live_writers(devices: list[BlockDevice], clock: Clock) -> list[str]:
+def live_writers(devices: list[BlockDevice], clock: Clock,
+                 open_area: Callable[[BlockDevice], Area] = Area.open) -> list[str]:
     """Nodes seen writing their heartbeat on any of ``devices``, watched long
     enough to tell: a node that has not written for ``renew_fail`` of its
     own interval has fenced itself (shareddisk/timeouts.py), so a slot that
     says joining/alive but stays still that long (plus one interval) is a
     crashed node's.  Returns one description per live node; [] at once when
-    no slot says joining or alive."""
+    no slot says joining or alive.  ``open_area`` reads a device as an area
+    (upgrade reads version 1 areas through its own)."""
     watched = []
     for dev in devices:
         try:
-            area = Area.open(dev)
+            area = open_area(dev)
         except ShareddiskError:
             continue  # not a readable area: nothing of ours writes there
         watched.append((area, _slots(area)))

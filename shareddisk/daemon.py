@@ -61,6 +61,7 @@ class Daemon:
                              write=runtime.write_atomically),
                          watchdog=watchdog, runtime=runtime)
         self.watchdog = watchdog
+        areas = [d.area for d in self.node.disks]  # in disk order: areas[0] is disk index 0
         self.areas = areas
         self.clock = clock
         for area in areas:  # no thread of ours writes once we are past the renew deadline

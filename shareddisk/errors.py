@@ -57,6 +57,10 @@ class UnsupportedVersion(FormatError):
     """The record was written by a format version this code does not read."""
 
 
+class OldFormatVersion(UnsupportedVersion):
+    """A format version 1 area: ``shareddisk upgrade`` converts it, offline."""
+
+
 class Truncated(FormatError):
     """The device or buffer ends before the structure does."""
 
@@ -123,6 +127,13 @@ class LeaseLost(ConflictError):
 
 class StaleVersion(ConflictError):
     """A compare-and-swap found the record at a different version."""
+
+
+class DiskIdentityError(ConflictError):
+    """The devices given are not one cluster's disks, each once: a disk of
+    another cluster, a disk given twice, two disks claiming one index, or a
+    disk of the cluster missing.  A wrong set of disks could make a minority
+    look like a majority, so nothing is written."""
 
 
 class OwnerGuardRefused(ConflictError):

@@ -68,10 +68,12 @@ class Node:
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
                  threaded_io: bool = False, incarnations: IncarnationMemory | None = None,
-                 watchdog: "Pettable | None" = None, runtime: Runtime = REAL):
+                 watchdog: "Pettable | None" = None, runtime: Runtime = REAL,
+                 whole_cluster: bool = True):
         self.runtime = runtime  # the disks' workers and rounds (shareddisk/runtime.py)
-        self.disks = open_disks(areas)
-        self.identity = identity.Watch(areas)  # fence if an area is re-created under us
+        self.disks = open_disks(areas, whole_cluster=whole_cluster)  # every disk, each once
+        # Fence if an area is re-created under us; in disk order, as the reads are.
+        self.identity = identity.Watch([d.area for d in self.disks])
         for disk in self.disks:
             disk.worker = runtime.disk_worker(disk.path, clock, threaded_io)
         first = self.disks[0].area

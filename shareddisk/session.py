@@ -97,8 +97,11 @@ class Session:
             # node, and starts sooner without the node's imports (a third of them).
             from shareddisk.node import Node
 
+            # A command acts on the one device it was given (disk identity
+            # checks all but the missing disks until commands take every disk).
             node = Node([self.area], self.node_id, clock=self.clock, name=f"cli-{self.node_id}",
-                        incarnations=self.incarnations, runtime=self.runtime)
+                        incarnations=self.incarnations, runtime=self.runtime,
+                        whole_cluster=False)
             self.runtime.node_made(node)
             node.start()
             self._node = node

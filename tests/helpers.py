@@ -26,12 +26,15 @@ from shareddisk.timeouts import Timeouts
 
 
 def make_device(geometry: Geometry, *, size: int | None = None, cluster: int = 7,
-                device_type: Callable[..., MemoryDevice] = MemoryDevice) -> MemoryDevice:
+                device_type: Callable[..., MemoryDevice] = MemoryDevice,
+                disk_index: int = 0, disk_count: int = 1) -> MemoryDevice:
     """A memory device (``size`` bytes, by default just what ``geometry`` needs)
-    holding a fresh area, cluster uuid ``UUID(int=cluster)``, made on a FakeClock."""
+    holding a fresh area, cluster uuid ``UUID(int=cluster)``, made on a FakeClock
+    (disk ``disk_index`` of the cluster's ``disk_count``)."""
     dev = device_type(size if size is not None else required_size(geometry),
                       sector_size=geometry.sector_size)
-    create_area(dev, geometry, cluster_uuid=uuid.UUID(int=cluster), clock=FakeClock())
+    create_area(dev, geometry, cluster_uuid=uuid.UUID(int=cluster), clock=FakeClock(),
+                disk_index=disk_index, disk_count=disk_count)
     return dev
 
 

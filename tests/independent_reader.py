@@ -10,7 +10,7 @@ declarations in ``shareddisk/format/`` (docs/FORMAT.md), not computed from them.
 Record template (format/record.py), little endian throughout:
 
     0       4     magic    b"SHDK"
-    4       2     version  1
+    4       2     version  2
     6       2     kind     1 superblock, 2 heartbeat, 3 mailbox, 4 lease, 5 resource, 6 log
     8       N     payload
     8+N     4     crc32c   CRC32C (Castagnoli) of bytes [0, 8+N)
@@ -26,7 +26,7 @@ from typing import Any
 import google_crc32c
 
 MAGIC = b"SHDK"
-VERSION = 1
+VERSION = 2
 KIND = {"superblock": 1, "heartbeat": 2, "mailbox": 3, "lease": 4, "resource": 5, "log": 6}
 HEADER = struct.Struct("<4sHH")
 CRC = struct.Struct("<I")

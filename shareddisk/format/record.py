@@ -2,7 +2,7 @@
 
     offset  size  field
     0       4     magic    b"SHDK"
-    4       2     format_version  (1), little endian
+    4       2     format_version  (2), little endian
     6       2     kind     which structure follows (Kind)
     8       N     payload  fixed size per kind, declared with construct
     8+N     4     crc32c   CRC32C of bytes [0, 8+N): every meaningful byte
@@ -38,7 +38,7 @@ from shareddisk.errors import (
 )
 
 MAGIC = b"SHDK"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_MEANINGFUL = 512
 SECTOR_SIZES = (512, 4096)
 NODE_NAME_BYTES = 64

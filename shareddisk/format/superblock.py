@@ -26,7 +26,7 @@ LOG_DISK = cs.Struct(
     "count" / cs.Int32ul,    # log entries, one sector each
 )
 
-SUPERBLOCK = cs.Struct(
+V1_FIELDS = (
     "sector_size" / cs.Int32ul,
     "flags" / cs.Int32ul,
     "cluster_uuid" / cs.Bytes(16),
@@ -45,10 +45,18 @@ SUPERBLOCK = cs.Struct(
     "lease" / REGION,
     "resource" / REGION,
     "log_disks" / cs.Array(MAX_LOG_DISKS, LOG_DISK),
+)
+
+SUPERBLOCK = cs.Struct(
+    *V1_FIELDS,
     # Format version 2:
     "disk_index" / cs.Int16ul,        # this disk's position among the cluster's disks
     "disk_count" / cs.Int16ul,        # how many disks the cluster has (init's devices)
     "paxos" / REGION,                 # Disk Paxos lease runs, per disk (docs/PAXOS.md)
 )
+
+V1_SUPERBLOCK = cs.Struct(*V1_FIELDS)
+"""The version 1 payload, a prefix of version 2's: only ``shareddisk upgrade``
+reads it (shareddisk/porcelain/upgrade.py), with its own frame check."""
 
 CODEC = RecordCodec(Kind.SUPERBLOCK, "superblock", SUPERBLOCK)

@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from shareddisk.area import Area
-from shareddisk.device import check_distinct, open_device
+from shareddisk.device import open_device
 from shareddisk.errors import DeviceError, UsageError
 
 if TYPE_CHECKING:
@@ -27,19 +27,28 @@ Where = Union[str, Area]
 
 
 class Areas:
-    """Open several devices as areas and close them all on exit."""
+    """Open a cluster's devices as areas, in disk-index order, and close them all on exit.
 
-    def __init__(self, paths: Sequence[str], writable: bool):
+    The devices must be every disk of one cluster, each once, in any order
+    (shareddisk.disks.cluster_order; DiskIdentityError, exit 5, before
+    anything is written).  ``whole_cluster=False`` opens devices without that
+    check (one device of a command that reads or writes a single disk).
+    """
+
+    def __init__(self, paths: Sequence[str], writable: bool, whole_cluster: bool = True):
         self.paths, self.writable, self.devices = tuple(paths), writable, []
+        self.whole_cluster = whole_cluster
 
     def __enter__(self) -> list[Area]:
-        check_distinct(self.paths)  # each disk counts once toward the majority
+        from shareddisk.disks import check_distinct_paths, cluster_order  # slots: not at start-up
+        check_distinct_paths(self.paths)  # each disk counts once toward the majority
         try:
             for path in self.paths:
                 self.devices.append(open_device(path, writable=self.writable))
                 if self.writable:
                     check_not_read_only(path)
-            return [Area.open(d) for d in self.devices]
+            areas = [Area.open(d) for d in self.devices]
+            return cluster_order(areas) if self.whole_cluster else areas
         except BaseException:
             self.__exit__()
             raise
@@ -55,7 +64,7 @@ def opened(where: Where, *, writable: bool) -> Iterator[Area]:
     if isinstance(where, Area):
         yield where
         return
-    with Areas((where,), writable=writable) as areas:
+    with Areas((where,), writable=writable, whole_cluster=False) as areas:
         yield areas[0]
 
 

@@ -20,7 +20,7 @@ from shareddisk.area import LOG_PREFIX, Area
 from shareddisk.device import BlockDevice, open_device
 from shareddisk.errors import UsageError
 from shareddisk.format import heartbeat, logrecord, mailbox, resource, superblock
-from shareddisk.format.record import RecordCodec
+from shareddisk.format.record import FORMAT_VERSION, RecordCodec
 from shareddisk.progress import Progress, Tally
 from shareddisk.readpath import (READ_BATCH, Checked, Damage, ResourceCopies, choose_copies, crcs,
                                  iter_region)
@@ -82,7 +82,7 @@ def superblock_json(area: Area) -> dict[str, Any]:
         "source": area.source,
         "primary": _copy_json(area.primary),
         "backup": _copy_json(area.backup),
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "cluster_uuid": area.cluster_uuid,
         "cluster_name": sb["cluster_name"],
         "disk_index": sb["disk_index"],

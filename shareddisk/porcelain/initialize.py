@@ -19,8 +19,8 @@ from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES, Geometry, check
     compute_layout
 from shareddisk.clock import SystemClock
 from shareddisk.create import check_device, create_area, refuse_live
-from shareddisk.device import check_distinct, open_device
-from shareddisk.errors import DeviceTooSmall, UsageError
+from shareddisk.device import open_device
+from shareddisk.errors import DeviceTooSmall, DiskIdentityError, UsageError
 from shareddisk.format.superblock import CLUSTER_NAME_BYTES
 
 BarFactory = Callable[..., ContextManager[Any]]
@@ -49,9 +49,11 @@ def init(devices: Sequence[str], *, nodes: int, resources: int = DEFAULT_RESOURC
     if size is not None and size < needed:
         raise DeviceTooSmall(f"{', '.join(devices)}: --size {size} is too small, the area "
                              f"needs {needed} bytes", needed=needed, available=size)
-    if len(set(devices)) != len(devices):
-        raise UsageError("a device is named twice")
-    check_distinct(devices)  # the same storage under two names (symlink, ./, loop + file)
+    from shareddisk.disks import check_distinct_paths  # its slot scanner: not at start-up
+    twice = next((d for i, d in enumerate(devices) if d in devices[:i]), None)
+    if twice is not None:
+        raise DiskIdentityError(f"{twice}: named twice; a disk counts once toward the majority")
+    check_distinct_paths(devices)  # the same storage under two names (symlink, ./, loop + file)
     missing = [d for d in devices if not os.path.exists(d)]
     with contextlib.ExitStack() as stack:
         opened = []

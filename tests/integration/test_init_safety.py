@@ -94,7 +94,7 @@ def test_init_refuses_a_loop_device_and_its_backing_file(tmp_path, loops) -> Non
     dev = loops.attach(img)
     before = digest(img)
     proc = shareddisk("init", img, dev, "--nodes", 3)
-    assert proc.returncode == 2
+    assert proc.returncode == 5
     assert "same device" in one_error_line(proc)
     assert digest(img) == before
 

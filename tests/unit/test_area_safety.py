@@ -290,7 +290,7 @@ def test_init_refuses_one_image_named_twice(tmp_path, monkeypatch, alias):
     elif alias == "hardlink":
         os.link("a.img", other)
     result = run("init", "a.img", other, "--nodes", 3)
-    assert result.exit_code == 2
+    assert result.exit_code == 5
     assert "same device" in one_error(result)
     assert img.read_bytes() == bytes(2 * MiB)
 

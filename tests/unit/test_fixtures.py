@@ -201,7 +201,7 @@ def test_independent_reader_sees_each_damage():
     crc_at = reader.HEADER.size + reader.SUPERBLOCK_SIZE
     for offset in (0, backup):  # the CRC is valid: only the version is wrong
         record = data[offset:offset + s]
-        assert int.from_bytes(record[4:6], "little") == 2
+        assert int.from_bytes(record[4:6], "little") == 3
         assert int.from_bytes(record[crc_at:crc_at + 4], "little") == \
             google_crc32c.value(record[:crc_at])
         assert record[6:crc_at] == clean[offset + 6:offset + crc_at]  # kind and payload
@@ -291,7 +291,7 @@ CLI_NAMES = {
     # fixture: words the output must contain, naming the damaged region
     "bad-magic": ("superblock", "bad magic"),
     "checksum-mismatch": ("heartbeat", "checksum mismatch"),
-    "unsupported-version": ("superblock", "version 2"),
+    "unsupported-version": ("superblock", "version 3"),
     "damaged-primary": ("superblock", "checksum mismatch"),
     "truncated": ("truncated",),
 }

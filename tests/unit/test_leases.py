@@ -18,7 +18,7 @@ from helpers import SteppingClock, make_area, make_device
 from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
 from shareddisk.device import MemoryDevice
-from shareddisk.errors import Fenced, LeaseLost, LockHeld, UsageError
+from shareddisk.errors import DeviceError, Fenced, LeaseLost, LockHeld, UsageError
 from shareddisk.format import heartbeat, lease
 from shareddisk.leases import Leases, holds, read_lease
 from shareddisk.liveness import by_watching, in_view, view_of
@@ -442,15 +442,17 @@ def test_by_watching_an_earlier_life_in_the_slot_tells_nothing_of_the_holder(
     and renewed on disks 1 and 2; disk 0 still showed its previous life, which had
     left.  The CLI reading disk 0 took that for the holder's end and took the
     lease of a live holder.  An earlier life says nothing of the holder."""
-    devices = [make_device(GEOMETRY) for _ in range(3)]
+    devices = three_disks()
     clock = FakeClock()
     if earlier != "empty":
         first = Node([Area.open(d) for d in devices], 2, clock=clock)
         first.start()
         if earlier == "left":
             first.leave()
-    holder = Node([Area.open(d) for d in devices[1:]], 2, clock=clock)  # lost disk 0
+    holder = Node([Area.open(d) for d in devices], 2, clock=clock)
+    devices[0].fail_writes = True  # it lost disk 0
     holder.start()
+    devices[0].fail_writes = False
     area = Area.open(devices[0])
     start = clock.monotonic()
     with pytest.raises(LockHeld, match="may write to other disks and no running daemon"):
@@ -482,13 +484,30 @@ def test_by_watching_a_slot_damaged_for_the_whole_watch_with_nobody_to_ask_refus
 
 def test_by_watching_a_still_holder_of_several_disks_with_nobody_to_ask_refuses() -> None:
     """One disk cannot tell the death of a node that writes to three."""
-    devices = [make_device(GEOMETRY) for _ in range(3)]
+    devices = three_disks()
     clock = FakeClock()
     holder = Node([Area.open(d) for d in devices], 2, clock=clock)
     holder.start()  # then it loses disk 0 only, say
     area = Area.open(devices[0])
     with pytest.raises(LockHeld, match="it writes to 3 disks and no running daemon"):
         by_watching(area, clock)(2, holder.incarnation)
+
+
+class WriteFailing(MemoryDevice):
+    """A memory device whose writes can be made to fail (a disk a node lost)."""
+
+    fail_writes = False
+
+    def write(self, offset, data) -> None:
+        if self.fail_writes:
+            raise DeviceError(f"{self.path}: write at offset {offset} failed: Input/output error")
+        super().write(offset, data)
+
+
+def three_disks() -> list[WriteFailing]:
+    """The three disks of one cluster."""
+    return [make_device(GEOMETRY, disk_index=i, disk_count=3, device_type=WriteFailing)
+            for i in range(3)]
 
 
 class Observers(FakeClock):

@@ -54,8 +54,9 @@ class Fence:
 
 def make_devices(n: int = 1) -> list[FlakyDevice]:
     devs = []
-    for _ in range(n):
-        devs.append(make_device(GEOMETRY, size=64 * 1024, cluster=5, device_type=FlakyDevice))
+    for i in range(n):
+        devs.append(make_device(GEOMETRY, size=64 * 1024, cluster=5, device_type=FlakyDevice,
+                                disk_index=i, disk_count=n))
     return devs
 
 

@@ -18,7 +18,8 @@ from helpers import make_device
 from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock, PausedClock
 from shareddisk.device import MemoryDevice
-from shareddisk.errors import DeviceError, Fenced, LockHeld, QuorumLost, UsageError
+from shareddisk.errors import DeviceError, DiskIdentityError, Fenced, LockHeld, QuorumLost, \
+    UsageError
 from shareddisk.faults import Fault, FaultRules, FaultyDevice
 from shareddisk.format import heartbeat
 from shareddisk.membership import PeerState, Transition
@@ -89,7 +90,8 @@ class Cluster:
         self.clock = clock or FakeClock()
         self.mems = []
         for i in range(disks):
-            mem = make_device(GEOMETRY, size=64 * 1024, cluster=99)
+            mem = make_device(GEOMETRY, size=64 * 1024, cluster=99, disk_index=i,
+                              disk_count=disks)
             mem.path = f"<memory disk {i}>"  # a node tells its disks apart by path
             self.mems.append(mem)
         self.devs = [Disk(m, self.clock) for m in self.mems]
@@ -145,15 +147,41 @@ def test_too_long_name_is_a_usage_error() -> None:
 def test_devices_of_different_clusters_are_refused() -> None:
     one, other = Cluster(), Cluster()
     mem = make_device(GEOMETRY, size=64 * 1024, cluster=1)
-    with pytest.raises(UsageError, match="different clusters"):
+    with pytest.raises(DiskIdentityError, match="another cluster"):
         Node([one.areas()[0], Area.open(mem)], 1, clock=one.clock)
     with pytest.raises(UsageError, match="no devices"):
         Node([], 1, clock=other.clock)
 
 
+def test_a_node_given_fewer_disks_than_the_cluster_has_is_refused() -> None:
+    c = Cluster(disks=3)
+    with pytest.raises(DiskIdentityError, match=r"has 3 disks; disk index 0, 2 are missing"):
+        Node([Area.open(c.devs[1])], 1, clock=c.clock)
+    assert all(c.slot(1, disk)["state"] == heartbeat.SlotState.EMPTY for disk in range(3))
+
+
+def test_a_node_given_the_disks_in_another_order_uses_them_in_disk_order() -> None:
+    c = Cluster(disks=3)
+    for i, mem in enumerate(c.mems):  # disks of different sizes: backup superblocks differ
+        grown = make_device(GEOMETRY, size=(64 + 4 * i) * 1024, cluster=99, disk_index=i,
+                            disk_count=3)
+        mem.data, mem.size = grown.data, grown.size
+    areas = c.areas()
+    fence = Fence()
+    node = Node([areas[2], areas[0], areas[1]], 1, clock=c.clock, fence=fence)
+    assert [d.area.disk_index for d in node.disks] == [0, 1, 2]
+    assert [d.path for d in node.disks] == [f"<memory disk {i}>" for i in range(3)]
+    node.start()
+    assert all(c.slot(1, disk)["state"] == heartbeat.SlotState.JOINING for disk in range(3))
+    for _ in range(int(T.join_wait) + 3):  # each round checks every disk's superblock
+        c.clock.advance(T.interval)
+        node.step()
+    assert fence.calls == [] and c.slot(1, 2)["state"] == heartbeat.SlotState.ALIVE
+
+
 def test_the_same_device_twice_is_refused() -> None:
     c = Cluster(disks=2)
-    with pytest.raises(UsageError):
+    with pytest.raises(DiskIdentityError, match="same disk"):
         Node([Area.open(c.devs[0]), Area.open(c.devs[0]), Area.open(c.devs[1])], 1, clock=c.clock)
 
 
@@ -449,7 +477,9 @@ def test_a_watcher_that_reads_only_the_disk_a_peer_cannot_write_never_calls_it_d
 def test_a_peer_on_fewer_disks_is_reported(caplog: pytest.LogCaptureFixture) -> None:
     c = Cluster(disks=3)
     watcher = c.node(1)
-    lone = Node([Area.open(c.devs[0])], 2, clock=c.clock, fence=Fence())  # given one of three
+    lone_area = Area.open(c.devs[0])  # a peer of an older build, given one disk of three
+    lone_area.superblock = dict(lone_area.superblock, disk_count=1)
+    lone = Node([lone_area], 2, clock=c.clock, fence=Fence())
     watcher.start()
     lone.start()
     with caplog.at_level("WARNING", logger="shareddisk.node"):

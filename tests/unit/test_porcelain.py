@@ -16,7 +16,7 @@ import pytest
 from shareddisk.area import Area
 from shareddisk.attributes import find
 from shareddisk.device import FileImage
-from shareddisk.errors import (ConflictError, DeviceTooSmall, SignatureFound, StaleVersion,
+from shareddisk.errors import (ConflictError, DeviceTooSmall, DiskIdentityError, SignatureFound, StaleVersion,
                                UsageError)
 from shareddisk.oprequest import OpRequest
 from shareddisk.porcelain import attrs, examine, initialize, message, ops, resources
@@ -59,7 +59,7 @@ def test_init_refuses_before_writing_and_removes_the_images_it_created(tmp_path:
     with pytest.raises(SignatureFound):  # the second device holds an area: nothing written
         initialize.init([str(fresh), str(taken)], nodes=3, size=8 * MiB)
     assert not fresh.exists()
-    with pytest.raises(UsageError, match="named twice"):
+    with pytest.raises(DiskIdentityError, match="named twice"):
         initialize.init([str(fresh), str(fresh)], nodes=3, size=8 * MiB)
     with pytest.raises(DeviceTooSmall):
         initialize.init([str(fresh)], nodes=3, size=64 * 1024)

@@ -142,7 +142,7 @@ def test_damaged_slot_is_reported_not_raised(damage: str, error: type) -> None:
         poke(area, 2, 0, ord("X"))
     elif damage == "version":
         # A whole, valid record of a future version.
-        area.device.write(offset, heartbeat.CODEC.encode(slot_values(3), 512, version=2))
+        area.device.write(offset, heartbeat.CODEC.encode(slot_values(3), 512, version=3))
     elif damage == "blank":
         area.device.write(offset, bytes(512))
     else:  # a misdirected write: a valid mailbox record in a heartbeat slot

@@ -49,11 +49,12 @@ class World(FakeClock):
     def __init__(self, disks: int = 1):
         super().__init__()
         self.devs = []
-        for _ in range(disks):
+        for index in range(disks):
             dev = ReadFlakyDevice(64 * 1024)
             create_area(dev, Geometry(sector_size=512, node_count=NODES, resource_count=1,
                                       log_disks=()),
-                        cluster_name="lab", cluster_uuid=CLUSTER, clock=FakeClock())
+                        cluster_name="lab", cluster_uuid=CLUSTER, clock=FakeClock(),
+                        disk_index=index, disk_count=disks)
             self.devs.append(dev)
         self.nodes: dict[int, Node] = {}
         self.due: dict[int, float] = {}
