@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 
 from shareddisk.area import Area, check_resource_index
 from shareddisk.clock import Clock, SystemClock
-from shareddisk.errors import LeaseLost, ShareddiskError
+from shareddisk.errors import DeviceError, FormatError, LeaseLost, ShareddiskError
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
 from shareddisk.membership import NodeIncarnation
@@ -146,7 +146,7 @@ class Leases:
         generation, new = self.paxos(index, holder).take(holder, replaceable)
         if new:
             self._publish_taken(index, holder, generation, give_back=True)
-        elif not holds(read_lease(self.area, index), holder, generation):
+        elif not holds(self._table(index), holder, generation):
             # An earlier table write of ours failed; the lease may be in use by
             # another writer of this node (a daemon a command borrows from): keep it.
             self._publish_taken(index, holder, generation, give_back=False)
@@ -159,7 +159,7 @@ class Leases:
         lease just taken is given back (nobody else could take it while we live)."""
         try:
             self.alive_check()
-            previous = read_lease(self.area, index)
+            previous = self._table(index)
             _write_lease(self.area, index, dict(
                 previous, owner_id=holder.node_id, owner_incarnation=holder.incarnation,
                 generation=generation, owner_name=holder.name,
@@ -185,7 +185,16 @@ class Leases:
         except LeaseLost as exc:
             raise LeaseLost(f"resource {index}: lease generation {generation} of node "
                             f"{holder.node_id} is no longer valid: {exc}") from None
-        return read_lease(self.area, index)
+        return self._table(index)
+
+    def _table(self, index: int) -> dict[str, Any]:
+        """The lease table entry; a blank one when it does not decode (torn, say):
+        it is a hint, and our next write of it replaces it whole."""
+        try:
+            return read_lease(self.area, index)
+        except FormatError as exc:
+            log.warning("event=lease-table-damaged resource=%d error=%r", index, str(exc))
+            return lease.empty(index)
 
     def record_written(self, index: int, holder: NodeIncarnation, generation: int,
                        version: int) -> None:
@@ -207,7 +216,10 @@ class Leases:
         except LeaseLost:
             self.stranded.pop(index, None)
             return
-        _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,
-                                            owner_name="", generation=generation + 1))
+        try:
+            _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,
+                                                owner_name="", generation=generation + 1))
+        except DeviceError as exc:  # a hint: the ballot's release is what counts
+            log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
         self.paxos(index, holder).release(holder, generation)
         self.stranded.pop(index, None)

@@ -320,6 +320,19 @@ def test_a_lease_won_whose_table_write_fails_is_given_back() -> None:
     assert Leases(area, clock, T).acquire(0, B, never_asked) == 3
 
 
+def test_a_damaged_table_entry_neither_blocks_the_lease_nor_guarded_writes() -> None:
+    """A torn table sector is a lost hint: the holder's next write replaces it."""
+    area, clock = make_area(GEOMETRY), FakeClock()
+    area.device.write(area.regions["lease"].record_offset(0), b"\xff" * 512)
+    leases = Leases(area, clock, T)
+    g = leases.acquire(0, A, never_asked)
+    assert holds(read_lease(area, 0), A, g)
+    area.device.write(area.regions["lease"].record_offset(0), b"\xff" * 512)
+    assert leases.verify(0, A, g)["record_version"] == 0
+    leases.record_written(0, A, g, 7)
+    assert holds(read_lease(area, 0), A, g) and read_lease(area, 0)["record_version"] == 7
+
+
 # -- races: a write held up at each of its positions -----------------------------------------
 
 
