@@ -17,8 +17,10 @@ daemon, liveness.by_watching for a command); a lease is never taken from an
 incarnation it calls alive.
 
 The **lease table** (the v1 ``lease`` region, format/lease.py: holder,
-generation, record_version, acquired_ns) is a hint, written only by the
-decided holder while it holds: after the ballot decides it (acquire), after
+generation, record_version, acquired_ns) is a hint, written by the decided
+holder while it holds (and once by an acquirer whose ballot had to decide a
+rival's earlier vote: it names that rival, which may not know, so that the
+rival's node gives the lease back): after the ballot decides it (acquire), after
 each record write (record_written), and right before its release ballot
 (owner cleared, ``generation`` = the release's instance, ``generation + 1``,
 so the entry mirrors the leader record the release publishes).  Peers poll it
@@ -47,7 +49,7 @@ from shareddisk.errors import DeviceError, FormatError, LeaseLost, ShareddiskErr
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
 from shareddisk.membership import NodeIncarnation
-from shareddisk.paxos import DiskPaxos, Leader, LeaseDisk, LeaseGeometry
+from shareddisk.paxos import DiskPaxos, Leader, LeaseDisk, LeaseGeometry, Outcome
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
 
@@ -143,7 +145,12 @@ class Leases:
         def replaceable(leader: Leader) -> bool:
             return not alive(leader.holder.node_id, leader.holder.incarnation)
 
-        generation, new = self.paxos(index, holder).take(holder, replaceable)
+        paxos = self.paxos(index, holder)
+        try:
+            generation, new = paxos.take(holder, replaceable)
+        except ShareddiskError:
+            self._publish_decided(index, holder, paxos.outcome)
+            raise
         if new:
             self._publish_taken(index, holder, generation, give_back=True)
         elif not holds(self._table(index), holder, generation):
@@ -174,6 +181,29 @@ class Leases:
                             generation, str(exc))
                 self.stranded[index] = (holder, generation)
             raise
+
+    def _publish_decided(self, index: int, holder: NodeIncarnation,
+                         outcome: Outcome | None) -> None:
+        """Our ballot completed an instance for a rival (its vote, which we had to
+        carry): name that holder in the table, since it may never have been told.
+        Its node then finds the lease among its orphans and gives it back
+        (manager._give_back_orphans) unless it uses it; without the entry a
+        live node would hold a lease nobody knows of, for good."""
+        rivals = [(n, value) for n, value in (outcome.decided if outcome else [])
+                  if not value.free and not value.same(holder)]
+        if not rivals:
+            return
+        generation, value = max(rivals, key=lambda item: item[0])
+        try:
+            self.alive_check()
+            table = self._table(index)
+            if table["generation"] >= generation:
+                return  # the holder (or a later one) wrote it already
+            _write_lease(self.area, index, dict(
+                table, owner_id=value.node_id, owner_incarnation=value.incarnation,
+                owner_name=value.name, generation=generation, acquired_ns=0))
+        except ShareddiskError as exc:
+            log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
 
     def verify(self, index: int, holder: NodeIncarnation, generation: int) -> dict[str, Any]:
         """The lease table entry, if the ballot still gives us ``generation``; else

@@ -548,6 +548,7 @@ class DiskPaxos:
         # Run before every write (raises to stop: a node past its renew deadline
         # must write nothing); the ballot stays safe wherever it stops.
         self.write_check = write_check
+        self.outcome: Outcome | None = None  # of the last take()
 
     def run(self, steps: Step) -> Outcome:
         ss = self.geometry.sector_size
@@ -603,6 +604,7 @@ class DiskPaxos:
         out = self.run(with_retries(
             lambda: acquire_steps(self.geometry, len(self.disks), me, replaceable),
             self.attempts))
+        self.outcome = out  # what the caller may publish of it (a rival's value we decided)
         if out.kind != "acquired":
             self._raise(out)
         assert out.leader is not None

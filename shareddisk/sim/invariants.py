@@ -232,6 +232,10 @@ class Ledger:
         if who is not None and before == who and not after[0] \
                 and new["generation"] == old["generation"] + 1:
             return  # the holder freeing it, just before its release ballot
+        known = self.leaders.get(index, {})
+        if after[0] and known and max(known) == new["generation"] \
+                and known[new["generation"]] == after:
+            return  # naming the holder the ballot just decided (for a rival it carried)
         self.sim.violation("lease-overwritten",
                            f"lease of resource {index} rewritten by {_who(who)}: it named node "
                            f"{before[0]} incarnation {before[1]} generation {old['generation']}, "

@@ -333,6 +333,34 @@ def test_a_damaged_table_entry_neither_blocks_the_lease_nor_guarded_writes() -> 
     assert holds(read_lease(area, 0), A, g) and read_lease(area, 0)["record_version"] == 7
 
 
+def test_a_rival_vote_our_ballot_decides_is_named_in_the_table_for_its_node() -> None:
+    """Seed 58 of --cli session: node 1's ballot voted for itself (phase 2) and
+    failed to publish; node 2's ballot carried that vote and decided node 1,
+    which was alive and never told, and nobody could take the lease again.  Now
+    the table names node 1, whose manager gives such an orphan back."""
+    from shareddisk.paxos import Read, Write, acquire_steps
+
+    area, clock = make_area(GEOMETRY), FakeClock()
+    paxos = Leases(area, clock, T).paxos(0)
+    disk, ss = paxos.disks[0], 512
+    steps = acquire_steps(paxos.geometry, 1, A, lambda leader: True)
+    op, answer = next(steps), None
+    while not (isinstance(op, Write) and op.block == 0):  # A stops before publishing
+        if isinstance(op, Read):
+            raw = disk.device.read(disk.offset + op.first * ss, op.count * ss)
+            answer = [raw[i * ss:(i + 1) * ss] for i in range(op.count)]
+        else:
+            disk.device.write(disk.offset + op.block * ss, op.data)
+            answer = True
+        op = steps.send(answer)
+    with pytest.raises(LockHeld, match="leased by node 1"):
+        Leases(area, clock, T).acquire(0, B, always(True))  # A is alive
+    assert read_holder(area, 0, clock) == Leader(1, A)
+    assert holds(read_lease(area, 0), A, 1), "A's node must be able to find it"
+    Leases(area, clock, T).release(0, A, 1)  # what A's _give_back_orphans does
+    assert Leases(area, clock, T).acquire(0, B, never_asked) == 3
+
+
 # -- races: a write held up at each of its positions -----------------------------------------
 
 
