@@ -238,18 +238,23 @@ class Leases:
     def release(self, index: int, holder: NodeIncarnation, generation: int) -> None:
         """Give the lease up (no-op if it is no longer ours).
 
-        The table entry is freed first, while we still hold (so no successor's
-        entry can be overwritten by it), then the release ballot decides "free"
-        at ``generation + 1`` (docs/PAXOS.md, Release)."""
-        try:
-            current = self.verify(index, holder, generation)
-        except LeaseLost:
+        The table entry is freed first, while the ballot's leader still names
+        us (so no successor's entry can be overwritten by it), then the release
+        ballot decides "free" at ``generation + 1`` (docs/PAXOS.md, Release).
+        Not ``verify``: a retry must go on past our own earlier release vote,
+        which verify counts as the end of our generation."""
+        check_resource_index(self.area, index)
+        self.alive_check()
+        paxos = self.paxos(index, holder)
+        top = paxos.leader()
+        if top.generation != generation or not top.holder.same(holder):
             self.stranded.pop(index, None)
-            return
+            return  # taken over, or our release is already published
+        current = self._table(index)
         try:
             _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,
                                                 owner_name="", generation=generation + 1))
         except DeviceError as exc:  # a hint: the ballot's release is what counts
             log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
-        self.paxos(index, holder).release(holder, generation)
+        paxos.release(holder, generation)
         self.stranded.pop(index, None)

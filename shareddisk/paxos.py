@@ -489,7 +489,13 @@ def release_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generatio
     if not (yield from _repair_leader(geo, disks, top, views)):
         return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)
     out = yield from ballot(geo, disks, me.node_id, FREE, generation + 1, views)
-    if out.kind == "read":
+    if out.kind == "read" and out.published < majority(disks):
+        # Decided but not published: while the leader still names us, live,
+        # nobody else completes the instance.  The caller must retry.
+        out.kind, out.reason = "no-quorum", (
+            f"decided generation {generation + 1} but only {out.published} of {disks} disks "
+            f"took the leader record")
+    elif out.kind == "read":
         out.kind = "released"
     return out
 

@@ -229,10 +229,12 @@ class Ledger:
             return  # the ballot gave it the lease (judged in _paxos_write)
         if who is not None and before == who and old["generation"] == new["generation"]:
             return  # the holder publishing a record version
-        if who is not None and before == who and not after[0] \
-                and new["generation"] == old["generation"] + 1:
-            return  # the holder freeing it, just before its release ballot
         known = self.leaders.get(index, {})
+        if who is not None and not after[0] and (
+                before == who and new["generation"] == old["generation"] + 1
+                or known.get(new["generation"] - 1) == who):
+            return  # the holder freeing it (by the ballot, its generation), just before its
+            # release ballot; the table may not name it (its own table write failed)
         if after[0] and known and max(known) == new["generation"] \
                 and known[new["generation"]] == after:
             return  # naming the holder the ballot just decided (for a rival it carried)

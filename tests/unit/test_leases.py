@@ -361,6 +361,38 @@ def test_a_rival_vote_our_ballot_decides_is_named_in_the_table_for_its_node() ->
     assert Leases(area, clock, T).acquire(0, B, never_asked) == 3
 
 
+class FailLeaderWrite(MemoryDevice):
+    """Writes of one lease's leader record fail while ``armed``."""
+
+    armed = False
+    leader_at = -1
+
+    def write(self, offset, data) -> None:
+        if self.armed and offset == self.leader_at:
+            raise DeviceError("leader write failed")
+        super().write(offset, data)
+
+
+def test_a_release_decided_but_not_published_is_retried_until_it_is() -> None:
+    """Seed 74 of tools/sim: the release ballot decided "free" but its leader
+    record did not land, and the release was taken as done; the retry then
+    stopped at its own vote.  The leader named the live holder for good."""
+    plain = make_device(GEOMETRY)
+    dev = FailLeaderWrite(plain.size, data=bytes(plain.data))
+    area, clock = Area.open(dev), FakeClock()
+    leases = Leases(area, clock, T)
+    g = leases.acquire(1, A, never_asked)
+    dev.leader_at = leases.paxos(1).disks[0].offset
+    dev.armed = True
+    with pytest.raises(QuorumLost, match="decided generation 2 but only 0 of 1"):
+        leases.release(1, A, g)
+    assert read_holder(area, 1, clock) == Leader(g, A)  # not published yet
+    dev.armed = False
+    leases.release(1, A, g)  # the retry (manager.unreleased)
+    assert read_holder(area, 1, clock) == Leader(g + 1, FREE)
+    assert Leases(area, clock, T).acquire(1, B, never_asked) == g + 2
+
+
 # -- races: a write held up at each of its positions -----------------------------------------
 
 
