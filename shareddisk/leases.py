@@ -20,7 +20,8 @@ The **lease table** (the v1 ``lease`` region, format/lease.py: holder,
 generation, record_version, acquired_ns) is a hint, written by the decided
 holder while it holds (and once by an acquirer whose ballot had to decide a
 rival's earlier vote: it names that rival, which may not know, so that the
-rival's node gives the lease back): after the ballot decides it (acquire), after
+rival's node gives the lease back): after the ballot decides it (acquire),
+after
 each record write (record_written), and right before its release ballot
 (owner cleared, ``generation`` = the release's instance, ``generation + 1``,
 so the entry mirrors the leader record the release publishes).  Peers poll it
@@ -28,9 +29,10 @@ to see changes with one read (confsync.poll, the node's read round) and
 status shows it; it is never the authority.  It cannot give two holders:
 every guarded write first verifies on the ballot (``verify``: LeaseLost when
 a newer leader or a vote in a later instance exists), and a table that lags
-only delays a peer's reload or an early fence.  A holder's table writes are
-guarded writes themselves, so a successor's entry is only ever overwritten
-by a holder past its own verify (the same window as any guarded write).
+only delays a peer's reload or an early fence.  A holder writes the table
+only right after a ballot read that shows it the holder, so a successor's
+entry is overwritten only by a holder held up past that read (the same
+window as any guarded write's).
 
 Same-host writers are serialized first by a byte-range lock on the lease
 table sector (shareddisk/locks.py).
