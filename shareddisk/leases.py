@@ -21,8 +21,7 @@ generation, record_version, acquired_ns) is a hint, written by the decided
 holder while it holds (and once by an acquirer whose ballot had to decide a
 rival's earlier vote: it names that rival, which may not know, so that the
 rival's node gives the lease back): after the ballot decides it (acquire),
-after
-each record write (record_written), and right before its release ballot
+after each record write (record_written), and right before its release ballot
 (owner cleared, ``generation`` = the release's instance, ``generation + 1``,
 so the entry mirrors the leader record the release publishes).  Peers poll it
 to see changes with one read (confsync.poll, the node's read round) and
