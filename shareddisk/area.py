@@ -451,3 +451,10 @@ def find_backup(device: BlockDevice, primary: dict[str, Any] | None,
         copy = SuperblockCopy("backup", copy.offset, error=BadLayout(
             f"{path}: superblock at offset {copy.offset} does not belong there"))
     return copy
+
+
+def check_resource_index(area: Area, index: int) -> None:
+    """UsageError unless ``index`` names one of the area's resources."""
+    count = area.superblock["resource_count"]
+    if not 0 <= index < count:
+        raise UsageError(f"resource index {index} out of range 0..{count - 1}")

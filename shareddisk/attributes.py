@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
-from shareddisk.area import Area
+from shareddisk.area import Area, check_resource_index
 from shareddisk.errors import (
     BadLayout,
     FormatError,
@@ -32,9 +32,22 @@ from shareddisk.errors import (
 )
 from shareddisk.format import resource
 from shareddisk.format.resource import ResourceState, ValueType
-from shareddisk.leases import Leases, check_resource_index
 from shareddisk.membership import NodeIncarnation
 from shareddisk.readpath import read_resources
+
+
+
+class Leases(Protocol):
+    """What a guarded write needs of shareddisk.leases.Leases (a layer above: it
+    runs the Disk Paxos ballot, which sits beside this module)."""
+
+    runtime: Any
+
+    def verify(self, index: int, holder: NodeIncarnation, generation: int) -> Any: ...
+
+    def record_written(self, index: int, holder: NodeIncarnation, generation: int,
+                       version: int) -> None: ...
+
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -1,9 +1,11 @@
 """The resource configuration manager: every node's synchronized local copy.
 
-Each interval the daemon reads the lease region (one sector per resource,
-one read) and compares it with the previous read.  Every record write bumps
-``record_version`` in its resource's lease, so a changed lease sector is the
-signal to reload that one record.  A change made on any node is thus in
+Each interval the daemon reads the lease table (the ``lease`` region, one
+sector per resource, one read) and compares it with the previous read.
+Every record write bumps ``record_version`` in its resource's entry, and
+every change of holder rewrites it, so a changed sector is the signal to
+reload that one record.  The table is the holders' hint (shareddisk/leases.py);
+who holds a lease is the ballot's to say, but a hint is all a reload needs.  A change made on any node is thus in
 every live node's memory, and in its local state file, at its next read:
 within one interval.
 

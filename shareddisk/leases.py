@@ -1,49 +1,67 @@
-"""On-disk resource leases: who owns a resource and may write its record.
+"""Resource leases: who owns a resource and may write its record.
 
-A lease is a delta lease: it names its holder's node id and heartbeat
-incarnation, and stays valid while that incarnation keeps its heartbeat
-(nobody renews the lease itself).  Taking a lease:
+Who holds a lease is decided by Disk Paxos (shareddisk/paxos.py,
+docs/PAXOS.md) over the area's disks (``area.members``): each resource has a
+run of sectors in the ``paxos`` region of every disk, and the ballot's
+**leader record** (owner node, incarnation, generation) is the authority.
+Its generation, strictly increasing with every change of hands, is the
+fencing token every guarded write carries.  No step waits on a clock or on
+anybody's I/O timeout: the ballot is safe under any delay, reordering, torn
+or lost write.
 
-1. read it; if a live holder other than us has it, refuse (LockHeld);
-2. write ourselves in with ``generation + 1``;
-3. wait ``settle`` (the I/O timeout), read it again: if another acquirer's
-   write landed after ours, it won and we refuse.
+Who may be *replaced* is the policy here: a holder that released (the leader
+is free), or whose incarnation is dead by the membership rules of
+docs/TIMEOUTS.md, or of which a later incarnation exists.  The caller's
+``alive(node_id, incarnation)`` answers the last two (liveness.in_view for a
+daemon, liveness.by_watching for a command); a lease is never taken from an
+incarnation it calls alive.
 
-An acquirer that needed longer than ``settle`` between its read and its
-write gives up, so two acquirers that both saw the lease free cannot both
-pass step 3.  The generation is the fencing token: every guarded write
-re-reads the lease and is refused (LeaseLost) unless it still names the
-writer's node, incarnation and generation.  A holder frozen past its dead
-timeout therefore finds, when it wakes, a newer generation and writes
-nothing.  Same-host writers are serialized first by a byte-range lock on the
-lease sector (shareddisk/locks.py).
+The **lease table** (the v1 ``lease`` region, format/lease.py: holder,
+generation, record_version, acquired_ns) is a hint, written by the decided
+holder while it holds (and once by an acquirer whose ballot had to decide a
+rival's earlier vote: it names that rival, which may not know, so that the
+rival's node gives the lease back): after the ballot decides it (acquire),
+after each record write (record_written), and right before its release ballot
+(owner cleared, ``generation`` = the release's instance, ``generation + 1``,
+so the entry mirrors the leader record the release publishes).  Peers poll it
+to see changes with one read (confsync.poll, the node's read round) and
+status shows it; it is never the authority.  It cannot give two holders:
+every guarded write first verifies on the ballot (``verify``: LeaseLost when
+a newer leader or a vote in a later instance exists), and a table that lags
+only delays a peer's reload or an early fence.  A holder writes the table
+only right after a ballot read that shows it the holder, so a successor's
+entry is overwritten only by a holder held up past that read (the same
+window as any guarded write's).
+
+Same-host writers are serialized first by a byte-range lock on the lease
+table sector (shareddisk/locks.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import random
 from typing import Any, Callable, Iterator
 
-from shareddisk.area import Area
-from shareddisk.clock import Clock
-from shareddisk.errors import LeaseLost, LockHeld, UsageError
+from shareddisk.area import Area, check_resource_index
+from shareddisk.clock import Clock, SystemClock
+from shareddisk.errors import DeviceError, FormatError, LeaseLost, ShareddiskError
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
 from shareddisk.membership import NodeIncarnation
+from shareddisk.paxos import DiskPaxos, Leader, LeaseDisk, LeaseGeometry, Outcome
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
 
-# (node_id, incarnation) -> True alive, False gone
+log = logging.getLogger("shareddisk.leases")
+
+# (node_id, incarnation) -> True alive, False gone (dead, left, or a later life exists)
 Liveness = Callable[[int, int], bool]
 
 
-def check_resource_index(area: Area, index: int) -> None:
-    count = area.superblock["resource_count"]
-    if not 0 <= index < count:
-        raise UsageError(f"resource index {index} out of range 0..{count - 1}")
-
-
 def read_lease(area: Area, index: int) -> dict[str, Any]:
+    """Resource ``index``'s lease table entry (the hint, not the authority)."""
     check_resource_index(area, index)
     buf = area.read_record("lease", index)
     return lease.CODEC.decode(buf, 0, area.where("lease", index))
@@ -56,17 +74,34 @@ def _write_lease(area: Area, index: int, values: dict[str, Any]) -> None:
 
 
 def holds(values: dict[str, Any], holder: NodeIncarnation, generation: int | None = None) -> bool:
-    """Whether the lease record ``values`` names ``holder`` (at ``generation``, if given).
+    """Whether the lease table entry ``values`` names ``holder`` (at ``generation``, if given).
 
-    On the disk the lease's holder fields are still called owner_* (format/lease.py)."""
+    On the disk the holder fields are still called owner_* (format/lease.py)."""
     named = NodeIncarnation(values["owner_id"], values["owner_incarnation"])
     return named.same(holder) and (generation is None or values["generation"] == generation)
+
+
+def lease_paxos(area: Area, index: int, clock: Clock, *,
+                write_check: Callable[[], None] = lambda: None,
+                rng: random.Random | None = None) -> DiskPaxos:
+    """The ballot of resource ``index`` over every disk of ``area`` (disk-index order)."""
+    check_resource_index(area, index)
+    nodes = area.superblock["node_count"]
+    disks = [LeaseDisk(m.device, m.regions["paxos"].record_offset(index * (1 + nodes)))
+             for m in area.members]
+    return DiskPaxos(disks, LeaseGeometry(index, nodes, area.sector_size), clock,
+                     rng=rng, write_check=write_check)
+
+
+def read_holder(area: Area, index: int, clock: Clock | None = None) -> Leader:
+    """The ballot's newest leader of resource ``index`` (QuorumLost without a majority)."""
+    return lease_paxos(area, index, clock or SystemClock()).leader()
 
 
 @contextlib.contextmanager
 def resource_lock(area: Area, index: int, clock: Clock | None = None,
                   timeout: float = 10.0, runtime: Runtime = REAL) -> Iterator[None]:
-    """The same-host lock for resource ``index`` (on its lease sector)."""
+    """The same-host lock for resource ``index`` (on its lease table sector)."""
     check_resource_index(area, index)
     offset = area.regions["lease"].record_offset(index)
     with host_lock(area.device.path, offset, area.sector_size, what=f"resource {index}",
@@ -75,92 +110,152 @@ def resource_lock(area: Area, index: int, clock: Clock | None = None,
 
 
 class Leases:
-    """Acquire, check and release resource leases on one area."""
+    """Acquire, check and release resource leases on one area (and its disks)."""
 
     def __init__(self, area: Area, clock: Clock, timeouts: Timeouts, runtime: Runtime = REAL):
         self.area = area
         self.clock = clock
-        self.timeouts = timeouts
+        self.timeouts = timeouts  # kept for callers; no lease step waits on a timeout
         self.runtime = runtime  # told of each lease taken; the owner's code uses it too
-        # Raises (Fenced) when the acting node is past its renew deadline.
+        # Raises (Fenced) when the acting node is past its renew deadline: run
+        # before every write, the ballot's included.
         self.alive_check: Callable[[], None] = lambda: None
+        # Leases we won but could neither finish taking (the table write failed)
+        # nor give back: {index: (holder, generation)}, for the caller to retry.
+        self.stranded: dict[int, tuple[NodeIncarnation, int]] = {}
 
-    @property
-    def settle(self) -> float:
-        """The wait between writing ourselves in and the read that confirms (step 3)."""
-        return self.timeouts.io_timeout
+    def paxos(self, index: int, holder: NodeIncarnation | None = None) -> DiskPaxos:
+        """The ballot of lease ``index``.  Its retry pauses are drawn from a seed of
+        the caller and the clock, so a simulation replays them."""
+        who = f"{holder.node_id}:{holder.incarnation}" if holder is not None else "-"
+        rng = random.Random(f"{who}:{index}:{self.clock.monotonic()!r}")
+        return lease_paxos(self.area, index, self.clock, write_check=self.alive_check, rng=rng)
+
+    def holder(self, index: int) -> Leader:
+        """The ballot's current leader of lease ``index`` (the authority)."""
+        return self.paxos(index).leader()
 
     def acquire(self, index: int, holder: NodeIncarnation, alive: Liveness) -> int:
         """Take the lease (or confirm we hold it); returns its generation."""
-        generation = self._acquire(index, holder, alive)
-        self.runtime.lease_acquired(self, index, holder, generation)
-        return generation
+        return self.take(index, holder, alive)[0]
 
-    def _acquire(self, index: int, holder: NodeIncarnation, alive: Liveness) -> int:
-        started = self.clock.monotonic()
-        current = read_lease(self.area, index)
-        if holds(current, holder):
-            return current["generation"]
-        if current["owner_id"]:
-            if alive(current["owner_id"], current["owner_incarnation"]):
-                raise LockHeld(f"{self.area.device.path}: resource {index} is leased by node "
-                               f"{current['owner_id']} ({current['owner_name'] or '?'}, "
-                               f"incarnation {current['owner_incarnation']}, generation "
-                               f"{current['generation']})")
-            # Judging the holder may have taken its whole dead timeout (a watcher
-            # has no history): act only on a fresh read that still shows it.
-            started = self.clock.monotonic()
-            again = read_lease(self.area, index)
-            key = ("owner_id", "owner_incarnation", "generation")
-            if any(again[k] != current[k] for k in key):
-                raise LockHeld(f"{self.area.device.path}: resource {index}: the lease changed "
-                               f"while its holder (node {current['owner_id']}) was judged dead; "
-                               f"now node {again['owner_id']} generation {again['generation']}")
-            current = again
-        mine = dict(current, owner_id=holder.node_id, owner_incarnation=holder.incarnation,
-                    generation=current["generation"] + 1, owner_name=holder.name,
-                    acquired_ns=int(self.clock.wall() * 1e9))
-        if self.clock.monotonic() - started > self.settle:
-            raise LockHeld(f"{self.area.device.path}: resource {index}: reading the lease took "
-                           f"longer than {self.settle:g} s; not taking it on stale data")
-        self.alive_check()  # an acquirer past its own renew deadline must not write
-        _write_lease(self.area, index, mine)
-        if self.clock.monotonic() - started > self.settle:
-            # Our late write may have overwritten a rival that already confirmed:
-            # do not leave the lease naming us (nobody would release it).
-            self.release(index, holder, mine["generation"])
-            raise LockHeld(f"{self.area.device.path}: resource {index}: taking the lease took "
-                           f"longer than {self.settle:g} s; another node may have raced us")
-        self.clock.sleep(self.settle)
-        after = read_lease(self.area, index)
-        if not holds(after, holder, mine["generation"]):
-            raise LockHeld(f"{self.area.device.path}: resource {index}: lost the lease to node "
-                           f"{after['owner_id']} (generation {after['generation']})")
-        return mine["generation"]
+    def take(self, index: int, holder: NodeIncarnation, alive: Liveness) -> tuple[int, bool]:
+        """(generation, True when this call took it; False: we held it already)."""
+        check_resource_index(self.area, index)
+
+        def replaceable(leader: Leader) -> bool:
+            return not alive(leader.holder.node_id, leader.holder.incarnation)
+
+        paxos = self.paxos(index, holder)
+        try:
+            generation, new = paxos.take(holder, replaceable)
+        except ShareddiskError:
+            self._publish_decided(index, holder, paxos.outcome)
+            raise
+        if new:
+            self._publish_taken(index, holder, generation, give_back=True)
+        elif not holds(self._table(index), holder, generation):
+            # An earlier table write of ours failed; the lease may be in use by
+            # another writer of this node (a daemon a command borrows from): keep it.
+            self._publish_taken(index, holder, generation, give_back=False)
+        self.runtime.lease_acquired(self, index, holder, generation)
+        return generation, new
+
+    def _publish_taken(self, index: int, holder: NodeIncarnation, generation: int, *,
+                       give_back: bool) -> None:
+        """The lease table entry of a lease the ballot gave us.  When it fails, a
+        lease just taken is given back (nobody else could take it while we live)."""
+        try:
+            self.alive_check()
+            previous = self._table(index)
+            _write_lease(self.area, index, dict(
+                previous, owner_id=holder.node_id, owner_incarnation=holder.incarnation,
+                generation=generation, owner_name=holder.name,
+                acquired_ns=int(self.clock.wall() * 1e9)))
+        except ShareddiskError:
+            if not give_back:
+                raise
+            try:
+                self.paxos(index, holder).release(holder, generation)
+            except ShareddiskError as exc:
+                log.warning("event=lease-stranded resource=%d generation=%d error=%r", index,
+                            generation, str(exc))
+                self.stranded[index] = (holder, generation)
+            raise
+
+    def _publish_decided(self, index: int, holder: NodeIncarnation,
+                         outcome: Outcome | None) -> None:
+        """Our ballot completed an instance for a rival (its vote, which we had to
+        carry): name that holder in the table, since it may never have been told.
+        Its node then finds the lease among its orphans and gives it back
+        (manager._give_back_orphans) unless it uses it; without the entry a
+        live node would hold a lease nobody knows of, for good."""
+        rivals = [(n, value) for n, value in (outcome.decided if outcome else [])
+                  if not value.free and not value.same(holder)]
+        if not rivals:
+            return
+        generation, value = max(rivals, key=lambda item: item[0])
+        try:
+            self.alive_check()
+            table = self._table(index)
+            if table["generation"] >= generation:
+                return  # the holder (or a later one) wrote it already
+            _write_lease(self.area, index, dict(
+                table, owner_id=value.node_id, owner_incarnation=value.incarnation,
+                owner_name=value.name, generation=generation, acquired_ns=0))
+        except ShareddiskError as exc:
+            log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
 
     def verify(self, index: int, holder: NodeIncarnation, generation: int) -> dict[str, Any]:
-        """The lease record, if it still names us at ``generation``; else LeaseLost."""
+        """The lease table entry, if the ballot still gives us ``generation``; else
+        LeaseLost (a newer leader, or a vote in a later instance, exists)."""
+        check_resource_index(self.area, index)
         self.alive_check()  # a holder past its own renew deadline must not write
-        current = read_lease(self.area, index)
-        if not holds(current, holder, generation):
-            raise LeaseLost(
-                f"{self.area.device.path}: resource {index}: lease generation {generation} of "
-                f"node {holder.node_id} is no longer valid (now node {current['owner_id']}, "
-                f"incarnation {current['owner_incarnation']}, generation "
-                f"{current['generation']}); nothing written")
-        return current
+        try:
+            self.paxos(index, holder).verify(holder, generation)
+        except LeaseLost as exc:
+            raise LeaseLost(f"resource {index}: lease generation {generation} of node "
+                            f"{holder.node_id} is no longer valid: {exc}") from None
+        return self._table(index)
+
+    def _table(self, index: int) -> dict[str, Any]:
+        """The lease table entry; a blank one when it does not decode (torn, say):
+        it is a hint, and our next write of it replaces it whole."""
+        try:
+            return read_lease(self.area, index)
+        except FormatError as exc:
+            log.warning("event=lease-table-damaged resource=%d error=%r", index, str(exc))
+            return lease.empty(index)
 
     def record_written(self, index: int, holder: NodeIncarnation, generation: int,
                        version: int) -> None:
-        """Publish the new record version in the lease, so peers reload it."""
+        """Publish the new record version in the lease table, so peers reload it."""
         current = self.verify(index, holder, generation)
-        _write_lease(self.area, index, dict(current, record_version=version))
+        _write_lease(self.area, index, dict(current, owner_id=holder.node_id,
+                                            owner_incarnation=holder.incarnation,
+                                            owner_name=holder.name, generation=generation,
+                                            record_version=version))
 
     def release(self, index: int, holder: NodeIncarnation, generation: int) -> None:
-        """Give the lease up (no-op if it is no longer ours)."""
+        """Give the lease up (no-op if it is no longer ours).
+
+        The table entry is freed first, while the ballot's leader still names
+        us (so no successor's entry can be overwritten by it), then the release
+        ballot decides "free" at ``generation + 1`` (docs/PAXOS.md, Release).
+        Not ``verify``: a retry must go on past our own earlier release vote,
+        which verify counts as the end of our generation."""
+        check_resource_index(self.area, index)
+        self.alive_check()
+        paxos = self.paxos(index, holder)
+        top = paxos.leader()
+        if top.generation != generation or not top.holder.same(holder):
+            self.stranded.pop(index, None)
+            return  # taken over, or our release is already published
+        current = self._table(index)
         try:
-            current = self.verify(index, holder, generation)
-        except LeaseLost:
-            return
-        _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,
-                                            owner_name=""))
+            _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,
+                                                owner_name="", generation=generation + 1))
+        except DeviceError as exc:  # a hint: the ballot's release is what counts
+            log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
+        paxos.release(holder, generation)
+        self.stranded.pop(index, None)

@@ -17,9 +17,11 @@ from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.errors import FormatError, LockHeld
 from shareddisk.format import heartbeat
-from shareddisk.leases import Liveness
 from shareddisk.membership import Membership, NodeIncarnation, PeerState
 from shareddisk.timeouts import Timeouts
+
+# (node_id, incarnation) -> True alive, False gone: what leases.Leases.acquire is given
+Liveness = Callable[[int, int], bool]
 
 # node id -> (state, incarnation): a running node's membership as its heartbeat
 # loop last judged it (a snapshot: the manager's thread must not read it live)

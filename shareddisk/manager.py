@@ -15,8 +15,8 @@ resource record:
   fenced in this node's membership view) goes to its *successor*: the
   ``move_to`` node if that is live, else the first live node of the
   failover list (skipping ``failed_on``).  The list order makes the choice
-  deterministic, so two nodes do not race for it; the lease settles any
-  disagreement between two views anyway.
+  deterministic, so two nodes do not race for it; the lease's ballot settles
+  any disagreement between two views anyway.
 
 Taking over: acquire the lease (the old owner's lease is no longer valid
 once it is dead), set ``owner_host`` to this node, call the agents' online
@@ -43,7 +43,7 @@ from shareddisk.drivers import make_driver
 from shareddisk.errors import Fenced, LeaseLost, LockHeld, ShareddiskError
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
-from shareddisk.leases import Leases, holds, read_lease, resource_lock
+from shareddisk.leases import Leases, resource_lock
 from shareddisk.liveness import View, in_view
 from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.operations import WriteContext, outcome, run_operation
@@ -79,7 +79,7 @@ class ClusterManager:
         self.started = clock.monotonic()
         self.counts = {"failovers": 0, "replays": 0}
         # How long after its start the manager waits before choosing an owner for a
-        # resource that never had one (not the lease's settle wait, Leases.settle).
+        # resource that never had one.
         self.startup_wait = timeouts.suspect
         self.backoff = Backoff(timeouts.retry_first, timeouts.retry_longest)  # doubling waits
         self.me: NodeIncarnation | None = None
@@ -293,6 +293,10 @@ class ClusterManager:
 
     def _retry_releases(self) -> None:
         assert self.me is not None
+        # Leases won whose table write and give-back both failed: ours to give back.
+        for index, (holder, generation) in list(self.leases.stranded.items()):
+            if holder.same(self.me) and index not in self.owned:
+                self.unreleased.setdefault(index, generation)
         for index, generation in sorted(self.unreleased.items()):
             try:
                 self._release(index, self.me, generation)
@@ -326,12 +330,12 @@ class ClusterManager:
             try:
                 with resource_lock(self.area, index, self.clock, timeout=0,
                                    runtime=self.runtime):
-                    current = read_lease(self.area, index)
-                    if holds(current, self.me):
-                        self.leases.release(index, self.me, current["generation"])
+                    leader = self.leases.holder(index)
+                    if leader.holder.same(self.me):
+                        self.leases.release(index, self.me, leader.generation)
                         log.warning("event=orphan-lease-released resource=%s generation=%d",
                                     records[index].name if index in records else index,
-                                    current["generation"])
+                                    leader.generation)
             except LockHeld:
                 continue  # a command of this host is using it right now
             except ShareddiskError as exc:

@@ -350,8 +350,14 @@ class Node:
     def _check_leases(self, reads: list[Outcome]) -> None:
         """Fence, without writing, when a lease we hold shows a newer generation
         written by another holder: a successor took it (we were declared dead
-        while our clock stood still, say).  Our own release keeps the
-        generation and names nobody; our own re-acquisition names us."""
+        while our clock stood still, say).  Our own release names nobody (its
+        generation is the release's instance); our own re-acquisition names us.
+
+        This reads the lease table, the hint each holder writes once the ballot
+        gave it the lease: one read of one region, and an early warning only.
+        The authority is the ballot's leader record, which every guarded write
+        verifies first (leases.Leases.verify), so a table that lags costs at
+        most an early fence, never a write under a lost lease."""
         outcome = reads[0]
         if not self._held or not outcome.ok or len(outcome.value) < 4 \
                 or outcome.value[3] is None:
@@ -407,7 +413,7 @@ class Node:
         held = self.held_leases() if self.held_leases is not None else {}
 
         def request(area: Area, leases: bool) -> Callable[[], tuple]:
-            if leases:  # the manager's leases live on the first disk
+            if leases:  # the lease table (a hint of the holders) of the first disk
                 def read() -> tuple:
                     head = identity.read_round(area, self.node_id)  # + the superblock
                     try:  # a lease region we cannot read must not cost us the heartbeat

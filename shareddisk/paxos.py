@@ -446,7 +446,7 @@ def acquire_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation,
 
 def _held(leader: Leader) -> str:
     owner = leader.holder
-    return (f"held by node {owner.node_id} ({owner.name or '?'}, incarnation "
+    return (f"leased by node {owner.node_id} ({owner.name or '?'}, incarnation "
             f"{owner.incarnation}, generation {leader.generation})")
 
 
@@ -489,7 +489,13 @@ def release_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generatio
     if not (yield from _repair_leader(geo, disks, top, views)):
         return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)
     out = yield from ballot(geo, disks, me.node_id, FREE, generation + 1, views)
-    if out.kind == "read":
+    if out.kind == "read" and out.published < majority(disks):
+        # Decided but not published: while the leader still names us, live,
+        # nobody else completes the instance.  The caller must retry.
+        out.kind, out.reason = "no-quorum", (
+            f"decided generation {generation + 1} but only {out.published} of {disks} disks "
+            f"took the leader record")
+    elif out.kind == "read":
         out.kind = "released"
     return out
 
@@ -530,7 +536,8 @@ class DiskPaxos:
 
     def __init__(self, disks: Sequence[LeaseDisk], geometry: LeaseGeometry, clock: Clock, *,
                  attempts: int = 6, backoff: float = 0.005,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 write_check: Callable[[], None] = lambda: None):
         if not disks:
             raise UsageError("a lease needs at least one disk")
         for disk in disks:
@@ -544,6 +551,10 @@ class DiskPaxos:
         self.attempts = attempts
         self.backoff = backoff
         self.rng = rng or random.Random()
+        # Run before every write (raises to stop: a node past its renew deadline
+        # must write nothing); the ballot stays safe wherever it stops.
+        self.write_check = write_check
+        self.outcome: Outcome | None = None  # of the last take()
 
     def run(self, steps: Step) -> Outcome:
         ss = self.geometry.sector_size
@@ -561,6 +572,7 @@ class DiskPaxos:
                         answer = [buf[i * ss:(i + 1) * ss] for i in range(op.count)]
                 elif isinstance(op, Write):
                     disk = self.disks[op.disk]
+                    self.write_check()
                     try:
                         disk.device.write(disk.offset + op.block * ss, op.data)
                         disk.device.flush()
@@ -589,13 +601,22 @@ class DiskPaxos:
 
     def acquire(self, me: NodeIncarnation, replaceable: Callable[[Leader], bool]) -> int:
         """Take the lease (or confirm we hold it); returns its generation."""
+        return self.take(me, replaceable)[0]
+
+    def take(self, me: NodeIncarnation,
+             replaceable: Callable[[Leader], bool]) -> tuple[int, bool]:
+        """Like :meth:`acquire`; also whether this call decided it (False: we held
+        that generation already, nothing was written)."""
         out = self.run(with_retries(
             lambda: acquire_steps(self.geometry, len(self.disks), me, replaceable),
             self.attempts))
+        self.outcome = out  # what the caller may publish of it (a rival's value we decided)
         if out.kind != "acquired":
             self._raise(out)
         assert out.leader is not None
-        return out.leader.generation
+        generation = out.leader.generation
+        new = any(n == generation and value.same(me) for n, value in out.decided)
+        return generation, new
 
     def release(self, me: NodeIncarnation, generation: int) -> None:
         """Give the lease up (no-op when ``generation`` is no longer ours)."""

@@ -25,7 +25,7 @@ from shareddisk.area import Area
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import FormatError, LockHeld, ShareddiskError, UsageError
 from shareddisk.format import heartbeat
-from shareddisk.leases import Leases, holds, read_lease, resource_lock
+from shareddisk.leases import Leases, resource_lock
 from shareddisk.liveness import by_watching
 from shareddisk.locks import host_lock, try_host_lock
 from shareddisk.runtime import REAL, Runtime
@@ -215,12 +215,11 @@ class Session:
         """
         assert self.holder is not None, "use the session in a with block"
         with resource_lock(self.area, index, self.clock, runtime=self.runtime):
-            held_before = holds(read_lease(self.area, index), self.holder)
-            generation = self.leases.acquire(index, self.holder, self.alive)
+            generation, taken = self.leases.take(index, self.holder, self.alive)
             try:
                 yield generation
             finally:
-                if not held_before:
+                if taken:
                     self.leases.release(index, self.holder, generation)
 
 

@@ -28,8 +28,8 @@ from typing import Any
 from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.attributes import read_all
-from shareddisk.errors import DeviceError, FormatError
-from shareddisk.leases import read_lease
+from shareddisk.errors import DeviceError, FormatError, ShareddiskError
+from shareddisk.leases import read_holder, read_lease
 from shareddisk.membership import Membership, PeerState, majority
 from shareddisk.timeouts import Timeouts
 from shareddisk.view import watchdog_label
@@ -142,10 +142,7 @@ class StatusReader:
                 continue
             item = s.record.to_json()
             item["why"] = why_not_online(item)
-            item["lease"] = None if not lease["owner_id"] else {
-                "holder_id": lease["owner_id"], "holder_name": lease["owner_name"],
-                "incarnation": lease["owner_incarnation"], "generation": lease["generation"],
-                "acquired_ns": lease["acquired_ns"]}
+            item["lease"] = _holder_of(area, s.index, lease)
             out.append(item)
         return out
 
@@ -228,3 +225,21 @@ def view_report(view: dict[str, Any], areas: list[Area]) -> dict[str, Any]:
         "source": {"kind": "daemon", "node_id": view["node_id"], "pid": view["pid"],
                    "view_age": round(age, 3), "renewed_ago": view.get("renewed_ago")},
     }
+
+
+def _holder_of(area: Area, index: int, table: dict[str, Any]) -> dict[str, Any] | None:
+    """The lease holder as the ballot's leader record says (the authority); the
+    lease table entry (a hint) only when the ballot cannot be read."""
+    try:
+        leader = read_holder(area, index)
+        holder, generation = leader.holder, leader.generation
+        named = (holder.node_id, holder.incarnation, holder.name)
+    except ShareddiskError:
+        named = (table["owner_id"], table["owner_incarnation"], table["owner_name"])
+        generation = table["generation"]
+    if not named[0]:
+        return None
+    same = (table["owner_id"], table["owner_incarnation"], table["generation"]) == \
+        (named[0], named[1], generation)
+    return {"holder_id": named[0], "holder_name": named[2], "incarnation": named[1],
+            "generation": generation, "acquired_ns": table["acquired_ns"] if same else 0}

@@ -18,12 +18,14 @@ from shareddisk.errors import FormatError, ShareddiskError
 from shareddisk.format import heartbeat
 from shareddisk.format import lease as lease_fmt
 from shareddisk.format import logrecord
+from shareddisk.format import paxos as paxos_fmt
 from shareddisk.format.logrecord import EntryType
 from shareddisk.format.resource import ResourceState
 from shareddisk.format.volume import VolumeState
 from shareddisk.porcelain.examine import verify_area
 from shareddisk.membership import Transition
 from shareddisk.oplog import OpLog
+from shareddisk.paxos import Leader, LeaseGeometry, decode_view, leader_from, newest_leader
 from shareddisk.sim.config import CLIENT_KEYS
 from shareddisk.sim.disks import HostDisk
 from shareddisk.sim.hosts import Host
@@ -81,9 +83,10 @@ class Ledger:
                                 daemon is stuck (frozen) and not yet reset by it
     write-without-lease         records, log entries and data-device writes of a
                                 resource come from the holder of its lease
-    lease-overwritten / lease-taken-from-live-holder
-                                the lease changes hands only by acquisition, and
-                                never away from a holder that still renews
+    lease-overwritten           the lease table changes hands only by acquisition
+    lease-taken-from-live-holder  the ballot never decides a new holder (a leader
+                                record of a new generation, on any disk) away from
+                                a holder that still runs and renews
     acked-update-lost / record-version-regressed / record-unreadable
                                 every acknowledged attribute write stays until a
                                 later write of the same key; versions only grow
@@ -106,6 +109,9 @@ class Ledger:
         self.heartbeat = regions["heartbeat"]
         self.mailbox = regions["mailbox"]
         self.lease = regions["lease"]
+        self.paxos = regions["paxos"]
+        # index -> {generation: holder} of every leader record written (the ballot's)
+        self.leaders: dict[int, dict[int, tuple[int, int]]] = {}
         self.resource = regions["resource"]
         self.logs = {name[len("log:"):]: r for name, r in regions.items() if name.startswith("log:")}
         self.active = False
@@ -127,6 +133,8 @@ class Ledger:
     def start(self) -> None:
         for i in range(self.area0.superblock["resource_count"]):
             self.leases[i] = lease_fmt.CODEC.decode(self.area0.read_record("lease", i))
+            top = self._newest_leader(i)
+            self.leaders[i] = {top.generation: (top.holder.node_id, top.holder.incarnation)}
             self.versions[i] = read_stored(self.area0, i).version
         self.active = True
 
@@ -158,6 +166,8 @@ class Ledger:
                           f"node {who[0]} incarnation {who[1]} wrote {len(data)} bytes to "
                           f"{region} at offset {offset} of disk {view.index} after node {by} "
                           f"declared it dead at t={sim.rel(when):.3f}")
+        if self.paxos.offset <= offset < self.paxos.end:
+            self._paxos_write(who, view.index, offset, data)
         if view.index != 0:
             return
         if self.lease.offset <= offset < self.lease.end:
@@ -216,22 +226,64 @@ class Ledger:
         self.leases[index] = new
         if who is not None and after == who and before != who:
             self.sim.stats["lease_acquisitions"] += 1
-            self._taken_from(index, before, old["generation"], who)
-            return  # taking the lease
+            return  # the ballot gave it the lease (judged in _paxos_write)
         if who is not None and before == who and old["generation"] == new["generation"]:
-            return  # the holder publishing a record version, or releasing
+            return  # the holder publishing a record version
+        known = self.leaders.get(index, {})
+        if who is not None and not after[0] and (
+                before == who and new["generation"] == old["generation"] + 1
+                or known.get(new["generation"] - 1) == who):
+            return  # the holder freeing it (by the ballot, its generation), just before its
+            # release ballot; the table may not name it (its own table write failed)
+        if after[0] and known and max(known) == new["generation"] \
+                and known[new["generation"]] == after:
+            return  # naming the holder the ballot just decided (for a rival it carried)
         self.sim.violation("lease-overwritten",
                            f"lease of resource {index} rewritten by {_who(who)}: it named node "
                            f"{before[0]} incarnation {before[1]} generation {old['generation']}, "
                            f"now node {after[0]} incarnation {after[1]} generation "
                            f"{new['generation']}")
 
-    def _taken_from(self, index: int, before: tuple[int, int], generation: int,
-                    who: tuple[int, int]) -> None:
-        """A lease is never taken from a holder that still runs with a valid heartbeat
-        and holds it (an acquirer still settling may rightly lose it to a rival)."""
-        if not before[0] or self.confirmed.get(index) != (before, generation):
-            return
+    def _newest_leader(self, index: int) -> Leader:
+        """The ballot's newest leader record of resource ``index`` on the sim's raw disks."""
+        nodes = self.area0.superblock["node_count"]
+        geo = LeaseGeometry(index, nodes, self.ss)
+        views = []
+        for d, area in enumerate(self.sim.raw_areas):
+            raw = area.device.read(self.paxos.record_offset(index * geo.blocks), geo.size)
+            views.append(decode_view(geo, d, [raw[i * self.ss:(i + 1) * self.ss]
+                                              for i in range(geo.blocks)]))
+        return newest_leader(views)
+
+    def _paxos_write(self, who: tuple[int, int] | None, disk: int, offset: int,
+                     data: bytes) -> None:
+        """A leader record of a generation not seen before: the ballot decided a
+        holder.  Judge the change of hands from the previous generation's."""
+        run = 1 + self.area0.superblock["node_count"]
+        for pos in range(len(data) // self.ss):
+            block = (offset - self.paxos.offset) // self.ss + pos
+            if block % run:
+                continue  # a dblock: a vote, not a decision
+            index = block // run
+            sector = data[pos * self.ss:(pos + 1) * self.ss]
+            try:
+                leader = leader_from(paxos_fmt.decode_leader(sector, index, "leader"))
+            except FormatError:
+                continue
+            known = self.leaders.setdefault(index, {})
+            if leader.generation in known:
+                continue  # published again (another disk, a repair)
+            holder = (leader.holder.node_id, leader.holder.incarnation)
+            known[leader.generation] = holder
+            before = known.get(leader.generation - 1)
+            self.sim.trace(f"{_who(who)} publishes lease {index} generation "
+                           f"{leader.generation}: "
+                           f"{'free' if not holder[0] else _who(holder)} (disk {disk})")
+            if before is not None and before[0] and holder[0] and before != holder:
+                self._taken_from(index, before, holder)
+
+    def _taken_from(self, index: int, before: tuple[int, int], taker: tuple[int, int]) -> None:
+        """A lease is never taken from a holder that still runs with a valid heartbeat."""
         host = self.sim.hosts.get(before[0])
         life = host.life if host is not None else None
         node = life.node if life is not None and life.running() else None
@@ -241,7 +293,7 @@ class Ledger:
         age = self.sim.sched.now - host.real(node.renewed_since)
         if age < node.timeouts.renew_fail:
             self.sim.violation("lease-taken-from-live-holder",
-                               f"{_who(who)} took the lease of resource {index} from node "
+                               f"{_who(taker)} took the lease of resource {index} from node "
                                f"{before[0]} incarnation {before[1]}, which runs and renewed "
                                f"{age:.3f} s ago")
 

@@ -78,7 +78,7 @@ def test_the_owner_s_step_script_stops_before_its_successor_replays_the_step(wha
     lines = "\n".join(sim.lines)
     killed = ("killed: the reaper's keepalive ran out" if what == "freeze"
               else "killed: daemon exits")
-    assert f"h1 apply-step script of resource 0 (node 1 incarnation 1, generation 2) {killed}" \
+    assert f"h1 apply-step script of resource 0 (node 1 incarnation 1, generation 3) {killed}" \
         in lines, lines
     # The successor took r0 over and replayed the step its own script ran again...
     assert result.stats["ops_replayed"] == 1 and "h2 brings resource 0 online" in lines
@@ -101,8 +101,9 @@ def test_without_the_kill_the_old_owner_s_script_writes_after_the_successor(what
     first = result.violations[0]
     assert first.invariant == "script-write-after-successor", violations(sim)
     assert "h1 apply-step script of resource 0" in first.message
-    assert "node 2 incarnation 1 took the lease at generation 3" in first.message
-    assert "h2 brings resource 0 online" not in "\n".join(sim.lines)  # it was that early
+    assert "node 2 incarnation 1 took the lease at generation 4" in first.message
+    # (on the delta lease this came before the successor was online; the ballot has
+    # no settle wait, so the successor may be online by then)
 
 
 def cut_off(s: Simulation) -> None:
@@ -157,7 +158,7 @@ def test_a_watchdog_reset_kills_the_scripts_of_a_stuck_daemon() -> None:
     assert result.ok, violations(sim)
     assert result.stats["watchdog_resets"] == 1
     lines = "\n".join(sim.lines)
-    assert "h1 apply-step script of resource 0 (node 1 incarnation 1, generation 2) killed: " \
+    assert "h1 apply-step script of resource 0 (node 1 incarnation 1, generation 3) killed: " \
            "host reset" in lines
     assert "h2 brings resource 0 online" in lines
 
@@ -229,7 +230,7 @@ def test_a_fence_during_a_takeover_s_replay_is_not_taken_for_a_failed_online() -
     result = sim.run(reset_during_a_replay)
     assert result.ok, violations(sim)
     lines = "\n".join(sim.lines)
-    assert "h2 apply-step script of resource 0 (node 2 incarnation 1, generation 3) killed: " \
+    assert "h2 apply-step script of resource 0 (node 2 incarnation 1, generation 4) killed: " \
            "reset message from node 3" in lines
     assert 2 in {host for _, host, _, _ in sim.fences}
 

@@ -51,8 +51,8 @@ class Acting:
     """Runs each operation in its own Session, as each CLI command is its own process.
 
     A session never renews its heartbeat (see the xfail below), so a session
-    kept across several lease acquisitions (each waits ``settle`` on the
-    FakeClock) would outlive renew_fail and fence itself on leaving.
+    kept across several lease acquisitions (each watch of a holder waits on the
+    FakeClock) could outlive renew_fail and fence itself on leaving.
     """
 
     def __init__(self, area: Area, node_id: int = 1):
@@ -96,7 +96,8 @@ def test_add_takes_the_first_free_record(session, area) -> None:
 def test_add_leaves_the_lease_free_with_the_write_published(session, area) -> None:
     record = session.add_resource("sg1", "t")
     got = read_lease(area, 0)
-    assert (got["owner_id"], got["generation"], got["record_version"]) == (0, 1, record.version)
+    # the release is the ballot's instance 2: the freed table entry mirrors it
+    assert (got["owner_id"], got["generation"], got["record_version"]) == (0, 2, record.version)
     assert record.lease_generation == 1
 
 
@@ -188,7 +189,7 @@ def test_each_update_takes_a_new_lease_generation_and_frees_it(session, area, sg
     g = read_lease(area, 0)["generation"]
     updated = session.update_resource("sg1", {"size": 1})
     got = read_lease(area, 0)
-    assert (got["owner_id"], got["generation"]) == (0, g + 1)
+    assert (got["owner_id"], got["generation"]) == (0, g + 2)  # taken at g + 1, freed at g + 2
     assert updated.lease_generation == g + 1
 
 

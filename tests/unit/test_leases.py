@@ -1,15 +1,17 @@
-"""Tests for shareddisk.leases (delta leases) and shareddisk.liveness.
+"""Tests for shareddisk.leases (resource leases on the Disk Paxos ballot) and
+shareddisk.liveness.
 
-Everything runs on memory devices and FakeClocks: a lease is read, written,
-re-read after ``settle``; its generation is the fencing token every guarded
-write carries.  The races are made deterministic by clocks and devices that
-run "the other acquirer" at a chosen point (during our settle sleep, between
-our read and our write), and once more with two real acquirers in lockstep.
+Everything runs on memory devices and FakeClocks, over one disk and over
+three (an area whose ``members`` are three disks, standing in for the
+replicated area of shareddisk/replicas.py).  The ballot's leader record is the
+authority; the lease table is the hint the holder writes after it.  Schedules
+between acquirers are made deterministic by holding one acquirer's write up
+while the other runs (a device hook), at every position of that write.
 """
 
 from __future__ import annotations
 
-import threading
+import uuid
 from typing import Callable
 
 import pytest
@@ -17,28 +19,40 @@ import pytest
 from helpers import SteppingClock, make_area, make_device
 from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
+from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
-from shareddisk.errors import DeviceError, Fenced, LeaseLost, LockHeld, UsageError
+from shareddisk.errors import (
+    DeviceError,
+    Fenced,
+    LeaseLost,
+    LockHeld,
+    QuorumLost,
+    ShareddiskError,
+    UsageError,
+)
+from shareddisk.faults import Fault, FaultRules, FaultyDevice
 from shareddisk.format import heartbeat, lease
-from shareddisk.leases import Leases, holds, read_lease
+from shareddisk.leases import Leases, holds, read_holder, read_lease
 from shareddisk.liveness import by_watching, in_view, view_of
 from shareddisk.membership import Membership, NodeIncarnation, Peer, PeerState
 from shareddisk.node import Node
+from shareddisk.paxos import FREE, Leader
 from shareddisk.timeouts import Timeouts
 
-T = Timeouts.from_interval(1.0)  # settle 1 s, dead 7 s
+T = Timeouts.from_interval(1.0)  # dead 7 s
 A = NodeIncarnation(1, 3, "alpha")
 B = NodeIncarnation(2, 5, "beta")
+C = NodeIncarnation(3, 7, "gamma")
 GEOMETRY = Geometry(sector_size=512, node_count=4, resource_count=4, log_disks=(),
                     interval_ms=1000)
 
 
-def lease_bytes(area: Area) -> bytes:
-    return area.read_region("lease")
-
-
 def always(answer: bool) -> Callable[[int, int], bool]:
     return lambda node_id, incarnation: answer
+
+
+def never_asked(node_id: int, incarnation: int) -> bool:
+    pytest.fail(f"asked about node {node_id} incarnation {incarnation}")
 
 
 def put_lease(area: Area, index: int, **values) -> None:
@@ -46,20 +60,100 @@ def put_lease(area: Area, index: int, **values) -> None:
                       lease.CODEC.encode(dict(lease.empty(index), **values), 512))
 
 
+# -- one disk and three -------------------------------------------------------------------
+
+
+class MajorityDevice:
+    """Writes go to every disk and count on a majority; reads come from the first
+    disk that answers.  A test stand-in for the replicated area's I/O."""
+
+    def __init__(self, devices: list):
+        self.devices = devices
+        self.path, self.size = "<majority>", devices[0].size
+        self.sector_size = devices[0].sector_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        for dev in self.devices:
+            try:
+                return dev.read(offset, length)
+            except DeviceError:
+                continue
+        raise DeviceError("no disk answered")
+
+    def write(self, offset: int, data: bytes) -> None:
+        done = 0
+        for dev in self.devices:
+            try:
+                dev.write(offset, data)
+                done += 1
+            except DeviceError:
+                pass
+        if done <= len(self.devices) // 2:
+            raise DeviceError(f"written on {done} of {len(self.devices)} disks")
+
+    def flush(self) -> None:
+        pass
+
+
+class Cluster(Area):
+    """An area over several disks: ``members`` are the per-disk areas."""
+
+    def __init__(self, areas: list[Area]):
+        first = areas[0]
+        super().__init__(MajorityDevice([a.device for a in areas]), first.superblock,
+                         first.layout, first.primary, first.backup)
+        self.disks = areas
+
+    @property
+    def members(self) -> list[Area]:
+        return self.disks
+
+
+def disks(n: int) -> list[MemoryDevice]:
+    out = []
+    for i in range(n):
+        dev = MemoryDevice(required_size(GEOMETRY))
+        create_area(dev, GEOMETRY, cluster_uuid=uuid.UUID(int=7), clock=FakeClock(),
+                    disk_index=i, disk_count=n)
+        out.append(dev)
+    return out
+
+
+def area_of(devs: list, wrap: dict[int, Callable] | None = None) -> Area:
+    """One disk: a plain Area.  Several: a Cluster of them.  ``wrap`` gives the
+    disks (by index) a wrapper once they are open (a disk failing from then on)."""
+    areas = [Area.open(d) for d in devs]
+    for i, wrapper in (wrap or {}).items():
+        a = areas[i]
+        areas[i] = Area(wrapper(a.device), a.superblock, a.layout, a.primary, a.backup)
+    return areas[0] if len(areas) == 1 else Cluster(areas)
+
+
+def snapshot(devs) -> list[bytes]:
+    return [bytes(d.read(0, d.size)) for d in devs]
+
+
+def gone(dev) -> FaultyDevice:
+    """A disk that fails every I/O."""
+    return FaultyDevice(dev, FaultRules((Fault("loss"),)), FakeClock())
+
+
 # -- acquire ---------------------------------------------------------------------
 
 
-def test_acquiring_a_free_lease_writes_us_in_with_the_next_generation() -> None:
-    area, clock = make_area(GEOMETRY), FakeClock()
-    put_lease(area, 2, generation=6, record_version=9)
-    wall_at_write = clock.wall()
-    generation = Leases(area, clock, T).acquire(2, A, always(False))
-    assert generation == 7
-    got = read_lease(area, 2)
-    assert got == dict(resource_index=2, owner_id=1, flags=0, owner_incarnation=3,
-                       generation=7, acquired_ns=int(wall_at_write * 1e9), record_version=9,
-                       owner_name="alpha")
-    assert clock.monotonic() - 1000.0 >= T.io_timeout, "it must wait settle before confirming"
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_free_lease_is_taken_at_once_and_the_table_names_the_holder(n: int) -> None:
+    devs = disks(n)
+    area, clock = area_of(devs), FakeClock()
+    put_lease(area, 2, generation=0, record_version=9)
+    wall = clock.wall()
+    assert Leases(area, clock, T).acquire(2, A, never_asked) == 1
+    assert clock.monotonic() == 1000.0, "a free acquire waits for nothing"
+    assert read_holder(area, 2, clock) == Leader(1, A)
+    assert read_lease(area, 2) == dict(resource_index=2, owner_id=1, flags=0,
+                                       owner_incarnation=3, generation=1,
+                                       acquired_ns=int(wall * 1e9), record_version=9,
+                                       owner_name="alpha")
 
 
 @pytest.mark.parametrize("lease_was", ["free", "held by a dead node"])
@@ -68,11 +162,9 @@ def test_an_acquirer_past_its_renew_deadline_writes_nothing(lease_was: str) -> N
     7 s (slow reads of its one disk) wrote itself into a lease.  Its writes of
     records were refused, the acquisition was not."""
     area, clock = make_area(GEOMETRY), FakeClock()
-    if lease_was == "free":
-        put_lease(area, 2, generation=6)
-    else:
-        put_lease(area, 2, owner_id=2, owner_incarnation=5, generation=6)
-    before = lease_bytes(area)
+    if lease_was != "free":
+        Leases(area, clock, T).acquire(2, B, always(True))
+    before = snapshot([area.device])
     leases = Leases(area, clock, T)
 
     def past_deadline() -> None:
@@ -81,66 +173,98 @@ def test_an_acquirer_past_its_renew_deadline_writes_nothing(lease_was: str) -> N
     leases.alive_check = past_deadline
     with pytest.raises(Fenced):
         leases.acquire(2, A, always(False))
-    assert lease_bytes(area) == before
+    assert snapshot([area.device]) == before
 
 
-def test_acquire_is_reentrant_and_writes_nothing_the_second_time() -> None:
-    area, clock = make_area(GEOMETRY), FakeClock()
+@pytest.mark.parametrize("n", [1, 3])
+def test_acquire_is_reentrant_and_writes_nothing_the_second_time(n: int) -> None:
+    devs = disks(n)
+    area, clock = area_of(devs), FakeClock()
     leases = Leases(area, clock, T)
     first = leases.acquire(0, A, always(False))
-    before = lease_bytes(area)
-    assert leases.acquire(0, A, always(True)) == first
-    assert lease_bytes(area) == before
+    before = snapshot(devs)
+    assert leases.take(0, A, never_asked) == (first, False)
+    assert snapshot(devs) == before
 
 
-def test_a_lease_of_a_live_other_holder_is_refused_and_left_alone() -> None:
-    area, clock = make_area(GEOMETRY), FakeClock()
-    Leases(area, clock, T).acquire(1, B, always(False))
-    before = lease_bytes(area)
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_lease_of_a_live_other_holder_is_refused_and_left_alone(n: int) -> None:
+    devs = disks(n)
+    area, clock = area_of(devs), FakeClock()
+    Leases(area, clock, T).acquire(1, B, never_asked)
+    before = snapshot(devs)
     asked: list[tuple[int, int]] = []
 
     def alive(node_id: int, incarnation: int) -> bool:
         asked.append((node_id, incarnation))
         return True
 
-    with pytest.raises(LockHeld) as info:
+    with pytest.raises(LockHeld, match="leased by node 2 .beta") as info:
         Leases(area, clock, T).acquire(1, A, alive)
     assert asked == [(2, 5)]
-    assert "node 2" in str(info.value) and "beta" in str(info.value)
-    assert lease_bytes(area) == before
+    assert info.value.exit_code == 5
+    assert snapshot(devs) == before
 
 
-def test_a_lease_of_a_dead_holder_is_taken_with_the_next_generation() -> None:
+@pytest.mark.parametrize("why", ["dead", "released", "a later incarnation exists"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_lease_is_taken_over_only_from_a_dead_released_or_later_incarnation_holder(
+        n: int, why: str) -> None:
+    devs = disks(n)
+    area, clock = area_of(devs), FakeClock()
+    g = Leases(area, clock, T).acquire(1, B, never_asked)
+    if why == "released":
+        Leases(area, clock, T).release(1, B, g)
+        judge = never_asked  # a free lease: nobody is asked
+    elif why == "dead":
+        judge = always(False)
+    else:
+        later = NodeIncarnation(2, 6, "beta")
+        view = {2: (PeerState.ALIVE, later.incarnation)}
+        judge = in_view(view, A)  # it runs again, as incarnation 6
+    taken = Leases(area, clock, T).acquire(1, A, judge)
+    assert taken > g
+    assert read_holder(area, 1, clock) == Leader(taken, A)
+    assert holds(read_lease(area, 1), A, taken)
+    with pytest.raises(LeaseLost, match="no longer valid"):
+        Leases(area, clock, T).verify(1, B, g)
+
+
+def test_a_live_holder_seen_in_the_view_is_never_taken_over() -> None:
     area, clock = make_area(GEOMETRY), FakeClock()
-    g = Leases(area, clock, T).acquire(1, B, always(False))
-    assert Leases(area, clock, T).acquire(1, A, always(False)) == g + 1
-    assert holds(read_lease(area, 1), A, g + 1)
+    g = Leases(area, clock, T).acquire(1, B, never_asked)
+    for state in (PeerState.ALIVE, PeerState.SUSPECT, PeerState.JOINING):
+        with pytest.raises(LockHeld):
+            Leases(area, clock, T).acquire(1, A, in_view({2: (state, 5)}, A))
+    assert Leases(area, clock, T).verify(1, B, g)["owner_id"] == 2
 
 
-def test_judging_a_holder_dead_may_take_longer_than_settle() -> None:
-    """A watcher needs the holder's whole dead timeout; the write must still happen."""
+def test_judging_a_holder_dead_may_take_any_time() -> None:
+    """A watcher needs the holder's whole dead timeout: nothing times out meanwhile."""
     area, clock = make_area(GEOMETRY), FakeClock()
     g = Leases(area, clock, T).acquire(1, B, always(False))
 
     def slow_judge(node_id: int, incarnation: int) -> bool:
-        clock.advance(T.dead)
+        clock.advance(10 * T.dead)
         return False
 
     assert Leases(area, clock, T).acquire(1, A, slow_judge) == g + 1
 
 
-def test_a_lease_that_changes_while_its_holder_is_judged_is_not_taken() -> None:
+def test_a_lease_that_changes_hands_while_its_holder_is_judged_is_not_taken() -> None:
     area, clock = make_area(GEOMETRY), FakeClock()
-    g = Leases(area, clock, T).acquire(0, B, always(False))
-    third = dict(owner_id=3, owner_incarnation=1, generation=g + 1, owner_name="gamma")
+    Leases(area, clock, T).acquire(0, B, always(False))
 
     def judge(node_id: int, incarnation: int) -> bool:
-        clock.advance(T.dead)
-        put_lease(area, 0, **third)  # another node took it over meanwhile
-        return False
+        if node_id == B.node_id:
+            clock.advance(T.dead)
+            Leases(area, FakeClock(), T).acquire(0, C, always(False))  # C took it meanwhile
+            return False
+        return True  # C is alive
 
-    with pytest.raises(LockHeld, match="changed while"):
+    with pytest.raises(LockHeld, match="leased by node 3"):
         Leases(area, clock, T).acquire(0, A, judge)
+    assert read_holder(area, 0, clock).holder == C
     assert read_lease(area, 0)["owner_id"] == 3
 
 
@@ -150,7 +274,7 @@ def test_our_own_older_incarnation_counts_as_another_holder() -> None:
     g = Leases(area, clock, T).acquire(0, old, always(False))
     with pytest.raises(LockHeld):
         Leases(area, clock, T).acquire(0, A, always(True))
-    assert Leases(area, clock, T).acquire(0, A, always(False)) == g + 1
+    assert Leases(area, clock, T).acquire(0, A, in_view({}, A)) == g + 1
 
 
 def test_a_bad_index_is_a_usage_error() -> None:
@@ -161,149 +285,174 @@ def test_a_bad_index_is_a_usage_error() -> None:
         Leases(area, FakeClock(), T).acquire(-1, A, always(False))
 
 
-# -- races -------------------------------------------------------------------------
+def test_the_lease_table_is_only_a_hint() -> None:
+    """A table naming a live holder that the ballot does not know is no lease."""
+    area, clock = make_area(GEOMETRY), FakeClock()
+    put_lease(area, 0, owner_id=2, owner_incarnation=5, generation=40, owner_name="beta")
+    assert Leases(area, clock, T).acquire(0, A, never_asked) == 1
+    assert holds(read_lease(area, 0), A, 1)
 
 
-class SleepHook(FakeClock):
-    """A FakeClock that runs ``hook`` (once) when its owner sleeps."""
+class FailTableWrite(MemoryDevice):
+    """Writes to the lease table fail (once ``armed``)."""
 
-    def __init__(self, hook: Callable[[], None]):
-        super().__init__()
-        self.hook: Callable[[], None] | None = hook
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        hook, self.hook = self.hook, None
-        if hook is not None:
-            hook()
-
-
-def test_a_rival_write_during_our_settle_wins_and_we_refuse() -> None:
-    """Both read the lease free; the rival's write lands while we settle."""
-    area = make_area(GEOMETRY)
-    free = read_lease(area, 0)
-    rival = dict(free, owner_id=B.node_id, owner_incarnation=B.incarnation,
-                 generation=free["generation"] + 1, owner_name=B.name)
-    clock = SleepHook(lambda: put_lease(area, 0, **rival))
-    with pytest.raises(LockHeld, match="lost the lease to node 2"):
-        Leases(area, clock, T).acquire(0, A, always(False))
-    assert holds(read_lease(area, 0), B, rival["generation"])
-
-
-class SlowReads(MemoryDevice):
-    """Reads of the lease region advance the clock by ``delay`` (a slow or stalled disk)."""
-
-    clock: FakeClock
-    delay = 0.0
-    lease_range = (0, 0)
-    writes_in_range = 0
-
-    def read(self, offset: int, length: int) -> bytes:
-        if self.lease_range[0] <= offset < self.lease_range[1]:
-            self.clock.advance(self.delay)
-        return super().read(offset, length)
+    armed = False
+    table = (0, 0)
 
     def write(self, offset, data) -> None:
-        if self.lease_range[0] <= offset < self.lease_range[1]:
-            self.writes_in_range += 1
+        if self.armed and self.table[0] <= offset < self.table[1]:
+            raise DeviceError("table write failed")
         super().write(offset, data)
 
 
-def slow_area(delay: float) -> tuple[Area, SlowReads, FakeClock]:
+def test_a_lease_won_whose_table_write_fails_is_given_back() -> None:
     plain = make_device(GEOMETRY)
-    dev = SlowReads(plain.size, data=bytes(plain.data))
-    area = Area.open(dev)
+    dev = FailTableWrite(plain.size, data=bytes(plain.data))
+    area, clock = Area.open(dev), FakeClock()
     region = area.regions["lease"]
-    dev.clock, dev.lease_range, dev.delay = FakeClock(), (region.offset, region.end), delay
-    return area, dev, dev.clock
+    dev.table, dev.armed = (region.offset, region.end), True
+    leases = Leases(area, clock, T)
+    with pytest.raises(DeviceError):
+        leases.acquire(0, A, never_asked)
+    assert read_holder(area, 0, clock) == Leader(2, FREE)  # won at 1, freed at 2
+    assert leases.stranded == {}
+    dev.armed = False
+    assert Leases(area, clock, T).acquire(0, B, never_asked) == 3
 
 
-def test_a_read_slower_than_settle_is_not_acted_on() -> None:
-    """A rival could have read, written and confirmed meanwhile: do not write on stale data."""
-    area, dev, clock = slow_area(T.io_timeout * 1.5)
-    with pytest.raises(LockHeld, match="reading the lease took longer"):
-        Leases(area, clock, T).acquire(0, A, always(False))
-    assert dev.writes_in_range == 0
-    assert read_lease(area, 0)["owner_id"] == 0
+def test_a_damaged_table_entry_neither_blocks_the_lease_nor_guarded_writes() -> None:
+    """A torn table sector is a lost hint: the holder's next write replaces it."""
+    area, clock = make_area(GEOMETRY), FakeClock()
+    area.device.write(area.regions["lease"].record_offset(0), b"\xff" * 512)
+    leases = Leases(area, clock, T)
+    g = leases.acquire(0, A, never_asked)
+    assert holds(read_lease(area, 0), A, g)
+    area.device.write(area.regions["lease"].record_offset(0), b"\xff" * 512)
+    assert leases.verify(0, A, g)["record_version"] == 0
+    leases.record_written(0, A, g, 7)
+    assert holds(read_lease(area, 0), A, g) and read_lease(area, 0)["record_version"] == 7
 
 
-def test_a_read_within_settle_is_fine() -> None:
-    area, dev, clock = slow_area(T.io_timeout * 0.4)
-    assert Leases(area, clock, T).acquire(0, A, always(False)) == 1
+def test_a_rival_vote_our_ballot_decides_is_named_in_the_table_for_its_node() -> None:
+    """Seed 58 of --cli session: node 1's ballot voted for itself (phase 2) and
+    failed to publish; node 2's ballot carried that vote and decided node 1,
+    which was alive and never told, and nobody could take the lease again.  Now
+    the table names node 1, whose manager gives such an orphan back."""
+    from shareddisk.paxos import Read, Write, acquire_steps
+
+    area, clock = make_area(GEOMETRY), FakeClock()
+    paxos = Leases(area, clock, T).paxos(0)
+    disk, ss = paxos.disks[0], 512
+    steps = acquire_steps(paxos.geometry, 1, A, lambda leader: True)
+    op, answer = next(steps), None
+    while not (isinstance(op, Write) and op.block == 0):  # A stops before publishing
+        if isinstance(op, Read):
+            raw = disk.device.read(disk.offset + op.first * ss, op.count * ss)
+            answer = [raw[i * ss:(i + 1) * ss] for i in range(op.count)]
+        else:
+            disk.device.write(disk.offset + op.block * ss, op.data)
+            answer = True
+        op = steps.send(answer)
+    with pytest.raises(LockHeld, match="leased by node 1"):
+        Leases(area, clock, T).acquire(0, B, always(True))  # A is alive
+    assert read_holder(area, 0, clock) == Leader(1, A)
+    assert holds(read_lease(area, 0), A, 1), "A's node must be able to find it"
+    Leases(area, clock, T).release(0, A, 1)  # what A's _give_back_orphans does
+    assert Leases(area, clock, T).acquire(0, B, never_asked) == 3
 
 
-class SlowWrites(SlowReads):
-    """Lease writes take ``write_delay`` (the first only)."""
+class FailLeaderWrite(MemoryDevice):
+    """Writes of one lease's leader record fail while ``armed``."""
 
-    write_delay = 0.0
+    armed = False
+    leader_at = -1
 
     def write(self, offset, data) -> None:
+        if self.armed and offset == self.leader_at:
+            raise DeviceError("leader write failed")
         super().write(offset, data)
-        if self.write_delay and self.lease_range[0] <= offset < self.lease_range[1]:
-            self.clock.advance(self.write_delay)
-            self.write_delay = 0.0
 
 
-def test_a_write_slower_than_settle_is_refused_and_does_not_leave_the_lease_held() -> None:
-    """Our late write may have landed after a rival confirmed: we must not keep it."""
+def test_a_release_decided_but_not_published_is_retried_until_it_is() -> None:
+    """Seed 74 of tools/sim: the release ballot decided "free" but its leader
+    record did not land, and the release was taken as done; the retry then
+    stopped at its own vote.  The leader named the live holder for good."""
     plain = make_device(GEOMETRY)
-    dev = SlowWrites(plain.size, data=bytes(plain.data))
-    area = Area.open(dev)
-    region = area.regions["lease"]
-    dev.clock, dev.lease_range, dev.write_delay = FakeClock(), (region.offset, region.end), 1.5
-    with pytest.raises(LockHeld, match="taking the lease took longer"):
-        Leases(area, dev.clock, T).acquire(0, A, always(False))
-    got = read_lease(area, 0)
-    assert got["owner_id"] == 0, got
-    # nobody is locked out: the next acquirer does not even ask about us
-    assert Leases(area, dev.clock, T).acquire(0, B, lambda n, i: pytest.fail("held")) > 0
+    dev = FailLeaderWrite(plain.size, data=bytes(plain.data))
+    area, clock = Area.open(dev), FakeClock()
+    leases = Leases(area, clock, T)
+    g = leases.acquire(1, A, never_asked)
+    dev.leader_at = leases.paxos(1).disks[0].offset
+    dev.armed = True
+    with pytest.raises(QuorumLost, match="decided generation 2 but only 0 of 1"):
+        leases.release(1, A, g)
+    assert read_holder(area, 1, clock) == Leader(g, A)  # not published yet
+    dev.armed = False
+    leases.release(1, A, g)  # the retry (manager.unreleased)
+    assert read_holder(area, 1, clock) == Leader(g + 1, FREE)
+    assert Leases(area, clock, T).acquire(1, B, never_asked) == g + 2
 
 
-def _lockstep_acquire(area: Area, barrier: threading.Barrier, holder: NodeIncarnation,
-                      results: dict) -> None:
-    """One acquirer whose every lease I/O waits for the other's (read, write, read)."""
+# -- races: a write held up at each of its positions -----------------------------------------
 
-    class Stepping:
-        def __init__(self, inner):
-            self.inner = inner
 
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
+class HeldUp:
+    """A device whose write number ``at`` to the ballot's runs waits for ``hook``."""
 
-        def read(self, offset, length):
-            barrier.wait(10)
-            return self.inner.read(offset, length)
+    def __init__(self, inner, counter: dict, at: int, hook: Callable[[], None], paxos):
+        self.inner, self.counter, self.at, self.hook, self.paxos = inner, counter, at, hook, paxos
 
-        def write(self, offset, data):
-            barrier.wait(10)
-            self.inner.write(offset, data)
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
-        def flush(self):
-            self.inner.flush()
+    def read(self, offset, length):
+        return self.inner.read(offset, length)
 
-    mine = Area(Stepping(area.device), area.superblock, area.layout, area.primary, area.backup)
+    def write(self, offset, data):
+        if self.paxos.offset <= offset < self.paxos.end:
+            if self.counter["n"] == self.at and self.hook is not None:
+                hook, self.hook = self.hook, None
+                hook()
+            self.counter["n"] += 1
+        self.inner.write(offset, data)
+
+    def flush(self):
+        self.inner.flush()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("at", range(7))
+def test_a_write_held_up_while_a_rival_acquires_never_gives_two_holders(n: int,
+                                                                         at: int) -> None:
+    """A's ballot write number ``at`` is held up (any time: no clock is read) while
+    B acquires.  Exactly one is told it holds generation 1, whoever judges whom."""
+    devs = disks(n)
+    result: dict[str, object] = {}
+
+    def rival() -> None:
+        try:
+            result["B"] = Leases(area_of(devs), FakeClock(), T).acquire(0, B, always(True))
+        except ShareddiskError as exc:
+            result["B"] = exc
+
+    counter = {"n": 0}
+    paxos = Area.open(devs[0]).regions["paxos"]
+    slow = [HeldUp(d, counter, at, rival, paxos) for d in devs]
+    areas = [Area(s, a.superblock, a.layout, a.primary, a.backup)
+             for s, a in zip(slow, (Area.open(d) for d in devs))]
+    mine = areas[0] if n == 1 else Cluster(areas)
     try:
-        results[holder.node_id] = Leases(mine, FakeClock(), T).acquire(0, holder, always(False))
-    except LockHeld as exc:  # both made the same three I/Os, so nobody waits for us
-        results[holder.node_id] = exc
-
-
-@pytest.mark.parametrize("round_", range(10))
-def test_two_acquirers_that_both_saw_the_lease_free_never_both_win(round_: int) -> None:
-    area = make_area(GEOMETRY)
-    barrier = threading.Barrier(2)
-    results: dict = {}
-    threads = [threading.Thread(target=_lockstep_acquire, args=(area, barrier, h, results))
-               for h in (A, B)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    winners = [n for n, r in results.items() if isinstance(r, int)]
-    losers = [n for n, r in results.items() if isinstance(r, LockHeld)]
-    assert len(winners) == 1 and len(losers) == 1, results
-    winner = A if winners[0] == A.node_id else B
-    assert holds(read_lease(area, 0), winner, results[winner.node_id])
+        result["A"] = Leases(mine, FakeClock(), T).acquire(0, A, always(True))
+    except ShareddiskError as exc:
+        result["A"] = exc
+    winners = {k: v for k, v in result.items() if isinstance(v, int)}
+    assert len(winners) == 1, result
+    who, generation = next(iter(winners.items()))
+    owner = {"A": A, "B": B}[who]
+    area = area_of(devs)
+    assert read_holder(area, 0, FakeClock()) == Leader(generation, owner)
+    assert holds(read_lease(area, 0), owner, generation)
+    Leases(area, FakeClock(), T).verify(0, owner, generation)
 
 
 # -- verify, record_written, release --------------------------------------------------
@@ -318,17 +467,18 @@ def held() -> tuple[Area, Leases, int]:
     return area, leases, generation
 
 
-def test_verify_returns_the_lease_while_it_names_us() -> None:
+def test_verify_returns_the_table_entry_while_the_ballot_names_us() -> None:
     area, clock = make_area(GEOMETRY), FakeClock()
     leases = Leases(area, clock, T)
     g = leases.acquire(0, A, always(False))
     assert leases.verify(0, A, g)["generation"] == g
 
 
-def test_verify_refuses_a_stale_generation(held) -> None:
+def test_verify_after_a_takeover_raises_lease_lost(held) -> None:
     area, leases, generation = held
-    with pytest.raises(LeaseLost, match="no longer valid.*nothing written"):
+    with pytest.raises(LeaseLost, match="no longer valid.*nothing written") as info:
         leases.verify(0, A, generation)
+    assert info.value.exit_code == 5
 
 
 def test_verify_refuses_another_incarnation_of_the_same_node() -> None:
@@ -337,16 +487,27 @@ def test_verify_refuses_another_incarnation_of_the_same_node() -> None:
     g = leases.acquire(0, A, always(False))
     with pytest.raises(LeaseLost):
         leases.verify(0, NodeIncarnation(A.node_id, A.incarnation + 1, A.name), g)
-    with pytest.raises(LeaseLost):
-        leases.verify(0, A, g + 1)
+
+
+def test_verify_is_refused_past_our_renew_deadline() -> None:
+    area, clock = make_area(GEOMETRY), FakeClock()
+    leases = Leases(area, clock, T)
+    g = leases.acquire(0, A, always(False))
+
+    def past_deadline() -> None:
+        raise Fenced("past the renew deadline")
+
+    leases.alive_check = past_deadline
+    with pytest.raises(Fenced):
+        leases.verify(0, A, g)
 
 
 def test_record_written_with_a_stale_generation_writes_nothing(held) -> None:
     area, leases, generation = held
-    before = lease_bytes(area)
+    before = snapshot([area.device])
     with pytest.raises(LeaseLost):
         leases.record_written(0, A, generation, 42)
-    assert lease_bytes(area) == before
+    assert snapshot([area.device]) == before
 
 
 def test_record_written_publishes_the_version_and_keeps_the_rest() -> None:
@@ -360,22 +521,70 @@ def test_record_written_publishes_the_version_and_keeps_the_rest() -> None:
 
 def test_release_of_a_stale_generation_is_a_no_op(held) -> None:
     area, leases, generation = held
-    before = lease_bytes(area)
+    before = snapshot([area.device])
     leases.release(0, A, generation)
-    assert lease_bytes(area) == before
+    assert snapshot([area.device]) == before
 
 
-def test_release_frees_the_lease_and_the_generation_keeps_counting() -> None:
-    area, clock = make_area(GEOMETRY), FakeClock()
+@pytest.mark.parametrize("n", [1, 3])
+def test_release_frees_the_lease_and_the_next_acquire_gets_a_larger_generation(n: int) -> None:
+    devs = disks(n)
+    area, clock = area_of(devs), FakeClock()
     leases = Leases(area, clock, T)
     g = leases.acquire(0, A, always(False))
     leases.record_written(0, A, g, 3)
+    table = area.read_region("lease")
     leases.release(0, A, g)
+    assert area.read_region("lease") != table, "peers polling the table see the change"
     freed = read_lease(area, 0)
     assert (freed["owner_id"], freed["owner_incarnation"], freed["owner_name"]) == (0, 0, "")
-    assert (freed["generation"], freed["record_version"]) == (g, 3)
+    assert (freed["generation"], freed["record_version"]) == (g + 1, 3)
+    assert read_holder(area, 0, clock) == Leader(g + 1, FREE)
+    with pytest.raises(LeaseLost):
+        leases.verify(0, A, g)
     # a later acquirer that still believes in the old holder is never asked
-    assert leases.acquire(0, B, lambda n, i: pytest.fail("asked about a free lease")) == g + 1
+    again = leases.acquire(0, B, never_asked)
+    assert again > g and again == g + 2
+    assert leases.acquire(0, B, never_asked) == again
+
+
+# -- disks failing -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_any_one_of_three_disks_failing_changes_nothing(which: int) -> None:
+    devs = disks(3)
+    area, clock = area_of(devs, {which: gone}), FakeClock()
+    leases = Leases(area, clock, T)
+    g = leases.acquire(0, A, never_asked)
+    assert g == 1 and clock.monotonic() == 1000.0
+    leases.record_written(0, A, g, 5)
+    assert leases.verify(0, A, g)["record_version"] == 5
+    assert leases.acquire(0, B, always(False)) == 2  # A died
+    leases.release(0, B, 2)
+    assert leases.acquire(0, C, never_asked) == 4
+    # the disk comes back: it lags, the majority rules
+    healed = area_of(devs)
+    assert read_holder(healed, 0, clock) == Leader(4, C)
+    Leases(healed, clock, T).verify(0, C, 4)
+
+
+@pytest.mark.parametrize("which", [(0, 1), (0, 2), (1, 2)])
+def test_two_of_three_disks_failing_is_quorum_lost(which: tuple[int, int]) -> None:
+    devs = disks(3)
+    healthy = area_of(devs)
+    g = Leases(healthy, FakeClock(), T).acquire(0, A, never_asked)
+    before = snapshot(devs)
+    area = area_of(devs, {i: gone for i in which})
+    leases = Leases(area, FakeClock(), T)
+    for attempt in (lambda: leases.acquire(0, B, always(False)),
+                    lambda: leases.verify(0, A, g),
+                    lambda: leases.release(0, A, g)):
+        with pytest.raises(QuorumLost) as info:
+            attempt()
+        assert info.value.exit_code == 6
+    assert snapshot(devs) == before
+    assert Leases(healthy, FakeClock(), T).verify(0, A, g)["owner_id"] == 1
 
 
 # -- liveness ------------------------------------------------------------------------

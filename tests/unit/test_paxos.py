@@ -3,8 +3,9 @@
 The ballot runs on memory devices (and fault-injecting wrappers of them).
 Schedules between acquirers are made deterministic by running one acquirer's
 steps by hand and the other inside a device hook.  The last section replays
-the two races of issue 13 against the old delta lease (shareddisk/leases.py),
-where they give two holders, and against the ballot, where they do not.
+the two races of issue 13 through shareddisk/leases.py (they gave two holders
+on the old delta lease, checked on 7f1a047; the ballot-backed Leases passes
+them) and against the bare ballot.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def test_a_held_lease_is_refused_and_left_alone_and_the_policy_sees_the_holder()
         asked.append(leader)
         return False
 
-    with pytest.raises(LockHeld, match="held by node 2 .beta, incarnation 5, generation 1"):
+    with pytest.raises(LockHeld, match="leased by node 2 .beta, incarnation 5, generation 1"):
         lease(devs).acquire(A, policy)
     assert asked == [Leader(1, B)]
     assert snapshot(devs) == before
@@ -411,7 +412,7 @@ def test_a_value_decided_but_not_published_is_kept_by_the_next_ballot() -> None:
         op = steps.send(_do(devs, op))
     # A is gone.  B finds the lease free by its leader records, runs instance 1,
     # and must adopt A's value: B is told the lease is held, by A.
-    with pytest.raises(LockHeld, match="held by node 1"):
+    with pytest.raises(LockHeld, match="leased by node 1"):
         lease(devs).acquire(B, never)
     assert lease(devs).leader() == Leader(1, A)
 
@@ -423,7 +424,7 @@ def test_a_restarted_node_carries_its_own_earlier_vote() -> None:
     op = next(steps)
     while not (isinstance(op, Write) and op.block == 0):
         op = steps.send(_do(devs, op))
-    with pytest.raises(LockHeld, match="held by node 1 .alpha, incarnation 1, generation 1"):
+    with pytest.raises(LockHeld, match="leased by node 1 .alpha, incarnation 1, generation 1"):
         lease(devs).acquire(A, never)
     assert lease(devs).acquire(A, lambda leader: leader.holder.incarnation < 3) == 2
 
@@ -452,7 +453,7 @@ def paxos_dblock(node_id: int, lver: int, mbal: int) -> bytes:
     return encode_dblock(GEO, DBlock(node_id, lver, mbal, 0, FREE))
 
 
-# -- the races of issue 13: old delta lease versus the ballot -----------------------------------------------
+# -- the races of issue 13: through Leases, and on the bare ballot -----------------------------------------------
 
 
 def area_device() -> MemoryDevice:
@@ -464,18 +465,20 @@ def area_device() -> MemoryDevice:
 
 
 class SlowLeaseWrite:
-    """A device whose first lease write runs ``before`` first, then takes ``seconds``."""
+    """A device whose first write to ``regions`` runs ``before`` first, then takes
+    ``seconds`` on the writer's clock: the acquirer's first lease write, held up."""
 
-    def __init__(self, inner, region, clock: FakeClock, seconds: float,
+    def __init__(self, inner, regions, clock: FakeClock, seconds: float,
                  before: Callable[[], None]):
-        self.inner, self.region, self.clock = inner, region, clock
+        self.inner, self.regions, self.clock = inner, regions, clock
         self.seconds, self.before = seconds, before
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def write(self, offset, data):
-        if self.before is not None and self.region.offset <= offset < self.region.end:
+        if self.before is not None and \
+                any(r.offset <= offset < r.end for r in self.regions):
             before, self.before = self.before, None
             before()
             self.clock.advance(self.seconds)
@@ -489,6 +492,11 @@ def old_area(dev, wrapper=None) -> Area:
     return Area(wrapper(area), area.superblock, area.layout, area.primary, area.backup)
 
 
+def lease_regions(area: Area) -> list:
+    """Where any lease implementation writes: the lease table, the ballot's runs."""
+    return [area.regions["lease"], area.regions["paxos"]]
+
+
 def dead(node_id: int, incarnation: int) -> bool:
     return False
 
@@ -497,10 +505,11 @@ def alive(node_id: int, incarnation: int) -> bool:
     return True
 
 
-@pytest.mark.xfail(strict=True, reason="delta lease, replaced by Disk Paxos in format v2")
-def test_old_lease_mixed_timeouts_give_two_holders() -> None:
-    """Race 1: A (T = 0.2 s) and B (T = 1 s) race for a free lease; B's write
-    takes 0.6 s, inside B's own timeout.  A does its whole acquire meanwhile."""
+def test_leases_mixed_timeouts_race_gives_one_holder() -> None:
+    """Race 1: A (T = 0.2 s) and B (T = 1 s) race for a free lease; B's first
+    lease write takes 0.6 s, inside B's own timeout, and A does its whole acquire
+    meanwhile.  The delta lease told both they hold generation 1 (this failed on
+    it); on the ballot B sees A's lease and, A being alive, is refused."""
     dev = area_device()
     a_clock, b_clock = FakeClock(), FakeClock()
     got: dict[str, int] = {}
@@ -510,12 +519,15 @@ def test_old_lease_mixed_timeouts_give_two_holders() -> None:
             0, NodeIncarnation(1, 3, "alpha"), dead)
 
     def slow(area: Area) -> SlowLeaseWrite:
-        return SlowLeaseWrite(dev, area.regions["lease"], b_clock, 0.6, a_acquires)
+        return SlowLeaseWrite(dev, lease_regions(area), b_clock, 0.6, a_acquires)
 
     with pytest.raises(LockHeld):  # what a safe lease must do to one of them
         got["B"] = Leases(old_area(dev, slow), b_clock, Timeouts.from_interval(1.0)).acquire(
-            0, NodeIncarnation(2, 5, "beta"), dead)
-    assert len(got) == 1, f"both were told they hold generation 1: {got}"
+            0, NodeIncarnation(2, 5, "beta"), alive)
+    assert got == {"A": 1}, f"both were told they hold generation 1: {got}"
+    area = old_area(dev)
+    assert Leases(area, a_clock, Timeouts.from_interval(0.2)).verify(
+        0, NodeIncarnation(1, 3, "alpha"), 1)["owner_id"] == 1
 
 
 def test_ballot_mixed_timeouts_schedule_is_safe() -> None:
@@ -528,19 +540,20 @@ def test_ballot_mixed_timeouts_schedule_is_safe() -> None:
     def a_acquires() -> None:
         got["A"] = lease(devs, a_clock).acquire(A, never)
 
-    slow = SlowLeaseWrite(devs[0], type("R", (), {"offset": BASE, "end": BASE + GEO.size}),
+    slow = SlowLeaseWrite(devs[0], [type("R", (), {"offset": BASE, "end": BASE + GEO.size})],
                           b_clock, 0.6, a_acquires)
-    with pytest.raises(LockHeld, match="held by node 1"):
+    with pytest.raises(LockHeld, match="leased by node 1"):
         lease([slow], b_clock).acquire(B, never)
     assert got == {"A": 1}
     assert lease(devs).verify(A, 1) == Leader(1, A)
 
 
-@pytest.mark.xfail(strict=True, reason="delta lease, replaced by Disk Paxos in format v2")
-def test_old_lease_held_up_write_lets_a_third_node_take_a_live_holders_lease() -> None:
-    """Race 2: A's lease write is held up past T while B acquires and confirms
-    generation 1; A's write lands, A's too-slow check fires after the damage and
-    its release frees the lease; C takes generation 2 while B still holds."""
+def test_leases_held_up_write_never_lets_a_third_node_take_a_live_holders_lease() -> None:
+    """Race 2: A's first lease write is held up 2 s (past T) while B acquires and
+    confirms generation 1.  On the delta lease A's write landed over B's, its
+    too-slow check fired after the damage and its release freed the lease, so C
+    took generation 2 from the live holder B (this failed on it).  On the ballot
+    A's late vote only makes A's own ballot abort; C is refused while B lives."""
     dev = area_device()
     a_clock, clock = FakeClock(), FakeClock()
     T = Timeouts.from_interval(1.0)
@@ -551,15 +564,17 @@ def test_old_lease_held_up_write_lets_a_third_node_take_a_live_holders_lease() -
         got["B"] = Leases(old_area(dev), clock, T).acquire(0, b_holder, dead)
 
     def slow(area: Area) -> SlowLeaseWrite:
-        return SlowLeaseWrite(dev, area.regions["lease"], a_clock, 2.0, b_acquires)
+        return SlowLeaseWrite(dev, lease_regions(area), a_clock, 2.0, b_acquires)
 
     with pytest.raises(LockHeld):
-        Leases(old_area(dev, slow), a_clock, T).acquire(0, NodeIncarnation(1, 3, "alpha"), dead)
+        Leases(old_area(dev, slow), a_clock, T).acquire(0, NodeIncarnation(1, 3, "alpha"),
+                                                        alive)
     assert got == {"B": 1}
     # B is alive and holds generation 1: C must be refused.
     with pytest.raises(LockHeld):
         Leases(old_area(dev), clock, T).acquire(0, NodeIncarnation(3, 7, "gamma"), alive)
     assert read_lease(old_area(dev), 0)["owner_id"] == 2
+    assert Leases(old_area(dev), clock, T).verify(0, b_holder, 1)["generation"] == 1
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -572,10 +587,10 @@ def test_ballot_held_up_write_schedule_is_safe(n: int) -> None:
     def b_acquires() -> None:
         got["B"] = lease(devs).acquire(B, never)
 
-    with pytest.raises(LockHeld, match="held by node 2"):
+    with pytest.raises(LockHeld, match="leased by node 2"):
         lease(held_up(devs, 0, b_acquires)).acquire(A, never)
     lease(devs).release(A, 1)  # A's "release" of what it never got: a no-op
-    with pytest.raises(LockHeld, match="held by node 2"):
+    with pytest.raises(LockHeld, match="leased by node 2"):
         lease(devs).acquire(C, never)  # B is alive
     assert got == {"B": 1}
     assert lease(devs).verify(B, 1) == Leader(1, B)
