@@ -380,3 +380,58 @@ def replicated_area(areas: Sequence[Area]) -> Area:
 def members_of(area: Area) -> list[Area]:
     """The disks' own areas behind ``area`` (itself when it is one disk's)."""
     return list(area.members) if isinstance(area, ReplicatedArea) else [area]
+
+
+def readable_member(area: Area) -> Area:
+    """The first disk of ``area`` whose heartbeat region reads: where a one-shot
+    command watches slots (heartbeats are per disk).  Itself for one disk."""
+    members = members_of(area)
+    for member in members:
+        region = member.region("heartbeat")
+        try:
+            member.device.read(region.offset, region.stride)
+        except (DeviceError, OSError):
+            continue
+        return member
+    return members[0]
+
+
+class Unavailable:
+    """A disk that could not be opened as an area of the cluster: every I/O fails,
+    naming why.  It stands in for a minority of disks so the rest still form a
+    majority; nothing is ever read from or written to it (it may hold another
+    tool's data now, or nothing at all)."""
+
+    io_mode = "unavailable"
+    writable = False
+
+    def __init__(self, path: str, size: int, sector_size: int, reason: str):
+        self.path, self.size, self.sector_size, self.reason = path, size, sector_size, reason
+
+    def _fail(self, op: str) -> DeviceError:
+        return DeviceError(f"{self.path}: {op} refused: the disk is unavailable ({self.reason})")
+
+    def read(self, offset: int, length: int) -> bytes:
+        raise self._fail(f"read at offset {offset}")
+
+    def write(self, offset: int, data: BytesLike) -> None:
+        raise self._fail(f"write at offset {offset}")
+
+    def flush(self) -> None:
+        raise self._fail("flush")
+
+    def close(self) -> None:
+        """Nothing was opened."""
+
+    def __enter__(self) -> "Unavailable":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stand_in(template: Area, path: str, reason: str) -> Area:
+    """An area for a disk that did not open, with ``template``'s layout, whose I/O fails."""
+    device = Unavailable(path, template.layout.area_size, template.sector_size, reason)
+    return Area(device, template.superblock, template.layout, template.primary,
+                template.backup, [f"unavailable: {reason}"])

@@ -1,7 +1,8 @@
 """What every command does first: open its devices as areas, and pick the node it acts as.
 
-A command names devices by path; tests may hand an area they opened
-themselves.  A command that writes refuses a read-only device before it
+A command names devices by path (several: the disks of one cluster, whose
+resource structures it reads and writes by majority, shareddisk/replicas.py);
+tests may hand an area they opened themselves.  A command that writes refuses a read-only device before it
 starts, and acts as a node (``--node-id``, else the one daemon of this
 host); a command that would be refused must find out before it joins as
 that node, since joining writes the node's heartbeat slot.
@@ -16,18 +17,26 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from shareddisk.area import Area
 from shareddisk.device import check_distinct, open_device
-from shareddisk.errors import DeviceError, UsageError
+from shareddisk.errors import DeviceError, FormatError, ShareddiskError, UsageError
+from shareddisk.replicas import majority, replicated_area, stand_in
 
 if TYPE_CHECKING:
     from shareddisk.clock import Clock
     from shareddisk.session import Session
 
-Where = Union[str, Area]
-"""A device path, or an area a caller opened already (tests, other commands)."""
+Where = Union[str, Sequence[str], Area]
+"""A device path, the paths of a cluster's disks, or an area a caller opened
+already (tests, other commands)."""
 
 
 class Areas:
-    """Open several devices as areas and close them all on exit."""
+    """Open several devices as areas and close them all on exit.
+
+    Of three or more disks, a minority that does not open (gone, unreadable,
+    wiped, formatted over) is replaced by a stand-in whose every I/O fails
+    (shareddisk/replicas.py: ``stand_in``), so the majority carries on and the
+    disk shows as failing; more failures raise the first one.
+    """
 
     def __init__(self, paths: Sequence[str], writable: bool):
         self.paths, self.writable, self.devices = tuple(paths), writable, []
@@ -35,11 +44,27 @@ class Areas:
     def __enter__(self) -> list[Area]:
         check_distinct(self.paths)  # each disk counts once toward the majority
         try:
-            for path in self.paths:
-                self.devices.append(open_device(path, writable=self.writable))
-                if self.writable:
-                    check_not_read_only(path)
-            return [Area.open(d) for d in self.devices]
+            opened: list[Area | None] = []
+            failures: list[tuple[int, ShareddiskError]] = []
+            for i, path in enumerate(self.paths):
+                try:
+                    device = open_device(path, writable=self.writable)
+                    self.devices.append(device)
+                    if self.writable:
+                        check_not_read_only(path)
+                    opened.append(Area.open(device))
+                except (DeviceError, FormatError) as exc:
+                    if len(self.paths) < 3:
+                        raise
+                    failures.append((i, exc))
+                    opened.append(None)
+            if failures and len(self.paths) - len(failures) < majority(len(self.paths)):
+                raise failures[0][1]
+            template = next(a for a in opened if a is not None) if failures else None
+            for i, exc in failures:
+                assert template is not None
+                opened[i] = stand_in(template, self.paths[i], str(exc))
+            return [a for a in opened if a is not None]
         except BaseException:
             self.__exit__()
             raise
@@ -51,12 +76,14 @@ class Areas:
 
 @contextlib.contextmanager
 def opened(where: Where, *, writable: bool) -> Iterator[Area]:
-    """The area of ``where``: opened (and closed at the end) when it is a path."""
+    """The area of ``where``: opened (and closed at the end) when it is a path; the
+    replicated area over the disks when it is several."""
     if isinstance(where, Area):
         yield where
         return
-    with Areas((where,), writable=writable) as areas:
-        yield areas[0]
+    paths = (where,) if isinstance(where, str) else tuple(where)
+    with Areas(paths, writable=writable) as areas:
+        yield replicated_area(areas)
 
 
 BLKROGET = 0x125E  # linux/fs.h: is the block device read-only?
