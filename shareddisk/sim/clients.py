@@ -21,6 +21,7 @@ from shareddisk.sim.config import CLIENT_KEYS, MIB, VOLUME_NAMES
 from shareddisk.sim.hosts import Host
 from shareddisk.sim.invariants import Attempt
 from shareddisk.sim.scheduler import SimCrash, Task
+from shareddisk.replicas import replicated_area
 
 
 class Clients:
@@ -139,7 +140,7 @@ class Clients:
 
     def owner_host(self, index: int) -> Host | None:
         try:
-            record = read_stored(self.raw_areas[0], index).record
+            record = read_stored(replicated_area(self.raw_areas), index).record
         except FormatError:
             return None
         if record is None or record.owner_host is None:

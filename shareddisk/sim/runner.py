@@ -38,6 +38,7 @@ from shareddisk.sim.lifecycle import Lifecycle
 from shareddisk.sim.runtime import WORKAROUNDS, SimRuntime
 from shareddisk.sim.scheduler import Scheduler, SimClock, Task
 from shareddisk.timeouts import Timeouts
+from shareddisk.replicas import replicated_area
 
 
 @dataclass
@@ -130,7 +131,7 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, ExecScripts):
             self.disks.append(dev)
         self.raw_areas = [Area.open(dev) for dev in self.disks]
         self.data: dict[str, MemoryDevice] = {}
-        area0 = self.raw_areas[0]
+        area0 = replicated_area(self.raw_areas)  # records on every disk, as nodes keep them
         leases = Leases(area0, self.clock, self.timeouts)
         setup = NodeIncarnation(1, 0, "setup")
         for r in range(cfg.resources):
