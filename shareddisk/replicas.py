@@ -10,13 +10,16 @@ device over the same byte range of each disk:
   disk is); a minority failing succeeds and marks those disks *lagging*.
 * ``read`` reads every disk (a majority must answer) and takes, sector by
   sector, the newest valid copy: resource chunks by ``version``, lease table
-  entries by (``generation``, ``record_version``, released after held: the
-  release is the last write of a generation), log entries by ``seq`` (a
+  entries by (``generation``, ``record_version``), log entries by ``seq`` (a
   lane's seq only grows, so a newer entry at a position always has a higher
   one).  A blank sector is valid and the oldest; one that does not decode,
   or does not belong where it sits, loses to any valid one.  Equal keys with
   different bytes go to the bytes most disks hold, then to the lowest disk
-  index, so every reader of the same copies picks the same winner.
+  index, so every reader of the same copies picks the same winner.  A
+  release keeps its generation and record version, so a release that has
+  reached only a minority of disks (still being written, disk by disk) loses
+  to the held copies: nobody takes a lease its holder is still releasing, and
+  the holder's late write cannot land over the next holder's.
 
 Heartbeats, mailboxes, the superblocks and the Disk Paxos region stay per
 disk (their own majority rules read each disk on its own): a read or write
@@ -63,7 +66,7 @@ def _order(region: str, values: dict[str, Any]) -> tuple[int, ...]:
     if region == "resource":
         return (values["version"],)
     if region == "lease":
-        return (values["generation"], values["record_version"], int(values["owner_id"] == 0))
+        return (values["generation"], values["record_version"])
     return (values["seq"],)  # log entries
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 from shareddisk.area import Area
 from shareddisk.device import check_distinct, open_device
 from shareddisk.errors import DeviceError, FormatError, ShareddiskError, UsageError
-from shareddisk.replicas import majority, replicated_area, stand_in
+from shareddisk.replicas import majority, readable_member, replicated_area, stand_in
 
 if TYPE_CHECKING:
     from shareddisk.clock import Clock
@@ -114,7 +114,7 @@ def acting_node(area: Area, node_id: int | None) -> int:
     if node_id is not None:
         return node_id
     from shareddisk.view import local_daemons  # only when no node is given
-    local = local_daemons(area)
+    local = local_daemons(readable_member(area))  # slots are per disk
     if len(local) == 1:
         return local[0]
     if not local:

@@ -17,11 +17,11 @@ from shareddisk.drivers.image import read_contents
 from shareddisk.errors import FormatError, LockHeld, ShareddiskError
 from shareddisk.messages import send_message
 from shareddisk.oprequest import OpRequest
+from shareddisk.replicas import replicated_area
 from shareddisk.sim.config import CLIENT_KEYS, MIB, VOLUME_NAMES
 from shareddisk.sim.hosts import Host
 from shareddisk.sim.invariants import Attempt
 from shareddisk.sim.scheduler import SimCrash, Task
-from shareddisk.replicas import replicated_area
 
 
 class Clients:

@@ -24,10 +24,10 @@ from shareddisk.format.volume import VolumeState
 from shareddisk.porcelain.examine import verify_area
 from shareddisk.membership import Transition
 from shareddisk.oplog import OpLog
+from shareddisk.replicas import replicated_area
 from shareddisk.sim.config import CLIENT_KEYS
 from shareddisk.sim.disks import HostDisk
 from shareddisk.sim.hosts import Host
-from shareddisk.replicas import replicated_area
 
 
 @dataclass

@@ -26,6 +26,7 @@ from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.leases import Leases
 from shareddisk.membership import NodeIncarnation
+from shareddisk.replicas import replicated_area
 from shareddisk.sim.chaos import Chaos
 from shareddisk.sim.clients import Clients
 from shareddisk.sim.config import DATA_DEVICE_SIZE, SimConfig
@@ -38,7 +39,6 @@ from shareddisk.sim.lifecycle import Lifecycle
 from shareddisk.sim.runtime import WORKAROUNDS, SimRuntime
 from shareddisk.sim.scheduler import Scheduler, SimClock, Task
 from shareddisk.timeouts import Timeouts
-from shareddisk.replicas import replicated_area
 
 
 @dataclass

@@ -45,8 +45,10 @@ class Counting:
 
 def disks(count: int = 3) -> list[Area]:
     """``count`` disks of one cluster, each behind a fault wrapper with no faults yet."""
-    return [Area.open(FaultyDevice(make_device(GEOMETRY), NONE, FakeClock()))
-            for _ in range(count)]
+    devices = [make_device(GEOMETRY) for _ in range(count)]
+    for i, dev in enumerate(devices):
+        dev.path = f"<disk{i}>"  # distinct same-host locks, as distinct files have
+    return [Area.open(FaultyDevice(dev, NONE, FakeClock())) for dev in devices]
 
 
 def fail(area: Area, *faults: Fault) -> None:
@@ -178,19 +180,25 @@ def test_equal_keys_go_to_the_most_disks_then_the_lowest_index():
     assert area.read_record("lease", 0) == y  # one each: the lowest disk index
 
 
-def test_lease_order_generation_then_record_version_then_release():
+def test_lease_order_generation_then_record_version_then_the_most_disks():
     members = disks()
     area = replicated_area(members)
     held = lease_sector(members[0], owner_id=2, generation=4, record_version=9)
     released = lease_sector(members[0], owner_id=0, generation=4, record_version=9)
     older = lease_sector(members[0], owner_id=2, generation=4, record_version=8)
+    newer = lease_sector(members[0], owner_id=3, generation=5, record_version=9)
     put(members[0], "lease", 1, lease.CODEC.encode(dict(lease.empty(1), generation=3),
                                                    GEOMETRY.sector_size))
-    for disk, data in enumerate((older, held, released)):
+    for disk, data in enumerate((older, held, held)):
         put(members[disk], "lease", 0, data)
-    assert area.read_record("lease", 0) == released
-    put(members[2], "lease", 0, older)
     assert area.read_record("lease", 0) == held
+    # a release on one disk of three is still being written: the holder still holds
+    put(members[0], "lease", 0, released)
+    assert area.read_record("lease", 0) == held
+    put(members[1], "lease", 0, released)
+    assert area.read_record("lease", 0) == released
+    put(members[2], "lease", 0, newer)  # a new generation wins from one disk
+    assert area.read_record("lease", 0) == newer
     # blank is the oldest; a damaged copy loses to it
     put(members[1], "lease", 1, bytes([0xEE]) * GEOMETRY.sector_size)
     got = lease.CODEC.decode(area.read_record("lease", 1))
@@ -288,3 +296,104 @@ def test_read_all_on_three_disks_matches_one():
     add(area, 1, size=3)
     assert [s.record.to_json() for s in read_all(area) if s.record] == \
         [s.record.to_json() for s in read_all(members[1]) if s.record]
+
+
+def test_the_lease_holder_repairs_record_lease_and_log_lane_of_its_resource():
+    from shareddisk.operations import repair_held
+    members = disks()
+    area = replicated_area(members)
+    leases = add(area, 0, colour="red")
+    add(area, 1, colour="green")
+    fail(members[1], Fault("lost", op="write"))  # disk 1 misses everything from here
+    update(area, leases, 0, colour="blue")
+    update(area, leases, 1, colour="grey")
+    oplog = OpLog(area, "log0")
+    op = oplog.begin(0, "grow", {"size": 1}, ["a"])
+    fail(members[1])
+    assert repair_held(members[0], 0) == {}  # one disk's own area: nothing to repair
+    written = repair_held(area, 0)
+    assert set(written) == {1}
+    assert find(members[1], "r0").attributes == {"colour": "blue"}
+    assert read_lease(members[1], 0) == read_lease(members[0], 0)
+    assert OpLog(members[1], "log0").find(op.op_id) is not None
+    # resource 1 is not ours to repair: its sectors on disk 1 stay as they were
+    assert find(members[1], "r1").attributes == {"colour": "green"}
+
+
+def test_status_names_the_lagging_disk_and_the_resources_come_by_majority():
+    from shareddisk.status import replica_notes
+    members = disks()
+    area = replicated_area(members)
+    leases = add(area, 0, colour="red")
+    fail(members[2], Fault("lost", op="write"))
+    update(area, leases, 0, colour="blue")
+    fail(members[2])
+    notes = replica_notes(area)
+    assert list(notes) == [2] and "lagging" in notes[2]
+    fail(members[0], Fault("error", op="read"))
+    notes = replica_notes(replicated_area(members))
+    assert sorted(notes) == [0, 2] and "unreadable" in notes[0]
+    assert replica_notes(members[0]) == {}
+
+
+def test_a_minority_of_disks_that_do_not_open_stand_in_as_failing(tmp_path):
+    from shareddisk.errors import DeviceError, FormatError
+    from shareddisk.porcelain import initialize
+    from shareddisk.porcelain.areas import opened
+    paths = [str(tmp_path / f"d{i}.img") for i in range(3)]
+    initialize.init(paths, nodes=2, resources=1, size=1 << 20)
+    with open(paths[0], "r+b") as f:
+        f.write(bytes(1 << 20))  # wiped: both superblocks are gone
+    with opened(paths, writable=True) as area:
+        assert [m.device.path for m in area.members] == paths
+        with pytest.raises(DeviceError, match="unavailable"):
+            area.members[0].device.read(0, 512)
+        assert read_all(area) is not None
+    import os
+    os.truncate(paths[1], 0)
+    with pytest.raises(FormatError):
+        with opened(paths, writable=False):
+            pass
+
+
+@pytest.mark.parametrize("lost", [None, 0])
+def test_a_daemon_takes_over_by_majority_and_fills_a_replaced_disk(tmp_path, lost):
+    from shareddisk.daemon import Daemon
+    from shareddisk.format.resource import ResourceState
+    from shareddisk.porcelain import resources as config
+    from shareddisk.session import Session
+    data = tmp_path / "data.img"
+    with open(data, "wb") as f:
+        f.truncate(32 << 20)
+    members = disks()
+    with Session(replicated_area(members), 3, FakeClock()) as s:
+        config.add_resource(s, "sg1", "storage-group", failover=["1"],
+                            attributes={"data_devices": [str(data)]})
+    for name in ("lease", "resource", "log:log0"):  # disk 2 was replaced by a blank one
+        r = members[2].region(name)
+        members[2].device.write(r.offset, bytes(r.length))
+    if lost is not None:
+        fail(members[lost], Fault("loss"))
+    areas = [Area.open(m.device.inner) if i != lost else m for i, m in enumerate(members)]
+    d = Daemon(areas, 1, clock=FakeClock(), name="alpha", state_dir=tmp_path / "n1",
+               threaded_io=False)
+    assert isinstance(d.records, ReplicatedArea) and d.config.area is d.records
+
+    def online() -> bool:
+        record = read_stored(d.records, 0).record
+        return record.state is ResourceState.ONLINE
+
+    steps = []
+
+    def should_stop() -> bool:
+        steps.append(1)
+        assert len(steps) < 40, "not online after 40 steps"
+        return online()
+
+    d.run(should_stop)
+    blank = members[2].device.inner
+    # taking the lease, the daemon copied resource 0's record copies to the blank disk
+    assert d.records.replicated.states[2].repaired_sectors >= 2 * GEOMETRY.resource_chunks
+    record = read_stored(Area.open(blank), 0).record
+    assert record is not None and record.name == "sg1" and record.last_writer == 1
+    assert read_lease(Area.open(blank), 0)["generation"] == record.lease_generation
