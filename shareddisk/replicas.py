@@ -388,7 +388,9 @@ def members_of(area: Area) -> list[Area]:
 def readable_member(area: Area) -> Area:
     """The first disk of ``area`` whose heartbeat region reads: where a one-shot
     command watches slots (heartbeats are per disk).  Itself for one disk."""
-    members = members_of(area)
+    if not isinstance(area, ReplicatedArea):
+        return area
+    members = area.members
     for member in members:
         region = member.region("heartbeat")
         try:

@@ -397,3 +397,11 @@ def test_a_daemon_takes_over_by_majority_and_fills_a_replaced_disk(tmp_path, los
     record = read_stored(Area.open(blank), 0).record
     assert record is not None and record.name == "sg1" and record.last_writer == 1
     assert read_lease(Area.open(blank), 0)["generation"] == record.lease_generation
+    if lost is None:  # the metric names the disk that lagged
+        prom = pytest.importorskip("prometheus_client")
+        from shareddisk.metrics import Metrics
+        metrics = Metrics()
+        metrics.attach(d)
+        text = prom.generate_latest(metrics.registry).decode()
+        assert 'shareddisk_replica_lagging{disk="<disk2>"} 1.0' in text
+        assert 'shareddisk_replica_lagging{disk="<disk0>"} 0.0' in text
