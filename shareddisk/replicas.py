@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 from shareddisk.area import LOG_PREFIX, Area, Region
 from shareddisk.blockdevice import BytesLike
-from shareddisk.errors import DeviceError, QuorumLost, UsageError
+from shareddisk.errors import DeviceError, FormatError, QuorumLost, ShareddiskError, UsageError
 from shareddisk.format.record import is_blank
 from shareddisk.readpath import check_record, expectations
 
@@ -433,6 +433,29 @@ class Unavailable:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_by_majority(devices: Sequence[Any]) -> list[Area]:
+    """``Area.open`` of each device; of three or more, a minority that does not open
+    is a :func:`stand_in`, so the rest still form a majority.  More failures raise
+    the first one."""
+    opened: list[Area | None] = []
+    failures: list[tuple[int, ShareddiskError]] = []
+    for i, device in enumerate(devices):
+        try:
+            opened.append(Area.open(device))
+        except (DeviceError, FormatError) as exc:
+            if len(devices) < 3:
+                raise
+            failures.append((i, exc))
+            opened.append(None)
+    if failures and len(devices) - len(failures) < majority(len(devices)):
+        raise failures[0][1]
+    template = next((a for a in opened if a is not None), None)
+    for i, exc in failures:
+        assert template is not None
+        opened[i] = stand_in(template, devices[i].path, str(exc))
+    return [a for a in opened if a is not None]
 
 
 def stand_in(template: Area, path: str, reason: str) -> Area:
