@@ -230,7 +230,8 @@ class ClusterManager:
             generation = self.leases.acquire(index, self.me, in_view(self.view, self.me))
         self.unreleased.pop(index, None)  # taken again: that generation is in use now
         try:
-            repair_held(self.area, index)  # the lease holder brings lagging disks up to date
+            me = self.me  # the lease holder brings lagging disks up to date, while it holds
+            repair_held(self.area, index, lambda: self.leases.verify(index, me, generation))
             self._bring_up(index, record, generation)
         except ShareddiskError:
             self._undo_takeover(index, generation)

@@ -158,14 +158,16 @@ def close(ctx: WriteContext, driver: Driver, op: Operation | None, request_id: s
                volumes=volumes)
 
 
-def repair_held(area: Area, index: int) -> dict[int, int]:
+def repair_held(area: Area, index: int, guard: Callable[[], Any] = lambda: None
+                ) -> dict[int, int]:
     """Bring every disk's copy of resource ``index`` up to the newest: its record
     copies, its lease table entry and its lane of its log disk.
 
     Only the lease holder calls this, right after taking the lease: it is the
     one writer of these sectors, so writing the winners back cannot bury a
     newer write (shareddisk/replicas.py).  {disk index: sectors written};
-    nothing on one disk.
+    nothing on one disk.  ``guard`` (the holder's lease check) runs before
+    each disk is written.
     """
     if not isinstance(area, ReplicatedArea):
         return {}
@@ -184,6 +186,6 @@ def repair_held(area: Area, index: int) -> dict[int, int]:
                       for p in range(lane_of(area, index), ring.count, lanes)]
     written: dict[int, int] = {}
     for offset, length in spans:
-        for disk, count in device.repair(offset, length).items():
+        for disk, count in device.repair(offset, length, guard).items():
             written[disk] = written.get(disk, 0) + count
     return written

@@ -169,12 +169,16 @@ class ReplicatedDevice:
 
     # -- repair ----------------------------------------------------------------
 
-    def repair(self, offset: int, length: int) -> dict[int, int]:
+    def repair(self, offset: int, length: int,
+               guard: Callable[[], None] = lambda: None) -> dict[int, int]:
         """Write the winning copy of each sector in range to the disks that differ.
 
         Only the holder of the lease of the resource these sectors belong to
         may call this (see the module docstring: without compare-and-swap a
         non-holder's write-back could bury a newer write on a minority).
+        ``guard`` runs before each disk's write and raises to stop (the holder
+        checks its lease and its own renew deadline: a repair that waited, a
+        frozen process say, must not write after it lost the lease).
         Returns {disk index: sectors written}; a disk that fails the write
         stays lagging and is not counted.  A sector no copy of which is valid
         is left alone: there is nothing right to copy.
@@ -194,6 +198,7 @@ class ReplicatedDevice:
         written: dict[int, int] = {}
         for disk, sectors in sorted(plan.items()):
             device = self.members[disk].device
+            guard()
             try:
                 for run_offset, run in _runs(sectors, stride):
                     device.write(run_offset, run)

@@ -217,11 +217,13 @@ class Session:
         one taken here is released at the end.
         """
         assert self.holder is not None, "use the session in a with block"
+        holder = self.holder
         with resource_lock(self.area, index, self.clock, runtime=self.runtime):
             held_before = holds(read_lease(self.area, index), self.holder)
             generation = self.leases.acquire(index, self.holder, self.alive)
             try:
-                repair_held(self.area, index)  # the lease holder brings lagging disks up to date
+                repair_held(self.area, index,  # the holder brings lagging disks up to date
+                            lambda: self.leases.verify(index, holder, generation))
                 yield generation
             finally:
                 if not held_before:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from shareddisk.area import Area
 from shareddisk.device import check_distinct, open_device
-from shareddisk.errors import DeviceError, FormatError, ShareddiskError, UsageError
-from shareddisk.replicas import majority, readable_member, replicated_area, stand_in
+from shareddisk.errors import DeviceError, FormatError, UsageError
+from shareddisk.replicas import Unavailable, open_by_majority, readable_member, replicated_area
 
 if TYPE_CHECKING:
     from shareddisk.clock import Clock
@@ -44,27 +44,19 @@ class Areas:
     def __enter__(self) -> list[Area]:
         check_distinct(self.paths)  # each disk counts once toward the majority
         try:
-            opened: list[Area | None] = []
-            failures: list[tuple[int, ShareddiskError]] = []
-            for i, path in enumerate(self.paths):
+            devices: list[Any] = []
+            for path in self.paths:
                 try:
                     device = open_device(path, writable=self.writable)
                     self.devices.append(device)
                     if self.writable:
                         check_not_read_only(path)
-                    opened.append(Area.open(device))
                 except (DeviceError, FormatError) as exc:
                     if len(self.paths) < 3:
                         raise
-                    failures.append((i, exc))
-                    opened.append(None)
-            if failures and len(self.paths) - len(failures) < majority(len(self.paths)):
-                raise failures[0][1]
-            template = next(a for a in opened if a is not None) if failures else None
-            for i, exc in failures:
-                assert template is not None
-                opened[i] = stand_in(template, self.paths[i], str(exc))
-            return [a for a in opened if a is not None]
+                    device = Unavailable(path, UNKNOWN_SIZE, 512, str(exc))
+                devices.append(device)
+            return open_by_majority(devices)
         except BaseException:
             self.__exit__()
             raise
@@ -86,6 +78,7 @@ def opened(where: Where, *, writable: bool) -> Iterator[Area]:
         yield replicated_area(areas)
 
 
+UNKNOWN_SIZE = 1 << 40  # of a device that did not open: its reads fail, naming why
 BLKROGET = 0x125E  # linux/fs.h: is the block device read-only?
 
 

@@ -405,3 +405,21 @@ def test_a_daemon_takes_over_by_majority_and_fills_a_replaced_disk(tmp_path, los
         text = prom.generate_latest(metrics.registry).decode()
         assert 'shareddisk_replica_lagging{disk="<disk2>"} 1.0' in text
         assert 'shareddisk_replica_lagging{disk="<disk0>"} 0.0' in text
+
+
+def test_repair_stops_when_the_guard_refuses():
+    from shareddisk.errors import LeaseLost
+    members = disks()
+    area = replicated_area(members)
+    leases = add(area, 0, colour="red")
+    fail(members[2], Fault("lost", op="write"))
+    update(area, leases, 0, colour="blue")
+    fail(members[2])
+
+    def lost() -> None:
+        raise LeaseLost("resource 0: the lease is no longer ours")
+
+    r = area.region("resource")
+    with pytest.raises(LeaseLost):
+        area.replicated.repair(r.offset, r.length, lost)
+    assert find(members[2], "r0").attributes == {"colour": "red"}
