@@ -357,7 +357,12 @@ class ReplicatedArea(Area):
     """An area whose device is the ReplicatedDevice over ``members``, the disks'
     own areas in disk-index order; superblock and layout are the first disk's."""
 
-    members: list[Area] = field(default_factory=list)
+    disks: list[Area] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[Area]:
+        """The disks' own areas, in disk-index order (a plain area's are ``[itself]``)."""
+        return self.disks
 
     @property
     def replicated(self) -> ReplicatedDevice:
@@ -382,7 +387,7 @@ def replicated_area(areas: Sequence[Area]) -> Area:
     device = ReplicatedDevice(areas)
     notes = [f"{a.device.path}: {n}" for a in areas for n in a.notes]
     return ReplicatedArea(device, first.superblock, first.layout, first.primary, first.backup,
-                          notes, members=list(areas))
+                          notes, disks=list(areas))
 
 
 def members_of(area: Area) -> list[Area]:
