@@ -376,6 +376,7 @@ def replicated_area(areas: Sequence[Area]) -> Area:
         raise UsageError("no disks given")
     if len(areas) == 1:
         return areas[0]
+    areas = in_disk_order(areas)
     first = areas[0]
     for other in areas[1:]:
         if other.cluster_uuid != first.cluster_uuid:
@@ -388,6 +389,16 @@ def replicated_area(areas: Sequence[Area]) -> Area:
     notes = [f"{a.device.path}: {n}" for a in areas for n in a.notes]
     return ReplicatedArea(device, first.superblock, first.layout, first.primary, first.backup,
                           notes, disks=list(areas))
+
+
+def in_disk_order(areas: Sequence[Area]) -> list[Area]:
+    """By the superblock's ``disk_index`` (format 2) when every disk opened and has
+    one; otherwise as given (``init`` numbers disks in command-line order)."""
+    indexes = [a.superblock.get("disk_index") for a in areas]
+    if any(i is None for i in indexes) or len(set(indexes)) != len(indexes) \
+            or any(isinstance(a.device, Unavailable) for a in areas):
+        return list(areas)
+    return [a for _, a in sorted(zip(indexes, areas), key=lambda pair: pair[0])]
 
 
 def members_of(area: Area) -> list[Area]:

@@ -423,3 +423,23 @@ def test_repair_stops_when_the_guard_refuses():
     with pytest.raises(LeaseLost):
         area.replicated.repair(r.offset, r.length, lost)
     assert find(members[2], "r0").attributes == {"colour": "red"}
+
+
+def test_the_paxos_region_is_per_disk_and_refused():
+    area = replicated_area(disks())
+    if "paxos" not in area.regions:
+        pytest.skip("format 1: no paxos region yet (the v2 layout adds it)")
+    r = area.region("paxos")
+    with pytest.raises(UsageError, match="paxos"):
+        area.device.read(r.offset, r.stride)
+    with pytest.raises(UsageError, match="paxos"):
+        area.device.write(r.offset, bytes(r.stride))
+
+
+def test_disks_are_in_disk_index_order_when_the_superblocks_say():
+    members = disks()
+    if "disk_index" not in members[0].superblock:
+        pytest.skip("format 1: no disk index in the superblock yet")
+    for i, m in enumerate(members):
+        m.superblock["disk_index"] = 2 - i
+    assert replicated_area(members).members == members[::-1]
