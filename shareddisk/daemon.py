@@ -34,6 +34,7 @@ from shareddisk.fencing import FenceAction, Writers
 from shareddisk.manager import ClusterManager, View
 from shareddisk.membership import NodeIncarnation
 from shareddisk.node import Node
+from shareddisk.replicas import replicated_area
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.session import node_slot_lock
 from shareddisk.watchdog import HardwareWatchdog
@@ -66,9 +67,12 @@ class Daemon:
         self.clock = clock
         for area in areas:  # no thread of ours writes once we are past the renew deadline
             area.device = WriteGate(area.device, self.node.assert_renewed)
-        self.config = ConfigSync(areas[0], clock, state_dir, runtime=runtime)
-        self.manager = ClusterManager(areas[0], self.config, clock, self.node.timeouts, state_dir,
-                                      runtime)
+        # Resource records, the lease table and the logs on every disk, by majority
+        # (shareddisk/replicas.py); the gates above stay on each disk's own device.
+        self.records = replicated_area(areas)
+        self.config = ConfigSync(self.records, clock, state_dir, runtime=runtime)
+        self.manager = ClusterManager(self.records, self.config, clock, self.node.timeouts,
+                                      state_dir, runtime)
         # Checked before every write the manager makes (lease writes too), and
         # by the gate on the data devices of its drivers.
         self.manager.alive_check = self.node.assert_renewed

@@ -46,7 +46,7 @@ from shareddisk.format.resource import ResourceState
 from shareddisk.leases import Leases, resource_lock
 from shareddisk.liveness import View, in_view
 from shareddisk.membership import NodeIncarnation, PeerState
-from shareddisk.operations import WriteContext, outcome, run_operation
+from shareddisk.operations import WriteContext, outcome, repair_held, run_operation
 from shareddisk.oprequest import OpOutcome, OpRequest
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
@@ -230,6 +230,8 @@ class ClusterManager:
             generation = self.leases.acquire(index, self.me, in_view(self.view, self.me))
         self.unreleased.pop(index, None)  # taken again: that generation is in use now
         try:
+            me = self.me  # the lease holder brings lagging disks up to date, while it holds
+            repair_held(self.area, index, lambda: self.leases.verify(index, me, generation))
             self._bring_up(index, record, generation)
         except ShareddiskError:
             self._undo_takeover(index, generation)

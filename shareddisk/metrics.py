@@ -18,6 +18,9 @@ the heartbeat loop pays only for one histogram observation per write round.
     shareddisk_disk_up{disk}                1 while the last read and write of the disk worked
     shareddisk_disk_io_seconds{disk,op}     histogram of every read / write of the disk
     shareddisk_disk_errors_total{disk,op}   reads / writes of the disk that failed
+    shareddisk_replica_lagging{disk}        1 once the disk missed, failed or garbled a copy of
+                                            the replicated resource structures (its warning)
+    shareddisk_replica_stale_sectors_total{disk}  sectors found older or damaged on the disk
     shareddisk_renewal_margin_seconds       time left before this node must fence itself
                                             (renew deadline - now; fences at 0)
     shareddisk_build_info{version,python}   1, with the versions as labels
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from shareddisk.device import WriteGate
 from shareddisk.errors import UsageError
 from shareddisk.membership import PeerState
+from shareddisk.replicas import ReplicatedDevice
 
 if TYPE_CHECKING:
     from shareddisk.daemon import Daemon
@@ -174,6 +178,19 @@ class _DaemonCollector:
         for disk in node.disks:
             up.add_metric([disk.path], 1.0 if disk.read_ok and disk.write_ok else 0.0)
         yield up
+        replicated = self.daemon.records.device
+        if isinstance(replicated, ReplicatedDevice):
+            lagging = core.GaugeMetricFamily(
+                "shareddisk_replica_lagging", "1 once the disk missed, failed or garbled a "
+                "copy of the replicated resource structures", labels=["disk"])
+            stale = core.CounterMetricFamily(
+                "shareddisk_replica_stale_sectors", "Sectors of the replicated resource "
+                "structures found older or damaged on the disk", labels=["disk"])
+            for s in replicated.states:
+                lagging.add_metric([s.path], 1.0 if s.lagging else 0.0)
+                stale.add_metric([s.path], s.stale_sectors + s.damaged_sectors)
+            yield lagging
+            yield stale
         if node.renewed_since is not None:
             yield core.GaugeMetricFamily(
                 "shareddisk_renewal_margin_seconds",

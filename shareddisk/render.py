@@ -421,6 +421,8 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
                 None), Styled("quorum", "green") if q["ok"] else Styled("NO QUORUM", "bold red")],
         *[Styled(f"         {d['path']}: {d['error']}", "red")
           for d in report["devices"] if not d["readable"]],
+        *[Styled(f"         {d['path']}: {d['replicas']}", "yellow")
+          for d in report["devices"] if d.get("replicas")],
         f"Timing   interval {t['interval']:g}s, suspect after {t['suspect']:g}s, "
         f"dead after {t['dead']:g}s; {_source(report)}",
         f"Members  {report['alive']} alive",

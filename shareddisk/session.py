@@ -31,6 +31,8 @@ from shareddisk.locks import host_lock, try_host_lock
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.statefile import IncarnationMemory, default_state_dir
 from shareddisk.membership import NodeIncarnation
+from shareddisk.operations import repair_held
+from shareddisk.replicas import members_of, readable_member
 from shareddisk.timeouts import Timeouts
 
 if TYPE_CHECKING:
@@ -57,6 +59,10 @@ class Session:
         if not 1 <= node_id <= count:
             raise UsageError(f"node id {node_id} out of range 1..{count}")
         self.area = area
+        # Heartbeats are per disk: a command on several disks joins on all of them
+        # and watches the slots of the first one that reads (shareddisk/replicas.py).
+        self.disks = members_of(area)
+        self.disk = readable_member(area)
         self.node_id = node_id
         self.clock = clock
         self.runtime = runtime
@@ -64,7 +70,7 @@ class Session:
         self.leases = Leases(area, clock, self.timeouts, runtime)
         # Judging a lease holder: the daemon we may borrow from reads every disk
         # and its verdicts count; a short-lived node of our own reads one disk.
-        self.alive = by_watching(area, clock, tick=self._keepalive)
+        self.alive = by_watching(self.disk, clock, tick=self._keepalive)
         self.holder: NodeIncarnation | None = None
         # The node's state dir on this host (given, or the default one if a daemon
         # made it): its incarnation memory is shared with the daemon.
@@ -97,15 +103,12 @@ class Session:
             # node, and starts sooner without the node's imports (a third of them).
             from shareddisk.node import Node
 
-            # A command acts on the one device it was given (disk identity
-            # checks all but the missing disks until commands take every disk).
-            node = Node([self.area], self.node_id, clock=self.clock, name=f"cli-{self.node_id}",
-                        incarnations=self.incarnations, runtime=self.runtime,
-                        whole_cluster=False)
+            node = Node(self.disks, self.node_id, clock=self.clock, name=f"cli-{self.node_id}",
+                        incarnations=self.incarnations, runtime=self.runtime)
             self.runtime.node_made(node)
             node.start()
             self._node = node
-            self.alive = by_watching(self.area, self.clock, tick=self._keepalive,
+            self.alive = by_watching(self.disk, self.clock, tick=self._keepalive,
                                      self_id=self.node_id)
             self.holder = NodeIncarnation(self.node_id, node.incarnation, node.name)
             # Our writes are refused once our own heartbeat is past its deadline.
@@ -190,8 +193,8 @@ class Session:
     def _own_slot(self) -> dict | None:
         """Our slot if it is valid and JOINING or ALIVE."""
         try:
-            buf = self.area.read_record("heartbeat", self.node_id - 1)
-            slot = heartbeat.CODEC.decode(buf, 0, self.area.where("heartbeat", self.node_id - 1))
+            buf = self.disk.read_record("heartbeat", self.node_id - 1)
+            slot = heartbeat.CODEC.decode(buf, 0, self.disk.where("heartbeat", self.node_id - 1))
         except FormatError:
             return None
         if slot["state"] not in heartbeat.RUNNING:
@@ -214,9 +217,12 @@ class Session:
         one taken here is released at the end.
         """
         assert self.holder is not None, "use the session in a with block"
+        holder = self.holder
         with resource_lock(self.area, index, self.clock, runtime=self.runtime):
             generation, taken = self.leases.take(index, self.holder, self.alive)
             try:
+                repair_held(self.area, index,  # the holder brings lagging disks up to date
+                            lambda: self.leases.verify(index, holder, generation))
                 yield generation
             finally:
                 if taken:

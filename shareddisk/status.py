@@ -28,9 +28,10 @@ from typing import Any
 from shareddisk.area import Area
 from shareddisk.clock import Clock
 from shareddisk.attributes import read_all
-from shareddisk.errors import DeviceError, FormatError, ShareddiskError
+from shareddisk.errors import DeviceError, FormatError, QuorumLost, ShareddiskError
 from shareddisk.leases import read_holder, read_lease
 from shareddisk.membership import Membership, PeerState, majority
+from shareddisk.replicas import ReplicatedArea, replicated_area
 from shareddisk.timeouts import Timeouts
 from shareddisk.view import watchdog_label
 
@@ -112,12 +113,14 @@ class StatusReader:
             })
         area = self.disks[0].area
         need = majority(len(self.disks))
-        resources = self._resources(area)
+        records = replicated_area([d.area for d in self.disks])
+        resources = self._resources(records)
+        lagging = replica_notes(records)
         return {
             "cluster_uuid": area.cluster_uuid,
             "cluster_name": area.superblock["cluster_name"],
-            "devices": [{"path": d.path, "readable": d.read_ok, "error": d.error}
-                        for d in self.disks],
+            "devices": [{"path": d.path, "readable": d.read_ok, "error": d.error,
+                         "replicas": lagging.get(i)} for i, d in enumerate(self.disks)],
             "quorum": {"disks": len(self.disks), "readable": self.readable, "needed": need,
                        "ok": self.readable >= need},
             "alive": sum(1 for n in nodes if n["state"] in ("alive", "joining")),
@@ -135,7 +138,7 @@ class StatusReader:
         try:
             stored = read_all(area)
             leases = [read_lease(area, s.index) for s in stored]
-        except (FormatError, DeviceError) as exc:
+        except (FormatError, DeviceError, QuorumLost) as exc:
             return [{"error": str(exc)}]
         for s, lease in zip(stored, leases):
             if s.record is None:
@@ -145,6 +148,22 @@ class StatusReader:
             item["lease"] = _holder_of(area, s.index, lease)
             out.append(item)
         return out
+
+
+def replica_notes(area: Area) -> dict[int, str]:
+    """{disk index: what is wrong with its copies of the resource structures}, for the
+    disks whose copies are unreadable, older or damaged (none on one disk)."""
+    if not isinstance(area, ReplicatedArea):
+        return {}
+    notes = {}
+    for state in area.replicated.survey():
+        if state.io_errors:
+            notes[state.index] = f"resource structures unreadable: {state.last_problem}"
+        elif state.lagging:
+            notes[state.index] = (f"lagging: {state.stale_sectors} older and "
+                                  f"{state.damaged_sectors} damaged sectors of the resource "
+                                  f"structures (the lease holders repair them)")
+    return notes
 
 
 def why_not_online(record: dict[str, Any]) -> str | None:
@@ -206,7 +225,7 @@ def local_view(areas: list[Area], clock: Clock) -> tuple[dict[str, Any] | None, 
 
 def view_report(view: dict[str, Any], areas: list[Area]) -> dict[str, Any]:
     """The ``status`` report from a local daemon's view (resources read once from disk)."""
-    area = areas[0]
+    area = replicated_area(areas)
     age = view["view_age"]
     nodes = [dict(n, age=None if n["age"] is None else round(n["age"] + age, 3))
              for n in view["nodes"]]

@@ -1,7 +1,8 @@
 """What every command does first: open its devices as areas, and pick the node it acts as.
 
-A command names devices by path; tests may hand an area they opened
-themselves.  A command that writes refuses a read-only device before it
+A command names devices by path (several: the disks of one cluster, whose
+resource structures it reads and writes by majority, shareddisk/replicas.py);
+tests may hand an area they opened themselves.  A command that writes refuses a read-only device before it
 starts, and acts as a node (``--node-id``, else the one daemon of this
 host); a command that would be refused must find out before it joins as
 that node, since joining writes the node's heartbeat slot.
@@ -16,18 +17,25 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from shareddisk.area import Area
 from shareddisk.device import open_device
-from shareddisk.errors import DeviceError, UsageError
+from shareddisk.errors import DeviceError, FormatError, ShareddiskError, UsageError
+from shareddisk.replicas import readable_member, replicated_area, with_stand_ins
 
 if TYPE_CHECKING:
     from shareddisk.clock import Clock
     from shareddisk.session import Session
 
-Where = Union[str, Area]
-"""A device path, or an area a caller opened already (tests, other commands)."""
+Where = Union[str, Sequence[str], Area]
+"""A device path, the paths of a cluster's disks, or an area a caller opened
+already (tests, other commands)."""
 
 
 class Areas:
     """Open a cluster's devices as areas, in disk-index order, and close them all on exit.
+
+    Of three or more disks, a minority that does not open (gone, unreadable,
+    wiped, formatted over) is replaced by a stand-in whose every I/O fails
+    (shareddisk/replicas.py: ``with_stand_ins``), so the majority carries on and
+    the disk shows as failing; more failures raise the first one.
 
     The devices must be every disk of one cluster, each once, in any order
     (shareddisk.disks.cluster_order; DiskIdentityError, exit 5, before
@@ -43,11 +51,21 @@ class Areas:
         from shareddisk.disks import check_distinct_paths, cluster_order  # slots: not at start-up
         check_distinct_paths(self.paths)  # each disk counts once toward the majority
         try:
+            present: list[Area] = []
+            failures: list[tuple[str, ShareddiskError]] = []
             for path in self.paths:
-                self.devices.append(open_device(path, writable=self.writable))
-                if self.writable:
-                    check_not_read_only(path)
-            areas = [Area.open(d) for d in self.devices]
+                try:
+                    device = open_device(path, writable=self.writable)
+                    self.devices.append(device)
+                    if self.writable:
+                        check_not_read_only(path)
+                    present.append(Area.open(device))
+                except (DeviceError, FormatError) as exc:
+                    if len(self.paths) < 3:
+                        raise
+                    failures.append((path, exc))
+            areas = with_stand_ins(cluster_order(present, whole_cluster=False) if present
+                                   else present, failures)
             return cluster_order(areas) if self.whole_cluster else areas
         except BaseException:
             self.__exit__()
@@ -60,12 +78,17 @@ class Areas:
 
 @contextlib.contextmanager
 def opened(where: Where, *, writable: bool) -> Iterator[Area]:
-    """The area of ``where``: opened (and closed at the end) when it is a path."""
+    """The area of ``where``: opened (and closed at the end) when it is a path; the
+    replicated area over the disks when it is several."""
     if isinstance(where, Area):
         yield where
         return
-    with Areas((where,), writable=writable, whole_cluster=False) as areas:
-        yield areas[0]
+    if isinstance(where, str):  # one disk of its cluster: that disk alone
+        with Areas((where,), writable=writable, whole_cluster=False) as areas:
+            yield areas[0]
+        return
+    with Areas(tuple(where), writable=writable) as areas:
+        yield replicated_area(areas)
 
 
 BLKROGET = 0x125E  # linux/fs.h: is the block device read-only?
@@ -96,7 +119,7 @@ def acting_node(area: Area, node_id: int | None) -> int:
     if node_id is not None:
         return node_id
     from shareddisk.view import local_daemons  # only when no node is given
-    local = local_daemons(area)
+    local = local_daemons(readable_member(area))  # slots are per disk
     if len(local) == 1:
         return local[0]
     if not local:

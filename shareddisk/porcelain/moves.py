@@ -34,6 +34,7 @@ from shareddisk.format.resource import ResourceState
 from shareddisk.messages import send_message, wait_for_ack
 from shareddisk.porcelain import resources
 from shareddisk.porcelain.areas import Where, acting_node, check_node, opened
+from shareddisk.replicas import members_of, readable_member
 from shareddisk.session import Session
 from shareddisk.view import local_daemons
 
@@ -44,16 +45,16 @@ def _owner_here(area: Area, record: ResourceRecord, node_id: int | None) -> bool
     """Does the owner's daemon run on this host (so a command can act as the owner)?"""
     owner = record.owner_host
     return owner is not None and (node_id == owner.node_id or
-                                  owner.node_id in local_daemons(area))
+                                  owner.node_id in local_daemons(readable_member(area)))
 
 
 def _ask(area: Area, record: ResourceRecord, message: str, sender: int, clock: Clock) -> None:
     """Send a PULL or STOP to the owner and wait for its acknowledgement."""
     assert record.owner_host is not None
     owner = record.owner_host.node_id
-    sent = send_message([area], owner, message, clock=clock, sender_id=sender,
+    sent = send_message(members_of(area), owner, message, clock=clock, sender_id=sender,
                         resource=record.index)
-    if not wait_for_ack([area], owner, sent.seq, clock=clock):
+    if not wait_for_ack(members_of(area), owner, sent.seq, clock=clock):
         raise ConflictError(f"{area.device.path}: {record.name}: node {owner} (the owner) did "
                             f"not acknowledge the {message} request; if it is dead, its "
                             f"successor takes the resource over: ask again then")

@@ -17,6 +17,7 @@ from shareddisk.drivers.image import read_contents
 from shareddisk.errors import FormatError, LockHeld, ShareddiskError
 from shareddisk.messages import send_message
 from shareddisk.oprequest import OpRequest
+from shareddisk.replicas import members_of, open_by_majority, replicated_area
 from shareddisk.sim.config import CLIENT_KEYS, MIB, VOLUME_NAMES
 from shareddisk.sim.hosts import Host
 from shareddisk.sim.invariants import Attempt
@@ -33,7 +34,8 @@ class Clients:
 
         def main() -> None:
             self.trace(f"h{host.id} cli {what}: starts")
-            area = Area.open(host.disks[0])
+            # the command names every disk: records, leases and logs are on all of them
+            area = replicated_area(open_by_majority(host.disks))
             box["result"] = body(area)
 
         def ended(task: Task) -> None:
@@ -139,7 +141,7 @@ class Clients:
 
     def owner_host(self, index: int) -> Host | None:
         try:
-            record = read_stored(self.raw_areas[0], index).record
+            record = read_stored(replicated_area(self.raw_areas), index).record
         except FormatError:
             return None
         if record is None or record.owner_host is None:
@@ -201,7 +203,7 @@ class Clients:
 
     def message(self, target: int, sender: Host, kind: str = "reset") -> None:
         def body(area: Area) -> Any:
-            areas = [area] + [Area.open(d) for d in sender.disks[1:]]
-            return send_message(areas, target, kind, clock=self.clock, sender_id=sender.id)
+            return send_message(members_of(area), target, kind, clock=self.clock,
+                                sender_id=sender.id)
         self.stats["messages"] += 1
         self.client(sender, f"message {target} {kind}", body)

@@ -26,6 +26,7 @@ from shareddisk.porcelain.examine import verify_area
 from shareddisk.membership import Transition
 from shareddisk.oplog import OpLog
 from shareddisk.paxos import Leader, LeaseGeometry, decode_view, leader_from, newest_leader
+from shareddisk.replicas import replicated_area
 from shareddisk.sim.config import CLIENT_KEYS
 from shareddisk.sim.disks import HostDisk
 from shareddisk.sim.hosts import Host
@@ -129,6 +130,9 @@ class Ledger:
         self.ops: dict[tuple[str, int], OpTrack] = {}
         self.request_begins: dict[str, list[tuple[str, int]]] = {}
         self.writes = Counter()
+        # offset -> the bytes last checked there: the resource structures are written to
+        # every disk, and each write is checked once, on the first disk it reaches
+        self.replicated: dict[int, bytes] = {}
 
     def start(self) -> None:
         for i in range(self.area0.superblock["resource_count"]):
@@ -168,25 +172,39 @@ class Ledger:
                           f"declared it dead at t={sim.rel(when):.3f}")
         if self.paxos.offset <= offset < self.paxos.end:
             self._paxos_write(who, view.index, offset, data)
-        if view.index != 0:
+        if not (self.lease.offset <= offset < self.lease.end
+                or self.resource.offset <= offset < self.resource.end
+                or any(r.offset <= offset < r.end for r in self.logs.values())):
+            return
+        # The resource structures are written to every disk (shareddisk/replicas.py), and
+        # the lease holder copies the newest sectors to a lagging disk: a sector is checked
+        # once, when bytes it did not hold before first reach a disk.
+        changed = []
+        for at in range(0, len(data), self.ss):
+            chunk = bytes(data[at:at + self.ss])
+            if self.replicated.get(offset + at) != chunk:
+                self.replicated[offset + at] = chunk
+                changed.append((offset + at, chunk))
+        if not changed:
             return
         if self.lease.offset <= offset < self.lease.end:
-            self._lease_write(who, (offset - self.lease.offset) // self.lease.stride, data)
+            for at, chunk in changed:
+                self._lease_write(who, (at - self.lease.offset) // self.lease.stride, chunk)
         elif self.resource.offset <= offset < self.resource.end:
-            first = (offset - self.resource.offset) // self.ss
-            last = (end - 1 - self.resource.offset) // self.ss
+            first = (changed[0][0] - self.resource.offset) // self.ss
+            last = (changed[-1][0] - self.resource.offset) // self.ss
             for index in sorted({s // (2 * self.chunks) for s in range(first, last + 1)}):
                 self._guarded("resource record", index, who)
                 self.dirty.add(index)
-                version = int.from_bytes(data[16:24], "little") if len(data) >= 24 else -1
+                head = changed[0][1]
+                version = int.from_bytes(head[16:24], "little") if len(head) >= 24 else -1
                 sim.trace(f"{_who(who)} writes resource {index} copy "
                           f"{'AB'[(first // self.chunks) % 2]} version {version}"
-                          f"{'' if len(data) == self.chunks * self.ss else ' (partial)'}")
+                          f"{'' if len(changed) == self.chunks else ' (partial)'}")
         else:
             for name, r in self.logs.items():
                 if r.offset <= offset < r.end:
-                    for pos in range(len(data) // self.ss):
-                        chunk = data[pos * self.ss:(pos + 1) * self.ss]
+                    for _, chunk in changed:
                         self._log_write(who, name, chunk)
                     break
 
@@ -541,7 +559,7 @@ class Checks:
 
     def final_checks(self) -> None:
         """After the quiet period: everything online once, no operation left half done."""
-        area0 = self.raw_areas[0]
+        area0 = replicated_area(self.raw_areas)  # read by majority, as a node reads
         for index in range(self.cfg.resources):
             record = read_stored(area0, index).record
             if record is None:

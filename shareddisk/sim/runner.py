@@ -26,6 +26,7 @@ from shareddisk.create import create_area, required_size
 from shareddisk.device import MemoryDevice
 from shareddisk.leases import Leases
 from shareddisk.membership import NodeIncarnation
+from shareddisk.replicas import replicated_area
 from shareddisk.sim.chaos import Chaos
 from shareddisk.sim.clients import Clients
 from shareddisk.sim.config import DATA_DEVICE_SIZE, SimConfig
@@ -131,7 +132,7 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, ExecScripts):
             self.disks.append(dev)
         self.raw_areas = [Area.open(dev) for dev in self.disks]
         self.data: dict[str, MemoryDevice] = {}
-        area0 = self.raw_areas[0]
+        area0 = replicated_area(self.raw_areas)  # records on every disk, as nodes keep them
         leases = Leases(area0, self.clock, self.timeouts)
         setup = NodeIncarnation(1, 0, "setup")
         for r in range(cfg.resources):
