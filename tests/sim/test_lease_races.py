@@ -163,6 +163,10 @@ def test_a_cli_session_s_held_up_lease_write_does_not_take_a_daemon_s_lease() ->
     assert attempt.end is not None and not attempt.acked, attempt
     assert sim.rel(attempt.end) >= hold_from + hold, attempt
     assert 0 in sim.hosts[2].online, explain(sim, {})
+    # and the ledger heard node 2 take it (SimRuntime.lease_acquired): without
+    # that, lease-taken-from-live-holder could not fire at all
+    node2 = sim.hosts[2].life.node  # type: ignore[union-attr]
+    assert sim.ledger.confirmed[0][0] == (2, node2.incarnation), sim.ledger.confirmed
 
 
 def _nobody(node_id: int, incarnation: int) -> bool:
