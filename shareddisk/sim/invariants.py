@@ -159,7 +159,7 @@ class Ledger:
                           f"{region} at offset {offset} of disk {view.index} after node {by} "
                           f"declared it dead at t={sim.rel(when):.3f}")
         if view.index != 0:
-            return
+            return  # the records and leases live on disk 0 (replicated: check every disk)
         if self.lease.offset <= offset < self.lease.end:
             self._lease_write(who, (offset - self.lease.offset) // self.lease.stride, data)
         elif self.resource.offset <= offset < self.resource.end:
@@ -489,7 +489,8 @@ class Checks:
 
     def stored_record(self, index: int) -> Any:
         """Resource ``index``'s record as the cluster reads it: the checks' one way to
-        it (today the one copy, on disk 0)."""
+        it (today the one copy, on disk 0; with records on every disk, the
+        majority read of shareddisk/replicas.py over ``self.raw_areas``)."""
         return read_stored(self.raw_areas[0], index)
 
     def final_checks(self) -> None:
