@@ -12,7 +12,6 @@ from typing import Any, Callable
 from shareddisk.porcelain import resources as config_mod
 from shareddisk import session as session_mod
 from shareddisk.area import Area
-from shareddisk.attributes import read_stored
 from shareddisk.drivers.image import read_contents
 from shareddisk.errors import FormatError, LockHeld, ShareddiskError
 from shareddisk.messages import send_message
@@ -141,7 +140,7 @@ class Clients:
 
     def owner_host(self, index: int) -> Host | None:
         try:
-            record = read_stored(replicated_area(self.raw_areas), index).record
+            record = self.stored_record(index).record
         except FormatError:
             return None
         if record is None or record.owner_host is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 
@@ -61,6 +62,20 @@ class SimConfig:
     exec_apply: float = 2.0
     exec_kill: bool = True        # False: nothing of the daemon kills its scripts (before
                                   # the fix: start_new_session=True and nothing else)
+    # Schedule variants (issue 13, docs/RELIABILITY.md "Schedule variants"), each off
+    # by default: the default schedule draws exactly what it always drew.
+    # Each node's heartbeat interval, cycled over the nodes (node k gets
+    # intervals[(k - 1) % len]); None: every node runs at ``interval``.
+    intervals: tuple[float, ...] | None = None
+    # Regions whose writes chaos may hold up for longer than any node's I/O timeout
+    # (the lease's, wherever it lives: "lease" today, "paxos" in format v2); names
+    # not in the layout are left out, so ("lease", "paxos") follows the lease.
+    hold_regions: tuple[str, ...] = ()
+    # Chaos may make one disk (for everyone, or one host's view of it) serve a
+    # frozen snapshot of itself for a while: a lying read cache.
+    stale_reads: bool = False
+    # Chaos replaces one disk by a blank one (all zeros) once, mid-run.
+    blank_disk: bool = False
     # weights of the chaos actions (0 disables one)
     weights: dict[str, float] = field(default_factory=lambda: {
         "crash": 2.0, "freeze": 2.0, "restart": 1.0, "disk_fault": 4.0, "update": 4.0,
@@ -69,3 +84,52 @@ class SimConfig:
     @property
     def log_disk_count(self) -> int:
         return self.log_disks or max(2, self.resources)
+
+    def node_interval(self, node_id: int) -> float:
+        """The heartbeat interval node ``node_id``'s daemon runs with."""
+        if not self.intervals:
+            return self.interval
+        return self.intervals[(node_id - 1) % len(self.intervals)]
+
+    @property
+    def longest_interval(self) -> float:
+        return max(self.intervals or (self.interval,))
+
+    def variants(self) -> dict[str, object]:
+        """The schedule variants this run has on (empty for the default schedule)."""
+        out: dict[str, object] = {}
+        if self.intervals:
+            out["intervals"] = list(self.intervals)
+        if self.hold_regions:
+            out["hold_regions"] = list(self.hold_regions)
+        if self.stale_reads:
+            out["stale_reads"] = True
+        if self.blank_disk:
+            out["blank_disk"] = True
+        return out
+
+
+VARIANTS = ("intervals", "hold", "stale", "blank")
+"""What ``tools/sim --variants`` mixes in, each seed choosing its own (:func:`mixed`)."""
+MIXED_INTERVALS = (0.2, 1.0)
+HOLD_REGIONS = ("lease", "paxos")  # the lease's region, v1 and v2 (the absent one is left out)
+
+
+def mixed(seed: int, allowed: tuple[str, ...] = VARIANTS) -> dict[str, object]:
+    """The variants seed ``seed`` runs with when ``allowed`` are mixed: each on with
+    probability 1/2 (at least one), from the seed alone, so a seed reproduces."""
+    rng = random.Random(f"variants:{seed}")
+    chosen = [v for v in VARIANTS if v in allowed and rng.random() < 0.5]
+    if not chosen:
+        candidates = [v for v in VARIANTS if v in allowed]
+        chosen = [candidates[rng.randrange(len(candidates))]]
+    out: dict[str, object] = {}
+    if "intervals" in chosen:
+        out["intervals"] = MIXED_INTERVALS
+    if "hold" in chosen:
+        out["hold_regions"] = HOLD_REGIONS
+    if "stale" in chosen:
+        out["stale_reads"] = True
+    if "blank" in chosen:
+        out["blank_disk"] = True
+    return out

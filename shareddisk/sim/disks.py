@@ -3,7 +3,9 @@
 Each host sees each shared disk (a MemoryDevice) through its own
 :class:`HostDisk`: a FaultyDevice with the faults of that view, every I/O
 taking a small seeded latency on the virtual clock; every write that lands
-goes to the ledger (shareddisk/sim/invariants.py).  The data devices of the
+goes to the ledger (shareddisk/sim/invariants.py).  A view with a stale entry
+in the fault book reads the entry's snapshot of the disk instead (the writes
+still land).  The data devices of the
 storage driver are shared without faults (:class:`DataView`).
 (``Simulation`` and ``Host`` in annotations: runner.py and hosts.py, above.)
 """
@@ -100,6 +102,10 @@ class HostDisk:
         finally:
             if task is not None:
                 task.in_io = False
+        if self.sim.faults.stale:
+            stale = self.sim.faults.stale_for(self.host.id, self.index)
+            if stale is not None and stale.snapshot is not None:  # a lying cache
+                data = stale.snapshot[offset:offset + length]
         self._complete(task)
         return data
 

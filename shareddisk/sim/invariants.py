@@ -150,7 +150,6 @@ class Ledger:
         sim = self.sim
         task = sim.sched.current
         who = task.identity() if task is not None else None
-        end = offset + len(data)
         region = self._region(offset)
         self.writes[region] += 1
         if who is not None and task is not None:
@@ -481,7 +480,7 @@ class Ledger:
     def check_record(self, index: int) -> None:
         sim = self.sim
         try:
-            stored = read_stored(self.area0, index)
+            stored = self.sim.stored_record(index)
         except FormatError as exc:
             sim.violation("record-unreadable", f"resource {index}: no whole copy: {exc}")
             return
@@ -557,11 +556,21 @@ class Checks:
                                f"resource {index} is online on {' and '.join(names)}, each "
                                f"with a lease it believes valid")
 
+    def stored_record(self, index: int) -> Any:
+        """Resource ``index``'s record as the cluster reads it: the checks' one way to
+        it: the majority read of shareddisk/replicas.py over ``self.raw_areas``)."""
+        return read_stored(replicated_area(self.raw_areas), index)
+
     def final_checks(self) -> None:
         """After the quiet period: everything online once, no operation left half done."""
-        area0 = replicated_area(self.raw_areas)  # read by majority, as a node reads
         for index in range(self.cfg.resources):
-            record = read_stored(area0, index).record
+            try:
+                stored = self.stored_record(index)
+            except FormatError as exc:
+                self.violation("record-unreadable",
+                               f"resource {index} after the quiet period: {exc}")
+                continue
+            record = stored.record
             if record is None:
                 continue
             owner = record.owner_host
@@ -585,13 +594,18 @@ class Checks:
                 if life is None or not life.running():
                     continue
                 local = life.daemon.config.records.get(index)  # type: ignore[union-attr]
-                if local is None or local.version != read_stored(area0, index).version:
+                if local is None or local.version != stored.version:
                     self.violation("local-copy-stale",
                                    f"h{host.id}'s synchronized copy of resource {index} is at "
                                    f"version {None if local is None else local.version}, the disk "
-                                   f"at {read_stored(area0, index).version}")
+                                   f"at {stored.version}")
         for name in area0.layout.geometry.log_disks:
-            for op in OpLog(area0, name).interrupted():
+            try:
+                interrupted = OpLog(area0, name).interrupted()
+            except ShareddiskError as exc:
+                self.violation("log-unreadable", f"log {name} after the quiet period: {exc}")
+                continue
+            for op in interrupted:
                 self.violation("op-interrupted-after-quiet",
                                f"log {name}: operation {op.op_id} ({op.kind}) of resource "
                                f"{op.resource_index} still interrupted (steps done "
@@ -614,6 +628,12 @@ class Checks:
                                    f"after the quiet period")
         if not self.fault_counts.get("torn"):
             for d, dev in enumerate(self.disks):
-                report = verify_area(dev)
+                if d in self.blanked:
+                    continue  # a blank disk is no area until it is added back
+                try:
+                    report = verify_area(dev)
+                except ShareddiskError as exc:
+                    self.violation("verify-failed", f"disk {d}: {exc}")
+                    continue
                 for damage in report.damage:
                     self.violation("verify-failed", f"disk {d}: {damage.problem}")

@@ -34,7 +34,9 @@ class Lifecycle:
             areas = [Area.open(d) for d in host.disks]
             watchdog = SimWatchdog(self, life, self.cfg.watchdog) if self.cfg.watchdog \
                 else None
+            interval = self.cfg.node_interval(host.id) if self.cfg.intervals else None
             daemon = daemon_mod.Daemon(areas, host.id, clock=host.clock, name=host.name,
+                                       interval=interval,
                                        fence=SimFence(self, life), state_dir=host.state_dir,
                                        threaded_io=True, watchdog=watchdog, runtime=self.runtime,
                                        writers=self.exec_writers(life))

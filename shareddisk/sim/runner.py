@@ -68,7 +68,11 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, ExecScripts):
         self.sched = Scheduler(start=1000.0)
         self.t0 = self.sched.now
         self.clock = SimClock(self.sched)
-        self.timeouts = Timeouts.from_interval(cfg.interval)
+        # the longest-running node's timeouts: chaos sizes freezes and stalls by them
+        self.timeouts = Timeouts.from_interval(cfg.longest_interval)
+        # the variants' own draws (a blank disk's moment), apart from the schedule's
+        self.variant_rng = random.Random(f"variant-draws:{cfg.seed}")
+        self.blanked: set[int] = set()  # disks replaced by a blank one
         self.violations: list[Violation] = []
         self.stats: Counter = Counter()
         self.fault_counts: Counter = Counter()

@@ -1,0 +1,66 @@
+"""tools/sim's schedule variants (issue 13): asked for, mixed per seed, recorded.
+
+A campaign with ``--variants`` must say in its ``--json`` summary which
+variants each seed ran with, and a failing seed's reproduction line must spell
+them out (a seed's mix comes from its number, but the line must work alone).
+The default schedule's summary carries none of it, so it stays comparable
+with (and mergeable into) every campaign before the variants.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from shareddisk.sim.config import mixed
+
+ROOT = Path(__file__).resolve().parents[2]
+SHORT = ["--warmup", "4", "--duration", "8", "--quiet", "12", "--jobs", "1"]
+
+
+def sim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "sim"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def summary(*args: str) -> dict:
+    run = sim("--json", *SHORT, *args)
+    assert run.returncode in (0, 1), run.stderr
+    return json.loads(run.stdout)
+
+
+def test_mixed_variants_are_recorded_per_seed_and_in_the_reproduction() -> None:
+    got = summary("--seeds", "3", "--start", "5", "--variants")
+    assert got["config"]["variants_mixed"] == ["intervals", "hold", "stale", "blank"]
+    expected = {str(seed): {k: list(v) if isinstance(v, tuple) else v
+                            for k, v in mixed(seed).items()} for seed in (5, 6, 7)}
+    assert got["seed_variants"] == expected
+    for failure in got["failures"]:
+        line = failure["reproduce"]
+        assert "--variants" not in line
+        variants = expected[str(failure["seed"])]
+        assert ("--blank-disk" in line) == ("blank_disk" in variants), line
+        assert ("--intervals 0.2,1" in line) == ("intervals" in variants), line
+
+
+def test_one_variant_asked_for_is_in_the_config_and_every_seed() -> None:
+    got = summary("--seeds", "1", "--intervals", "0.2,1", "--hold-writes", "lease")
+    assert got["config"]["intervals"] == [0.2, 1.0]
+    assert got["config"]["hold_regions"] == ["lease"]
+    assert got["seed_variants"] == {"0": {"intervals": [0.2, 1.0], "hold_regions": ["lease"]}}
+
+
+def test_the_default_schedule_s_summary_has_no_variants() -> None:
+    got = summary("--seeds", "1")
+    assert "seed_variants" not in got
+    assert not {"intervals", "hold_regions", "stale_reads", "blank_disk",
+                "variants_mixed"} & set(got["config"])
+
+
+def test_bad_variant_names_are_refused() -> None:
+    run = sim("--seeds", "1", "--variants", "hold,nonsense")
+    assert run.returncode == 2 and "nonsense" in run.stderr
+    run = sim("--seeds", "1", "--intervals", "0.01")
+    assert run.returncode == 2 and "0.05..60" in run.stderr
