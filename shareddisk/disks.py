@@ -95,7 +95,8 @@ def cluster_order(areas: Sequence[Area], *, whole_cluster: bool = True) -> list[
         raise DiskIdentityError(
             f"{_cluster(cluster)} has {count} disks; disk index {which} "
             f"{'is' if len(missing) == 1 else 'are'} missing (given: "
-            f"{', '.join(a.device.path for a in areas)}); give every disk of the cluster")
+            f"{', '.join(a.device.path for a in areas)}); give every disk of the cluster, "
+            f"separated by commas, or run the command on a host whose daemon runs")
     return [by_index[i] for i in range(count)]
 
 

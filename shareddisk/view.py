@@ -153,6 +153,35 @@ def read_view(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == VIEW_FORMAT else None
 
 
+def local_disk_paths(area: Area) -> tuple[str, ...] | None:
+    """The paths of every disk of ``area``'s cluster as a daemon of this host
+    opened them (its view lists them), when one lists ``area``'s device; else None.
+
+    A command given one disk of a cluster of several acts on all of them: on a
+    host whose daemon runs, the daemon's own list names the others.  The
+    caller still checks each disk's identity (a stale view cannot smuggle in a
+    wrong disk)."""
+    folder = run_dir() / area.cluster_uuid
+    try:
+        files = sorted(folder.glob("node*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for path in files:
+        view = read_view(path)
+        paths = [d.get("path") for d in (view or {}).get("devices", []) if isinstance(d, dict)]
+        if len(paths) > 1 and all(isinstance(p, str) for p in paths) \
+                and any(_same_file(p, area.device.path) for p in paths):
+            return tuple(paths)
+    return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _wrote_it(pid: int, written: float) -> bool:
     """Is ``pid`` a process that exists and already ran at boot-clock time ``written``?
 

@@ -44,7 +44,8 @@ class Areas:
     """
 
     def __init__(self, paths: Sequence[str], writable: bool, whole_cluster: bool = True):
-        self.paths, self.writable, self.devices = tuple(paths), writable, []
+        self.paths = tuple(p for path in paths for p in device_paths(path))
+        self.writable, self.devices = writable, []
         self.whole_cluster = whole_cluster
 
     def __enter__(self) -> list[Area]:
@@ -64,6 +65,9 @@ class Areas:
                     if len(self.paths) < 3:
                         raise
                     failures.append((path, exc))
+            if self.whole_cluster and len(self.paths) == 1 and present \
+                    and present[0].superblock["disk_count"] > 1:
+                return self._every_disk(present[0])
             areas = with_stand_ins(cluster_order(present, whole_cluster=False) if present
                                    else present, failures)
             return cluster_order(areas) if self.whole_cluster else areas
@@ -74,6 +78,19 @@ class Areas:
     def __exit__(self, *exc: object) -> None:
         for d in self.devices:
             d.close()
+        self.devices = []
+
+    def _every_disk(self, one: Area) -> list[Area]:
+        """One disk of a cluster of several was given: every disk as this host's
+        daemon opened them, else DiskIdentityError naming the missing ones."""
+        from shareddisk.view import local_disk_paths  # only for one disk of several
+        paths = local_disk_paths(one)
+        if paths is None:
+            from shareddisk.disks import cluster_order
+            cluster_order([one])  # raises: names the cluster and the missing disk indexes
+        self.__exit__()
+        self.paths = tuple(paths or ())
+        return self.__enter__()
 
 
 @contextlib.contextmanager
@@ -83,12 +100,17 @@ def opened(where: Where, *, writable: bool) -> Iterator[Area]:
     if isinstance(where, Area):
         yield where
         return
-    if isinstance(where, str):  # one disk of its cluster: that disk alone
-        with Areas((where,), writable=writable, whole_cluster=False) as areas:
-            yield areas[0]
-        return
-    with Areas(tuple(where), writable=writable) as areas:
+    with Areas((where,) if isinstance(where, str) else tuple(where), writable=writable) as areas:
         yield replicated_area(areas)
+
+
+def device_paths(device: str) -> tuple[str, ...]:
+    """A DEVICE argument's paths: one disk, or every disk of the cluster separated
+    by commas (``/dev/sdb,/dev/sdc,/dev/sdd``, in any order)."""
+    paths = tuple(p for p in device.split(",") if p)
+    if not paths:
+        raise UsageError(f"{device!r}: no device path given")
+    return paths
 
 
 BLKROGET = 0x125E  # linux/fs.h: is the block device read-only?

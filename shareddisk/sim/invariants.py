@@ -599,6 +599,7 @@ class Checks:
                                    f"h{host.id}'s synchronized copy of resource {index} is at "
                                    f"version {None if local is None else local.version}, the disk "
                                    f"at {stored.version}")
+        area0 = replicated_area(self.raw_areas)  # read by majority, as a node reads
         for name in area0.layout.geometry.log_disks:
             try:
                 interrupted = OpLog(area0, name).interrupted()

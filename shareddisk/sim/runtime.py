@@ -199,8 +199,7 @@ class SimRuntime(Runtime):
     def lease_acquired(self, leases: Any, index: int, holder: Any, generation: int) -> None:
         """The ledger's "confirmed" holder, which lease-taken-from-live-holder needs
         (tests/sim/test_lease_races.py checks that it is heard)."""
-        if leases.area.device.path.endswith(":d0>"):
-            self.sim.ledger.on_acquired(index, (holder.node_id, holder.incarnation), generation)
+        self.sim.ledger.on_acquired(index, (holder.node_id, holder.incarnation), generation)
 
     def version_written(self, index: int, version: int) -> None:
         task = self.sim.sched.current

@@ -1,15 +1,13 @@
 """Issue 13's three races on the lease, as scripted simulation runs.
 
-Each scenario states what a safe cluster does and is marked
-``xfail(strict=True)`` while the library cannot (docs/PAXOS.md, "Why not the
-delta lease"; docs/CAMPAIGNS.md, "The schedule variants of issue 13"):
-
-- the three races: the delta lease (shareddisk/leases.py) trusts every
-  acquirer's write to land within *its own* I/O timeout; a node with a shorter
-  timeout, or a write held up on its path, gives two holders.  They pass once
-  leases run on the Disk Paxos ballot (shareddisk/paxos.py);
-- (a disk serving stale sectors and a disk replaced by a blank one are in
-  tests/sim/test_disk_variants.py.)
+Each scenario states what a safe cluster does.  On the delta lease (format
+v1, before commit 7f1a047) all three failed: it trusted every acquirer's write
+to land within *its own* I/O timeout, so a node with a shorter timeout, or a
+write held up on its path, gave two holders.  On the Disk Paxos ballot
+(shareddisk/paxos.py, docs/PAXOS.md) over every disk they pass: an acquirer
+that sees a live holder is refused (LockHeld) however long its writes took.
+(A disk serving stale sectors and a disk replaced by a blank one are in
+tests/sim/test_disk_variants.py.)
 
 They drive the library only through its public face: ``Leases.acquire`` /
 ``verify``, daemons and a CLI session, with the simulation's I/O hold on the
@@ -21,17 +19,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import pytest
 
 from shareddisk.area import Area
 from shareddisk.errors import LeaseLost, LockHeld, ShareddiskError
+from shareddisk.replicas import open_by_majority, replicated_area
 from shareddisk.leases import Leases
 from shareddisk.membership import NodeIncarnation
 from shareddisk.sim import SimConfig, Simulation
 from shareddisk.timeouts import Timeouts
-
-DELTA_LEASE = pytest.mark.xfail(
-    strict=True, reason="delta lease (issue 13): passes once leases run on the Disk Paxos ballot")
 
 NEVER = 1e6  # a boot time after the end: the host runs no daemon
 A = NodeIncarnation(1, 3, "alpha")
@@ -55,7 +50,7 @@ def leases_on(sim: Simulation, host: int, interval: float) -> Leases:
     """A ``Leases`` of ``host``, whose node runs at ``interval`` (its I/O timeout too).
     The one place these scenarios build one: if its constructor changes (every
     disk's area), only this changes."""
-    area = Area.open(sim.hosts[host].disks[0])
+    area = replicated_area(open_by_majority(sim.hosts[host].disks))  # every disk, as nodes
     return Leases(area, sim.hosts[host].clock, Timeouts.from_interval(interval), sim.runtime)
 
 
@@ -85,7 +80,6 @@ def explain(sim: Simulation, results: dict[str, Any]) -> str:
         "\n".join(sim.lines[-30:])
 
 
-@DELTA_LEASE
 def test_mixed_timeouts_give_one_holder() -> None:
     """Race 1: A (interval and I/O timeout 0.2 s) and B (1 s) race for a free lease.
     B's lease write is held up 0.6 s, inside B's own timeout; A reads, writes,
@@ -96,8 +90,8 @@ def test_mixed_timeouts_give_one_holder() -> None:
 
     def script(s: Simulation) -> None:
         s.at(5.0, lambda: s.hold_writes(lease_region(s), 0.6, host=2))
-        as_process(s, 5.0, 2, B, lambda: leases_on(s, 2, 1.0).acquire(0, B, _nobody), results)
-        as_process(s, 5.05, 1, A, lambda: leases_on(s, 1, 0.2).acquire(0, A, _nobody), results)
+        as_process(s, 5.0, 2, B, lambda: leases_on(s, 2, 1.0).acquire(0, B, _everyone), results)
+        as_process(s, 5.05, 1, A, lambda: leases_on(s, 1, 0.2).acquire(0, A, _everyone), results)
         for host, who, interval in ((1, A, 0.2), (2, B, 1.0)):  # who holds it, afterwards
             as_process(s, 15.0, host, NodeIncarnation(who.node_id, who.incarnation, "check-"
                                                       + who.name),
@@ -112,7 +106,6 @@ def test_mixed_timeouts_give_one_holder() -> None:
     assert results[f"check-{winner}"] == generation, explain(sim, results)  # still its
 
 
-@DELTA_LEASE
 def test_a_held_up_lease_write_does_not_free_a_live_holders_lease() -> None:
     """Race 2: A's lease write is held up 2 s, past its I/O timeout (1 s); B reads,
     writes, settles and confirms meanwhile.  On the delta lease A's write lands
@@ -124,8 +117,8 @@ def test_a_held_up_lease_write_does_not_free_a_live_holders_lease() -> None:
 
     def script(s: Simulation) -> None:
         s.at(5.0, lambda: s.hold_writes(lease_region(s), 2.0, host=1))
-        as_process(s, 5.0, 1, A, lambda: leases_on(s, 1, 1.0).acquire(0, A, _nobody), results)
-        as_process(s, 5.1, 2, B, lambda: leases_on(s, 2, 1.0).acquire(0, B, _nobody), results)
+        as_process(s, 5.0, 1, A, lambda: leases_on(s, 1, 1.0).acquire(0, A, _everyone), results)
+        as_process(s, 5.1, 2, B, lambda: leases_on(s, 2, 1.0).acquire(0, B, _everyone), results)
         as_process(s, 9.0, 3, C, lambda: leases_on(s, 3, 1.0).acquire(0, C, alive), results)
         check = NodeIncarnation(B.node_id, B.incarnation, "check-beta")
         as_process(s, 12.0, 2, check, lambda: _verify(leases_on(s, 2, 1.0), B, results), results)
@@ -139,7 +132,6 @@ def test_a_held_up_lease_write_does_not_free_a_live_holders_lease() -> None:
     assert not isinstance(results["alpha"], int), explain(sim, results)
 
 
-@DELTA_LEASE
 def test_a_cli_session_s_held_up_lease_write_does_not_take_a_daemon_s_lease() -> None:
     """Race 3, through daemons: r0 may run on node 2 only, which boots late.  A CLI
     session on host 3 (borrowing its daemon's incarnation) sets an attribute
@@ -162,7 +154,7 @@ def test_a_cli_session_s_held_up_lease_write_does_not_take_a_daemon_s_lease() ->
     [attempt] = attempts
     assert attempt.end is not None and not attempt.acked, attempt
     assert sim.rel(attempt.end) >= hold_from + hold, attempt
-    assert 0 in sim.hosts[2].online, explain(sim, {})
+    assert any("h2 brings resource 0 online" in line for line in sim.lines), explain(sim, {})
     # and the ledger heard node 2 take it (SimRuntime.lease_acquired): without
     # that, lease-taken-from-live-holder could not fire at all
     node2 = sim.hosts[2].life.node  # type: ignore[union-attr]
@@ -171,6 +163,10 @@ def test_a_cli_session_s_held_up_lease_write_does_not_take_a_daemon_s_lease() ->
 
 def _nobody(node_id: int, incarnation: int) -> bool:
     return False
+
+
+def _everyone(node_id: int, incarnation: int) -> bool:
+    return True
 
 
 def _verify(leases: Leases, who: NodeIncarnation, results: dict[str, Any]) -> int | None:

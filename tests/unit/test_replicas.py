@@ -45,7 +45,7 @@ class Counting:
 
 def disks(count: int = 3) -> list[Area]:
     """``count`` disks of one cluster, each behind a fault wrapper with no faults yet."""
-    devices = [make_device(GEOMETRY) for _ in range(count)]
+    devices = [make_device(GEOMETRY, disk_index=i, disk_count=count) for i in range(count)]
     for i, dev in enumerate(devices):
         dev.path = f"<disk{i}>"  # distinct same-host locks, as distinct files have
     return [Area.open(FaultyDevice(dev, NONE, FakeClock())) for dev in devices]
