@@ -71,6 +71,16 @@ def test_attr_set_imports_no_output_or_progress_modules(area_image: Path) -> Non
     assert done["code"] == 0 and "shareddisk.render" in done["modules"]
 
 
+def test_what_attr_set_imports_leaves_out_the_state_file_writer() -> None:
+    # A command borrowing its daemon's incarnation writes no state file:
+    # tempfile (with shutil, random, bz2, lzma) is imported when one is written.
+    done = subprocess.run([sys.executable, "-c", "import sys, shareddisk.cli, shareddisk.session, "
+                           "shareddisk.porcelain.attrs, shareddisk.view; "
+                           "print(sorted({'tempfile', 'shutil'} & set(sys.modules)))"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_attr_set_derives_fast_paths_only_for_the_kinds_it_reads(area_image: Path) -> None:
     done = probe("attr", "set", str(area_image), "sg1", "k=v", "--node-id", "1")
     assert done["code"] == 0
