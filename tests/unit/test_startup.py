@@ -71,12 +71,15 @@ def test_attr_set_imports_no_output_or_progress_modules(area_image: Path) -> Non
     assert done["code"] == 0 and "shareddisk.render" in done["modules"]
 
 
-def test_what_attr_set_imports_leaves_out_the_state_file_writer() -> None:
-    # A command borrowing its daemon's incarnation writes no state file:
-    # tempfile (with shutil, random, bz2, lzma) is imported when one is written.
+def test_what_attr_set_imports_leaves_out_state_file_writes_and_disk_workers() -> None:
+    # A command borrowing its daemon's incarnation writes no state file and
+    # starts no disk worker: tempfile (with shutil, random, bz2, lzma) is imported
+    # when a state file is written, diskio (with concurrent.futures, queue) when
+    # a worker starts.
+    left_out = {"tempfile", "shutil", "shareddisk.diskio", "concurrent.futures", "queue"}
     done = subprocess.run([sys.executable, "-c", "import sys, shareddisk.cli, shareddisk.session, "
-                           "shareddisk.porcelain.attrs, shareddisk.view; "
-                           "print(sorted({'tempfile', 'shutil'} & set(sys.modules)))"],
+                           "shareddisk.porcelain.attrs, shareddisk.view, shareddisk.drivers.image;"
+                           f" print(sorted({left_out!r} & set(sys.modules)))"],
                           capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
 
