@@ -26,8 +26,8 @@ from shareddisk.errors import EXIT_CONFLICT, EXIT_DAMAGE, ShareddiskError, Usage
 from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL
 
 # Commands import what only they need inside their bodies (their porcelain,
-# render, rich, progress bars): every command starts in the time
-# of its own imports (`attr set` has a 120 ms budget with the interpreter,
+# render, rich, progress bars): every command starts in the time of its own
+# imports (`attr set` has a 120 ms budget with the interpreter,
 # docs/BENCHMARKS.md; tests/unit/test_startup.py keeps the list short).
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
