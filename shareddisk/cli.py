@@ -23,12 +23,12 @@ from shareddisk import __version__
 from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES
 from shareddisk.clock import SystemClock
 from shareddisk.errors import EXIT_CONFLICT, EXIT_DAMAGE, ShareddiskError, UsageError
-from shareddisk.progress import terminal_bar
 from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL
 
 # Commands import what only they need inside their bodies (their porcelain,
-# render, rich): every command starts in the time of its own imports (`attr
-# set` has a 120 ms budget with the interpreter, docs/BENCHMARKS.md).
+# render, rich, progress bars): every command starts in the time of its own
+# imports (`attr set` has a 120 ms budget with the interpreter,
+# docs/BENCHMARKS.md; tests/unit/test_startup.py keeps the list short).
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -128,6 +128,12 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def terminal_bar(description: str, **options: Any) -> Any:
+    """shareddisk.progress.terminal_bar, imported by the commands that draw a bar."""
+    from shareddisk.progress import terminal_bar as bar
+    return bar(description, **options)
+
+
 def _emit(as_json: bool, data: Any, text: str | Callable[[Any, bool], str]) -> None:
     """Print ``data`` as JSON, or ``text`` for people.
 
@@ -143,6 +149,9 @@ def _emit(as_json: bool, data: Any, text: str | Callable[[Any, bool], str]) -> N
         # faster: `dump --json` of 2,048 slots is 1.2 MB) for a pipe or file.
         # (JSON escapes control characters itself.)
         click.echo(json.dumps(data, indent=2 if tty else None, default=str))
+        return
+    if isinstance(text, str) and text.isprintable():
+        click.echo(text)  # nothing to escape (render.printable's common case)
         return
     from shareddisk import render  # text only: --json never imports it
     if callable(text):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from shareddisk import crashpoints
 from shareddisk import locks
@@ -33,7 +33,12 @@ from shareddisk import statefile
 from shareddisk.blockdevice import BlockDevice
 from shareddisk.clock import Clock
 from shareddisk.device import open_device
-from shareddisk.diskio import DiskWorker, Outcome, run_round
+
+if TYPE_CHECKING:
+    # diskio (with concurrent.futures and queue) is imported by the first disk
+    # worker or round asked for: `attr set` and `status` with a local daemon
+    # start without it (issue 17, docs/BENCHMARKS.md).
+    from shareddisk.diskio import DiskWorker, Outcome
 
 
 class ThreadLock(Protocol):
@@ -67,11 +72,13 @@ class Runtime:
 
     def disk_worker(self, name: str, clock: Clock, threaded: bool) -> DiskWorker:
         """The worker that runs one disk's requests (a thread of its own when ``threaded``)."""
+        from shareddisk.diskio import DiskWorker
         return DiskWorker(name, clock, threaded)
 
     def run_round(self, workers: list[Any], requests: list[Callable[[], Any]], clock: Clock,
                   io_timeout: float) -> list[Outcome]:
         """Each worker's request, every outcome collected within ``io_timeout``."""
+        from shareddisk.diskio import run_round
         return run_round(workers, requests, clock, io_timeout)
 
     def thread_lock(self, path: str, start: int, length: int) -> ThreadLock:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +27,7 @@ def default_state_dir(cluster_uuid: str, node_id: int) -> Path:
 
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
+    import tempfile  # here: a command writing no state file (attr set) starts without it
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

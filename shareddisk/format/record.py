@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import construct as cs
@@ -142,16 +143,14 @@ class _FastDecoder:
         return dict(zip(self.names, values))
 
 
-def _is_flat(payload: cs.Struct) -> bool:
-    try:
-        _FastDecoder(payload)
-    except TypeError:
-        return False
-    return True
-
-
 class RecordCodec:
-    """Encode, decode and check one kind of record."""
+    """Encode, decode and check one kind of record.
+
+    What is derived from the declaration (the struct fast path, the whole
+    record's layout and its fields with offsets) is built on first use: a
+    command pays only for the kinds it reads (``attr set`` has a 120 ms
+    budget, start-up included; docs/BENCHMARKS.md), and no kind's bytes change.
+    """
 
     def __init__(self, kind: Kind, name: str, payload: cs.Struct):
         self.kind = kind
@@ -163,21 +162,44 @@ class RecordCodec:
         if self.size > MAX_MEANINGFUL:
             raise AssertionError(f"{name}: {self.size} meaningful bytes > {MAX_MEANINGFUL}")
         self.crc_offset = HEADER_SIZE + self.payload_size
-        # The whole record as one declaration, for docs and annotated hex views.
-        self.layout = cs.Struct(
-            "header" / HEADER, "payload" / payload, "crc32c" / cs.Int32ul
-        )
+
+    @cached_property
+    def layout(self) -> cs.Struct:
+        """The whole record as one declaration, for docs and annotated hex views."""
+        return cs.Struct("header" / HEADER, "payload" / self.payload, "crc32c" / cs.Int32ul)
+
+    @cached_property
+    def fields(self) -> list[Field]:
+        """Every leaf field of the record with its offset (docs, hex views, probes)."""
         leaves = fields_of(self.layout)
         short = [f.name.split(".", 1)[-1] for f in leaves]
         # Drop the "header."/"payload." prefix unless two fields would share a name.
-        self.fields = [Field(name if short.count(name) == 1 else f.name, f.offset, f.size, f.type)
-                       for f, name in zip(leaves, short)]
-        self._fast = _FastDecoder(payload) if _is_flat(payload) else None
-        if self._fast is not None:
-            # The whole record (header, payload, crc) as one struct, for hot
-            # loops that check many records without building dicts.
-            self.raw = struct.Struct("<4sHH" + self._fast.struct.format.lstrip("<") + "I")
-            self.raw_index = {name: 3 + i for i, name in enumerate(self._fast.names)}
+        return [Field(name if short.count(name) == 1 else f.name, f.offset, f.size, f.type)
+                for f, name in zip(leaves, short)]
+
+    @cached_property
+    def _fast(self) -> _FastDecoder | None:
+        """The struct decoder of a flat payload; None when construct must parse it."""
+        try:
+            return _FastDecoder(self.payload)
+        except TypeError:
+            return None
+
+    def _flat(self) -> _FastDecoder:
+        if self._fast is None:
+            raise AttributeError(f"{self.name} records have no flat struct layout")
+        return self._fast
+
+    @cached_property
+    def raw(self) -> struct.Struct:
+        """The whole record (header, payload, crc) of a flat kind as one struct, for
+        hot loops that check many records without building dicts."""
+        return struct.Struct("<4sHH" + self._flat().struct.format.lstrip("<") + "I")
+
+    @cached_property
+    def raw_index(self) -> dict[str, int]:
+        """Position of each payload field in a ``raw`` tuple."""
+        return {name: 3 + i for i, name in enumerate(self._flat().names)}
 
     # -- encoding ---------------------------------------------------------
 
