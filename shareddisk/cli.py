@@ -131,7 +131,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @click.option("-v", "--verbose", is_flag=True,
               help="Show the library's log lines on stderr (`run` always shows them).")
 def main(verbose: bool) -> None:
-    """Shared-disk quorum and failover toolkit."""
+    """Shared-disk quorum and failover toolkit.
+
+    DEVICE is the cluster's disks, comma-separated in any order
+    (/dev/sdb,/dev/sdc,/dev/sdd); one of them is enough on a host whose
+    daemon runs (its list names the others).
+    """
     _quiet_logging(verbose)
 
 

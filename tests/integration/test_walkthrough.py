@@ -137,8 +137,7 @@ def host_settings(top: Path, package: str, node: int, port: int) -> str:
     return f"""
 DISKS="{disks}"
 DATA={top / 'data.img'}
-FIRST=${{DISKS%% *}}
-FENCE_DEVICES=${{DISKS// /,}}
+DEVICE=${{DISKS// /,}}
 VENV={top / 'venv'}
 PACKAGE={package}
 PREFIX={root}
@@ -304,7 +303,7 @@ class Walk:
         self.start_unit(victim)  # the reboot, then shareddisk@prod at boot
 
     def status(self, node: int) -> dict:
-        first = self.value(node, "FIRST")
+        first = self.value(node, "DEVICE")
         done = subprocess.run([str(self.top / "venv/bin/shareddisk"), "status", first, "--json"],
                               capture_output=True, text=True, env=self.env(), timeout=60)
         assert done.returncode == 0, done.stderr
@@ -402,7 +401,7 @@ def test_walkthrough_from_pip_install_to_a_fenced_node_back(walk: Walk) -> None:
             done = walk.bash(node, block.text, record=block.real_cluster)
             if block.real_cluster:
                 walk.replay(node)
-            if block.text.strip() == 'shareddisk status "$FIRST"':
+            if block.text.strip() == 'shareddisk status "$DEVICE"':
                 statuses += 1
                 if statuses == 1:  # the guide: within an interval or two, three members alive
                     def three_alive() -> bool:
