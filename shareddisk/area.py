@@ -34,6 +34,7 @@ from shareddisk.device import BlockDevice
 from shareddisk.errors import (
     BadLayout,
     BadMagic,
+    DeviceError,
     ForeignData,
     FormatError,
     OldFormatVersion,
@@ -289,6 +290,20 @@ class Area:
         A replicated area (shareddisk/replicas.py) has one per disk; the
         Disk Paxos ballot runs over them."""
         return [self]
+
+    def still_this_disk(self) -> bool:
+        """Whether the device still holds this area's superblock, byte for byte
+        (primary or backup copy).  A disk replaced by a blank one, or formatted
+        over, does not: what it reads back was never written by this cluster,
+        and the Disk Paxos ballot must not count it (shareddisk/paxos.py)."""
+        expected = superblock.CODEC.encode(self.superblock, self.sector_size)
+        for copy in (self.primary, self.backup):
+            try:
+                if bytes(self.device.read(copy.offset, len(expected))) == expected:
+                    return True
+            except DeviceError:
+                return False
+        return False
 
     def region(self, name: str) -> Region:
         try:

@@ -87,7 +87,8 @@ def lease_paxos(area: Area, index: int, clock: Clock, *,
     """The ballot of resource ``index`` over every disk of ``area`` (disk-index order)."""
     check_resource_index(area, index)
     nodes = area.superblock["node_count"]
-    disks = [LeaseDisk(m.device, m.regions["paxos"].record_offset(index * (1 + nodes)))
+    disks = [LeaseDisk(m.device, m.regions["paxos"].record_offset(index * (1 + nodes)),
+                       identity=m.still_this_disk)
              for m in area.members]
     return DiskPaxos(disks, LeaseGeometry(index, nodes, area.sector_size), clock,
                      rng=rng, write_check=write_check)

@@ -520,10 +520,13 @@ def with_retries(make: Callable[[], Step], attempts: int) -> Step:
 
 @dataclass(frozen=True)
 class LeaseDisk:
-    """Where one lease starts on one disk."""
+    """Where one lease starts on one disk, and how to tell the disk is still the
+    one the cluster wrote (``identity``: False for a disk replaced by a blank
+    one; see DiskPaxos.run)."""
 
     device: BlockDevice
     offset: int
+    identity: Callable[[], bool] | None = None
 
 
 class DiskPaxos:
@@ -570,6 +573,14 @@ class DiskPaxos:
                         answer = None
                     else:
                         answer = [buf[i * ss:(i + 1) * ss] for i in range(op.count)]
+                        if (op.first > 0 or answer[0] == bytes(ss)) and \
+                                disk.identity is not None and not disk.identity():
+                            # Disk Paxos counts on a disk keeping what it took: a
+                            # disk replaced by a blank one "forgets" votes and
+                            # decisions, and must not count toward a majority.
+                            # (A lease whose leader block is written is checked
+                            # by its checksums; only a blank one could be amnesia.)
+                            answer = None
                 elif isinstance(op, Write):
                     disk = self.disks[op.disk]
                     self.write_check()

@@ -363,3 +363,34 @@ def test_region_lookup_and_where():
     assert area.where("heartbeat", 1) == f"<memory>: heartbeat record 1 at offset {hb.offset + 512}"
     assert len(area.read_region("heartbeat")) == 3 * 512
     assert area.read_record("heartbeat", 2) == area.read_region("heartbeat")[1024:1536]
+
+
+# --- still_this_disk: the ballot's check against a replaced disk -------------------------
+
+
+def test_an_opened_area_is_still_its_disk_until_the_disk_is_replaced_or_formatted_over():
+    dev = fresh()
+    area = Area.open(dev)
+    assert area.still_this_disk()
+    dev.write(0, bytes(512))  # the primary damaged: the backup still says it is this disk
+    assert area.still_this_disk()
+    dev.write(0, bytes(dev.size))  # replaced by a blank disk
+    assert not area.still_this_disk()
+
+
+def test_a_disk_created_again_with_the_same_cluster_is_not_the_disk_that_was_opened():
+    dev = fresh()
+    area = Area.open(dev)
+    clock = FakeClock()
+    clock.advance(1.0)  # created later: another created_ns
+    create_area(dev, geometry(), cluster_name="lab", cluster_uuid=UUID, clock=clock,
+                force=True, ignore_live=True)
+    assert not area.still_this_disk()
+
+
+def test_a_disk_that_cannot_be_read_is_not_known_to_be_this_disk():
+    from shareddisk.faults import Fault, FaultRules, FaultyDevice
+    area = Area.open(fresh())
+    lost = Area(FaultyDevice(area.device, FaultRules((Fault("loss"),)), FakeClock()),
+                area.superblock, area.layout, area.primary, area.backup)
+    assert not lost.still_this_disk()

@@ -587,6 +587,21 @@ def test_two_of_three_disks_failing_is_quorum_lost(which: tuple[int, int]) -> No
     assert Leases(healthy, FakeClock(), T).verify(0, A, g)["owner_id"] == 1
 
 
+def test_a_disk_replaced_by_a_blank_one_does_not_count_toward_the_majority() -> None:
+    """Disk Paxos trusts a disk to keep what was written to it.  A holds the lease
+    on disks 0 and 1 (its writes to disk 2 failed); disk 1 is then replaced by
+    a blank disk, and disk 0 cannot be read by B.  Disks 1 and 2 are a majority
+    that has never seen A: counting the blank disk, B would take the lease of
+    a live holder.  The blank disk must not count: B is refused."""
+    devs = disks(3)
+    g = Leases(area_of(devs, {2: gone}), FakeClock(), T).acquire(0, A, never_asked)
+    assert g == 1
+    cluster = area_of(devs, {0: gone})  # B's view: disk 0 unreadable, opened before the swap
+    devs[1].write(0, bytes(devs[1].size))  # disk 1 replaced by a blank one
+    with pytest.raises(QuorumLost):
+        Leases(cluster, FakeClock(), T).acquire(0, B, always(True))
+
+
 # -- liveness ------------------------------------------------------------------------
 
 
