@@ -199,7 +199,7 @@ class _FdDevice(_DeviceBase):
         with self._lock:
             self._check_open("flush")
             try:
-                os.fsync(self._fd)
+                os.fdatasync(self._fd)
             except OSError as exc:
                 raise DeviceError(f"{self.path}: flush failed: {errno_text(exc)}") from exc
 

@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Sequence
+from collections.abc import Sequence as SequenceABC
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 from shareddisk.clock import Clock
 from shareddisk.device import BlockDevice
@@ -178,7 +179,7 @@ class DiskView:
     leader: Leader | None
     dblocks: dict[int, DBlock]
     damaged: list[str]
-    raw: list[bytes]
+    raw: Sequence[bytes]
     bad_dblocks: int = 0
 
     @property
@@ -217,7 +218,49 @@ def encode_dblock(geo: LeaseGeometry, block: DBlock) -> bytes:
     return fmt.DBLOCK_CODEC.encode(values, geo.sector_size)
 
 
-def decode_view(geo: LeaseGeometry, disk: int, raw: list[bytes]) -> DiskView:
+class Sectors(SequenceABC):
+    """One read's sectors, sliced only when asked for: a lease of 2,000 nodes
+    is 2,001 sectors, nearly all of them blank, read three times per disk per
+    ballot.  :meth:`written` finds the non-blank ones comparing 32 KiB at a time."""
+
+    RUN = 64  # sectors compared at once
+
+    def __init__(self, buf: bytes, sector_size: int):
+        self.buf = buf if isinstance(buf, bytes) else bytes(buf)
+        self.ss = sector_size
+        self.count = len(self.buf) // sector_size
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.count))]
+        if not -self.count <= i < self.count:
+            raise IndexError(i)
+        i %= self.count
+        return self.buf[i * self.ss:(i + 1) * self.ss]
+
+    def written(self, first: int) -> Iterator[int]:
+        """The indexes from ``first`` on of the sectors that are not all zeros."""
+        ss, run = self.ss, self.RUN
+        zeros = bytes(run * ss)
+        for start in range(first, self.count, run):
+            end = min(start + run, self.count)
+            if self.buf[start * ss:end * ss] == zeros[:(end - start) * ss]:
+                continue
+            for i in range(start, end):
+                if self.buf[i * ss:(i + 1) * ss] != zeros[:ss]:
+                    yield i
+
+
+def _written(raw: Sequence[bytes], first: int) -> Iterator[int]:
+    if isinstance(raw, Sectors):
+        return raw.written(first)
+    return (i for i in range(first, len(raw)) if raw[i] != bytes(len(raw[i])))
+
+
+def decode_view(geo: LeaseGeometry, disk: int, raw: Sequence[bytes]) -> DiskView:
     damaged: list[str] = []
     leader: Leader | None = None
     try:
@@ -228,10 +271,7 @@ def decode_view(geo: LeaseGeometry, disk: int, raw: list[bytes]) -> DiskView:
         damaged.append(str(exc))
     dblocks: dict[int, DBlock] = {}
     bad = 0
-    blank = bytes(geo.sector_size)
-    for node_id in range(1, geo.node_count + 1):
-        if raw[node_id] == blank:  # most of them, with many nodes: skip fast
-            continue
+    for node_id in _written(raw, 1):  # blank ones (most, with many nodes) are skipped
         try:
             dblocks[node_id] = dblock_from(fmt.decode_dblock(
                 raw[node_id], geo.resource_index, node_id,
@@ -572,7 +612,7 @@ class DiskPaxos:
                     except DeviceError:
                         answer = None
                     else:
-                        answer = [buf[i * ss:(i + 1) * ss] for i in range(op.count)]
+                        answer = Sectors(buf, ss)
                         if (op.first > 0 or answer[0] == bytes(ss)) and \
                                 disk.identity is not None and not disk.identity():
                             # Disk Paxos counts on a disk keeping what it took: a

@@ -10,6 +10,7 @@ them) and against the bare ballot.
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Callable
 
@@ -44,6 +45,7 @@ from shareddisk.paxos import (
     LeaseDisk,
     LeaseGeometry,
     Read,
+    Sectors,
     Write,
     acquire_steps,
     decode_view,
@@ -610,3 +612,18 @@ def test_a_holder_that_saw_a_takeover_vote_wins_the_next_generation_itself() -> 
         lease(devs).verify(A, g)
     assert lease(devs).acquire(A, never) == g + 1
     assert lease(devs).verify(A, g + 1) == Leader(g + 1, A)
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 2001])
+def test_sectors_find_every_written_sector_and_nothing_else(count: int) -> None:
+    """The fast skip over blank runs must not miss a sector at a run's edge."""
+    ss = 512
+    rng = random.Random(count)
+    marked = sorted(rng.sample(range(count), min(count, 7)) + [0, count - 1])
+    buf = bytearray(count * ss)
+    for i in set(marked):
+        buf[i * ss + rng.randrange(ss)] = rng.randrange(1, 256)  # one byte anywhere in it
+    sectors = Sectors(bytes(buf), ss)
+    assert len(sectors) == count and sectors[count - 1] == bytes(buf[-ss:])
+    assert list(sectors.written(0)) == sorted(set(marked))
+    assert list(sectors.written(1)) == sorted(set(marked) - {0})
