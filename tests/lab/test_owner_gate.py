@@ -84,7 +84,7 @@ def test_an_unreadable_lease_means_do_not_write_yet(owned, monkeypatch):
     real_read = area.device.read
 
     def failing(offset, length):
-        if offset == area.regions["lease"].offset:
+        if offset == area.regions["paxos"].offset:  # the ballot's blocks of lease 0
             raise DeviceError("EIO")
         return real_read(offset, length)
 

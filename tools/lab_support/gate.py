@@ -27,7 +27,15 @@ from __future__ import annotations
 from shareddisk.area import Area
 from shareddisk.errors import ShareddiskError
 from shareddisk.format import heartbeat
-from shareddisk.leases import read_lease
+from shareddisk.leases import read_holder
+from shareddisk.replicas import replicated_area
+
+
+def lease_holder(areas: list[Area], index: int) -> tuple[int, int, int]:
+    """(node, incarnation, generation) of the ballot's leader of lease ``index`` over
+    every disk: the authority (the lease table is a hint that may lag)."""
+    leader = read_holder(replicated_area(areas), index)
+    return leader.holder.node_id, leader.holder.incarnation, leader.generation
 
 
 class Lost(Exception):
@@ -55,10 +63,9 @@ class OwnerGate:
 
     def _check_lease(self) -> None:
         try:
-            lease = read_lease(self.areas[0], self.index)
+            held = lease_holder(self.areas, self.index)
         except ShareddiskError as exc:
             raise Unsure(f"lease {self.index} unreadable: {exc}") from None
-        held = (lease["owner_id"], lease["owner_incarnation"], lease["generation"])
         if held != (self.node, self.incarnation, self.generation):
             raise Lost(f"lease {self.index} is now held by node {held[0]} incarnation "
                        f"{held[1]}, generation {held[2]} (ours: node {self.node} incarnation "

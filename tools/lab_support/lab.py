@@ -107,7 +107,7 @@ class Lab:
         with open(self.data, "wb") as f:
             f.truncate(0)
             f.truncate(DATA_SIZE)
-        subprocess.run([sd, "resource", "add", areas[0], RESOURCE, "--type", "storage-group",
+        subprocess.run([sd, "resource", "add", ",".join(areas), RESOURCE, "--type", "storage-group",
                         "--failover-nodes", ",".join(map(str, range(1, n + 1))),
                         "--attr", "driver=exec",
                         "--attr", f"exec_script={ROOT / 'tools' / 'lab_support' / 'workload'}",

@@ -37,24 +37,18 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path += [ROOT, os.path.join(ROOT, ".venv", "lib", "python%d.%d" % sys.version_info[:2],
                                 "site-packages")]
-from gate import Lost, OwnerGate, Unsure  # noqa: E402
+from gate import Lost, OwnerGate, Unsure, lease_holder  # noqa: E402
 from stamps import BLOCK, REGION_BLOCKS, Stamp, region_offset  # noqa: E402
 
 from shareddisk.area import Area  # noqa: E402
 from shareddisk.device import open_device  # noqa: E402
 from shareddisk.errors import ShareddiskError  # noqa: E402
-from shareddisk.leases import read_lease  # noqa: E402
 
 UNFENCED = "/run/lab/unfenced"
 
 
 def log(text: str) -> None:
     print(f"{time.monotonic():10.3f} writer[{os.getpid()}]: {text}", flush=True)
-
-
-def lease_holder(area: Area, index: int) -> tuple[int, int, int]:
-    lease = read_lease(area, index)
-    return lease["owner_id"], lease["owner_incarnation"], lease["generation"]
 
 
 def open_gate(resource: str, definition: dict, end: float):
@@ -69,7 +63,7 @@ def open_gate(resource: str, definition: dict, end: float):
         try:
             areas = [Area.open(open_device(p, writable=False)) for p in paths]
             held = [i for i in range(areas[0].superblock["resource_count"])
-                    if lease_holder(areas[0], i) == ours]
+                    if lease_holder(areas, i) == ours]
             break
         except ShareddiskError as exc:
             if time.monotonic() > end:
