@@ -1,10 +1,14 @@
-"""Leases: one per resource, naming the node allowed to write it.
+"""The lease table: one entry per resource, naming the node that holds its lease.
 
-A lease is bound to its holder's heartbeat incarnation (a delta lease): it is
-valid while that incarnation keeps its heartbeat.  The holder owns the
-resource and is the only writer of its record.  ``generation`` increases
-on every acquisition and is carried by every guarded write, so a holder that
-froze and woke after a takeover is refused.
+Who holds a lease is decided by the Disk Paxos ballot (its leader record,
+format/paxos.py, docs/PAXOS.md); this table is a hint the holder writes after
+each ballot and each record write, so that peers notice changes with one
+read and ``status`` shows holders.  A lease is bound to its holder's
+heartbeat incarnation: it stays the holder's while that incarnation keeps its
+heartbeat.  The holder owns the resource and is the only writer of its
+record.  ``generation`` (the ballot's) increases on every acquisition and is
+carried by every guarded write, so a holder that froze and woke after a
+takeover is refused.
 
 Names: the node a lease names is its *holder* in the code (``holder`` in
 shareddisk/leases.py) and in JSON output (``holder_id``, ``holder_name``),
