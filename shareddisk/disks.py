@@ -32,6 +32,11 @@ class Disk:
     write_ok: bool = True
     read_ok: bool = True
     error: str | None = None
+    # (incarnation, counter) of our last slot write the disk acknowledged, and
+    # when: a read begun later that shows an older slot is stale (node.py)
+    acked: tuple[int, int] | None = None
+    acked_at: float = 0.0
+    stale: bool = False
 
     @property
     def path(self) -> str:

@@ -448,11 +448,13 @@ class Node:
 
         self._check_deadline(since=self.last_renew_start)  # frozen since the round began?
         outcomes = self._round([request(d.area) for d in self.disks])
+        returned = self.clock.monotonic()
         done = 0
         for disk, outcome in zip(self.disks, outcomes):
             if not outcome.ok:
                 self._disk_failed(disk, f"write failed: {outcome.error}")
                 continue
+            disk.acked, disk.acked_at = (self.incarnation, self.counter), returned
             if self.write_observer is not None and outcome.seconds is not None:
                 self.write_observer(disk.path, outcome.seconds)
             if not disk.write_ok:
@@ -524,7 +526,7 @@ class Node:
     def _observe(self, reads: list[Outcome], begun: float) -> list[Transition]:
         self._confirm_renewal(reads)
         for number, (disk, outcome) in enumerate(zip(self.disks, reads)):
-            if not outcome.ok:
+            if not outcome.ok or self._stale(disk, outcome, begun):
                 continue
             result = disk.scanner.update(outcome.value[0])
             for slot, exc in result.damaged.items():
@@ -548,6 +550,24 @@ class Node:
             for hook in self.transition_hooks:
                 hook(change)
         return changes
+
+    def _stale(self, disk: Disk, outcome: Outcome, begun: float) -> bool:
+        """Does this read show our own slot older than a write the disk acknowledged
+        before the read began?  Then the disk serves stale sectors (or lost our
+        write): what it says of our peers is as old, and a counter that seems
+        still there must not count toward a dead verdict (membership needs a
+        majority of fresh reads; a stale disk is left out of this round)."""
+        own = self._own_raw(disk, outcome)
+        stale = (disk.acked is not None and disk.acked_at <= begun and own is not None
+                 and (own[_IDX["incarnation"]], own[_IDX["counter"]]) < disk.acked)
+        if stale != disk.stale:
+            if stale:
+                log.warning("event=disk-stale node=%d disk=%s shows=%d acked=%d", self.node_id,
+                            disk.path, own[_IDX["counter"]], disk.acked[1])  # type: ignore
+            else:
+                log.info("event=disk-fresh node=%d disk=%s", self.node_id, disk.path)
+            disk.stale = stale
+        return stale
 
     def _check_own_slot(self, disk: Disk) -> None:
         """Another writer of our id took over our slot: stop at once."""

@@ -241,3 +241,14 @@ def test_a_disk_replaced_by_a_blank_one_changes_nothing_users_see(disk: int) -> 
                     assert attributes.get(a.key) == a.value or any(
                         b.index == index and b.key == a.key and b.start > a.start
                         for b in attempts), (host, attributes, a)
+
+
+def test_a_peer_is_not_declared_dead_through_a_disk_that_serves_stale_reads() -> None:
+    """Seed 74 of the variants campaign (on the merge of the ballot and the replicas):
+    node 2 (1 s) reads disk 0 stale and has lost disk 2; node 1 (0.2 s) cannot
+    write disk 1.  Disk 0's reads began after node 2's own writes to it were
+    acknowledged, yet show its older slot: they are stale, and what they say of
+    node 1 (a still counter) must not count toward a dead verdict."""
+    sim = Simulation(SimConfig(seed=74, intervals=(0.2, 1.0), stale_reads=True))
+    result = sim.run()
+    assert result.ok, explain(sim)
