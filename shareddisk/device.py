@@ -195,7 +195,8 @@ class _FdDevice(_DeviceBase):
                         done += put
 
     def flush(self) -> None:
-        """fsync: pushes file data out and asks the disk to empty its write cache."""
+        """fdatasync: pushes the data (and what reading it back needs) out and asks
+        the disk to empty its write cache; the mtime is left to the kernel."""
         with self._lock:
             self._check_open("flush")
             try:

@@ -466,7 +466,7 @@ def test_os_errors_become_device_errors(
     with FileImage(str(path)) as d:
         monkeypatch.setattr(device_mod.os, "pwritev", failing)
         monkeypatch.setattr(device_mod.os, "preadv", failing)
-        monkeypatch.setattr(device_mod.os, "fsync", failing)
+        monkeypatch.setattr(device_mod.os, "fdatasync", failing)
         with pytest.raises(DeviceError) as info:
             d.write(1024, bytes(512))
         assert str(info.value) == (
