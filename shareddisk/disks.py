@@ -31,7 +31,9 @@ class Disk:
     worker: DiskWorker | None = None
     write_ok: bool = True
     read_ok: bool = True
-    error: str | None = None
+    error: str | None = None  # the latest failure, read or write (status shows it)
+    read_error: str | None = None   # the failure last logged of each kind: a disk
+    write_error: str | None = None  # that stays dead is logged once, not every round
     # (incarnation, counter) of our last slot write the disk acknowledged, and
     # when: a read begun later that shows an older slot is stale (node.py)
     acked: tuple[int, int] | None = None

@@ -429,10 +429,11 @@ class Node:
         for disk, outcome in zip(self.disks, outcomes):
             if outcome.ok and not disk.read_ok:
                 log.info("event=read-ok node=%d disk=%s", self.node_id, disk.path)
-            elif not outcome.ok and (disk.read_ok or disk.error != outcome.error):
+            elif not outcome.ok and (disk.read_ok or disk.read_error != outcome.error):
                 log.warning("event=read-failed node=%d disk=%s reason=%r", self.node_id,
                             disk.path, outcome.error)
-                disk.error = outcome.error
+            if not outcome.ok:
+                disk.error = disk.read_error = outcome.error
             disk.read_ok = outcome.ok
         return outcomes
 
@@ -470,9 +471,9 @@ class Node:
         return False
 
     def _disk_failed(self, disk: Disk, why: str) -> None:
-        if disk.write_ok or disk.error != why:
+        if disk.write_ok or disk.write_error != why:
             log.warning("event=disk-failed node=%d disk=%s reason=%r", self.node_id, disk.path, why)
-        disk.write_ok, disk.error = False, why
+        disk.write_ok, disk.error, disk.write_error = False, why, why
 
     def _disk_errors(self) -> str:
         return "; ".join(f"{d.path}: {d.error}" for d in self.disks if d.error) or "no error"

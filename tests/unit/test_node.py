@@ -434,6 +434,27 @@ def test_one_of_three_disks_failing_keeps_renewing() -> None:
     assert n.disks[1].write_ok and c.slot(1, 1)["counter"] == 22
 
 
+def test_a_disk_failing_reads_and_writes_is_logged_once_until_it_recovers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A dead disk must not add two warnings per interval to the log forever."""
+    c = Cluster(disks=3)
+    n = c.node(1)
+    n.start()
+    c.devs[1].fail_writes = c.devs[1].fail_reads = True
+    with caplog.at_level("INFO", logger="shareddisk.node"):
+        for _ in range(10):
+            c.clock.advance(T.interval)
+            n.step()
+        c.devs[1].fail_writes = c.devs[1].fail_reads = False
+        for _ in range(2):
+            c.clock.advance(T.interval)
+            n.step()
+    events = [m.split()[0] for m in caplog.messages if "disk=" in m]
+    assert events.count("event=read-failed") == 1 and events.count("event=disk-failed") == 1, \
+        events
+    assert "event=read-ok" in events and "event=disk-ok" in events, events
+
+
 def test_a_watcher_that_reads_only_the_disk_a_peer_cannot_write_never_calls_it_dead() -> None:
     """Finding 22 through a whole Node, with a damaged slot of a third node on the
     one readable disk changing every other step (a scan that reports damage once
