@@ -162,7 +162,11 @@ def test_any_one_disk_of_three_may_go(three: ThreeDisks) -> None:
         target = next(i for i in (1, 2, 3) if i != owner and three.daemons[i].running())
         three.cli("resource", "move", three.device(), RESOURCE, "--to", str(target), *acting)
         three.wait_online(on=target)
-        # verify names the disk that is gone, and only that one
+        # verify names the disk that is gone, and only that one: given every disk...
+        done = three.command("verify", three.device())
+        assert done.returncode == 4 and three.images[lost] in done.stderr, done
+        assert not any(three.images[i] in done.stderr for i in set(range(3)) - {lost}), done
+        # ...or each disk on its own
         done = three.command("verify", three.images[lost])
         assert done.returncode == 4 and three.images[lost] in done.stderr, done
         for healthy in set(range(3)) - {lost}:
