@@ -266,9 +266,12 @@ class VerifyReport:
     def to_json(self) -> dict[str, Any]:
         return {"device": self.device, "clean": self.clean,
                 "records_checked": self.records_checked, "superblock": self.superblock,
-                "damage": [asdict(d) for d in self.damage], "notes": self.notes,
-                "cluster_uuid": self.cluster_uuid, "disk_index": self.disk_index,
-                "disk_count": self.disk_count}
+                "damage": [asdict(d) for d in self.damage], "notes": self.notes}
+
+    def disk_json(self) -> dict[str, Any]:
+        """:meth:`to_json` with which disk of which cluster this is (several disks)."""
+        return {**self.to_json(), "cluster_uuid": self.cluster_uuid,
+                "disk_index": self.disk_index, "disk_count": self.disk_count}
 
 
 def _superblock_padding(area: Area, copy: Any) -> str | None:
@@ -398,7 +401,7 @@ def verify_disks(paths: list[str], progress: Progress | None = None) -> dict[str
     for path in paths:
         try:
             with open_device(path, writable=False) as dev:
-                disks.append(verify_area(dev, progress=progress).to_json())
+                disks.append(verify_area(dev, progress=progress).disk_json())
         except ShareddiskError as exc:
             disks.append({"device": path, "clean": False, "error": str(exc),
                           "exit_code": exc.exit_code})

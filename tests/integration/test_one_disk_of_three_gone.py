@@ -7,7 +7,9 @@ one gone, ``attr set``, ``op create-volume``, ``resource move`` and a
 failover after SIGKILL of the owner must work, and ``verify`` must name the
 damaged disk.  The disk then comes back as it was left, lagging behind the
 other two, before the next one goes: a read takes the newest copy, so the
-lagging disk never shows an older value.
+lagging disk never shows an older value.  A second test wipes one disk under
+the running daemons instead (all zeros, as if swapped for a blank one): each
+daemon must count it as a lost disk, not fence.
 
 Commands name the cluster's disks as one DEVICE argument, comma separated,
 in any order (matched by the disk index the superblock holds).  Every daemon
@@ -136,7 +138,8 @@ def test_commands_take_the_disks_in_any_order(three: ThreeDisks) -> None:
         assert [r["name"] for r in out["resources"]] == [RESOURCE]
 
 
-def test_any_one_disk_of_three_may_go(three: ThreeDisks) -> None:
+def online_on_three_nodes(three: ThreeDisks) -> None:
+    """The storage group online on node 1, nodes 2 and 3 joined."""
     three.cli("resource", "add", three.device(), RESOURCE, "--type", "storage-group",
               "--failover-nodes", "1,2,3", "--attr", f"data_devices:list={three.data}",
               "--node-id", "1")
@@ -147,40 +150,67 @@ def test_any_one_disk_of_three_may_go(three: ThreeDisks) -> None:
     for i in (2, 3):
         three.daemons[i].wait_event("joined", PATIENCE, node=i)
 
+
+def everything_works_without(three: ThreeDisks, lost: int, verify_exit: int) -> None:
+    """With disk ``lost`` gone: attr set, op, move and a failover after SIGKILL of
+    the owner work, and verify (exit ``verify_exit``) names that disk alone."""
+    owner = three.wait_online()
+    # attr set, read back by every way a user reads it
+    acting = ("--node-id", str(owner))  # every daemon runs on this host
+    three.cli("attr", "set", three.device(), RESOURCE, f"gone=disk{lost}", *acting)
+    assert three.cli("attr", "get", three.device(), RESOURCE, "gone").strip() == \
+        f"disk{lost}"
+    # a logged operation on the data device
+    three.cli("op", three.device(), RESOURCE, "create-volume", f"v{lost}", "--size", "1M",
+              *acting)
+    # a graceful move to another node
+    target = next(i for i in (1, 2, 3) if i != owner and three.daemons[i].running())
+    three.cli("resource", "move", three.device(), RESOURCE, "--to", str(target), *acting)
+    three.wait_online(on=target)
+    # verify names the disk that is gone, and only that one: given every disk...
+    done = three.command("verify", three.device())
+    assert done.returncode == verify_exit and three.images[lost] in done.stderr, done
+    assert not any(three.images[i] in done.stderr for i in set(range(3)) - {lost}), done
+    # ...or each disk on its own
+    done = three.command("verify", three.images[lost])
+    assert done.returncode == verify_exit and three.images[lost] in done.stderr, done
+    for healthy in set(range(3)) - {lost}:
+        assert three.command("verify", three.images[healthy]).returncode == 0
+    # a failover: SIGKILL the owner, a survivor takes over
+    victim = three.daemons[target]
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(timeout=PATIENCE)
+    survivor = three.wait_online(other_than=target)
+    assert survivor != target
+    assert three.record()["attributes"]["gone"] == f"disk{lost}"
+    assert three.record()["attributes"]["volumes"], three.record()
+    three.start(target)  # the killed node comes back, with the disk still gone
+    three.daemons[target].wait_event("joined", PATIENCE, node=target)
+
+
+def test_any_one_disk_of_three_may_go(three: ThreeDisks) -> None:
+    """Disk 0, 1 and 2 unreadable in turn; each comes back (lagging) before the next goes."""
+    online_on_three_nodes(three)
     for lost in (0, 1, 2):
         three.lose(lost)
-        owner = three.wait_online()
-        # attr set, read back by every way a user reads it
-        acting = ("--node-id", str(owner))  # every daemon runs on this host
-        three.cli("attr", "set", three.device(), RESOURCE, f"gone=disk{lost}", *acting)
-        assert three.cli("attr", "get", three.device(), RESOURCE, "gone").strip() == \
-            f"disk{lost}"
-        # a logged operation on the data device
-        three.cli("op", three.device(), RESOURCE, "create-volume", f"v{lost}", "--size", "1M",
-                  *acting)
-        # a graceful move to another node
-        target = next(i for i in (1, 2, 3) if i != owner and three.daemons[i].running())
-        three.cli("resource", "move", three.device(), RESOURCE, "--to", str(target), *acting)
-        three.wait_online(on=target)
-        # verify names the disk that is gone, and only that one: given every disk...
-        done = three.command("verify", three.device())
-        assert done.returncode == 4 and three.images[lost] in done.stderr, done
-        assert not any(three.images[i] in done.stderr for i in set(range(3)) - {lost}), done
-        # ...or each disk on its own
-        done = three.command("verify", three.images[lost])
-        assert done.returncode == 4 and three.images[lost] in done.stderr, done
-        for healthy in set(range(3)) - {lost}:
-            assert three.command("verify", three.images[healthy]).returncode == 0
-        # a failover: SIGKILL the owner, a survivor takes over
-        victim = three.daemons[target]
-        victim.proc.send_signal(signal.SIGKILL)
-        victim.proc.wait(timeout=PATIENCE)
-        survivor = three.wait_online(other_than=target)
-        assert survivor != target
-        assert three.record()["attributes"]["gone"] == f"disk{lost}"
-        three.start(target)  # the killed node comes back for the next round
-        three.daemons[target].wait_event("joined", PATIENCE, node=target)
+        everything_works_without(three, lost, verify_exit=4)
         three.lose(None)  # the lost disk returns, lagging behind the other two
     assert all(d.running() for d in three.daemons.values()), three.logs()
     status = json.loads(three.cli("status", three.device(), "--json"))
     assert status["quorum"]["ok"], status
+
+
+@pytest.mark.parametrize("wiped", [0, 1, 2])
+def test_a_disk_of_three_wiped_under_the_daemons(three: ThreeDisks, wiped: int) -> None:
+    """Disk ``wiped`` becomes all zeros under the running daemons (a disk swapped for
+    a blank one): each daemon counts it as lost, not as its area re-created under
+    it, and nobody fences; a daemon started afterwards runs on the other two."""
+    online_on_three_nodes(three)
+    running = list(three.daemons.values())
+    with open(three.images[wiped], "r+b") as f:
+        f.write(bytes(8 * MIB))
+    for d in running:
+        d.wait_event("disk-replaced", PATIENCE, index=str(wiped))
+    everything_works_without(three, wiped, verify_exit=3)
+    assert all(d.running() for d in three.daemons.values()), three.logs()
+    assert not any(d.events("fence") for d in three.all_daemons), three.logs()
