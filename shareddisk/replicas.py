@@ -447,7 +447,7 @@ class Unavailable:
         self.reopen, self.expected = reopen, expected
         self.retry_after, self.monotonic = retry_after, monotonic
         self.inner: Any = None  # the disk, once it answered as the one expected
-        self._next_try = monotonic()  # the open that failed was the first try
+        self.next_try = monotonic() + retry_after  # the open that failed was the first try
         self._trying = threading.Lock()
 
     @property
@@ -465,10 +465,10 @@ class Unavailable:
         """The disk when it is back (trying again when it is time), else None."""
         if self.inner is not None or self.reopen is None or self.expected is None:
             return self.inner
-        if self.monotonic() < self._next_try or not self._trying.acquire(blocking=False):
+        if self.monotonic() < self.next_try or not self._trying.acquire(blocking=False):
             return None
         try:
-            self._next_try = self.monotonic() + self.retry_after
+            self.next_try = self.monotonic() + self.retry_after
             self.inner = self._try_reopen(self.reopen, self.expected)
         finally:
             self._trying.release()
@@ -522,9 +522,13 @@ class Unavailable:
         self.close()
 
 
-def open_by_majority(devices: Sequence[Any]) -> list[Area]:
+def open_by_majority(devices: Sequence[Any],
+                     monotonic: Callable[[], float] | None = None) -> list[Area]:
     """``Area.open`` of each device, in disk-index order; of three or more, a
-    minority that does not open is a :func:`stand_in` (see :func:`with_stand_ins`)."""
+    minority that does not open is a :func:`stand_in` (see :func:`with_stand_ins`).
+    Given ``monotonic`` (the caller's clock), a stand-in reads its device again
+    from time to time and takes it back once it is that disk again (the device
+    objects are kept open: the simulation's, as ``run`` reopens a path)."""
     opened: list[Area] = []
     failures: list[tuple[str, ShareddiskError]] = []
     for device in devices:
@@ -534,11 +538,39 @@ def open_by_majority(devices: Sequence[Any]) -> list[Area]:
             if len(devices) < 3:
                 raise
             failures.append((device.path, exc))
-    return with_stand_ins(sorted(opened, key=lambda a: a.disk_index), failures)
+    by_path = {device.path: _Kept(device) for device in devices}
+    reopen = by_path.__getitem__ if monotonic is not None and len(by_path) == len(devices) \
+        else None  # paths name the devices apart, or no stand-in looks again
+    return with_stand_ins(sorted(opened, key=lambda a: a.disk_index), failures,
+                          reopen=reopen, monotonic=monotonic)
+
+
+class _Kept:
+    """A device the caller keeps open: a stand-in that finds it still not its
+    disk closes what it tried, which must not close the caller's device."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.inner.read(offset, length)
+
+    def write(self, offset: int, data: BytesLike) -> None:
+        self.inner.write(offset, data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        """The caller's to close."""
 
 
 def with_stand_ins(present: list[Area], failures: Sequence[tuple[str, ShareddiskError]],
-                   reopen: Callable[[str], Any] | None = None) -> list[Area]:
+                   reopen: Callable[[str], Any] | None = None,
+                   monotonic: Callable[[], float] | None = None) -> list[Area]:
     """Every disk of the cluster: ``present`` (opened, in disk-index order) with a
     :func:`stand_in` for each disk index that did not open, paired with the
     ``failures`` (path, why) in the order given.  A disk that did not open cannot
@@ -547,7 +579,7 @@ def with_stand_ins(present: list[Area], failures: Sequence[tuple[str, Shareddisk
     over when more paths failed than disks are missing; fewer failures than
     missing disks are left to the caller's identity check (a disk not given).
     ``reopen`` (path -> device) lets a stand-in take its disk back when it
-    answers again (see :class:`Unavailable`)."""
+    answers again (see :class:`Unavailable`; ``monotonic`` times its tries)."""
     if not failures:
         return present
     if not present:
@@ -561,12 +593,14 @@ def with_stand_ins(present: list[Area], failures: Sequence[tuple[str, Shareddisk
         raise failures[len(missing)][1]
     by_index = {a.disk_index: a for a in present}
     for i, (path, exc) in zip(missing, failures):
-        by_index[i] = stand_in(present[0], path, str(exc), disk_index=i, reopen=reopen)
+        by_index[i] = stand_in(present[0], path, str(exc), disk_index=i, reopen=reopen,
+                               monotonic=monotonic)
     return [by_index[i] for i in sorted(by_index)]
 
 
 def stand_in(template: Area, path: str, reason: str, disk_index: int | None = None,
-             reopen: Callable[[str], Any] | None = None) -> Area:
+             reopen: Callable[[str], Any] | None = None,
+             monotonic: Callable[[], float] | None = None) -> Area:
     """An area for a disk that did not open, with ``template``'s layout (as disk
     ``disk_index``), whose I/O fails (until ``reopen`` finds the disk back)."""
     superblock = dict(template.superblock)
@@ -574,6 +608,6 @@ def stand_in(template: Area, path: str, reason: str, disk_index: int | None = No
         superblock["disk_index"] = disk_index
     device = Unavailable(path, template.layout.area_size, template.sector_size, reason,
                          reopen=reopen if disk_index is not None else None,
-                         expected=superblock)
+                         expected=superblock, monotonic=monotonic or time.monotonic)
     return Area(device, superblock, template.layout, template.primary,
                 template.backup, [f"unavailable: {reason}"])

@@ -31,7 +31,7 @@ def test_a_stand_in_takes_its_disk_back_once_it_answers(tmp_path):
     with opened(paths, writable=True) as area:
         stand_in = area.members[0].device
         assert isinstance(stand_in, Unavailable)
-        stand_in.retry_after = 0.0
+        stand_in.retry_after = stand_in.next_try = 0.0  # try at every I/O from now on
         with pytest.raises(DeviceError, match="unavailable"):
             stand_in.read(0, 512)
         os.rename(paths[0] + ".away", paths[0])
@@ -51,7 +51,7 @@ def test_a_stand_in_waits_between_tries(tmp_path):
         stand_in = area.members[0].device
         now = [stand_in.monotonic()]
         stand_in.monotonic = lambda: now[0]
-        stand_in._next_try = now[0] + 5.0
+        stand_in.next_try = now[0] + 5.0  # as if its last try were just now
         os.rename(paths[0] + ".away", paths[0])
         with pytest.raises(DeviceError, match="unavailable"):
             stand_in.read(0, 512)  # not yet time to try again
@@ -65,7 +65,7 @@ def test_a_path_that_answers_as_another_disk_stays_out(tmp_path, what):
     os.rename(paths[0], paths[0] + ".away")
     with opened(paths, writable=False) as area:
         stand_in = area.members[0].device
-        stand_in.retry_after = 0.0
+        stand_in.retry_after = stand_in.next_try = 0.0  # try at every I/O from now on
         if what == "other cluster":
             initialize.init([paths[0]], nodes=2, resources=1, size=1 << 20)
         else:
@@ -74,3 +74,29 @@ def test_a_path_that_answers_as_another_disk_stays_out(tmp_path, what):
         with pytest.raises(DeviceError, match="unavailable"):
             stand_in.read(0, 512)
         assert stand_in.inner is None and not stand_in.writable
+
+
+def test_open_by_majority_times_its_tries_on_the_caller_s_clock():
+    """The simulation's boot: the device objects are kept, read again on its clock."""
+    from helpers import make_device
+    from shareddisk.area import Geometry
+    from shareddisk.clock import FakeClock
+    from shareddisk.faults import Fault, FaultRules, FaultyDevice
+    from shareddisk.replicas import open_by_majority
+    geometry = Geometry(sector_size=512, node_count=2, resource_count=1, log_disks=())
+    raw = [make_device(geometry, disk_index=i, disk_count=3) for i in range(3)]
+    for i, device in enumerate(raw):
+        device.path = f"<disk {i}>"
+    lost = FaultyDevice(raw[1], FaultRules((Fault("loss"),)))
+    clock = FakeClock()
+    areas = open_by_majority([raw[2], lost, raw[0]], monotonic=clock.monotonic)
+    assert [a.disk_index for a in areas] == [0, 1, 2]
+    stand_in = areas[1].device
+    assert isinstance(stand_in, Unavailable)
+    lost.rules = FaultRules()  # the disk answers again
+    with pytest.raises(DeviceError, match="unavailable"):
+        stand_in.read(0, 512)  # no time has passed on the caller's clock
+    clock.advance(stand_in.retry_after)
+    assert stand_in.read(0, 512) == bytes(raw[1].data[:512])
+    assert stand_in.inner.inner is lost
+    assert not any(device.closed for device in raw)
