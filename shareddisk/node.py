@@ -445,7 +445,8 @@ class Node:
         of it counts as failed."""
         for i, why in self.identity.lost.items():
             area = self.disks[i].area
-            if not isinstance(area.device, Unavailable):
+            if not (isinstance(area.device, Unavailable) and area.device.inner is None):
+                # (a stand-in that took its disk back passes I/O to it: replace it too)
                 area.device = Unavailable(self.disks[i].path, area.layout.area_size,
                                           area.sector_size, f"replaced under this node: {why}")
             if reads[i].ok:

@@ -112,3 +112,41 @@ def test_one_replaced_disk_of_one_or_two_fences(disks):
     with pytest.raises(Fenced, match="blank"):
         node.step()
     assert [c.writes for c in counting] == writes
+
+
+def test_a_disk_taken_back_by_its_stand_in_and_then_wiped_is_dropped_too(tmp_path):
+    """A daemon started while disk 0 was gone takes it back (shareddisk/replicas.py);
+    wiped afterwards, the disk is lost like any other: its I/O stops."""
+    import os
+
+    from shareddisk.porcelain import initialize
+    from shareddisk.porcelain.areas import opened
+    from shareddisk.replicas import Unavailable
+    paths = [str(tmp_path / f"d{i}.img") for i in range(3)]
+    initialize.init(paths, nodes=3, resources=1, size=1 << 20)
+    os.rename(paths[0], paths[0] + ".away")
+    with opened(paths, writable=True) as area:
+        members = area.members
+        stand_in = members[0].device
+        clock = FakeClock()
+        node = Node(members, 1, clock=clock)
+        node.start()
+        node.step()
+        os.rename(paths[0] + ".away", paths[0])
+        stand_in.retry_after = stand_in.next_try = 0.0
+        clock.advance(1.0)
+        node.step()
+        assert stand_in.inner is not None  # disk 0 is back, in use
+        with open(paths[0], "r+b") as f:
+            f.write(bytes(1 << 20))
+        for _ in range(2):
+            clock.advance(1.0)
+            node.step()
+        assert not node.fenced and 0 in node.identity.lost
+        assert isinstance(members[0].device, Unavailable) and members[0].device.inner is None
+        for _ in range(2):
+            clock.advance(1.0)
+            node.step()
+        with open(paths[0], "rb") as f:
+            assert not any(f.read())  # nothing of ours was written over the wiped disk
+        node.close()
