@@ -225,11 +225,13 @@ def dump(device: str, region: str | None, index: int | None, as_hex: bool, as_js
 @click.argument("device")
 @json_option
 def verify(device: str, as_json: bool) -> None:
-    """Check every record of DEVICE; exit 0 when clean, 3 when damaged."""
+    """Check every record of DEVICE (disks comma separated); exit 0 when clean, 3 damaged."""
     from shareddisk.porcelain import examine
     with terminal_bar(f"verify {device}", unit="records") as bar:
         report = examine.verify(device, progress=bar)
     _emit(as_json, report, _lazy("verify_text", tty=False))
+    if report.get("problem"):  # several disks: name each one that is not clean
+        _fail(report["problem"], report["exit_code"])
     if not report["clean"]:
         sys.exit(EXIT_DAMAGE)
 

@@ -10,8 +10,12 @@ its identity (cluster uuid and layout) with the one the node opened.
 
 - same identity: nothing to do;
 - a different identity, a blank sector (init begins by zeroing it), another
-  format, or bytes unlike ours: the area was replaced, and the node fences
-  itself before its next write (shareddisk/node.py);
+  format, or bytes unlike ours: the area was replaced.  With one or two
+  disks the node fences itself before its next write (shareddisk/node.py).
+  With three or more, a minority of replaced disks is a disk lost (issue 13:
+  a disk wiped or swapped for a blank one): the disk goes into ``lost``, the
+  node stops using it (every later I/O of it fails) and says so once; the
+  node fences only once the disks still ours are no majority;
 - our record with a few bytes changed (shareddisk/foreign.py's rule): the
   primary rotted; one warning, no fence (``repair`` restores it from the
   backup, and fencing every node for a bad sector would take the cluster
@@ -58,16 +62,29 @@ class Watch:
         self.uuids = [a.cluster_uuid for a in areas]
         self.records = [superblock.CODEC.encode(a.superblock, a.sector_size) for a in areas]
         self.damaged: set[int] = set()
+        self.lost: dict[int, str] = {}  # disk i found replaced: why (never used again)
 
     def check(self, sectors: list[bytes | None]) -> str | None:
-        """Why an area was replaced under us (the fence reason), or None.
+        """The fence reason when the disks not replaced under us are no majority,
+        else None; a disk found replaced joins ``lost`` (the caller stops using it).
         ``sectors[i]`` is disk i's primary superblock sector, None if unread."""
         for i, raw in enumerate(sectors):
-            if raw is not None:
-                reason = self._changed(i, bytes(raw))
-                if reason is not None:
-                    return reason
-        return None
+            if raw is None or i in self.lost:
+                continue
+            reason = self._changed(i, bytes(raw))
+            if reason is None:
+                continue
+            self.lost[i] = reason
+            if not self.fences():
+                log.warning("event=disk-replaced disk=%s index=%d reason=%r hint=%r",
+                            self.paths[i], i, reason, "the node goes on without it; "
+                            "restore or re-create the disk, then restart the daemons")
+        return "; ".join(self.lost[i] for i in sorted(self.lost)) if self.fences() else None
+
+    def fences(self) -> bool:
+        """The disks not replaced under us are no longer a majority of them all."""
+        count = len(self.paths)
+        return count - len(self.lost) < count // 2 + 1
 
     def _changed(self, i: int, raw: bytes) -> str | None:
         path = self.paths[i]

@@ -37,6 +37,7 @@ from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
 from shareddisk.format import lease as lease_fmt
 from shareddisk.membership import Membership, Transition, majority
+from shareddisk.replicas import Unavailable
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
@@ -207,6 +208,7 @@ class Node:
         replaced = self.identity.check([o.value[2] if o.ok else None for o in reads])
         if replaced is not None:
             self.fence(replaced)
+        self._drop_lost_disks(reads)
         if sum(o.ok for o in reads) >= majority(len(self.disks)):
             self.read_since = begun
         changes = self._observe(reads, begun)
@@ -436,6 +438,20 @@ class Node:
                 disk.error = disk.read_error = outcome.error
             disk.read_ok = outcome.ok
         return outcomes
+
+    def _drop_lost_disks(self, reads: list[Outcome]) -> None:
+        """Stop using each disk found replaced under us (a minority: identity.Watch):
+        its device becomes one whose every I/O fails, for every user of the area
+        (the heartbeat, the replicated records, the ballot), and this round's read
+        of it counts as failed."""
+        for i, why in self.identity.lost.items():
+            area = self.disks[i].area
+            if not (isinstance(area.device, Unavailable) and area.device.inner is None):
+                # (a stand-in that took its disk back passes I/O to it: replace it too)
+                area.device = Unavailable(self.disks[i].path, area.layout.area_size,
+                                          area.sector_size, f"replaced under this node: {why}")
+            if reads[i].ok:
+                reads[i] = Outcome(False, error=f"{self.disks[i].path}: replaced under this node")
 
     def _write_all(self, round_start: float) -> bool:
         """Write our slot everywhere; True (and renewed) when a majority made it in time."""

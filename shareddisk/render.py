@@ -365,6 +365,9 @@ def _resource_parts(resources: list[dict[str, Any]]) -> list[Any]:
 
 
 def verify_text(report: dict[str, Any]) -> str:
+    if "disks" in report:  # several disks of a cluster: each one, then what is wrong
+        return "\n".join(verify_text(d) if "error" not in d else
+                         f"{d['device']}: not checked: {d['error']}" for d in report["disks"])
     damage = report["damage"]
     head = (f"{report['device']}: {report['records_checked']} records checked, "
             + ("clean" if not damage else f"{len(damage)} damaged"))

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -45,6 +47,7 @@ from shareddisk.area import LOG_PREFIX, Area, Region
 from shareddisk.blockdevice import BytesLike
 from shareddisk.errors import DeviceError, FormatError, QuorumLost, ShareddiskError, UsageError
 from shareddisk.format.record import is_blank
+from shareddisk.identity import identity
 from shareddisk.readpath import check_record, expectations
 
 log = logging.getLogger("shareddisk.replicas")
@@ -426,28 +429,91 @@ class Unavailable:
     """A disk that could not be opened as an area of the cluster: every I/O fails,
     naming why.  It stands in for a minority of disks so the rest still form a
     majority; nothing is ever read from or written to it (it may hold another
-    tool's data now, or nothing at all)."""
+    tool's data now, or nothing at all).
 
-    io_mode = "unavailable"
-    writable = False
+    Given ``reopen`` (path -> device) and the disk it stands for (``expected``:
+    the cluster's superblock with this disk's index), it tries the path again,
+    at most once per ``retry_after`` seconds, at its next I/O: a daemon started
+    while a disk was unreadable takes the disk back once it answers as that
+    disk again (same cluster, layout and disk index), and from then on passes
+    every I/O to it.  Without that, the next disk to fail would cost the
+    daemon its majority although two disks work."""
 
-    def __init__(self, path: str, size: int, sector_size: int, reason: str):
+    def __init__(self, path: str, size: int, sector_size: int, reason: str, *,
+                 reopen: Callable[[str], Any] | None = None,
+                 expected: dict[str, Any] | None = None, retry_after: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.path, self.size, self.sector_size, self.reason = path, size, sector_size, reason
+        self.reopen, self.expected = reopen, expected
+        self.retry_after, self.monotonic = retry_after, monotonic
+        self.inner: Any = None  # the disk, once it answered as the one expected
+        self.next_try = monotonic() + retry_after  # the open that failed was the first try
+        self._trying = threading.Lock()
+
+    @property
+    def io_mode(self) -> str:
+        return self.inner.io_mode if self.inner is not None else "unavailable"
+
+    @property
+    def writable(self) -> bool:
+        return self.inner is not None and getattr(self.inner, "writable", True)
 
     def _fail(self, op: str) -> DeviceError:
         return DeviceError(f"{self.path}: {op} refused: the disk is unavailable ({self.reason})")
 
+    def _attached(self) -> Any:
+        """The disk when it is back (trying again when it is time), else None."""
+        if self.inner is not None or self.reopen is None or self.expected is None:
+            return self.inner
+        if self.monotonic() < self.next_try or not self._trying.acquire(blocking=False):
+            return None
+        try:
+            self.next_try = self.monotonic() + self.retry_after
+            self.inner = self._try_reopen(self.reopen, self.expected)
+        finally:
+            self._trying.release()
+        return self.inner
+
+    def _try_reopen(self, reopen: Callable[[str], Any], expected: dict[str, Any]) -> Any:
+        try:
+            device = reopen(self.path)
+        except (DeviceError, OSError) as exc:
+            self.reason = str(exc)
+            return None
+        try:
+            area = Area.open(device)
+            if identity(area.superblock) != identity(expected) \
+                    or area.superblock.get("disk_index") != expected.get("disk_index"):
+                raise FormatError("it no longer holds this disk of the cluster")
+        except (DeviceError, FormatError, OSError) as exc:
+            self.reason = str(exc)
+            device.close()
+            return None
+        log.info("event=disk-back disk=%s index=%s", self.path, expected.get("disk_index"))
+        return device
+
     def read(self, offset: int, length: int) -> bytes:
-        raise self._fail(f"read at offset {offset}")
+        inner = self._attached()
+        if inner is None:
+            raise self._fail(f"read at offset {offset}")
+        return inner.read(offset, length)
 
     def write(self, offset: int, data: BytesLike) -> None:
-        raise self._fail(f"write at offset {offset}")
+        inner = self._attached()
+        if inner is None:
+            raise self._fail(f"write at offset {offset}")
+        inner.write(offset, data)
 
     def flush(self) -> None:
-        raise self._fail("flush")
+        inner = self._attached()
+        if inner is None:
+            raise self._fail("flush")
+        inner.flush()
 
     def close(self) -> None:
-        """Nothing was opened."""
+        """Close the disk if it came back (nothing else was opened)."""
+        if self.inner is not None:
+            self.inner.close()
 
     def __enter__(self) -> "Unavailable":
         return self
@@ -456,9 +522,13 @@ class Unavailable:
         self.close()
 
 
-def open_by_majority(devices: Sequence[Any]) -> list[Area]:
+def open_by_majority(devices: Sequence[Any],
+                     monotonic: Callable[[], float] | None = None) -> list[Area]:
     """``Area.open`` of each device, in disk-index order; of three or more, a
-    minority that does not open is a :func:`stand_in` (see :func:`with_stand_ins`)."""
+    minority that does not open is a :func:`stand_in` (see :func:`with_stand_ins`).
+    Given ``monotonic`` (the caller's clock), a stand-in reads its device again
+    from time to time and takes it back once it is that disk again (the device
+    objects are kept open: the simulation's, as ``run`` reopens a path)."""
     opened: list[Area] = []
     failures: list[tuple[str, ShareddiskError]] = []
     for device in devices:
@@ -468,18 +538,48 @@ def open_by_majority(devices: Sequence[Any]) -> list[Area]:
             if len(devices) < 3:
                 raise
             failures.append((device.path, exc))
-    return with_stand_ins(sorted(opened, key=lambda a: a.disk_index), failures)
+    by_path = {device.path: _Kept(device) for device in devices}
+    reopen = by_path.__getitem__ if monotonic is not None and len(by_path) == len(devices) \
+        else None  # paths name the devices apart, or no stand-in looks again
+    return with_stand_ins(sorted(opened, key=lambda a: a.disk_index), failures,
+                          reopen=reopen, monotonic=monotonic)
 
 
-def with_stand_ins(present: list[Area], failures: Sequence[tuple[str, ShareddiskError]]
-                   ) -> list[Area]:
+class _Kept:
+    """A device the caller keeps open: a stand-in that finds it still not its
+    disk closes what it tried, which must not close the caller's device."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.inner.read(offset, length)
+
+    def write(self, offset: int, data: BytesLike) -> None:
+        self.inner.write(offset, data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        """The caller's to close."""
+
+
+def with_stand_ins(present: list[Area], failures: Sequence[tuple[str, ShareddiskError]],
+                   reopen: Callable[[str], Any] | None = None,
+                   monotonic: Callable[[], float] | None = None) -> list[Area]:
     """Every disk of the cluster: ``present`` (opened, in disk-index order) with a
     :func:`stand_in` for each disk index that did not open, paired with the
     ``failures`` (path, why) in the order given.  A disk that did not open cannot
     say which one it was; what matters is that it counts as failing.  Raises the
     first failure when the rest are not a majority, or the first failure left
     over when more paths failed than disks are missing; fewer failures than
-    missing disks are left to the caller's identity check (a disk not given)."""
+    missing disks are left to the caller's identity check (a disk not given).
+    ``reopen`` (path -> device) lets a stand-in take its disk back when it
+    answers again (see :class:`Unavailable`; ``monotonic`` times its tries)."""
     if not failures:
         return present
     if not present:
@@ -493,16 +593,21 @@ def with_stand_ins(present: list[Area], failures: Sequence[tuple[str, Shareddisk
         raise failures[len(missing)][1]
     by_index = {a.disk_index: a for a in present}
     for i, (path, exc) in zip(missing, failures):
-        by_index[i] = stand_in(present[0], path, str(exc), disk_index=i)
+        by_index[i] = stand_in(present[0], path, str(exc), disk_index=i, reopen=reopen,
+                               monotonic=monotonic)
     return [by_index[i] for i in sorted(by_index)]
 
 
-def stand_in(template: Area, path: str, reason: str, disk_index: int | None = None) -> Area:
+def stand_in(template: Area, path: str, reason: str, disk_index: int | None = None,
+             reopen: Callable[[str], Any] | None = None,
+             monotonic: Callable[[], float] | None = None) -> Area:
     """An area for a disk that did not open, with ``template``'s layout (as disk
-    ``disk_index``), whose I/O fails."""
-    device = Unavailable(path, template.layout.area_size, template.sector_size, reason)
+    ``disk_index``), whose I/O fails (until ``reopen`` finds the disk back)."""
     superblock = dict(template.superblock)
     if disk_index is not None:
         superblock["disk_index"] = disk_index
+    device = Unavailable(path, template.layout.area_size, template.sector_size, reason,
+                         reopen=reopen if disk_index is not None else None,
+                         expected=superblock, monotonic=monotonic or time.monotonic)
     return Area(device, superblock, template.layout, template.primary,
                 template.backup, [f"unavailable: {reason}"])

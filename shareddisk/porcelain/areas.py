@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 from shareddisk.area import Area
 from shareddisk.device import open_device
 from shareddisk.errors import DeviceError, FormatError, ShareddiskError, UsageError
-from shareddisk.replicas import readable_member, replicated_area, with_stand_ins
+from shareddisk.replicas import Unavailable, readable_member, replicated_area, with_stand_ins
 
 if TYPE_CHECKING:
     from shareddisk.clock import Clock
@@ -35,7 +35,8 @@ class Areas:
     Of three or more disks, a minority that does not open (gone, unreadable,
     wiped, formatted over) is replaced by a stand-in whose every I/O fails
     (shareddisk/replicas.py: ``with_stand_ins``), so the majority carries on and
-    the disk shows as failing; more failures raise the first one.
+    the disk shows as failing, until it answers again as that disk (a daemon
+    started while it was gone takes it back); more failures raise the first one.
 
     The devices must be every disk of one cluster, each once, in any order
     (shareddisk.disks.cluster_order; DiskIdentityError, exit 5, before
@@ -69,11 +70,23 @@ class Areas:
                     and present[0].superblock["disk_count"] > 1:
                 return self._every_disk(present[0])
             areas = with_stand_ins(cluster_order(present, whole_cluster=False) if present
-                                   else present, failures)
+                                   else present, failures, reopen=self._reopen)
+            # a stand-in holds its disk once it is back: closed with the rest
+            self.devices.extend(a.device for a in areas if isinstance(a.device, Unavailable))
             return cluster_order(areas) if self.whole_cluster else areas
         except BaseException:
             self.__exit__()
             raise
+
+    def _reopen(self, path: str) -> Any:
+        device = open_device(path, writable=self.writable)
+        if self.writable:
+            try:
+                check_not_read_only(path)
+            except DeviceError:
+                device.close()
+                raise
+        return device
 
     def __exit__(self, *exc: object) -> None:
         for d in self.devices:

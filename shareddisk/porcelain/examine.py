@@ -18,7 +18,7 @@ from typing import Any
 
 from shareddisk.area import LOG_PREFIX, Area
 from shareddisk.device import BlockDevice, open_device
-from shareddisk.errors import UsageError
+from shareddisk.errors import EXIT_CONFLICT, EXIT_DAMAGE, ShareddiskError, UsageError
 from shareddisk.format import heartbeat, logrecord, mailbox, resource, superblock
 from shareddisk.format.record import FORMAT_VERSION, RecordCodec
 from shareddisk.progress import Progress, Tally
@@ -255,6 +255,9 @@ class VerifyReport:
     superblock: dict[str, Any] = field(default_factory=dict)
     damage: list[Damage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cluster_uuid: str = ""
+    disk_index: int = 0
+    disk_count: int = 1
 
     @property
     def clean(self) -> bool:
@@ -264,6 +267,11 @@ class VerifyReport:
         return {"device": self.device, "clean": self.clean,
                 "records_checked": self.records_checked, "superblock": self.superblock,
                 "damage": [asdict(d) for d in self.damage], "notes": self.notes}
+
+    def disk_json(self) -> dict[str, Any]:
+        """:meth:`to_json` with which disk of which cluster this is (several disks)."""
+        return {**self.to_json(), "cluster_uuid": self.cluster_uuid,
+                "disk_index": self.disk_index, "disk_count": self.disk_count}
 
 
 def _superblock_padding(area: Area, copy: Any) -> str | None:
@@ -285,7 +293,10 @@ def verify_area(device: BlockDevice, progress: Progress | None = None) -> Verify
     """
     area = Area.open(device)
     report = VerifyReport(device.path, superblock={"primary": _copy_json(area.primary),
-                                                   "backup": _copy_json(area.backup)})
+                                                   "backup": _copy_json(area.backup)},
+                          cluster_uuid=area.cluster_uuid,
+                          disk_index=area.superblock.get("disk_index", 0),
+                          disk_count=area.superblock.get("disk_count", 1))
     tally = Tally(progress, 2 + sum(r.count for r in area.regions.values()))
     for copy in (area.primary, area.backup):
         report.records_checked += 1
@@ -369,6 +380,64 @@ def hex_record(path: str, region: str | None, index: int | None) -> HexRecord:
 
 
 def verify(path: str, progress: Progress | None = None) -> dict[str, Any]:
-    """``verify``: the report of ``path`` opened read-only, as JSON (``clean``)."""
+    """``verify``: the report of ``path`` opened read-only, as JSON (``clean``);
+    several disks, comma separated: :func:`verify_disks`."""
+    paths = [p for p in path.split(",") if p]
+    if len(paths) > 1:
+        return verify_disks(paths, progress)
     with open_device(path, writable=False) as dev:
         return verify_area(dev, progress=progress).to_json()
+
+
+def verify_disks(paths: list[str], progress: Progress | None = None) -> dict[str, Any]:
+    """``verify`` of a cluster's disks: each one's report, or why it could not be
+    checked, and ``problem``, a line naming every disk that is not clean (None
+    when all are), with ``exit_code``, the lowest of theirs: 3 damaged or not an
+    area of ours, 4 unreadable, 5 a disk of another cluster or an index twice.
+
+    A disk that fails is named, not raised: with one disk of three gone the
+    cluster runs on, and the person repairing it needs to know which one."""
+    disks: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            with open_device(path, writable=False) as dev:
+                disks.append(verify_area(dev, progress=progress).disk_json())
+        except ShareddiskError as exc:
+            disks.append({"device": path, "clean": False, "error": str(exc),
+                          "exit_code": exc.exit_code})
+    _check_cluster(disks)
+    problems = [d for d in disks if not d["clean"]]
+    for d in problems:
+        d.setdefault("exit_code", EXIT_DAMAGE)
+    return {"devices": paths, "clean": not problems, "disks": disks,
+            "problem": (f"{len(problems)} of {len(disks)} disks not clean: "
+                        + "; ".join(map(_why, problems)) if problems else None),
+            "exit_code": min((d["exit_code"] for d in problems), default=0)}
+
+
+def _check_cluster(disks: list[dict[str, Any]]) -> None:
+    """Mark a disk of another cluster than most, or a second disk with one index."""
+    read = [d for d in disks if "error" not in d]
+    uuids = [d["cluster_uuid"] for d in read]
+    cluster = max(set(uuids), key=uuids.count) if uuids else ""
+    seen: dict[int, str] = {}
+    for d in read:
+        if d["cluster_uuid"] != cluster:
+            d.update(clean=False, exit_code=EXIT_CONFLICT,
+                     error=f"a disk of another cluster ({d['cluster_uuid']}), not {cluster}")
+        elif d["disk_index"] in seen:
+            d.update(clean=False, exit_code=EXIT_CONFLICT,
+                     error=f"disk index {d['disk_index']} again (also {seen[d['disk_index']]})")
+        else:
+            seen[d["disk_index"]] = d["device"]
+
+
+def _why(disk: dict[str, Any]) -> str:
+    """``[disk I ]PATH: what is wrong`` (the index when the disk could be read)."""
+    name = f"disk {disk['disk_index']} " if "disk_index" in disk else ""
+    if "error" in disk:
+        error = disk["error"]
+        return name + (error if error.startswith(disk["device"]) else
+                       f"{disk['device']}: {error}")
+    count = len(disk["damage"])
+    return f"{name}{disk['device']}: {count} damaged record{'s' if count != 1 else ''}"

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from shareddisk import daemon as daemon_mod
-from shareddisk.area import Area
 from shareddisk.errors import Fenced, ShareddiskError
 from shareddisk.membership import PeerState, Transition
+from shareddisk.replicas import open_by_majority
 from shareddisk.sim.hosts import Host, Life, SimFence, SimWatchdog
 from shareddisk.sim.scheduler import SimCrash, Task
 
@@ -31,7 +31,8 @@ class Lifecycle:
         self.trace(f"h{host.id} boots (life {life.number})")
 
         def main() -> None:
-            areas = [Area.open(d) for d in host.disks]
+            # as `run` opens them: a minority that does not open stands in as failing
+            areas = open_by_majority(host.disks, monotonic=host.clock.monotonic)
             watchdog = SimWatchdog(self, life, self.cfg.watchdog) if self.cfg.watchdog \
                 else None
             interval = self.cfg.node_interval(host.id) if self.cfg.intervals else None

@@ -352,7 +352,7 @@ def test_dump_and_status_show_who_holds_a_lease(cluster: Cluster) -> None:
             held["generation"]) == (1, "n1", incarnation, generation)
     assert held["acquired_ns"] > 0
     after = lease_of(c.image)
-    # released: the ballot decided "free" at the next generation, as the table says
+    # freed at the release's instance, generation + 1 (shareddisk/leases.py: release)
     assert (after["owner_id"], after["generation"]) == (0, generation + 1)
     assert daemon.running(), daemon.log()
 
