@@ -77,6 +77,16 @@ def update(area: Area, leases: Leases, index: int = 0, **attributes) -> None:
         guarded_write(area, leases, HOLDER, generation, record, index, stored.version)
 
 
+def missed_update(area: Area, members: list[Area], lagging: int = 2) -> Leases:
+    """Resource 0 written red, then blue while disk ``lagging`` silently drops
+    writes; the disk then fails outright.  The disk lags one version behind."""
+    leases = add(area, 0, colour="red")
+    fail(members[lagging], Fault("lost", op="write"))
+    update(area, leases, 0, colour="blue")
+    fail(members[lagging])
+    return leases
+
+
 def test_one_disk_is_itself():
     [area] = disks(1)
     assert replicated_area([area]) is area
@@ -231,10 +241,7 @@ def test_repair_writes_only_lagging_disks_and_only_when_asked():
     for m in members:
         m.device.inner = Counting(m.device.inner)
     area = replicated_area(members)
-    leases = add(area, 0, colour="red")
-    fail(members[2], Fault("lost", op="write"))
-    update(area, leases, 0, colour="blue")
-    fail(members[2])
+    missed_update(area, members)
     for m in members:
         m.device.inner.writes.clear()
     assert find(area, "r0").attributes == {"colour": "blue"}
@@ -324,10 +331,7 @@ def test_status_names_the_lagging_disk_and_the_resources_come_by_majority():
     from shareddisk.status import replica_notes
     members = disks()
     area = replicated_area(members)
-    leases = add(area, 0, colour="red")
-    fail(members[2], Fault("lost", op="write"))
-    update(area, leases, 0, colour="blue")
-    fail(members[2])
+    missed_update(area, members)
     notes = replica_notes(area)
     assert list(notes) == [2] and "lagging" in notes[2]
     fail(members[0], Fault("error", op="read"))
@@ -413,10 +417,7 @@ def test_repair_stops_when_the_guard_refuses():
     from shareddisk.errors import LeaseLost
     members = disks()
     area = replicated_area(members)
-    leases = add(area, 0, colour="red")
-    fail(members[2], Fault("lost", op="write"))
-    update(area, leases, 0, colour="blue")
-    fail(members[2])
+    missed_update(area, members)
 
     def lost() -> None:
         raise LeaseLost("resource 0: the lease is no longer ours")
