@@ -449,7 +449,8 @@ class ClusterManager:
         Once offline here the resource is no longer tended here, whatever
         fails after: when clearing owner_host fails, the record still names
         this incarnation and _should_take brings it back online here; when
-        the release fails, _give_back_orphans releases it at a later tick.
+        the release ballot fails, the next ticks retry it (``unreleased``):
+        the table entry may be freed already, so it is no orphan either.
         ``lease`` is for a takeover that failed before its agents had a
         context (no driver could be built): nothing to take offline.
         """
@@ -460,7 +461,12 @@ class ClusterManager:
             lease = owned.ctx.write_ctx
         assert lease is not None, f"resource {index} given up without its lease"
         lease.update(owner_host=None, state=state, **attrs)
-        self._release(index, lease.holder, lease.generation)
+        try:
+            self._release(index, lease.holder, lease.generation)
+        except ShareddiskError:
+            if lease.holder.same(self.me):
+                self.unreleased[index] = lease.generation
+            raise
 
     def _drop(self, index: int, why: str) -> None:
         """Stop a resource locally without writing (we no longer own it)."""

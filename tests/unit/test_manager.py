@@ -24,6 +24,7 @@ from shareddisk.area import Area, Geometry
 from shareddisk.attributes import STOPPED, read_stored
 from shareddisk.clock import FakeClock
 from shareddisk.confsync import ConfigSync
+from shareddisk.errors import DeviceError
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
 from shareddisk.leases import read_lease
@@ -221,6 +222,39 @@ def test_a_pull_hands_the_resource_to_the_node_that_asked(cluster) -> None:
     cluster.tick()  # node 3, the move_to node, takes it (node 2 comes first in the list)
     assert cluster.owners() == [3] and cluster.record().owner_host.node_id == 3
     assert "move_to" not in cluster.record().attributes
+
+
+def test_a_release_ballot_that_fails_after_the_table_was_freed_is_retried(cluster) -> None:
+    """Simulation seed 2629 of --variants: node 1 gave the resource up (a pull), freed
+    the lease table entry, then its release ballot failed (a disk read back short).
+    The table no longer names node 1, so it is no orphan either: unless the manager
+    retries the release itself, the live node 1 holds the lease for good and
+    nobody can take the resource."""
+    cluster.start()
+    leases = cluster.managers[1].leases
+    real_paxos, failures = leases.paxos, []
+
+    class ReleaseFailsOnce:
+        def __init__(self, ballot) -> None:
+            self.ballot = ballot
+
+        def __getattr__(self, name):
+            return getattr(self.ballot, name)
+
+        def release(self, holder, generation) -> None:
+            if not failures:
+                failures.append(generation)
+                raise DeviceError("lease 0: dblock read back on 1 of 3 disks")
+            self.ballot.release(holder, generation)
+
+    leases.paxos = lambda index, holder=None: ReleaseFailsOnce(real_paxos(index, holder))
+    cluster.managers[1].request(Message.PULL, 3, 0)
+    cluster.tick()  # node 1 gives it up; its release ballot fails
+    assert failures and cluster.lease()["owner_id"] == 0  # the hint was freed first
+    assert cluster.owners() == []
+    cluster.tick()  # node 1 retries its release; node 3 may take it
+    cluster.tick()
+    assert cluster.owners() == [3] and cluster.record().owner_host.node_id == 3
 
 
 def test_a_failed_online_is_recorded_and_the_next_listed_node_takes_the_resource(
