@@ -28,7 +28,7 @@ from typing import Any, Callable
 from shareddisk.area import Area
 from shareddisk.attributes import ResourceRecord, read_all, read_stored
 from shareddisk.clock import Clock
-from shareddisk.errors import DeviceError, FormatError, UsageError
+from shareddisk.errors import DeviceError, FormatError, QuorumError, UsageError
 from shareddisk.format import lease
 from shareddisk.runtime import REAL, Runtime
 
@@ -98,7 +98,8 @@ class ConfigSync:
             try:
                 if self._reload(index):
                     reloaded.append(index)  # a new version, if only of the same values
-            except (FormatError, DeviceError) as exc:
+            except (FormatError, DeviceError, QuorumError) as exc:  # a replicated
+                # area's read that reached fewer than a majority is a QuorumLost
                 log.warning("event=record-unreadable resource=%d error=%r", index, str(exc))
                 failed.append(index)
         if failed:

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 
 from shareddisk.area import Area, check_resource_index
 from shareddisk.clock import Clock, SystemClock
-from shareddisk.errors import DeviceError, FormatError, LeaseLost, ShareddiskError
+from shareddisk.errors import DeviceError, FormatError, LeaseLost, QuorumError, ShareddiskError
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
 from shareddisk.membership import NodeIncarnation
@@ -256,7 +256,7 @@ class Leases:
         try:
             _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,
                                                 owner_name="", generation=generation + 1))
-        except DeviceError as exc:  # a hint: the ballot's release is what counts
+        except (DeviceError, QuorumError) as exc:  # a hint: the ballot's release counts
             log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
         paxos.release(holder, generation)
         self.stranded.pop(index, None)
