@@ -151,8 +151,10 @@ class Leases:
         try:
             generation, new = paxos.take(holder, replaceable)
         except ShareddiskError:
+            self._strand_own_win(index, holder, paxos.outcome)
             self._publish_decided(index, holder, paxos.outcome)
             raise
+        self.stranded.pop(index, None)  # whatever we won before, we hold it now
         if new:
             self._publish_taken(index, holder, generation, give_back=True)
         elif not holds(self._table(index), holder, generation):
@@ -183,6 +185,19 @@ class Leases:
                             generation, str(exc))
                 self.stranded[index] = (holder, generation)
             raise
+
+    def _strand_own_win(self, index: int, holder: NodeIncarnation,
+                        outcome: Outcome | None) -> None:
+        """Our ballot decided us but the take failed after (the leader record
+        reached fewer than a majority): the lease is ours, though nobody may
+        read it so, and nobody else can take it while we live.  Kept in
+        ``stranded`` for the caller to give back (manager._retry_releases)."""
+        decided = outcome.decided if outcome else []
+        if decided:
+            generation, value = max(decided, key=lambda item: item[0])
+            if value.same(holder):
+                log.warning("event=lease-stranded resource=%d generation=%d", index, generation)
+                self.stranded[index] = (holder, generation)
 
     def _publish_decided(self, index: int, holder: NodeIncarnation,
                          outcome: Outcome | None) -> None:
@@ -249,9 +264,12 @@ class Leases:
         self.alive_check()
         paxos = self.paxos(index, holder)
         top = paxos.leader()
-        if top.generation != generation or not top.holder.same(holder):
+        if top.generation > generation or \
+                (top.generation == generation and not top.holder.same(holder)):
             self.stranded.pop(index, None)
             return  # taken over, or our release is already published
+        # (top.generation < generation: our win is not published yet, and the
+        # release ballot completes it first.)
         current = self._table(index)
         try:
             _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,

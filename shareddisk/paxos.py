@@ -524,6 +524,13 @@ def release_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generatio
         return got
     top, views = got.leader, got.views
     assert top is not None
+    if top.generation == generation - 1:
+        # Our win of ``generation`` was decided but its leader record reached
+        # none of the disks read (a take that failed to publish: Leases.stranded).
+        # Complete that instance first; a ballot of it can only decide the value
+        # already decided, ours.  The next attempt then releases it.
+        done = yield from _complete(geo, disks, me, top, views)
+        return done
     if top.generation != generation or not top.holder.same(me):
         return Outcome("released", top, "not ours any more: nothing to release")
     if not (yield from _repair_leader(geo, disks, top, views)):
@@ -538,6 +545,26 @@ def release_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generatio
     elif out.kind == "read":
         out.kind = "released"
     return out
+
+
+def _complete(geo: LeaseGeometry, disks: int, me: NodeIncarnation, top: Leader,
+              views: list[DiskView]) -> Step:
+    """Decide and publish instance ``top.generation + 1`` again (see release_steps):
+    ``aborted`` when it names us (retry: the release proceeds), ``released``
+    when it names someone else (it was never ours)."""
+    if not (yield from _repair_leader(geo, disks, top, views)):
+        return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)
+    out = yield from ballot(geo, disks, me.node_id, me, top.generation + 1, views)
+    if out.kind != "read":
+        return out
+    assert out.leader is not None
+    if not out.leader.holder.same(me):
+        return Outcome("released", out.leader, "not ours: nothing to release")
+    if out.published < majority(disks):
+        return _no_quorum(f"leader generation {out.leader.generation} written", out.published,
+                          disks, views)
+    return Outcome("aborted", out.leader, f"generation {out.leader.generation} published "
+                   f"first", decided=out.decided)
 
 
 def with_retries(make: Callable[[], Step], attempts: int) -> Step:

@@ -393,6 +393,32 @@ def test_a_release_decided_but_not_published_is_retried_until_it_is() -> None:
     assert Leases(area, clock, T).acquire(1, B, never_asked) == g + 2
 
 
+def test_a_lease_won_but_not_published_is_stranded_and_its_release_completes_it() -> None:
+    """Seed 155 of --variants: node 2's ballot decided node 2 but its leader record
+    reached one disk of three; the take raised and nothing remembered the win.
+    Node 2 was not the successor, so it never came back to it; node 1, the
+    successor, read the leader on that one disk and found the lease held by a
+    live node 2, for good.  Now the win is stranded (the manager gives it
+    back), and a release whose read misses the one leader record completes the
+    decided instance first."""
+    plain = make_device(GEOMETRY)
+    dev = FailLeaderWrite(plain.size, data=bytes(plain.data))
+    area, clock = Area.open(dev), FakeClock()
+    leases = Leases(area, clock, T)
+    g = Leases(area, clock, T).acquire(1, A, never_asked)
+    dev.leader_at = leases.paxos(1).disks[0].offset
+    dev.armed = True
+    with pytest.raises(QuorumLost, match=f"won generation {g + 1} but only 0 of 1"):
+        leases.acquire(1, B, always(False))  # A is dead
+    assert leases.stranded == {1: (B, g + 1)}
+    assert read_holder(area, 1, clock) == Leader(g, A)  # the win is in the dblocks only
+    dev.armed = False
+    leases.release(1, B, g + 1)  # what B's manager does with a stranded lease
+    assert leases.stranded == {}
+    assert read_holder(area, 1, clock) == Leader(g + 2, FREE)
+    assert Leases(area, clock, T).acquire(1, C, never_asked) == g + 3
+
+
 # -- races: a write held up at each of its positions -----------------------------------------
 
 

@@ -51,7 +51,8 @@ def acquire(policy: Callable[[Leader], bool], attempts: int = 2) -> Call:
 
 
 def release(attempts: int = 2) -> Call:
-    """Release whatever generation the acquirer was last told it owns (no-op if none)."""
+    """Release whatever generation the acquirer was last told it owns, or won
+    without being able to publish it (no-op if none)."""
     def call(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generation: int = 0) -> paxos.Step:
         return paxos.with_retries(lambda: paxos.release_steps(geo, disks, me, generation),
                                   attempts)
@@ -77,6 +78,7 @@ class Stats:
     executions: int = 0
     acquired: int = 0
     retaken: int = 0     # an acquirer told a later generation than one it held before
+    stranded: int = 0    # an acquirer won a generation it could not publish
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -103,7 +105,8 @@ class Search:
         self.programs = programs
         self.budget0 = (lost, torn, fail)
         self.answers: dict[bytes, tuple[bytes, object]] = {}  # digest -> (parent, answer)
-        self.live: dict[tuple, tuple] = {}                    # (i, call, digest) -> (gen, next)
+        # (i, call, held, digest) -> (gen, next): a release's steps depend on ``held``
+        self.live: dict[tuple, tuple] = {}
         self.seen: set[bytes] = set()
         self.stats = Stats()
         self.progress = False
@@ -136,7 +139,7 @@ class Search:
         return out[::-1]
 
     def next_op(self, i: int, a: Acq):
-        key = (i, a.call, a.hist)
+        key = (i, a.call, a.held, a.hist)
         if key not in self.live:
             gen, op = self._start(i, a.call, a.held)
             for answer in self._history(a.hist):
@@ -146,10 +149,10 @@ class Search:
 
     def answer(self, i: int, a: Acq, value) -> tuple[bytes, object]:
         """Give the pending operation its answer: (new digest, next op or outcome)."""
-        key = (i, a.call, a.hist)
+        key = (i, a.call, a.held, a.hist)
         digest = hashlib.blake2b(a.hist + pickle.dumps(value), digest_size=16).digest()
         self.answers.setdefault(digest, (a.hist, value))
-        new = (i, a.call, digest)
+        new = (i, a.call, a.held, digest)
         if new not in self.live:
             gen, _ = self.live.pop(key, (None, None))
             if gen is None:
@@ -315,6 +318,10 @@ class Search:
             if a.held and g > a.held:
                 self.stats.retaken += 1
             top, held = max(top, g), g
+        elif out.decided and max(out.decided, key=lambda d: d[0])[1].same(self.owners[i]):
+            # Won but not published (Leases.stranded): its release completes it first.
+            held = max(out.decided, key=lambda d: d[0])[0]
+            self.stats.stranded += 1
         nxt = Acq(a.call + 1, b"", (), top, held)
         acqs = acqs[:i] + (nxt,) + acqs[i + 1:]
         return (disks, failed, budget, acqs, told, decided, leaders, top)
@@ -363,6 +370,16 @@ def test_two_acquirers_one_disk_acquire_release() -> None:
     stats = Search(2, 1, [program, program]).run()
     report("2x1 acquire, release", stats)
     assert stats.outcomes.get("release:released", 0) > 0
+
+
+def test_two_acquirers_one_disk_a_win_not_published_is_released() -> None:
+    """A write reported failed (torn) can leave a win decided but unpublished
+    (Leases.stranded); the release then completes that instance before it
+    frees it (sim seed 155 of --variants), with every interleaving."""
+    program = [acquire(owner_dead, attempts=1), release(attempts=2)]
+    stats = Search(2, 1, [program, program], torn=1).run()
+    report("2x1 stranded release", stats)
+    assert stats.stranded > 0 and stats.outcomes.get("release:released", 0) > 0
 
 
 ONE_ATTEMPT = [acquire(free_only, attempts=1)]
