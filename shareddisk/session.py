@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from shareddisk.area import Area
 from shareddisk.clock import Clock, SystemClock
-from shareddisk.errors import FormatError, LockHeld, ShareddiskError, UsageError
+from shareddisk.device import WriteGate
+from shareddisk.errors import (DeviceError, Fenced, FormatError, LockHeld, QuorumError,
+                               ShareddiskError, UsageError)
 from shareddisk.format import heartbeat
 from shareddisk.leases import Leases, resource_lock
 from shareddisk.liveness import by_watching
@@ -94,6 +96,7 @@ class Session:
                 daemon = self._daemon_holder()
                 if daemon is not None:
                     self.holder = daemon
+                    self._gate_writes(BorrowedDeadline(self.disks, daemon, self.clock))
                     return self
                 probe = node_slot_lock(self.area, self.node_id, SESSION_WAIT, self.clock,
                                        self.runtime)
@@ -119,6 +122,15 @@ class Session:
         except BaseException:
             self._stack.close()
             raise
+
+    def _gate_writes(self, check: Callable[[], None]) -> None:
+        """Every write of this session, the ballot's included, first passes
+        ``check`` (put back as it was when the session ends)."""
+        self.leases.alive_check = check
+        for member in self.disks:
+            inner = member.device
+            member.device = WriteGate(inner, check)
+            self._stack.callback(setattr, member, "device", inner)
 
     def _start_heartbeat(self, node: Node) -> None:
         """On a real clock, renew our heartbeat every interval while the command runs."""
@@ -229,4 +241,64 @@ class Session:
                     self.leases.release(index, self.holder, generation)
 
 
-__all__ = ["LockHeld", "Session", "node_slot_lock"]
+class BorrowedDeadline:
+    """The write deadline of a command that borrowed its daemon's incarnation.
+
+    The daemon stops its own writes once its last renewal that landed on a
+    majority of disks is ``renew_fail`` old (Node.assert_renewed); its peers
+    may declare it dead a little later (docs/TIMEOUTS.md).  A command acting
+    as it must stop by the same deadline, or a write of it could land after
+    a successor took the lease (seed 119 of ``tools/sim --variants
+    intervals,hold --cli session``).  It cannot ask the daemon, so it reads
+    the daemon's slot on every disk when the last renewal it knows of is
+    getting old: the slot's ``wall_ns`` is when that write was made, on this
+    host's clock, which the command shares.  The deadline uses the daemon's
+    own timing (the slot's interval and I/O timeout), not the superblock's.
+    """
+
+    def __init__(self, disks: list[Area], holder: NodeIncarnation, clock: Clock):
+        self.disks = disks
+        self.holder = holder
+        self.clock = clock
+        self.renewed_at: float | None = None  # monotonic: the last renewal on a majority
+        self.limit = 0.0  # renew_fail of the daemon's timing, from its slot
+
+    def __call__(self) -> None:
+        if self.renewed_at is None or self.clock.monotonic() - self.renewed_at >= self.limit:
+            self._refresh()
+        age = self.clock.monotonic() - self.renewed_at if self.renewed_at is not None else None
+        if age is None or age >= self.limit:
+            since = "on a majority of disks" if age is None else f"for {age:.1f} s"
+            raise Fenced(f"node {self.holder.node_id}'s daemon (incarnation "
+                         f"{self.holder.incarnation}) has not renewed its heartbeat {since}: "
+                         f"this command, which acts as it, writes nothing more")
+
+    def _refresh(self) -> None:
+        stamps = []
+        for disk in self.disks:
+            index = self.holder.node_id - 1
+            try:
+                slot = heartbeat.CODEC.decode(disk.read_record("heartbeat", index), 0,
+                                              disk.where("heartbeat", index))
+            except (FormatError, DeviceError, QuorumError):
+                continue
+            if slot["incarnation"] != self.holder.incarnation or \
+                    slot["state"] not in heartbeat.RUNNING or not slot["interval_ms"]:
+                continue
+            stamps.append(slot["wall_ns"] / 1e9)
+            io_timeout = slot["io_timeout_ms"] / 1000 or None
+            self.limit = Timeouts.from_interval(slot["interval_ms"] / 1000,
+                                                io_timeout).renew_fail
+        need = len(self.disks) // 2 + 1
+        if len(stamps) < need:
+            self.renewed_at = None
+            return
+        landed = sorted(stamps, reverse=True)[need - 1]  # on a majority at least this new
+        wall, now = self.clock.wall(), self.clock.monotonic()
+        if landed > wall + 1.0:
+            self.renewed_at = None  # stamped in our future: the clock stepped back
+            return
+        self.renewed_at = now - max(0.0, wall - landed)
+
+
+__all__ = ["BorrowedDeadline", "LockHeld", "Session", "node_slot_lock"]
