@@ -151,8 +151,7 @@ class Leases:
         try:
             generation, new = paxos.take(holder, replaceable)
         except ShareddiskError:
-            self._strand_own_win(index, holder, paxos.outcome)
-            self._publish_decided(index, holder, paxos.outcome)
+            self._note_decided(index, holder, paxos.outcome)
             raise
         self.stranded.pop(index, None)  # whatever we won before, we hold it now
         if new:
@@ -186,31 +185,28 @@ class Leases:
                 self.stranded[index] = (holder, generation)
             raise
 
-    def _strand_own_win(self, index: int, holder: NodeIncarnation,
-                        outcome: Outcome | None) -> None:
-        """Our ballot decided us but the take failed after (the leader record
-        reached fewer than a majority): the lease is ours, though nobody may
-        read it so, and nobody else can take it while we live.  Kept in
-        ``stranded`` for the caller to give back (manager._retry_releases)."""
-        decided = outcome.decided if outcome else []
-        if decided:
-            generation, value = max(decided, key=lambda item: item[0])
-            if value.same(holder):
-                log.warning("event=lease-stranded resource=%d generation=%d", index, generation)
-                self.stranded[index] = (holder, generation)
+    def _note_decided(self, index: int, holder: NodeIncarnation,
+                      outcome: Outcome | None) -> None:
+        """A take that failed may still have decided an owner of the lease.
 
-    def _publish_decided(self, index: int, holder: NodeIncarnation,
-                         outcome: Outcome | None) -> None:
-        """Our ballot completed an instance for a rival (its vote, which we had to
-        carry): name that holder in the table, since it may never have been told.
-        Its node then finds the lease among its orphans and gives it back
-        (manager._give_back_orphans) unless it uses it; without the entry a
-        live node would hold a lease nobody knows of, for good."""
-        rivals = [(n, value) for n, value in (outcome.decided if outcome else [])
-                  if not value.free and not value.same(holder)]
-        if not rivals:
+        A rival: our ballot completed an instance for it (its vote, which we
+        had to carry), and it may never have been told.  Ourselves: our ballot
+        decided us but the leader record reached fewer than a majority, so
+        nobody may read the lease as ours, yet nobody else can take it while
+        we live; it is kept in ``stranded`` for the caller to give back
+        (manager._retry_releases).  Either way the table names that owner, so
+        that its node finds the lease among its orphans and gives it back
+        (manager._give_back_orphans) unless it uses it: without the entry a
+        live node would hold a lease nobody knows of, for good (a command
+        that borrowed its daemon's incarnation exits with its stranded set)."""
+        owners = [(n, value) for n, value in (outcome.decided if outcome else [])
+                  if not value.free]
+        if not owners:
             return
-        generation, value = max(rivals, key=lambda item: item[0])
+        generation, value = max(owners, key=lambda item: item[0])
+        if value.same(holder):
+            log.warning("event=lease-stranded resource=%d generation=%d", index, generation)
+            self.stranded[index] = (holder, generation)
         try:
             self.alive_check()
             table = self._table(index)

@@ -334,10 +334,17 @@ class ClusterManager:
                                    runtime=self.runtime):
                     leader = self.leases.holder(index)
                     if leader.holder.same(self.me):
-                        self.leases.release(index, self.me, leader.generation)
-                        log.warning("event=orphan-lease-released resource=%s generation=%d",
-                                    records[index].name if index in records else index,
-                                    leader.generation)
+                        generation = leader.generation
+                    elif leader.generation == lease["generation"] - 1:
+                        # Decided for us, not published (Leases._note_decided):
+                        # the release completes that instance first.
+                        generation = lease["generation"]
+                    else:
+                        continue
+                    self.leases.release(index, self.me, generation)
+                    log.warning("event=orphan-lease-released resource=%s generation=%d",
+                                records[index].name if index in records else index,
+                                generation)
             except LockHeld:
                 continue  # a command of this host is using it right now
             except ShareddiskError as exc:

@@ -24,7 +24,7 @@ from shareddisk.area import Area, Geometry
 from shareddisk.attributes import STOPPED, read_stored
 from shareddisk.clock import FakeClock
 from shareddisk.confsync import ConfigSync
-from shareddisk.errors import DeviceError
+from shareddisk.errors import DeviceError, ShareddiskError
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
 from shareddisk.leases import read_lease
@@ -82,6 +82,9 @@ class Cluster:
 
     def lease(self) -> dict:
         return read_lease(self.area, 0)
+
+    def lease_of(self, index: int) -> dict:
+        return read_lease(self.area, index)
 
     def owners(self) -> list[int]:
         """The nodes whose manager runs the resource now."""
@@ -255,6 +258,38 @@ def test_a_release_ballot_that_fails_after_the_table_was_freed_is_retried(cluste
     cluster.tick()  # node 1 retries its release; node 3 may take it
     cluster.tick()
     assert cluster.owners() == [3] and cluster.record().owner_host.node_id == 3
+
+
+def test_a_lease_a_borrowing_command_won_but_could_not_publish_is_given_back(cluster) -> None:
+    """A command borrowing node 1's incarnation won lease 1 in its ballot, but the
+    leader record did not land, and the command ended.  Only the table (the
+    hint the failed take writes) says node 1 won it; node 1's manager gives
+    it back, so that node 2 can take it (else node 1, alive, holds it for good)."""
+    from shareddisk.leases import Leases, read_holder
+    from shareddisk.paxos import FREE, Leader
+
+    class LeaderWriteFails:
+        def __init__(self, inner, at: int) -> None:
+            self.inner, self.at = inner, at
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def write(self, offset, data) -> None:
+            if offset == self.at:
+                raise DeviceError("leader write failed")
+            self.inner.write(offset, data)
+
+    at = Leases(cluster.area, cluster.clock, T).paxos(1).disks[0].offset
+    command = Leases(Area.open(LeaderWriteFails(cluster.area.device, at)), cluster.clock, T)
+    with pytest.raises(ShareddiskError, match="won generation 1 but only 0 of 1 disks"):
+        command.acquire(1, cluster.holders[1], lambda node, incarnation: False)
+    assert read_holder(cluster.area, 1) == Leader(0, FREE)  # decided, never published
+    assert (cluster.lease_of(1)["owner_id"], cluster.lease_of(1)["generation"]) == (1, 1)
+    cluster.tick(1)
+    assert read_holder(cluster.area, 1) == Leader(2, FREE)  # completed, then released
+    node2 = Leases(cluster.area, cluster.clock, T)
+    assert node2.acquire(1, cluster.holders[2], lambda node, incarnation: True) == 3
 
 
 def test_a_failed_online_is_recorded_and_the_next_listed_node_takes_the_resource(
