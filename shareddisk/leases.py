@@ -272,5 +272,14 @@ class Leases:
                                                 owner_name="", generation=generation + 1))
         except (DeviceError, QuorumError) as exc:  # a hint: the ballot's release counts
             log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
-        paxos.release(holder, generation)
+        try:
+            paxos.release(holder, generation)
+        except ShareddiskError:
+            # Still ours: the table names us again, so that our node's orphan
+            # scan finds the lease when this caller is gone (a command that
+            # borrowed its daemon's incarnation).
+            if holds(current, holder, generation):
+                with contextlib.suppress(DeviceError, QuorumError):
+                    _write_lease(self.area, index, current)
+            raise
         self.stranded.pop(index, None)

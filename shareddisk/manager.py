@@ -307,6 +307,11 @@ class ClusterManager:
                 continue
             del self.unreleased[index]
 
+    def _release_later(self, index: int, holder: NodeIncarnation, generation: int) -> None:
+        """A release of ours that failed (or never ran): every tick retries it."""
+        if self.me is not None and holder.same(self.me):
+            self.unreleased[index] = generation
+
     def _release(self, index: int, holder: NodeIncarnation, generation: int) -> None:
         """Give the lease up under the same-host lock, like every guarded write:
         another writer of this host that checked the lease just before must
@@ -329,6 +334,7 @@ class ClusterManager:
             if index in self.owned or index in self.unreleased or lease is None \
                     or (lease["owner_id"], lease["owner_incarnation"]) != mine:
                 continue
+            generation = None
             try:
                 with resource_lock(self.area, index, self.clock, timeout=0,
                                    runtime=self.runtime):
@@ -348,6 +354,10 @@ class ClusterManager:
             except LockHeld:
                 continue  # a command of this host is using it right now
             except ShareddiskError as exc:
+                # The release frees the table entry first: once it did, this scan
+                # no longer sees the lease as ours, so the ticks retry it.
+                if generation is not None:
+                    self._release_later(index, self.me, generation)
                 log.warning("event=release-failed resource=%d error=%r", index, str(exc))
 
     def _recover(self, index: int, owned: Owned) -> bool:
@@ -455,9 +465,12 @@ class ClusterManager:
 
         Once offline here the resource is no longer tended here, whatever
         fails after: when clearing owner_host fails, the record still names
-        this incarnation and _should_take brings it back online here; when
-        the release ballot fails, the next ticks retry it (``unreleased``):
-        the table entry may be freed already, so it is no orphan either.
+        this incarnation and _should_take brings it back online here.  When
+        anything fails after going offline (the record, its publication in
+        the table, the release ballot), the next ticks give the lease back
+        (``unreleased``): the table entry may be freed already, so it is no
+        orphan either.  (A record still naming us is then taken again, with
+        a new lease, as above.)
         ``lease`` is for a takeover that failed before its agents had a
         context (no driver could be built): nothing to take offline.
         """
@@ -467,12 +480,11 @@ class ClusterManager:
             owned.ctx.event("offline", "manager", reason=why.replace(" ", "-"))
             lease = owned.ctx.write_ctx
         assert lease is not None, f"resource {index} given up without its lease"
-        lease.update(owner_host=None, state=state, **attrs)
         try:
+            lease.update(owner_host=None, state=state, **attrs)
             self._release(index, lease.holder, lease.generation)
         except ShareddiskError:
-            if lease.holder.same(self.me):
-                self.unreleased[index] = lease.generation
+            self._release_later(index, lease.holder, lease.generation)
             raise
 
     def _drop(self, index: int, why: str) -> None:

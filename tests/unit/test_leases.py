@@ -387,6 +387,7 @@ def test_a_release_decided_but_not_published_is_retried_until_it_is() -> None:
     with pytest.raises(QuorumLost, match="decided generation 2 but only 0 of 1"):
         leases.release(1, A, g)
     assert read_holder(area, 1, clock) == Leader(g, A)  # not published yet
+    assert holds(read_lease(area, 1), A, g), "the table names A again, for its orphan scan"
     dev.armed = False
     leases.release(1, A, g)  # the retry (manager.unreleased)
     assert read_holder(area, 1, clock) == Leader(g + 1, FREE)

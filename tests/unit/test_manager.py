@@ -24,7 +24,7 @@ from shareddisk.area import Area, Geometry
 from shareddisk.attributes import STOPPED, read_stored
 from shareddisk.clock import FakeClock
 from shareddisk.confsync import ConfigSync
-from shareddisk.errors import DeviceError, ShareddiskError
+from shareddisk.errors import DeviceError, QuorumLost, ShareddiskError
 from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
 from shareddisk.leases import read_lease
@@ -227,14 +227,9 @@ def test_a_pull_hands_the_resource_to_the_node_that_asked(cluster) -> None:
     assert "move_to" not in cluster.record().attributes
 
 
-def test_a_release_ballot_that_fails_after_the_table_was_freed_is_retried(cluster) -> None:
-    """Simulation seed 2629 of --variants: node 1 gave the resource up (a pull), freed
-    the lease table entry, then its release ballot failed (a disk read back short).
-    The table no longer names node 1, so it is no orphan either: unless the manager
-    retries the release itself, the live node 1 holds the lease for good and
-    nobody can take the resource."""
-    cluster.start()
-    leases = cluster.managers[1].leases
+def release_fails_once(leases) -> list[int]:
+    """Make the next release ballot of ``leases`` fail (a disk read back short);
+    returns the list that gets the generation it failed to release."""
     real_paxos, failures = leases.paxos, []
 
     class ReleaseFailsOnce:
@@ -251,11 +246,52 @@ def test_a_release_ballot_that_fails_after_the_table_was_freed_is_retried(cluste
             self.ballot.release(holder, generation)
 
     leases.paxos = lambda index, holder=None: ReleaseFailsOnce(real_paxos(index, holder))
+    return failures
+
+
+def test_a_release_ballot_that_fails_after_the_table_was_freed_is_retried(cluster) -> None:
+    """Simulation seed 2629 of --variants: node 1 gave the resource up (a pull), freed
+    the lease table entry, then its release ballot failed (a disk read back short).
+    The table no longer named node 1, so it was no orphan either, and the live
+    node 1 held the lease for good.  Now the manager retries the release
+    itself, and the failed release names node 1 in the table again."""
+    cluster.start()
+    failures = release_fails_once(cluster.managers[1].leases)
     cluster.managers[1].request(Message.PULL, 3, 0)
     cluster.tick()  # node 1 gives it up; its release ballot fails
-    assert failures and cluster.lease()["owner_id"] == 0  # the hint was freed first
+    assert failures and cluster.lease()["owner_id"] == 1  # freed, then named again
     assert cluster.owners() == []
     cluster.tick()  # node 1 retries its release; node 3 may take it
+    cluster.tick()
+    assert cluster.owners() == [3] and cluster.record().owner_host.node_id == 3
+
+
+def test_a_give_up_whose_table_publish_fails_still_gives_the_lease_back(cluster) -> None:
+    """Seed 834 of --variants: node 1 gave a resource up after three failed replays;
+    its record write (owner cleared, failed) landed but publishing the version in
+    the lease table failed, so the release never ran.  Its orphan scan then tried
+    the release, which freed the table entry and failed in the ballot: nothing
+    named the lease node 1's any more, and node 1, alive, held it for good.
+    Now every release of the manager that fails is retried at its next ticks."""
+    cluster.start()
+    leases = cluster.managers[1].leases
+    real, calls, failures = leases.record_written, [], []
+
+    def publish_fails_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:  # the give-up's write (the first one is move_to's)
+            failures.append(args)
+            raise QuorumLost("lease table write reached fewer than 2 of 3 disks")
+        return real(*args, **kwargs)
+
+    leases.record_written = publish_fails_once
+    release_fails_once(leases)
+    cluster.managers[1].request(Message.PULL, 3, 0)
+    cluster.tick()  # node 1 clears owner_host (written), the publish fails: no release
+    assert failures and cluster.record().owner_host is None
+    cluster.tick()  # the orphan scan's release fails (the table names node 1 again)
+    assert cluster.lease()["owner_id"] == 1
+    cluster.tick()  # node 1 gives the lease back; node 3 may take it
     cluster.tick()
     assert cluster.owners() == [3] and cluster.record().owner_host.node_id == 3
 
