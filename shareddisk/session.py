@@ -285,10 +285,13 @@ class BorrowedDeadline:
             if slot["incarnation"] != self.holder.incarnation or \
                     slot["state"] not in heartbeat.RUNNING or not slot["interval_ms"]:
                 continue
+            try:
+                self.limit = Timeouts.from_interval(slot["interval_ms"] / 1000,
+                                                    slot["io_timeout_ms"] / 1000 or None
+                                                    ).renew_fail
+            except ValueError:  # timing no daemon of ours writes: tells nothing
+                continue
             stamps.append(slot["wall_ns"] / 1e9)
-            io_timeout = slot["io_timeout_ms"] / 1000 or None
-            self.limit = Timeouts.from_interval(slot["interval_ms"] / 1000,
-                                                io_timeout).renew_fail
         need = len(self.disks) // 2 + 1
         if len(stamps) < need:
             self.renewed_at = None
