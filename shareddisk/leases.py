@@ -207,14 +207,20 @@ class Leases:
         if value.same(holder):
             log.warning("event=lease-stranded resource=%d generation=%d", index, generation)
             self.stranded[index] = (holder, generation)
+        self._name_in_table(index, Leader(generation, value))
+
+    def _name_in_table(self, index: int, leader: Leader) -> None:
+        """The table names ``leader``'s holder, unless it shows that generation or a
+        later one already (see _note_decided)."""
         try:
             self.alive_check()
             table = self._table(index)
-            if table["generation"] >= generation:
+            if table["generation"] >= leader.generation:
                 return  # the holder (or a later one) wrote it already
+            holder = leader.holder
             _write_lease(self.area, index, dict(
-                table, owner_id=value.node_id, owner_incarnation=value.incarnation,
-                owner_name=value.name, generation=generation, acquired_ns=0))
+                table, owner_id=holder.node_id, owner_incarnation=holder.incarnation,
+                owner_name=holder.name, generation=leader.generation, acquired_ns=0))
         except ShareddiskError as exc:
             log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
 
@@ -255,31 +261,49 @@ class Leases:
         us (so no successor's entry can be overwritten by it), then the release
         ballot decides "free" at ``generation + 1`` (docs/PAXOS.md, Release).
         Not ``verify``: a retry must go on past our own earlier release vote,
-        which verify counts as the end of our generation."""
+        which verify counts as the end of our generation.  A ``generation``
+        won but not published (the leader reads ``generation - 1``: stranded)
+        is completed by the ballot first; the table is freed after."""
         check_resource_index(self.area, index)
         self.alive_check()
         paxos = self.paxos(index, holder)
         top = paxos.leader()
-        if top.generation > generation or \
-                (top.generation == generation and not top.holder.same(holder)):
-            self.stranded.pop(index, None)
+        published = top.generation == generation and top.holder.same(holder)
+        if not published and top.generation != generation - 1:
+            self._forget_stranded(index, generation)
             return  # taken over, or our release is already published
-        # (top.generation < generation: our win is not published yet, and the
-        # release ballot completes it first.)
         current = self._table(index)
+        if published:
+            self._write_table(index, dict(current, owner_id=0, owner_incarnation=0,
+                                          owner_name="", generation=generation + 1))
         try:
-            _write_lease(self.area, index, dict(current, owner_id=0, owner_incarnation=0,
-                                                owner_name="", generation=generation + 1))
-        except (DeviceError, QuorumError) as exc:  # a hint: the ballot's release counts
-            log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))
-        try:
-            paxos.release(holder, generation)
+            released = paxos.release(holder, generation)
         except ShareddiskError:
             # Still ours: the table names us again, so that our node's orphan
             # scan finds the lease when this caller is gone (a command that
             # borrowed its daemon's incarnation).
-            if holds(current, holder, generation):
-                with contextlib.suppress(DeviceError, QuorumError):
-                    _write_lease(self.area, index, current)
+            if published and holds(current, holder, generation):
+                self._write_table(index, current)
             raise
-        self.stranded.pop(index, None)
+        out = paxos.outcome
+        if out is not None and out.leader is not None and not out.leader.holder.free \
+                and not out.leader.holder.same(holder):
+            self._name_in_table(index, out.leader)  # a rival's vote our release carried
+        elif not published or released != generation:
+            table = self._table(index)
+            if table["generation"] <= released + 1:
+                self._write_table(index, dict(table, owner_id=0, owner_incarnation=0,
+                                              owner_name="", generation=released + 1))
+        self._forget_stranded(index, released)
+
+    def _forget_stranded(self, index: int, up_to: int) -> None:
+        """A stranded win of ``up_to`` or before is settled (released or taken over)."""
+        if index in self.stranded and self.stranded[index][1] <= up_to:
+            del self.stranded[index]
+
+    def _write_table(self, index: int, values: dict[str, Any]) -> None:
+        """A hint's write: a failure is logged, never raised."""
+        try:
+            _write_lease(self.area, index, values)
+        except (DeviceError, QuorumError) as exc:
+            log.warning("event=lease-table-write-failed resource=%d error=%r", index, str(exc))

@@ -298,7 +298,7 @@ class ClusterManager:
         # Leases won whose table write and give-back both failed: ours to give back.
         for index, (holder, generation) in list(self.leases.stranded.items()):
             if holder.same(self.me) and index not in self.owned:
-                self.unreleased.setdefault(index, generation)
+                self._release_later(index, holder, generation)
         for index, generation in sorted(self.unreleased.items()):
             try:
                 self._release(index, self.me, generation)
@@ -309,8 +309,8 @@ class ClusterManager:
 
     def _release_later(self, index: int, holder: NodeIncarnation, generation: int) -> None:
         """A release of ours that failed (or never ran): every tick retries it."""
-        if self.me is not None and holder.same(self.me):
-            self.unreleased[index] = generation
+        if self.me is not None and holder.same(self.me):  # the newest one we know of
+            self.unreleased[index] = max(generation, self.unreleased.get(index, 0))
 
     def _release(self, index: int, holder: NodeIncarnation, generation: int) -> None:
         """Give the lease up under the same-host lock, like every guarded write:
@@ -339,12 +339,12 @@ class ClusterManager:
                 with resource_lock(self.area, index, self.clock, timeout=0,
                                    runtime=self.runtime):
                     leader = self.leases.holder(index)
-                    if leader.holder.same(self.me):
-                        generation = leader.generation
-                    elif leader.generation == lease["generation"] - 1:
+                    if leader.generation == lease["generation"] - 1:
                         # Decided for us, not published (Leases._note_decided):
                         # the release completes that instance first.
                         generation = lease["generation"]
+                    elif leader.holder.same(self.me):
+                        generation = leader.generation
                     else:
                         continue
                     self.leases.release(index, self.me, generation)

@@ -536,14 +536,22 @@ def release_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generatio
     if not (yield from _repair_leader(geo, disks, top, views)):
         return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)
     out = yield from ballot(geo, disks, me.node_id, FREE, generation + 1, views)
-    if out.kind == "read" and out.published < majority(disks):
+    if out.kind != "read":
+        return out
+    assert out.leader is not None
+    if out.published < majority(disks):
         # Decided but not published: while the leader still names us, live,
         # nobody else completes the instance.  The caller must retry.
         out.kind, out.reason = "no-quorum", (
             f"decided generation {generation + 1} but only {out.published} of {disks} disks "
             f"took the leader record")
-    elif out.kind == "read":
-        out.kind = "released"
+    elif out.leader.holder.same(me):
+        # The ballot carried an earlier vote of our own in that instance (a
+        # take of ours that died unpublished): we hold generation + 1 now,
+        # and the caller goes on to release that one (DiskPaxos.release).
+        out.kind, out.reason = "ours", f"generation {generation + 1} was decided for us first"
+    else:
+        out.kind = "released"  # free, or a rival's vote carried (the caller names it)
     return out
 
 
@@ -552,9 +560,15 @@ def _complete(geo: LeaseGeometry, disks: int, me: NodeIncarnation, top: Leader,
     """Decide and publish instance ``top.generation + 1`` again (see release_steps):
     ``aborted`` when it names us (retry: the release proceeds), ``released``
     when it names someone else (it was never ours)."""
+    instance = top.generation + 1
+    if not any(b.lver == instance and b.bal and b.inp.same(me)
+               for v in views for b in v.dblocks.values()):
+        # A decided value was accepted by a majority, which every majority read
+        # meets: no vote for us there, so nothing was decided for us.
+        return Outcome("released", top, f"generation {instance} was never ours")
     if not (yield from _repair_leader(geo, disks, top, views)):
         return _no_quorum(f"leader generation {top.generation} written back", 0, disks, views)
-    out = yield from ballot(geo, disks, me.node_id, me, top.generation + 1, views)
+    out = yield from ballot(geo, disks, me.node_id, me, instance, views)
     if out.kind != "read":
         return out
     assert out.leader is not None
@@ -696,13 +710,27 @@ class DiskPaxos:
         new = any(n == generation and value.same(me) for n, value in out.decided)
         return generation, new
 
-    def release(self, me: NodeIncarnation, generation: int) -> None:
-        """Give the lease up (no-op when ``generation`` is no longer ours)."""
-        out = self.run(with_retries(
-            lambda: release_steps(self.geometry, len(self.disks), me, generation),
-            self.attempts))
+    def release(self, me: NodeIncarnation, generation: int) -> int:
+        """Give the lease up (no-op when ``generation`` is no longer ours); returns
+        the last generation of ours it released (a later one when a vote of ours
+        in the next instance was carried: release_steps)."""
+        decided: list[tuple[int, NodeIncarnation]] = []
+        for _ in range(self.attempts):
+            out = self.run(with_retries(
+                lambda: release_steps(self.geometry, len(self.disks), me, generation),
+                self.attempts))
+            decided += out.decided
+            if out.kind != "ours":
+                break
+            assert out.leader is not None
+            generation = out.leader.generation
+        out.decided = decided
+        self.outcome = out  # what the caller may publish of it (a rival's value we decided)
+        if out.kind == "ours":
+            raise QuorumLost(f"{self._where()}: {out.reason}, again and again")
         if out.kind != "released":
             self._raise(out)
+        return generation
 
     def verify(self, me: NodeIncarnation, generation: int) -> Leader:
         """The leader, while no instance after ``generation`` shows; else LeaseLost."""

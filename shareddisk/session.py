@@ -241,6 +241,11 @@ class Session:
                     self.leases.release(index, self.holder, generation)
 
 
+FUTURE_SLACK = 0.01
+"""Seconds a daemon's stamp may lie ahead of our clock: none really (one clock
+serves both), but the stamp is rounded to nanoseconds."""
+
+
 class BorrowedDeadline:
     """The write deadline of a command that borrowed its daemon's incarnation.
 
@@ -298,7 +303,7 @@ class BorrowedDeadline:
             return
         landed = sorted(stamps, reverse=True)[need - 1]  # on a majority at least this new
         wall, now = self.clock.wall(), self.clock.monotonic()
-        if landed > wall + 1.0:
+        if landed > wall + FUTURE_SLACK:
             self.renewed_at = None  # stamped in our future: the clock stepped back
             return
         self.renewed_at = now - max(0.0, wall - landed)

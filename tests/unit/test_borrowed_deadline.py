@@ -95,10 +95,12 @@ def test_a_daemon_that_is_no_longer_that_incarnation_running_stops_the_command(s
         BorrowedDeadline(areas, DAEMON, clock)()
 
 
-def test_a_renewal_stamped_in_our_future_is_not_trusted() -> None:
-    """The wall clock stepped back since: the stamp says nothing of how long ago."""
+@pytest.mark.parametrize("ahead", [0.5, 30.0])
+def test_a_renewal_stamped_in_our_future_is_not_trusted(ahead: float) -> None:
+    """The wall clock stepped back since: the stamp says nothing of how long ago
+    (the daemon and the command read one clock, so even 0.5 s ahead is a step)."""
     clock, areas = FakeClock(), disks()
     for disk in areas:
-        renewed(disk, clock.wall() + 30.0)
+        renewed(disk, clock.wall() + ahead)
     with pytest.raises(Fenced):
         BorrowedDeadline(areas, DAEMON, clock)()

@@ -239,11 +239,11 @@ def release_fails_once(leases) -> list[int]:
         def __getattr__(self, name):
             return getattr(self.ballot, name)
 
-        def release(self, holder, generation) -> None:
+        def release(self, holder, generation) -> int:
             if not failures:
                 failures.append(generation)
                 raise DeviceError("lease 0: dblock read back on 1 of 3 disks")
-            self.ballot.release(holder, generation)
+            return self.ballot.release(holder, generation)
 
     leases.paxos = lambda index, holder=None: ReleaseFailsOnce(real_paxos(index, holder))
     return failures

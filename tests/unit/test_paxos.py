@@ -48,7 +48,9 @@ from shareddisk.paxos import (
     Sectors,
     Write,
     acquire_steps,
+    ballot,
     decode_view,
+    survey,
 )
 from shareddisk.timeouts import Timeouts
 
@@ -271,6 +273,16 @@ def _do(devs, op):
     return None
 
 
+def _run(devs, steps):
+    """Carry a generator out to its outcome on ``devs``."""
+    try:
+        op = next(steps)
+        while True:
+            op = steps.send(_do(devs, op))
+    except StopIteration as stop:
+        return stop.value
+
+
 def lost_disk(dev) -> FaultyDevice:
     return FaultyDevice(dev, FaultRules((Fault("loss"),)), FakeClock())
 
@@ -429,6 +441,34 @@ def test_a_restarted_node_carries_its_own_earlier_vote() -> None:
     with pytest.raises(LockHeld, match="leased by node 1 .alpha, incarnation 1, generation 1"):
         lease(devs).acquire(A, never)
     assert lease(devs).acquire(A, lambda leader: leader.holder.incarnation < 3) == 2
+
+
+def test_a_release_that_carries_our_own_later_vote_releases_that_generation_too() -> None:
+    """Found by review: A holds generation 1; a ballot of A's own for instance 2 (a
+    borrowing command's take, after seeing a vote in it) decided A and died
+    unpublished.  A's release of generation 1 runs instance 2 proposing free,
+    must carry that vote, and so decides A at 2: calling that "released" left
+    A holding generation 2 with nothing naming it.  The release goes on: free at 3."""
+    devs = devices(1)
+    assert lease(devs).acquire(A, never) == 1
+    views = _run(devs, survey(GEO, 1)).views
+    steps = ballot(GEO, 1, A.node_id, A, 2, views)
+    op = next(steps)
+    while not (isinstance(op, Write) and op.block == 0):  # decided, not published
+        op = steps.send(_do(devs, op))
+    assert lease(devs).leader() == Leader(1, A)
+    lease(devs).release(A, 1)
+    assert lease(devs).leader() == Leader(3, FREE)
+
+
+def test_a_completion_without_our_vote_in_that_instance_takes_nothing() -> None:
+    """release_steps completes instance g only when a vote for us is there (a
+    stranded win): given a generation we never won, it must not take the lease
+    from its holder."""
+    devs = devices(1)
+    assert lease(devs).acquire(B, never) == 1
+    lease(devs).release(A, 2)  # A never won generation 2
+    assert lease(devs).leader() == Leader(1, B)
 
 
 def test_duelling_ballots_back_off_on_the_injected_clock() -> None:
