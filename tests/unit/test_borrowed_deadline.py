@@ -104,3 +104,26 @@ def test_a_renewal_stamped_in_our_future_is_not_trusted(ahead: float) -> None:
         renewed(disk, clock.wall() + ahead)
     with pytest.raises(Fenced):
         BorrowedDeadline(areas, DAEMON, clock)()
+
+
+def test_a_borrowing_sessions_gate_refuses_writes_and_is_taken_off_at_the_end() -> None:
+    """Session._gate_writes: every write of the session passes the check (the
+    ballot's through Leases.alive_check); the devices are put back on exit."""
+    from shareddisk.errors import DeviceError
+    from shareddisk.replicas import replicated_area
+    from shareddisk.session import Session
+
+    areas = disks()
+    originals = [a.device for a in areas]
+    session = Session(replicated_area(areas), 1, FakeClock())
+
+    def refuse() -> None:
+        raise Fenced("past the daemon's deadline")
+
+    session._gate_writes(refuse)
+    with pytest.raises(DeviceError, match="refused: past the daemon's deadline"):
+        areas[0].device.write(0, bytes(512))
+    with pytest.raises(Fenced):
+        session.leases.alive_check()
+    session._stack.close()
+    assert [a.device for a in areas] == originals
