@@ -81,6 +81,11 @@ def holds(values: dict[str, Any], holder: NodeIncarnation, generation: int | Non
     return named.same(holder) and (generation is None or values["generation"] == generation)
 
 
+def freed(values: dict[str, Any], generation: int) -> dict[str, Any]:
+    """Table entry ``values`` naming nobody at ``generation`` (a release's instance)."""
+    return dict(values, owner_id=0, owner_incarnation=0, owner_name="", generation=generation)
+
+
 def lease_paxos(area: Area, index: int, clock: Clock, *,
                 write_check: Callable[[], None] = lambda: None,
                 rng: random.Random | None = None) -> DiskPaxos:
@@ -274,8 +279,7 @@ class Leases:
             return  # taken over, or our release is already published
         current = self._table(index)
         if published:
-            self._write_table(index, dict(current, owner_id=0, owner_incarnation=0,
-                                          owner_name="", generation=generation + 1))
+            self._write_table(index, freed(current, generation + 1))
         try:
             released = paxos.release(holder, generation)
         except ShareddiskError:
@@ -292,8 +296,7 @@ class Leases:
         elif not published or released != generation:
             table = self._table(index)
             if table["generation"] <= released + 1:
-                self._write_table(index, dict(table, owner_id=0, owner_incarnation=0,
-                                              owner_name="", generation=released + 1))
+                self._write_table(index, freed(table, released + 1))
         self._forget_stranded(index, released)
 
     def _forget_stranded(self, index: int, up_to: int) -> None:

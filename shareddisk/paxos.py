@@ -529,8 +529,7 @@ def release_steps(geo: LeaseGeometry, disks: int, me: NodeIncarnation, generatio
         # none of the disks read (a take that failed to publish: Leases.stranded).
         # Complete that instance first; a ballot of it can only decide the value
         # already decided, ours.  The next attempt then releases it.
-        done = yield from _complete(geo, disks, me, top, views)
-        return done
+        return (yield from _complete(geo, disks, me, top, views))
     if top.generation != generation or not top.holder.same(me):
         return Outcome("released", top, "not ours any more: nothing to release")
     if not (yield from _repair_leader(geo, disks, top, views)):

@@ -32,7 +32,7 @@ from shareddisk.liveness import by_watching
 from shareddisk.locks import host_lock, try_host_lock
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.statefile import IncarnationMemory, default_state_dir
-from shareddisk.membership import NodeIncarnation
+from shareddisk.membership import NodeIncarnation, majority
 from shareddisk.operations import repair_held
 from shareddisk.replicas import members_of, readable_member
 from shareddisk.timeouts import Timeouts
@@ -205,8 +205,7 @@ class Session:
     def _own_slot(self) -> dict | None:
         """Our slot if it is valid and JOINING or ALIVE."""
         try:
-            buf = self.disk.read_record("heartbeat", self.node_id - 1)
-            slot = heartbeat.CODEC.decode(buf, 0, self.disk.where("heartbeat", self.node_id - 1))
+            slot = read_slot(self.disk, self.node_id)
         except FormatError:
             return None
         if slot["state"] not in heartbeat.RUNNING:
@@ -239,6 +238,13 @@ class Session:
             finally:
                 if taken:
                     self.leases.release(index, self.holder, generation)
+
+
+def read_slot(disk: Area, node_id: int) -> dict:
+    """Node ``node_id``'s heartbeat slot on ``disk``, decoded (FormatError if damaged)."""
+    index = node_id - 1
+    return heartbeat.CODEC.decode(disk.read_record("heartbeat", index), 0,
+                                  disk.where("heartbeat", index))
 
 
 FUTURE_SLACK = 0.01
@@ -281,10 +287,8 @@ class BorrowedDeadline:
     def _refresh(self) -> None:
         stamps = []
         for disk in self.disks:
-            index = self.holder.node_id - 1
             try:
-                slot = heartbeat.CODEC.decode(disk.read_record("heartbeat", index), 0,
-                                              disk.where("heartbeat", index))
+                slot = read_slot(disk, self.holder.node_id)
             except (FormatError, DeviceError, QuorumError):
                 continue
             if slot["incarnation"] != self.holder.incarnation or \
@@ -297,7 +301,7 @@ class BorrowedDeadline:
             except ValueError:  # timing no daemon of ours writes: tells nothing
                 continue
             stamps.append(slot["wall_ns"] / 1e9)
-        need = len(self.disks) // 2 + 1
+        need = majority(len(self.disks))
         if len(stamps) < need:
             self.renewed_at = None
             return
