@@ -269,6 +269,13 @@ def write_copy(area: Area, index: int, version: int, body: bytes, copy: int) -> 
     area.device.flush()
 
 
+def as_written(record: ResourceRecord, index: int, version: int, holder: NodeIncarnation,
+               generation: int) -> ResourceRecord:
+    """``record`` as guarded_write stores it at ``version``: its writer and fencing token."""
+    return replace(record, index=index, version=version, last_writer=holder.node_id,
+                   lease_generation=generation)
+
+
 def guarded_write(area: Area, leases: Leases, holder: NodeIncarnation, generation: int,
                   record: ResourceRecord | None, index: int, expect_version: int) -> int:
     """Steps 1-4 of the module docstring; returns the new version.
@@ -286,9 +293,7 @@ def guarded_write(area: Area, leases: Leases, holder: NodeIncarnation, generatio
     if record is None:
         body = b""
     else:
-        record = replace(record, index=index, version=version, last_writer=holder.node_id,
-                         lease_generation=generation)
-        body = record.body()
+        body = as_written(record, index, version, holder, generation).body()
     capacity = area.superblock["resource_chunks"] * resource.CHUNK_DATA
     if len(body) > capacity:
         raise UsageError(f"resource record would take {len(body)} bytes; the area holds "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from shareddisk.area import Area
 from shareddisk.device import open_device
+from shareddisk.diskorder import check_distinct_paths, cluster_order
 from shareddisk.errors import DeviceError, FormatError, ShareddiskError, UsageError
 from shareddisk.replicas import Unavailable, readable_member, replicated_area, with_stand_ins
 
@@ -39,7 +40,7 @@ class Areas:
     started while it was gone takes it back); more failures raise the first one.
 
     The devices must be every disk of one cluster, each once, in any order
-    (shareddisk.disks.cluster_order; DiskIdentityError, exit 5, before
+    (shareddisk.diskorder.cluster_order; DiskIdentityError, exit 5, before
     anything is written).  ``whole_cluster=False`` opens devices without that
     check (one device of a command that reads or writes a single disk).
     """
@@ -50,7 +51,6 @@ class Areas:
         self.whole_cluster = whole_cluster
 
     def __enter__(self) -> list[Area]:
-        from shareddisk.disks import check_distinct_paths, cluster_order  # slots: not at start-up
         check_distinct_paths(self.paths)  # each disk counts once toward the majority
         try:
             present: list[Area] = []
@@ -99,7 +99,6 @@ class Areas:
         from shareddisk.view import local_disk_paths  # only for one disk of several
         paths = local_disk_paths(one)
         if paths is None:
-            from shareddisk.disks import cluster_order
             cluster_order([one])  # raises: names the cluster and the missing disk indexes
         self.__exit__()
         self.paths = tuple(paths or ())

@@ -20,6 +20,7 @@ from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES, Geometry, check
 from shareddisk.clock import SystemClock
 from shareddisk.create import check_device, create_area, refuse_live
 from shareddisk.device import open_device
+from shareddisk.diskorder import check_distinct_paths
 from shareddisk.errors import DeviceTooSmall, DiskIdentityError, UsageError
 from shareddisk.format.superblock import CLUSTER_NAME_BYTES
 
@@ -49,7 +50,6 @@ def init(devices: Sequence[str], *, nodes: int, resources: int = DEFAULT_RESOURC
     if size is not None and size < needed:
         raise DeviceTooSmall(f"{', '.join(devices)}: --size {size} is too small, the area "
                              f"needs {needed} bytes", needed=needed, available=size)
-    from shareddisk.disks import check_distinct_paths  # its slot scanner: not at start-up
     twice = next((d for i, d in enumerate(devices) if d in devices[:i]), None)
     if twice is not None:
         raise DiskIdentityError(f"{twice}: named twice; a disk counts once toward the majority")

@@ -94,7 +94,7 @@ def _move(area: Area, name: str, to: int, *, node_id: int | None, clock: Clock,
     if _owner_here(area, record, node_id):
         resources.check_update(area, name, {"move_to": to})
         with Session(area, record.owner_host.node_id, clock) as session:
-            resources.update_resource(session, name, {"move_to": to})
+            resources.update_resource(session, name, {"move_to": to}, index=record.index)
     else:
         me = acting_node(area, node_id)
         if to != me:
@@ -115,10 +115,11 @@ def _stop(area: Area, name: str, *, node_id: int | None, clock: Clock,
     if record.owner_host is None:
         if not stopped(record):  # no owner: its lease is free (or its holder's to wait out)
             with Session(area, acting_node(area, node_id), clock) as session:
-                resources.update_resource(session, name, {"target_state": STOPPED})
+                resources.update_resource(session, name, {"target_state": STOPPED},
+                                          index=record.index)
     elif _owner_here(area, record, node_id):
         with Session(area, record.owner_host.node_id, clock) as session:
-            resources.update_resource(session, name, {"target_state": STOPPED})
+            resources.update_resource(session, name, {"target_state": STOPPED}, index=record.index)
     else:
         _ask(area, record, "stop", acting_node(area, node_id), clock)
     return wait_for(area, name, lambda r: r.owner_host is None and stopped(r), "stop",
@@ -144,7 +145,7 @@ def _start(area: Area, name: str, *, on: int | None, node_id: int | None, clock:
     changes: dict[str, object] = {"move_to": on} if on is not None else {}
     resources.check_update(area, name, changes, unset)  # refused before we join as a node
     with Session(area, acting_node(area, node_id), clock) as session:
-        resources.update_resource(session, name, changes, unset=unset)
+        resources.update_resource(session, name, changes, unset=unset, index=record.index)
     return wait_for(area, name, _online_on(on), "start", clock=clock, timeout=timeout)
 
 

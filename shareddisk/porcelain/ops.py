@@ -64,7 +64,7 @@ def submit(area: Area, name: str, request: OpRequest, *, node_id: int | None = N
     resources.check_update(area, name, changes)
     owner = _owner_node(area, record)  # refused when not online, whoever we act as
     with Session(area, node_id or owner, clock or SystemClock()) as session:
-        resources.update_resource(session, name, changes)
+        resources.update_resource(session, name, changes, index=record.index)
     return record
 
 

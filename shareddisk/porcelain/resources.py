@@ -21,6 +21,7 @@ from shareddisk.attributes import (
     check_resource_name,
     check_value,
     find,
+    as_written,
     guarded_write,
     read_all,
     read_stored,
@@ -119,13 +120,15 @@ def check_add(area: Area, name: str, type_: str, *, failover: Iterable[int | str
 
 
 def check_update(area: Area, name: str, changes: dict[str, Value], unset: Iterable[str] = (),
-                 expect_version: int | None = None) -> None:
-    """What update_resource would refuse on the record as it is now (reads only)."""
+                 expect_version: int | None = None) -> int:
+    """What update_resource would refuse on the record as it is now (reads only);
+    the record's index, which update_resource can start from."""
     current = find(area, name)
     if expect_version is not None and current.version != expect_version:
         raise StaleVersion(f"{area.device.path}: resource {name!r} is at version "
                            f"{current.version}, not {expect_version}; nothing written")
     apply(area, current, changes, unset)
+    return current.index
 
 
 def check_exists(area: Area, name: str) -> None:
@@ -167,9 +170,17 @@ def _lost(name: str, version: int) -> ResourceRecord:
 
 
 def update_resource(session: Session, name: str, changes: dict[str, Value],
-                    unset: Iterable[str] = (), expect_version: int | None = None) -> ResourceRecord:
-    """Set and unset attributes of ``name`` (compare-and-swap with ``expect_version``)."""
-    index = find(session.area, name).index
+                    unset: Iterable[str] = (), expect_version: int | None = None, *,
+                    index: int | None = None) -> ResourceRecord:
+    """Set and unset attributes of ``name`` (compare-and-swap with ``expect_version``);
+    the record as written.
+
+    ``index`` is where a read just found ``name`` (check_update's answer): it
+    saves reading every record again.  Under the lease the record there must
+    still be ``name``, else nothing is written (ConflictError).
+    """
+    if index is None:
+        index = find(session.area, name).index
     with session.leased(index) as generation:
         current = read_stored(session.area, index).record
         if current is None or current.name != name:
@@ -178,11 +189,9 @@ def update_resource(session: Session, name: str, changes: dict[str, Value],
             raise StaleVersion(f"{session.area.device.path}: resource {name!r} is at version "
                                f"{current.version}, not {expect_version}; nothing written")
         updated = apply(session, current, changes, unset)
-        guarded_write(session.area, session.leases, session.holder, generation, updated,
-                      index, current.version)
-    record = read_stored(session.area, index).record
-    assert record is not None
-    return record
+        version = guarded_write(session.area, session.leases, session.holder, generation,
+                                updated, index, current.version)
+    return as_written(updated, index, version, session.holder, generation)
 
 
 def remove_resource(session: Session, name: str) -> int:
@@ -260,11 +269,13 @@ def update(where: Where, name: str, changes: dict[str, Value], unset: Iterable[s
     """``attr set`` and ``attr unset``: the record as written."""
     unset = tuple(unset)
 
+    found: list[int] = []
+
     def check(area: Area) -> None:
-        check_update(area, name, changes, unset, expect_version)
+        found.append(check_update(area, name, changes, unset, expect_version))
 
     with acting_session(where, node_id, check) as session:
-        return update_resource(session, name, changes, unset, expect_version)
+        return update_resource(session, name, changes, unset, expect_version, index=found[-1])
 
 
 def listing(where: Where) -> list[dict[str, Any]]:

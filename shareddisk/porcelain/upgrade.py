@@ -38,6 +38,7 @@ from shareddisk.area import (
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.crc import crc32c
 from shareddisk.device import BlockDevice, open_device
+from shareddisk.diskorder import check_distinct_paths
 from shareddisk.errors import (
     BadLayout,
     ConflictError,
@@ -298,7 +299,6 @@ def upgrade(devices: Sequence[str | BlockDevice], *, dry_run: bool = False,
     that held the resources, leases and logs) to format version 2; what was done, as JSON.
 
     A device is a path, or a device a caller opened (tests)."""
-    from shareddisk.disks import check_distinct_paths
     paths = [d if isinstance(d, str) else d.path for d in devices]
     if not paths:
         raise UsageError("no devices given")

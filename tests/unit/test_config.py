@@ -251,6 +251,52 @@ def test_a_resource_removed_meanwhile_is_a_conflict(session, area, sg1, monkeypa
     assert read_stored(area, 0).record is None
 
 
+def test_the_record_returned_is_the_record_stored_for_every_kind_of_value(session, area,
+                                                                         sg1) -> None:
+    # update_resource returns what it wrote without reading it back: the same
+    # record a reader decodes from the disk.
+    updated = session.update_resource("sg1", {"flag": True, "n": -3, "list": ["x", "é"],
+                                              "failover_nodes": ["4", "2"], "s": ""})
+    assert read_stored(area, updated.index).record == updated
+
+
+def test_an_index_that_no_longer_holds_the_resource_is_a_conflict(session, area, sg1) -> None:
+    # The index check_update found is where update_resource starts; a record
+    # removed and added again elsewhere in between writes nothing at either index.
+    sg2 = session.add_resource("sg2", "storage-group")
+    before = area.read_region("resource")
+    with Session(area, 1, FakeClock()) as s:
+        with pytest.raises(ConflictError, match="removed meanwhile"):
+            update_resource(s, "sg1", {"a": 1}, index=sg2.index)
+    assert area.read_region("resource") == before
+
+
+class RegionReads:
+    """The device of an area, counting reads of the whole resource region."""
+
+    def __init__(self, area: Area):
+        self.inner, self.region = area.device, area.regions["resource"]
+        self.whole = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset <= self.region.offset and offset + length >= self.region.offset + \
+                self.region.count * self.region.stride:
+            self.whole += 1
+        return self.inner.read(offset, length)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_attr_set_reads_every_record_once(area, sg1) -> None:
+    # attr set finds the record by name (one read of every record) before it
+    # joins, then works on that record alone: issue 17's 120 ms budget.
+    counting = RegionReads(area)
+    area.device = counting
+    updated = config.update(area, "sg1", {"size": 1}, node_id=2)
+    assert updated.attributes["size"] == 1 and counting.whole == 1
+
+
 def test_apply_validates_without_touching_the_input(session, sg1) -> None:
     before = (dict(sg1.attributes), list(sg1.failover))
     changed = session.apply(sg1, {"size": 1, "failover_nodes": ["3"]}, unset=["tags"])

@@ -3,7 +3,7 @@ each once, in any order; anything else is refused with exit 5, one line naming
 the disk, and no write.
 
 The superblock says which disk each area is (``disk_index`` of ``disk_count``)
-and of which cluster; shareddisk.disks.cluster_order checks the set.
+and of which cluster; shareddisk.diskorder.cluster_order checks the set.
 """
 
 from __future__ import annotations

@@ -84,6 +84,22 @@ def test_what_attr_set_imports_leaves_out_state_file_writes_and_disk_workers() -
     assert done.stdout.strip() == "[]"
 
 
+def test_opening_a_device_leaves_out_the_node_s_disk_machinery(area_image: Path) -> None:
+    # Every command checks which disk is which (shareddisk.diskorder) when it
+    # opens its devices; the slot scanners and I/O workers of a node's disks
+    # (shareddisk.disks) are for a node, not for a command that borrows its
+    # daemon's incarnation (attr set with a local daemon).
+    heavy = {"shareddisk.disks", "shareddisk.slots", "shareddisk.diskio", "concurrent.futures"}
+    done = subprocess.run([sys.executable, "-c", "import sys\n"
+                           "from shareddisk.porcelain.areas import opened\n"
+                           f"with opened({str(area_image)!r}, writable=True) as area:\n"
+                           "    area.superblock\n"
+                           f"print(sorted({heavy!r} & set(sys.modules)), "
+                           "'shareddisk.diskorder' in sys.modules)"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[] True"
+
+
 def test_attr_set_derives_fast_paths_only_for_the_kinds_it_reads(area_image: Path) -> None:
     done = probe("attr", "set", str(area_image), "sg1", "k=v", "--node-id", "1")
     assert done["code"] == 0

@@ -22,7 +22,7 @@ from shareddisk.cli import main
 from shareddisk.clock import FakeClock
 from shareddisk.crc import crc32c
 from shareddisk.device import MemoryDevice
-from shareddisk.disks import cluster_order
+from shareddisk.diskorder import cluster_order
 from shareddisk.errors import (EXIT_CONFLICT, EXIT_DAMAGE, ConflictError, DeviceError, DeviceTooSmall,
                                DiskIdentityError, OldFormatVersion)
 from shareddisk.format import heartbeat, superblock
