@@ -14,9 +14,7 @@ format version drops it.
 """
 
 import enum
-from typing import Iterable
-
-import construct as cs
+from typing import Any, Iterable
 
 from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec
 
@@ -36,28 +34,31 @@ RUNNING = frozenset({SlotState.JOINING, SlotState.ALIVE})
 says it holds nothing: it never ran, left, or fenced itself."""
 
 
-HEARTBEAT = cs.Struct(
-    "node_id" / cs.Int16ul,           # slot index + 1; checks misdirected writes
-    "state" / cs.Int8ul,              # SlotState
-    "disk_count" / cs.Int8ul,         # disks this node writes its slot to (0: not said)
-    "incarnation" / cs.Int64ul,       # bumped on every daemon start
-    "counter" / cs.Int64ul,           # bumped on every write
-    "config_generation" / cs.Int64ul,  # reserved: written 0, ignored (see above)
-    "mailbox_ack" / cs.Int64ul,       # seq of the last mailbox message acted on
-    "wall_ns" / cs.Int64ul,
-    "interval_ms" / cs.Int16ul,       # the writer's timing: peers derive its
-    # deadlines from these (docs/TIMEOUTS.md).  The granted hardware watchdog
-    # timeout (0: none) took the high half of what was a 32-bit interval_ms,
-    # always zero before (the interval is at most 60,000 ms).
-    "watchdog_s" / cs.Int16ul,
-    "io_timeout_ms" / cs.Int32ul,
-    "name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
-    # Bit (id-1) set: this node has declared node `id` dead.  Lets `status`
-    # report a verdict that needs more history than one reader has.
-    "dead_map" / cs.Bytes(DEAD_MAP_BYTES),
-)
+def payload(cs: Any) -> Any:
+    """A heartbeat slot's payload, declared with construct."""
+    return cs.Struct(
+        "node_id" / cs.Int16ul,           # slot index + 1; checks misdirected writes
+        "state" / cs.Int8ul,              # SlotState
+        "disk_count" / cs.Int8ul,         # disks this node writes its slot to (0: not said)
+        "incarnation" / cs.Int64ul,       # bumped on every daemon start
+        "counter" / cs.Int64ul,           # bumped on every write
+        "config_generation" / cs.Int64ul,  # reserved: written 0, ignored (see above)
+        "mailbox_ack" / cs.Int64ul,       # seq of the last mailbox message acted on
+        "wall_ns" / cs.Int64ul,
+        "interval_ms" / cs.Int16ul,       # the writer's timing: peers derive its
+        # deadlines from these (docs/TIMEOUTS.md).  The granted hardware watchdog
+        # timeout (0: none) took the high half of what was a 32-bit interval_ms,
+        # always zero before (the interval is at most 60,000 ms).
+        "watchdog_s" / cs.Int16ul,
+        "io_timeout_ms" / cs.Int32ul,
+        "name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
+        # Bit (id-1) set: this node has declared node `id` dead.  Lets `status`
+        # report a verdict that needs more history than one reader has.
+        "dead_map" / cs.Bytes(DEAD_MAP_BYTES),
+    )
 
-CODEC = RecordCodec(Kind.HEARTBEAT, "heartbeat", HEARTBEAT)
+
+CODEC = RecordCodec(Kind.HEARTBEAT, "heartbeat", payload)
 
 # Where ``state`` sits in a slot (one byte): lets a reader skip empty and
 # departed slots of a whole region without decoding them.

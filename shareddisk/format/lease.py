@@ -19,23 +19,26 @@ renamed with the next format version, not before: the names are what
 is another field, ``owner_host`` of its record (the resource record below).
 """
 
-import construct as cs
+from typing import Any
 
 from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec
 
-LEASE = cs.Struct(
-    "resource_index" / cs.Int16ul,
-    "owner_id" / cs.Int16ul,          # the holder (code: holder); 0: free
-    "flags" / cs.Int32ul,
-    "owner_incarnation" / cs.Int64ul,  # the holder's incarnation
-    "generation" / cs.Int64ul,
-    "acquired_ns" / cs.Int64ul,       # holder's wall clock, informational
-    "record_version" / cs.Int64ul,    # version of the last record write under
-                                      # this lease: peers reload when it moves
-    "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),  # the holder's name
-)
+def payload(cs: Any) -> Any:
+    """A lease table entry's payload, declared with construct."""
+    return cs.Struct(
+        "resource_index" / cs.Int16ul,
+        "owner_id" / cs.Int16ul,          # the holder (code: holder); 0: free
+        "flags" / cs.Int32ul,
+        "owner_incarnation" / cs.Int64ul,  # the holder's incarnation
+        "generation" / cs.Int64ul,
+        "acquired_ns" / cs.Int64ul,       # holder's wall clock, informational
+        "record_version" / cs.Int64ul,    # version of the last record write under
+                                          # this lease: peers reload when it moves
+        "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),  # the holder's name
+    )
 
-CODEC = RecordCodec(Kind.LEASE, "lease", LEASE)
+
+CODEC = RecordCodec(Kind.LEASE, "lease", payload)
 
 
 def empty(resource_index: int) -> dict:

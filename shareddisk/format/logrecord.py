@@ -13,7 +13,7 @@ DONE entries per step, then COMMIT or ABORT.
 
 import enum
 
-import construct as cs
+from typing import Any
 
 from shareddisk.format.record import Kind, RecordCodec
 
@@ -29,21 +29,24 @@ class EntryType(enum.IntEnum):
     ABORT = 5
 
 
-LOG_ENTRY = cs.Struct(
-    "log_index" / cs.Int8ul,        # which log disk (position in the superblock table)
-    "entry_type" / cs.Int8ul,       # EntryType
-    "resource_index" / cs.Int16ul,
-    "position" / cs.Int32ul,        # entry index in the ring; checks misdirected writes
-    "seq" / cs.Int64ul,             # 0 for empty entries
-    "op_id" / cs.Int64ul,
-    "step" / cs.Int16ul,
-    "step_count" / cs.Int16ul,
-    "data_length" / cs.Int16ul,
-    "reserved" / cs.Int16ul,
-    "data" / cs.Bytes(LOG_DATA),    # entry-type specific, data_length bytes used
-)
+def payload(cs: Any) -> Any:
+    """A log entry's payload, declared with construct."""
+    return cs.Struct(
+        "log_index" / cs.Int8ul,        # which log disk (position in the superblock table)
+        "entry_type" / cs.Int8ul,       # EntryType
+        "resource_index" / cs.Int16ul,
+        "position" / cs.Int32ul,        # entry index in the ring; checks misdirected writes
+        "seq" / cs.Int64ul,             # 0 for empty entries
+        "op_id" / cs.Int64ul,
+        "step" / cs.Int16ul,
+        "step_count" / cs.Int16ul,
+        "data_length" / cs.Int16ul,
+        "reserved" / cs.Int16ul,
+        "data" / cs.Bytes(LOG_DATA),    # entry-type specific, data_length bytes used
+    )
 
-CODEC = RecordCodec(Kind.LOG, "log", LOG_ENTRY)
+
+CODEC = RecordCodec(Kind.LOG, "log", payload)
 
 
 def empty(log_index: int, position: int) -> dict:

@@ -9,7 +9,7 @@ target owns, from a host that cannot write the resource's record itself
 
 import enum
 
-import construct as cs
+from typing import Any
 
 from shareddisk.format.record import Kind, RecordCodec
 
@@ -24,17 +24,20 @@ class Message(enum.IntEnum):
     STOP = 6    # take resource ``resource - 1`` offline and keep it offline
 
 
-MAILBOX = cs.Struct(
-    "node_id" / cs.Int16ul,   # the target: slot index + 1
-    "message" / cs.Int8ul,    # Message
-    "flags" / cs.Int8ul,
-    "sender_id" / cs.Int16ul,
-    "resource" / cs.Int16ul,  # PULL, STOP: resource index + 1; else 0
-    "seq" / cs.Int64ul,       # increases with every message to this node
-    "sent_ns" / cs.Int64ul,   # sender's wall clock, informational
-)
+def payload(cs: Any) -> Any:
+    """A mailbox slot's payload, declared with construct."""
+    return cs.Struct(
+        "node_id" / cs.Int16ul,   # the target: slot index + 1
+        "message" / cs.Int8ul,    # Message
+        "flags" / cs.Int8ul,
+        "sender_id" / cs.Int16ul,
+        "resource" / cs.Int16ul,  # PULL, STOP: resource index + 1; else 0
+        "seq" / cs.Int64ul,       # increases with every message to this node
+        "sent_ns" / cs.Int64ul,   # sender's wall clock, informational
+    )
 
-CODEC = RecordCodec(Kind.MAILBOX, "mailbox", MAILBOX)
+
+CODEC = RecordCodec(Kind.MAILBOX, "mailbox", payload)
 
 
 def empty(node_id: int) -> dict:

@@ -24,40 +24,43 @@ from __future__ import annotations
 
 from typing import Any
 
-import construct as cs
-
 from shareddisk.errors import BadLayout
 from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec, is_blank
 
 KIND_LEADER = Kind.PAXOS_LEADER
 KIND_DBLOCK = Kind.PAXOS_DBLOCK
 
-LEADER = cs.Struct(
-    "resource_index" / cs.Int16ul,    # which lease: refuses a misplaced record
-    "owner_id" / cs.Int16ul,          # the holder; 0: free (released, or never taken)
-    "flags" / cs.Int32ul,             # reserved, 0
-    "generation" / cs.Int64ul,        # the instance (lver) that decided this holder;
-                                      # the fencing token, strictly increasing
-    "owner_incarnation" / cs.Int64ul,
-    "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
-)
+def leader_payload(cs: Any) -> Any:
+    """A lease's leader record payload, declared with construct."""
+    return cs.Struct(
+        "resource_index" / cs.Int16ul,    # which lease: refuses a misplaced record
+        "owner_id" / cs.Int16ul,          # the holder; 0: free (released, or never taken)
+        "flags" / cs.Int32ul,             # reserved, 0
+        "generation" / cs.Int64ul,        # the instance (lver) that decided this holder;
+                                          # the fencing token, strictly increasing
+        "owner_incarnation" / cs.Int64ul,
+        "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
+    )
 
-DBLOCK = cs.Struct(
-    "resource_index" / cs.Int16ul,    # which lease
-    "node_id" / cs.Int16ul,           # whose block: refuses a misplaced record
-    "flags" / cs.Int32ul,             # reserved, 0
-    "lver" / cs.Int64ul,              # the instance this block votes in
-    "mbal" / cs.Int64ul,              # highest ballot this node started (round << 16 | node)
-    "bal" / cs.Int64ul,               # ballot of the accepted value; 0: none accepted
-    "inp_owner_id" / cs.Int16ul,      # the accepted value: a holder, 0 = free
-    "inp_reserved" / cs.Int16ul,      # 0
-    "inp_reserved2" / cs.Int32ul,     # 0
-    "inp_incarnation" / cs.Int64ul,
-    "inp_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
-)
+def dblock_payload(cs: Any) -> Any:
+    """A node's dblock payload, declared with construct."""
+    return cs.Struct(
+        "resource_index" / cs.Int16ul,    # which lease
+        "node_id" / cs.Int16ul,           # whose block: refuses a misplaced record
+        "flags" / cs.Int32ul,             # reserved, 0
+        "lver" / cs.Int64ul,              # the instance this block votes in
+        "mbal" / cs.Int64ul,              # highest ballot this node started (round << 16 | node)
+        "bal" / cs.Int64ul,               # ballot of the accepted value; 0: none accepted
+        "inp_owner_id" / cs.Int16ul,      # the accepted value: a holder, 0 = free
+        "inp_reserved" / cs.Int16ul,      # 0
+        "inp_reserved2" / cs.Int32ul,     # 0
+        "inp_incarnation" / cs.Int64ul,
+        "inp_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
+    )
 
-LEADER_CODEC = RecordCodec(KIND_LEADER, "paxos_leader", LEADER)
-DBLOCK_CODEC = RecordCodec(KIND_DBLOCK, "paxos_dblock", DBLOCK)
+
+LEADER_CODEC = RecordCodec(KIND_LEADER, "paxos_leader", leader_payload)
+DBLOCK_CODEC = RecordCodec(KIND_DBLOCK, "paxos_dblock", dblock_payload)
 
 
 def empty_leader(resource_index: int) -> dict[str, Any]:

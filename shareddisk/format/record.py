@@ -11,11 +11,14 @@
 The meaningful bytes (12+N) never exceed 512, so a record never straddles a
 sector on 512-byte or 4 KiB devices and a write of it cannot tear.
 
-Each kind declares its payload once, as a construct ``Struct``.  That
-declaration is the reference decoder and the documentation (docs/FORMAT.md is
-generated from it); for flat payloads a ``struct`` fast path is derived from
-the same declaration, because the heartbeat scan decodes thousands of slots
-per interval and construct's parser is ~30x slower.
+Each kind declares its payload once, as a construct ``Struct`` (a function
+of the construct module, so that construct is imported only by what needs
+it: docs, hex views, the reference parser).  That declaration is the
+reference decoder and the documentation (docs/FORMAT.md is generated from
+it); records are parsed and built by the schema derived from it
+(shareddisk/format/schema.py): one ``struct`` per kind, because the
+heartbeat scan decodes thousands of slots per interval and construct's
+parser is ~30x slower.
 """
 
 from __future__ import annotations
@@ -24,9 +27,7 @@ import enum
 import struct
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
-
-import construct as cs
+from typing import Any, Callable
 
 from shareddisk.crc import crc32c
 from shareddisk.errors import (
@@ -37,6 +38,9 @@ from shareddisk.errors import (
     Truncated,
     UnsupportedVersion,
 )
+from shareddisk.format.schema import (Fixed, Node, SchemaError, Walked, compiled, fixed_size,
+                                      from_construct, leaf_type, leaves)
+from shareddisk.format.schemas import SCHEMAS
 
 MAGIC = b"SHDK"
 FORMAT_VERSION = 2
@@ -45,16 +49,12 @@ SECTOR_SIZES = (512, 4096)
 NODE_NAME_BYTES = 64
 """A node's name, as heartbeats, leases and resource records hold it (UTF-8, NUL-padded)."""
 
-HEADER = cs.Struct(
-    "magic" / cs.Bytes(4),
-    "format_version" / cs.Int16ul,
-    "kind" / cs.Int16ul,
-)
-HEADER_SIZE = HEADER.sizeof()
+HEADER_SIZE = 8  # magic, format_version, kind (the table above; header() declares them)
 CRC_SIZE = 4
 _HEADER_FAST = struct.Struct("<4sHH")
 _CRC_FAST = struct.Struct("<I")
 _BY_KIND: dict[int, "RecordCodec"] = {}  # every codec, to name a misdirected record
+DECLARED: dict[str, "Declared"] = {}  # every declaration by name: what gen-format-schemas writes
 
 
 class Kind(enum.IntEnum):
@@ -70,12 +70,22 @@ class Kind(enum.IntEnum):
     PAXOS_DBLOCK = 10  # block k of a lease run: node k's ballot state
 
 
-# --- declaration walking: offsets for docs and hex views, struct fast path --
+def header(cs: Any) -> Any:
+    """The record header, declared with construct (for docs and hex views)."""
+    return cs.Struct(
+        "magic" / cs.Bytes(4),
+        "format_version" / cs.Int16ul,
+        "kind" / cs.Int16ul,
+    )
+
+
+_HEADER_LEAVES = (("header.magic", 0, ("bytes", 4)), ("header.format_version", 4, ("int", "<H")),
+                  ("header.kind", 6, ("int", "<H")))
 
 
 @dataclass(frozen=True)
 class Field:
-    """One leaf field of a fixed-size declaration, with its byte offset."""
+    """One leaf field of a record, with its byte offset."""
 
     name: str
     offset: int
@@ -83,123 +93,111 @@ class Field:
     type: str
 
 
-def _leaf_type(con: cs.Construct) -> str:
-    if isinstance(con, cs.FormatField):
-        signed = con.fmtstr[-1].islower()
-        return f"{'' if signed else 'u'}int{8 * con.length}"
-    if isinstance(con, cs.StringEncoded):
-        return f"utf8[{con.sizeof()}]"
-    if isinstance(con, cs.Bytes):
-        return f"bytes[{con.sizeof()}]"
-    return type(con).__name__.lower()
+class Declared:
+    """One construct declaration, by name: ``declare(cs)`` builds it (importing
+    construct) only when asked; parsing and building use its schema as
+    tools/gen-format-schemas wrote it into shareddisk/format/schemas.py."""
 
+    def __init__(self, name: str, declare: Callable[[Any], Any]):
+        if name in DECLARED:
+            raise AssertionError(f"two declarations named {name!r}")
+        self.name, self.declare = name, declare
+        DECLARED[name] = self
 
-def fields_of(con: cs.Construct, prefix: str = "", base: int = 0) -> list[Field]:
-    """Flatten a fixed-size construct declaration into leaf fields with offsets."""
-    out: list[Field] = []
-    if isinstance(con, cs.Renamed):
-        return fields_of(con.subcon, prefix, base)
-    if isinstance(con, cs.Struct):
-        offset = base
-        for sub in con.subcons:
-            name = f"{prefix}.{sub.name}" if prefix else sub.name
-            out.extend(fields_of(sub, name, offset))
-            offset += sub.sizeof()
-        return out
-    if isinstance(con, cs.Array):
-        item = con.subcon.sizeof()
-        for i in range(con.count):
-            out.extend(fields_of(con.subcon, f"{prefix}[{i}]", base + i * item))
-        return out
-    return [Field(prefix, base, con.sizeof(), _leaf_type(con))]
+    @cached_property
+    def construct(self) -> Any:
+        """The declaration itself."""
+        import construct as cs
+        return self.declare(cs)
 
+    @cached_property
+    def schema(self) -> Node:
+        """Its schema: as generated, or (a declaration added since) derived now."""
+        node = SCHEMAS.get(self.name)
+        return node if node is not None else from_construct(self.construct)
 
-class _FastDecoder:
-    """A ``struct`` decoder derived from a flat construct payload declaration."""
+    @cached_property
+    def codec(self) -> Fixed | Walked:
+        return compiled(self.schema)
 
-    def __init__(self, payload: cs.Struct):
-        fmt = ["<"]
-        self.names: list[str] = []
-        self.strings: set[int] = set()
-        for sub in payload.subcons:
-            con = sub.subcon if isinstance(sub, cs.Renamed) else sub
-            if isinstance(con, cs.FormatField):
-                fmt.append(con.fmtstr.lstrip("<>="))
-            elif isinstance(con, cs.StringEncoded):
-                self.strings.add(len(self.names))
-                fmt.append(f"{con.sizeof()}s")
-            elif isinstance(con, cs.Bytes):
-                fmt.append(f"{con.sizeof()}s")
-            else:
-                raise TypeError(f"no fast path for field {sub.name!r} ({type(con).__name__})")
-            self.names.append(sub.name)
-        self.struct = struct.Struct("".join(fmt))
-        assert self.struct.size == payload.sizeof()
+    @property
+    def size(self) -> int:
+        """Bytes of a fixed-size declaration (AssertionError for a variable one)."""
+        size = fixed_size(self.schema)
+        assert size is not None, f"{self.name} has no fixed size"
+        return size
 
-    def decode(self, buf: bytes | memoryview, offset: int) -> dict[str, Any]:
-        values = list(self.struct.unpack_from(buf, offset))
-        for i in self.strings:
-            values[i] = values[i].rstrip(b"\0").decode("utf-8")
-        return dict(zip(self.names, values))
+    def parse(self, data: bytes | memoryview, offset: int = 0) -> Any:
+        return self.codec.parse(data, offset)
+
+    def build(self, value: Any) -> bytes:
+        return self.codec.build(value)
 
 
 class RecordCodec:
     """Encode, decode and check one kind of record.
 
-    What is derived from the declaration (the struct fast path, the whole
-    record's layout and its fields with offsets) is built on first use: a
-    command pays only for the kinds it reads (``attr set`` has a 120 ms
-    budget, start-up included; docs/BENCHMARKS.md), and no kind's bytes change.
+    ``declare(cs)`` returns the payload's construct declaration; the codec
+    parses and builds by its schema (shareddisk/format/schema.py) and builds
+    the declaration itself only for ``payload`` and ``layout``.  What is
+    derived (the struct, the field offsets) is built on first use: a command
+    pays only for the kinds it reads (``attr set`` has a 120 ms budget,
+    start-up included; docs/BENCHMARKS.md), and no kind's bytes change.
     """
 
-    def __init__(self, kind: Kind, name: str, payload: cs.Struct):
+    def __init__(self, kind: Kind, name: str, declare: Callable[[Any], Any]):
         self.kind = kind
         _BY_KIND[kind] = self
         self.name = name
-        self.payload = payload
-        self.payload_size = payload.sizeof()
+        self.declared = Declared(name, declare)
+        self.payload_size = self.declared.size
         self.size = HEADER_SIZE + self.payload_size + CRC_SIZE
         if self.size > MAX_MEANINGFUL:
             raise AssertionError(f"{name}: {self.size} meaningful bytes > {MAX_MEANINGFUL}")
         self.crc_offset = HEADER_SIZE + self.payload_size
 
+    @property
+    def payload(self) -> Any:
+        """The payload's construct declaration (imports construct)."""
+        return self.declared.construct
+
     @cached_property
-    def layout(self) -> cs.Struct:
-        """The whole record as one declaration, for docs and annotated hex views."""
-        return cs.Struct("header" / HEADER, "payload" / self.payload, "crc32c" / cs.Int32ul)
+    def layout(self) -> Any:
+        """The whole record as one construct declaration, for docs and annotated hex views."""
+        import construct as cs
+        return cs.Struct("header" / header(cs), "payload" / self.payload,
+                         "crc32c" / cs.Int32ul)
 
     @cached_property
     def fields(self) -> list[Field]:
         """Every leaf field of the record with its offset (docs, hex views, probes)."""
-        leaves = fields_of(self.layout)
-        short = [f.name.split(".", 1)[-1] for f in leaves]
+        found = [*_HEADER_LEAVES,
+                 *((f"payload.{name}", HEADER_SIZE + offset, leaf)
+                   for name, offset, leaf in leaves(self.declared.schema)),
+                 ("crc32c", self.crc_offset, ("int", "<I"))]
+        short = [name.split(".", 1)[-1] for name, _, _ in found]
         # Drop the "header."/"payload." prefix unless two fields would share a name.
-        return [Field(name if short.count(name) == 1 else f.name, f.offset, f.size, f.type)
-                for f, name in zip(leaves, short)]
+        return [Field(name if short.count(name) == 1 else full, offset,
+                      Fixed(leaf).size, leaf_type(leaf))
+                for (full, offset, leaf), name in zip(found, short)]
 
     @cached_property
-    def _fast(self) -> _FastDecoder | None:
-        """The struct decoder of a flat payload; None when construct must parse it."""
-        try:
-            return _FastDecoder(self.payload)
-        except TypeError:
-            return None
-
-    def _flat(self) -> _FastDecoder:
-        if self._fast is None:
-            raise AttributeError(f"{self.name} records have no flat struct layout")
-        return self._fast
+    def _fast(self) -> Fixed:
+        """The payload's struct parser and builder."""
+        codec = self.declared.codec
+        assert isinstance(codec, Fixed), f"{self.name}: a record payload has a fixed size"
+        return codec
 
     @cached_property
     def raw(self) -> struct.Struct:
-        """The whole record (header, payload, crc) of a flat kind as one struct, for
-        hot loops that check many records without building dicts."""
-        return struct.Struct("<4sHH" + self._flat().struct.format.lstrip("<") + "I")
+        """The whole record (header, payload, crc) as one struct, for hot loops
+        that check many records without building dicts."""
+        return struct.Struct("<4sHH" + self._fast.struct.format.lstrip("<") + "I")
 
     @cached_property
     def raw_index(self) -> dict[str, int]:
         """Position of each payload field in a ``raw`` tuple."""
-        return {name: 3 + i for i, name in enumerate(self._flat().names)}
+        return {name: 3 + i for i, name in enumerate(self._fast.names)}
 
     # -- encoding ---------------------------------------------------------
 
@@ -207,9 +205,8 @@ class RecordCodec:
                version: int = FORMAT_VERSION) -> bytes:
         """Build a full sector: header, payload, CRC32C, zero padding."""
         try:
-            payload = self.payload.build(values)
-        except (cs.ConstructError, ValueError, TypeError, UnicodeError, struct.error,
-                KeyError) as exc:
+            payload = self._fast.build(values)
+        except SchemaError as exc:
             raise BadLayout(f"cannot encode {self.name} record: {exc!s}") from None
         body = _HEADER_FAST.pack(MAGIC, version, self.kind) + payload
         return body + _CRC_FAST.pack(crc32c(body)) + bytes(sector_size - self.size)
@@ -258,16 +255,13 @@ class RecordCodec:
                where: str | None = None) -> dict[str, Any]:
         """Check the frame and return the payload fields as a dict."""
         self.check_frame(buf, offset, where)
-        start = offset + HEADER_SIZE
         try:
-            if self._fast is not None:
-                return self._fast.decode(buf, start)
-            return plain(self.payload.parse(bytes(buf[start:start + self.payload_size])))
-        except (UnicodeDecodeError, cs.ConstructError) as exc:
+            return self._fast.parse(buf, offset + HEADER_SIZE)
+        except SchemaError as exc:
             raise BadLayout(f"{where or self.name + ' record'}: undecodable field: {exc}") from None
 
     def decode_reference(self, buf: bytes | memoryview, offset: int = 0) -> dict[str, Any]:
-        """Decode with construct's own parser (tests compare it with the fast path)."""
+        """Decode with construct's own parser (tests compare it with the schema's)."""
         self.check_frame(buf, offset)
         start = offset + HEADER_SIZE
         return plain(self.payload.parse(bytes(buf[start:start + self.payload_size])))
@@ -295,6 +289,6 @@ def is_blank(buf: bytes | memoryview) -> bool:
 
 
 __all__ = [
-    "CRC_SIZE", "FORMAT_VERSION", "HEADER", "HEADER_SIZE", "MAGIC", "MAX_MEANINGFUL",
-    "SECTOR_SIZES", "Field", "Kind", "RecordCodec", "ShareddiskError", "fields_of", "is_blank",
+    "CRC_SIZE", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "MAX_MEANINGFUL",
+    "SECTOR_SIZES", "DECLARED", "Declared", "Field", "Kind", "RecordCodec", "ShareddiskError", "header", "is_blank",
 ]

@@ -11,29 +11,32 @@ a mix.
 """
 
 import enum
-
-import construct as cs
+from typing import Any
 
 from shareddisk.errors import BadLayout
-from shareddisk.format.record import NODE_NAME_BYTES, Kind, RecordCodec, plain
+from shareddisk.format.record import NODE_NAME_BYTES, Declared, Kind, RecordCodec
+from shareddisk.format.schema import SchemaError
 
 CHUNK_DATA = 480
 DEFAULT_CHUNKS = 8
 COPIES = ("A", "B")
 
-RESOURCE_CHUNK = cs.Struct(
-    "resource_index" / cs.Int16ul,
-    "copy" / cs.Int8ul,            # 0: A, 1: B
-    "chunk" / cs.Int8ul,           # position of this chunk in the copy
-    "chunk_count" / cs.Int8ul,
-    "flags" / cs.Int8ul,
-    "reserved" / cs.Int16ul,
-    "version" / cs.Int64ul,        # 0: no record stored
-    "body_length" / cs.Int32ul,    # bytes of body spread over the chunks
-    "data" / cs.Bytes(CHUNK_DATA),
-)
+def chunk_payload(cs: Any) -> Any:
+    """A resource record chunk's payload, declared with construct."""
+    return cs.Struct(
+        "resource_index" / cs.Int16ul,
+        "copy" / cs.Int8ul,            # 0: A, 1: B
+        "chunk" / cs.Int8ul,           # position of this chunk in the copy
+        "chunk_count" / cs.Int8ul,
+        "flags" / cs.Int8ul,
+        "reserved" / cs.Int16ul,
+        "version" / cs.Int64ul,        # 0: no record stored
+        "body_length" / cs.Int32ul,    # bytes of body spread over the chunks
+        "data" / cs.Bytes(CHUNK_DATA),
+    )
 
-CODEC = RecordCodec(Kind.RESOURCE, "resource", RESOURCE_CHUNK)
+
+CODEC = RecordCodec(Kind.RESOURCE, "resource", chunk_payload)
 
 
 class ResourceState(enum.IntEnum):
@@ -49,34 +52,37 @@ class ValueType(enum.IntEnum):
     LIST = 3
 
 
-_TEXT = cs.PascalString(cs.Int8ul, "utf8")
-_LONG_TEXT = cs.PascalString(cs.Int16ul, "utf8")
+def record_body(cs: Any) -> Any:
+    """A record body (variable length, split over the chunks), declared with construct."""
+    text = cs.PascalString(cs.Int8ul, "utf8")
+    long_text = cs.PascalString(cs.Int16ul, "utf8")
+    value = cs.Struct(
+        "type" / cs.Int8ul,
+        # An unknown type is an error, not a value None that a later write cannot encode.
+        "value" / cs.Switch(cs.this.type, {
+            ValueType.STRING: long_text,
+            ValueType.INTEGER: cs.Int64sl,
+            ValueType.BOOLEAN: cs.Flag,
+            ValueType.LIST: cs.PrefixedArray(cs.Int16ul, long_text),
+        }, default=cs.Error),
+    )
+    return cs.Struct(
+        "name" / text,
+        "type" / text,
+        "state" / cs.Int8ul,                        # ResourceState
+        "owner_id" / cs.Int16ul,                    # owner_host (with the next two): 0 none
+        "owner_incarnation" / cs.Int64ul,
+        "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
+        "active_log_disk" / text,                   # "" when no operation runs
+        "last_writer" / cs.Int16ul,
+        "lease_generation" / cs.Int64ul,            # fencing token of the write
+        "failover" / cs.PrefixedArray(cs.Int8ul, cs.Struct(
+            "node_id" / cs.Int16ul, "priority" / cs.Int8ul)),
+        "attributes" / cs.PrefixedArray(cs.Int16ul, cs.Struct("key" / text, "value" / value)),
+    )
 
-VALUE = cs.Struct(
-    "type" / cs.Int8ul,
-    # An unknown type is an error, not a value None that a later write cannot encode.
-    "value" / cs.Switch(cs.this.type, {
-        ValueType.STRING: _LONG_TEXT,
-        ValueType.INTEGER: cs.Int64sl,
-        ValueType.BOOLEAN: cs.Flag,
-        ValueType.LIST: cs.PrefixedArray(cs.Int16ul, _LONG_TEXT),
-    }, default=cs.Error),
-)
 
-RESOURCE_BODY = cs.Struct(
-    "name" / _TEXT,
-    "type" / _TEXT,
-    "state" / cs.Int8ul,                        # ResourceState
-    "owner_id" / cs.Int16ul,                    # owner_host (with the next two): 0 none
-    "owner_incarnation" / cs.Int64ul,
-    "owner_name" / cs.PaddedString(NODE_NAME_BYTES, "utf8"),
-    "active_log_disk" / _TEXT,                  # "" when no operation runs
-    "last_writer" / cs.Int16ul,
-    "lease_generation" / cs.Int64ul,            # fencing token of the write
-    "failover" / cs.PrefixedArray(cs.Int8ul, cs.Struct(
-        "node_id" / cs.Int16ul, "priority" / cs.Int8ul)),
-    "attributes" / cs.PrefixedArray(cs.Int16ul, cs.Struct("key" / _TEXT, "value" / VALUE)),
-)
+BODY = Declared("resource_body", record_body)
 
 
 def empty_chunk(resource_index: int, copy: int, chunk: int, chunk_count: int) -> dict:
@@ -91,18 +97,17 @@ def empty_chunk(resource_index: int, copy: int, chunk: int, chunk_count: int) ->
 def encode_body(values: dict) -> bytes:
     """The body bytes of a record (raises BadLayout for values it cannot hold)."""
     try:
-        return RESOURCE_BODY.build(values)
-    except (cs.ConstructError, ValueError, TypeError, UnicodeError, OverflowError) as exc:
+        return BODY.build(values)
+    except SchemaError as exc:
         raise BadLayout(f"cannot encode resource record: {exc}") from None
 
 
-def decode_body(body: bytes, where: str = "resource record") -> dict:
+def decode_body(data: bytes, where: str = "resource record") -> dict:
     """Decode a body; every failure is a BadLayout naming ``where``."""
     try:
-        value = RESOURCE_BODY.parse(body)
-    except (cs.ConstructError, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        return BODY.parse(data)
+    except SchemaError as exc:
         raise BadLayout(f"{where}: undecodable body: {exc}") from None
-    return plain(value)
 
 
 def split_body(resource_index: int, copy: int, version: int, body: bytes,

@@ -26,7 +26,7 @@ name empty, offset and size 0).
 
 import enum
 
-import construct as cs
+from typing import Any
 
 from shareddisk.format.record import Kind, RecordCodec
 
@@ -43,27 +43,32 @@ class VolumeState(enum.IntEnum):
     DELETING = 3
 
 
-VOLUME_TABLE = cs.Struct(
-    "device_uuid" / cs.Bytes(UUID_BYTES),   # fixed when the table is written
-    "sector_size" / cs.Int32ul,             # stride of the entries
-    "slot_count" / cs.Int32ul,              # entries in sectors 1..slot_count
-    "data_offset" / cs.Int64ul,             # first byte of the data area (1 MiB aligned)
-    "capacity" / cs.Int64ul,                # end of the data area (1 MiB aligned)
-)
+def table_payload(cs: Any) -> Any:
+    """The volume table header's payload, declared with construct."""
+    return cs.Struct(
+        "device_uuid" / cs.Bytes(UUID_BYTES),   # fixed when the table is written
+        "sector_size" / cs.Int32ul,             # stride of the entries
+        "slot_count" / cs.Int32ul,              # entries in sectors 1..slot_count
+        "data_offset" / cs.Int64ul,             # first byte of the data area (1 MiB aligned)
+        "capacity" / cs.Int64ul,                # end of the data area (1 MiB aligned)
+    )
 
-VOLUME = cs.Struct(
-    "table_uuid" / cs.Bytes(UUID_BYTES),    # device_uuid of the table it belongs to
-    "slot" / cs.Int32ul,                    # its own index; checks misdirected writes
-    "state" / cs.Int8ul,                    # VolumeState
-    "flags" / cs.Int8ul,
-    "reserved" / cs.Int16ul,
-    "offset" / cs.Int64ul,                  # absolute byte offset on the data device
-    "size" / cs.Int64ul,                    # bytes, a multiple of 1 MiB
-    "name" / cs.PaddedString(VOLUME_NAME_BYTES, "utf8"),
-)
+def entry_payload(cs: Any) -> Any:
+    """A volume table entry's payload, declared with construct."""
+    return cs.Struct(
+        "table_uuid" / cs.Bytes(UUID_BYTES),    # device_uuid of the table it belongs to
+        "slot" / cs.Int32ul,                    # its own index; checks misdirected writes
+        "state" / cs.Int8ul,                    # VolumeState
+        "flags" / cs.Int8ul,
+        "reserved" / cs.Int16ul,
+        "offset" / cs.Int64ul,                  # absolute byte offset on the data device
+        "size" / cs.Int64ul,                    # bytes, a multiple of 1 MiB
+        "name" / cs.PaddedString(VOLUME_NAME_BYTES, "utf8"),
+    )
 
-TABLE_CODEC = RecordCodec(Kind.VOLUME_TABLE, "volume_table", VOLUME_TABLE)
-CODEC = RecordCodec(Kind.VOLUME, "volume", VOLUME)
+
+TABLE_CODEC = RecordCodec(Kind.VOLUME_TABLE, "volume_table", table_payload)
+CODEC = RecordCodec(Kind.VOLUME, "volume", entry_payload)
 
 
 def free_entry(table_uuid: bytes, slot: int) -> dict:

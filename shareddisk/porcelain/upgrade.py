@@ -49,7 +49,8 @@ from shareddisk.errors import (
     UsageError,
 )
 from shareddisk.format import CODECS, lease, paxos, superblock
-from shareddisk.format.record import CRC_SIZE, FORMAT_VERSION, HEADER_SIZE, MAGIC, Kind, plain
+from shareddisk.format.record import CRC_SIZE, FORMAT_VERSION, HEADER_SIZE, MAGIC, Kind
+from shareddisk.format.schema import SchemaError
 
 OLD_VERSION = 1
 COPIED = ("lease", "resource")  # with the logs: on the first disk only in version 1
@@ -110,7 +111,7 @@ def read_v1_superblock(device: BlockDevice) -> dict[str, Any]:
     """The version 1 primary superblock of ``device`` (its payload is a prefix of version 2's)."""
     probe = min(4096, device.size // device.sector_size * device.sector_size)
     head = device.read(0, probe)
-    size = superblock.V1_SUPERBLOCK.sizeof()
+    size = superblock.V1_SUPERBLOCK.size
     crc_at = HEADER_SIZE + size
     where = f"{device.path}: version 1 primary superblock at offset 0"
     if len(head) < crc_at + CRC_SIZE:
@@ -118,7 +119,10 @@ def read_v1_superblock(device: BlockDevice) -> dict[str, Any]:
     (stored,) = struct.unpack_from("<I", head, crc_at)
     if stored != crc32c(head[:crc_at]):
         raise BadLayout(f"{where}: checksum mismatch (stored 0x{stored:08x}); nothing converted")
-    return plain(superblock.V1_SUPERBLOCK.parse(head[HEADER_SIZE:crc_at]))
+    try:
+        return superblock.V1_SUPERBLOCK.parse(head, HEADER_SIZE)
+    except SchemaError as exc:
+        raise BadLayout(f"{where}: undecodable field: {exc}") from None
 
 
 def _geometry(sb: dict[str, Any]) -> Geometry:

@@ -215,10 +215,28 @@ def test_decode_body_raises_only_format_errors(body: bytes):
     except FormatError as exc:
         assert "fuzzed body" in str(exc)  # the message names the record
         return
-    assert set(values) == {sub.name for sub in resource.RESOURCE_BODY.subcons}
+    assert set(values) == {sub.name for sub in resource.BODY.construct.subcons}
     # Whatever decoded can be written back: no value the encoder cannot hold.
     assert all(a["value"]["type"] in set(resource.ValueType) for a in values["attributes"])
     assert resource.decode_body(resource.encode_body(values)) == values
+
+
+@budget(1.0)
+@given(body=mutated_bodies())
+def test_the_body_schema_parses_and_builds_as_construct_does(body: bytes):
+    """The body is parsed and built by its schema (shareddisk/format/schema.py),
+    not by its construct declaration: both agree on any bytes."""
+    import construct as cs
+    from shareddisk.format.record import plain
+    declared = resource.BODY.construct
+    try:
+        reference = plain(declared.parse(body))
+    except (cs.ConstructError, UnicodeDecodeError):
+        with pytest.raises(FormatError, match="undecodable body"):
+            resource.decode_body(body)
+        return
+    assert resource.decode_body(body) == reference
+    assert resource.encode_body(reference) == declared.build(reference)
 
 
 def test_attribute_of_unknown_type_is_damage_not_none():

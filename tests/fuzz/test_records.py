@@ -98,6 +98,8 @@ def test_record_round_trips_and_fast_path_matches_construct(kind: Kind, data: st
     assert codec.padding_problem(buf, 0, sector_size) is None
     assert codec.decode(buf) == values
     assert codec.decode_reference(buf) == values
+    # The schema builds the bytes construct builds (shareddisk/format/schema.py).
+    assert buf[HEADER_SIZE:codec.crc_offset] == codec.payload.build(values)
     # The hot loop decodes slots in place from one region read, via memoryview.
     region = bytes(sector_size) * 2 + buf + bytes(sector_size)
     assert codec.decode(memoryview(region), 2 * sector_size) == values
@@ -165,6 +167,8 @@ def test_resource_body_round_trips(body: dict):
     encoded = resource.encode_body(body)
     assert resource.decode_body(encoded) == body
     assert resource.encode_body(resource.decode_body(encoded)) == encoded  # one encoding
+    # The schema (shareddisk/format/schema.py) builds what the declaration builds.
+    assert encoded == resource.BODY.construct.build(body)
 
 
 @budget(0.5)

@@ -231,7 +231,7 @@ def test_the_disks_in_another_order_after_a_part_run_are_refused() -> None:
 
 def test_disks_of_two_clusters_are_refused() -> None:
     one, other = v1_device(), v1_device()
-    crc_at = HEADER_SIZE + superblock.V1_SUPERBLOCK.sizeof()
+    crc_at = HEADER_SIZE + superblock.V1_SUPERBLOCK.size
     other.data[16:32] = bytes(range(16))  # another cluster uuid, its v1 checksum redone
     other.data[crc_at:crc_at + 4] = struct.pack("<I", crc32c(bytes(other.data[:crc_at])))
     before = [bytes(one.data), bytes(other.data)]
