@@ -473,3 +473,25 @@ def check_resource_index(area: Area, index: int) -> None:
     count = area.superblock["resource_count"]
     if not 0 <= index < count:
         raise UsageError(f"resource index {index} out of range 0..{count - 1}")
+
+
+# --- which log disk, and which entries of it, a resource uses -------------------------
+
+
+def lane_count(area: Area) -> int:
+    """How many resources share each log disk: ceil(resources / log disks)."""
+    logs = len(area.layout.geometry.log_disks)
+    count = area.superblock["resource_count"]
+    return max(1, -(-count // logs)) if logs else 1
+
+
+def lane_of(area: Area, resource_index: int) -> int:
+    return resource_index // len(area.layout.geometry.log_disks) if lane_count(area) > 1 else 0
+
+
+def log_for(area: Area, resource_index: int) -> str:
+    """The log disk resource ``resource_index`` writes its operations to."""
+    names = area.layout.geometry.log_disks
+    if not names:
+        raise UsageError(f"{area.device.path}: the area has no log disks (init --log-disks)")
+    return names[resource_index % len(names)]

@@ -46,8 +46,9 @@ from shareddisk.format.resource import ResourceState
 from shareddisk.leases import Leases, resource_lock
 from shareddisk.liveness import View, in_view
 from shareddisk.membership import NodeIncarnation, PeerState
-from shareddisk.operations import WriteContext, outcome, repair_held, run_operation
+from shareddisk.operations import WriteContext, outcome, run_operation
 from shareddisk.oprequest import OpOutcome, OpRequest
+from shareddisk.replicas import repair_held
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
 

@@ -24,16 +24,15 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from shareddisk.area import Area
+from shareddisk.area import Area, log_for
 from shareddisk.attributes import ResourceRecord, guarded_write, read_stored
 from shareddisk.clock import Clock
 from shareddisk.drivers.base import Driver
 from shareddisk.errors import ConflictError
 from shareddisk.leases import Leases, resource_lock
 from shareddisk.membership import NodeIncarnation
-from shareddisk.oplog import OpLog, Operation, lane_count, lane_of, log_for
+from shareddisk.oplog import OpLog, Operation
 from shareddisk.oprequest import OpOutcome
-from shareddisk.replicas import ReplicatedArea
 
 log = logging.getLogger("shareddisk.ops")
 
@@ -156,36 +155,3 @@ def close(ctx: WriteContext, driver: Driver, op: Operation | None, request_id: s
     volumes = [f"{v['name']}:{v['size']}" for v in describe.get("volumes", [])]
     ctx.update(active_log_disk="", op_running=None, last_op=outcome(op, request_id, status),
                volumes=volumes)
-
-
-def repair_held(area: Area, index: int, guard: Callable[[], Any] = lambda: None
-                ) -> dict[int, int]:
-    """Bring every disk's copy of resource ``index`` up to the newest: its record
-    copies, its lease table entry and its lane of its log disk.
-
-    Only the lease holder calls this, right after taking the lease: it is the
-    one writer of these sectors, so writing the winners back cannot bury a
-    newer write (shareddisk/replicas.py).  {disk index: sectors written};
-    nothing on one disk.  ``guard`` (the holder's lease check) runs before
-    each disk is written.
-    """
-    if not isinstance(area, ReplicatedArea):
-        return {}
-    device = area.replicated
-    k = area.superblock["resource_chunks"]
-    records = area.region("resource")
-    spans = [(records.record_offset(index * 2 * k), 2 * k * records.stride),
-             (area.region("lease").record_offset(index), area.sector_size)]
-    if area.layout.geometry.log_disks:
-        ring = area.region("log:" + log_for(area, index))
-        lanes = lane_count(area)
-        if lanes == 1:
-            spans.append((ring.offset, ring.length))
-        else:
-            spans += [(ring.record_offset(p), ring.stride)
-                      for p in range(lane_of(area, index), ring.count, lanes)]
-    written: dict[int, int] = {}
-    for offset, length in spans:
-        for disk, count in device.repair(offset, length, guard).items():
-            written[disk] = written.get(disk, 0) + count
-    return written

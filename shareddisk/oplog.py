@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from shareddisk.area import LOG_PREFIX, Area, Region
+from shareddisk.area import lane_count, lane_of
 from shareddisk.clock import Clock
 from shareddisk.errors import BadLayout, ConflictError, UsageError
 from shareddisk.format import logrecord
@@ -67,25 +68,6 @@ from shareddisk.runtime import REAL, Runtime
 
 UNKNOWN_STEP = "?"  # step name of an operation whose BEGIN entry is no longer in the ring
 _FINISH = (EntryType.COMMIT, EntryType.ABORT)
-
-
-def lane_count(area: Area) -> int:
-    """How many resources share each log disk: ceil(resources / log disks)."""
-    logs = len(area.layout.geometry.log_disks)
-    count = area.superblock["resource_count"]
-    return max(1, -(-count // logs)) if logs else 1
-
-
-def lane_of(area: Area, resource_index: int) -> int:
-    return resource_index // len(area.layout.geometry.log_disks) if lane_count(area) > 1 else 0
-
-
-def log_for(area: Area, resource_index: int) -> str:
-    """The log disk resource ``resource_index`` writes its operations to."""
-    names = area.layout.geometry.log_disks
-    if not names:
-        raise UsageError(f"{area.device.path}: the area has no log disks (init --log-disks)")
-    return names[resource_index % len(names)]
 
 
 class LogFull(ConflictError):

@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from shareddisk.area import LOG_PREFIX, Area, Region
+from shareddisk.area import LOG_PREFIX, Area, Region, lane_count, lane_of, log_for
 from shareddisk.blockdevice import BytesLike
 from shareddisk.errors import DeviceError, FormatError, QuorumLost, ShareddiskError, UsageError
 from shareddisk.format.record import is_blank
@@ -611,3 +611,36 @@ def stand_in(template: Area, path: str, reason: str, disk_index: int | None = No
                          expected=superblock, monotonic=monotonic or time.monotonic)
     return Area(device, superblock, template.layout, template.primary,
                 template.backup, [f"unavailable: {reason}"])
+
+
+def repair_held(area: Area, index: int, guard: Callable[[], Any] = lambda: None
+                ) -> dict[int, int]:
+    """Bring every disk's copy of resource ``index`` up to the newest: its record
+    copies, its lease table entry and its lane of its log disk.
+
+    Only the lease holder calls this, right after taking the lease: it is the
+    one writer of these sectors, so writing the winners back cannot bury a
+    newer write (shareddisk/replicas.py).  {disk index: sectors written};
+    nothing on one disk.  ``guard`` (the holder's lease check) runs before
+    each disk is written.
+    """
+    if not isinstance(area, ReplicatedArea):
+        return {}
+    device = area.replicated
+    k = area.superblock["resource_chunks"]
+    records = area.region("resource")
+    spans = [(records.record_offset(index * 2 * k), 2 * k * records.stride),
+             (area.region("lease").record_offset(index), area.sector_size)]
+    if area.layout.geometry.log_disks:
+        ring = area.region("log:" + log_for(area, index))
+        lanes = lane_count(area)
+        if lanes == 1:
+            spans.append((ring.offset, ring.length))
+        else:
+            spans += [(ring.record_offset(p), ring.stride)
+                      for p in range(lane_of(area, index), ring.count, lanes)]
+    written: dict[int, int] = {}
+    for offset, length in spans:
+        for disk, count in device.repair(offset, length, guard).items():
+            written[disk] = written.get(disk, 0) + count
+    return written

@@ -33,8 +33,7 @@ from shareddisk.locks import host_lock, try_host_lock
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.statefile import IncarnationMemory, default_state_dir
 from shareddisk.membership import NodeIncarnation, majority
-from shareddisk.operations import repair_held
-from shareddisk.replicas import members_of, readable_member
+from shareddisk.replicas import members_of, readable_member, repair_held
 from shareddisk.timeouts import Timeouts
 
 if TYPE_CHECKING:

@@ -11,15 +11,14 @@ import json
 
 import pytest
 
-from shareddisk.area import Area, Geometry
+from shareddisk.area import Area, Geometry, lane_count, lane_of, log_for
 from shareddisk.clock import FakeClock
 from shareddisk.create import create_area
 from shareddisk.device import FileImage, MemoryDevice
 from shareddisk.errors import DeviceError, LeaseLost, UsageError
 from shareddisk.format import logrecord
 from shareddisk.format.logrecord import LOG_DATA, EntryType
-from shareddisk.oplog import (UNKNOWN_STEP, OpLog, LogFull, Operation, lane_count, lane_of,
-                              log_for, log_report)
+from shareddisk.oplog import UNKNOWN_STEP, OpLog, LogFull, Operation, log_report
 
 MiB = 1 << 20
 

@@ -306,7 +306,7 @@ def test_read_all_on_three_disks_matches_one():
 
 
 def test_the_lease_holder_repairs_record_lease_and_log_lane_of_its_resource():
-    from shareddisk.operations import repair_held
+    from shareddisk.replicas import repair_held
     members = disks()
     area = replicated_area(members)
     leases = add(area, 0, colour="red")
