@@ -28,8 +28,9 @@ Schema nodes:
 
 from __future__ import annotations
 
+import functools
 import struct
-from typing import Any
+from typing import Any, Iterator
 
 Node = tuple
 
@@ -205,15 +206,21 @@ def _nest(node: Node, values: Any) -> Any:
     return next(values)
 
 
+def _members(node: Node, value: Any, where: str) -> Iterator[tuple[Node, Any, str]]:
+    """(schema, value, dotted name) of each field of a struct's ``value`` dict."""
+    if not isinstance(value, dict):
+        raise SchemaError(f"{where or 'value'}: a dict expected, not {value!r:.40}")
+    for name, sub in node[1]:
+        if name not in value:
+            raise SchemaError(f"field {where + '.' if where else ''}{name} missing")
+        yield sub, value[name], f"{where}.{name}" if where else name
+
+
 def _flatten(node: Node, value: Any, out: list[Any], where: str) -> None:
     kind = node[0]
     if kind == "struct":
-        if not isinstance(value, dict):
-            raise SchemaError(f"{where or 'value'}: a dict expected, not {value!r:.40}")
-        for name, sub in node[1]:
-            if name not in value:
-                raise SchemaError(f"field {where + '.' if where else ''}{name} missing")
-            _flatten(sub, value[name], out, f"{where}.{name}" if where else name)
+        for sub, item, at in _members(node, value, where):
+            _flatten(sub, item, out, at)
     elif kind == "array":
         if not isinstance(value, (list, tuple)) or len(value) != node[1]:
             raise SchemaError(f"field {where}: a list of {node[1]} expected, not {value!r:.40}")
@@ -308,7 +315,7 @@ def _build(node: Node, value: Any, out: bytearray, ctx: dict | None, where: str)
     elif kind == "flag":
         out.append(1 if value else 0)
     elif kind in ("padded", "bytes"):
-        out += Fixed(("struct", (("v", node),))).build({"v": value})
+        out += _alone(node).build({"v": value})
     elif kind == "pascal":
         if not isinstance(value, str):
             raise SchemaError(f"field {where}: a string expected, not {value!r:.40}")
@@ -316,12 +323,8 @@ def _build(node: Node, value: Any, out: bytearray, ctx: dict | None, where: str)
         out += struct.pack(node[1], len(raw))
         out += raw
     elif kind == "struct":
-        if not isinstance(value, dict):
-            raise SchemaError(f"{where or 'value'}: a dict expected, not {value!r:.40}")
-        for name, sub in node[1]:
-            if name not in value:
-                raise SchemaError(f"field {where + '.' if where else ''}{name} missing")
-            _build(sub, value[name], out, value, f"{where}.{name}" if where else name)
+        for sub, item, at in _members(node, value, where):
+            _build(sub, item, out, value, at)
     elif kind in ("array", "prefixed"):
         if not isinstance(value, (list, tuple)):
             raise SchemaError(f"field {where}: a list expected, not {value!r:.40}")
@@ -335,6 +338,12 @@ def _build(node: Node, value: Any, out: bytearray, ctx: dict | None, where: str)
         _build(_case(node, ctx), value, out, ctx, where)
     else:
         raise TypeError(f"unknown schema node {node!r}")
+
+
+@functools.cache
+def _alone(node: Node) -> Fixed:
+    """A fixed-size leaf as a struct of its own (its checks: Fixed.build)."""
+    return Fixed(("struct", (("v", node),)))
 
 
 def compiled(node: Node) -> Fixed | Walked:
