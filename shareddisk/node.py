@@ -628,14 +628,18 @@ class Node:
             for hook in self.request_hooks:  # the cluster manager acts on it
                 hook(kind, sender, resource - 1)
         if kind in (mailbox.Message.RESET, mailbox.Message.OFF):
-            self.state = heartbeat.SlotState.FENCED
-            self._write_all(self.clock.monotonic())  # acknowledge before going
             self.fence(f"{kind.name.lower()} message from node {sender}",
-                       power_off=kind is mailbox.Message.OFF)
+                       power_off=kind is mailbox.Message.OFF, acknowledge=True)
 
-    def fence(self, reason: str, power_off: bool = False) -> None:
+    def fence(self, reason: str, power_off: bool = False, acknowledge: bool = False) -> None:
         """Kill our writers, give the stop hooks what remains of fence_grace, then run
         the fence action (which does not return) whatever the hooks are doing.
+
+        ``acknowledge`` (a reset or off message): write our slot FENCED, with the
+        message's ack, once the stop hooks are done and before the fence action.
+        Not sooner: peers take a FENCED node's leases at once, so a slot that
+        said FENCED while our resources were still going offline gave a
+        resource two owners (finding 34, docs/CAMPAIGNS.md).
 
         The deadline is renew_fail + fence_grace after the last renewal seen
         landed (now + fence_grace for a fence of another cause, a poison pill
@@ -652,8 +656,20 @@ class Node:
             except Exception as exc:  # nothing may keep us from fencing
                 log.error("event=fence-hook-failed node=%d error=%r", self.node_id, exc)
         self._stop_within(reason, self._fence_deadline())
+        if acknowledge:
+            self._acknowledge_fence()
         self.fence_action(reason, power_off)
         raise Fenced(f"node fenced: {reason}")  # an action that returned must not let us go on
+
+    def _acknowledge_fence(self) -> None:
+        """Say FENCED (and the message's ack) on the disks, best effort: a node
+        that cannot write is fenced all the same, and peers wait out its dead
+        timeout instead."""
+        self.state = heartbeat.SlotState.FENCED
+        try:
+            self._write_all(self.clock.monotonic())
+        except Exception as exc:  # nothing may keep us from fencing
+            log.error("event=fence-ack-failed node=%d error=%r", self.node_id, exc)
 
     def _fence_deadline(self) -> float:
         now = self.clock.monotonic()

@@ -64,3 +64,13 @@ def test_bad_variant_names_are_refused() -> None:
     assert run.returncode == 2 and "nonsense" in run.stderr
     run = sim("--seeds", "1", "--intervals", "0.01")
     assert run.returncode == 2 and "0.05..60" in run.stderr
+
+
+def test_seed_7097_a_reset_target_says_fenced_only_after_stopping() -> None:
+    # Finding 34: with nodes at 0.2 s and 1 s, a reset target wrote FENCED
+    # before stopping r0, a peer read it on one disk and took r0 over while it
+    # was still online (two-owners at t=44.807).  The whole schedule of the
+    # campaign (its mix of variants comes from the seed number).
+    run = sim("--json", "--seeds", "1", "--start", "7097", "--variants")
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert json.loads(run.stdout)["failed"] == []

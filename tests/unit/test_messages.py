@@ -199,6 +199,27 @@ def test_reset_and_off_fence_after_writing_fenced_and_the_ack(message, power_off
     assert [slot_of(d, 2) for d in devs] == after
 
 
+def test_reset_writes_fenced_only_once_its_resources_are_stopped() -> None:
+    # Finding 34 (seed 7097 of --variants): peers take a FENCED node's leases at
+    # once, so a node that wrote FENCED before its stop hooks ran was still
+    # online while a peer brought its resource up (two owners; a slow disk
+    # made the window ~1 s).  The ack goes out after the stop hooks.
+    devs = make_devices(3)
+    clock = FakeClock()
+    order: list[str] = []
+    node = running_node(devs, 2, clock, order)
+    on_disk_at_stop: list[list[int]] = []
+    node.stop_hooks.append(lambda reason: on_disk_at_stop.append(
+        [slot_of(d, 2)["state"] for d in devs]))
+    sent = send_message(areas_of(devs), 2, "reset", clock=clock, sender_id=1)
+    clock.advance(T.interval)
+    with pytest.raises(Fenced):
+        node.step()
+    assert on_disk_at_stop == [[S.ALIVE] * 3]
+    assert [(slot_of(d, 2)["state"], slot_of(d, 2)["mailbox_ack"]) for d in devs] == \
+        [(S.FENCED, sent.seq)] * 3
+
+
 def test_a_message_older_than_the_nodes_start_is_ignored() -> None:
     """A reset sent to a previous incarnation must not kill the restarted node."""
     devs = make_devices(1)
