@@ -30,6 +30,7 @@ from typing import Callable, Protocol
 from shareddisk import identity
 from shareddisk.area import Area
 from shareddisk.clock import Clock
+from shareddisk.device import WriteGate
 from shareddisk.diskio import Outcome
 from shareddisk.disks import Disk, open_disks
 from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, QuorumLost, UsageError
@@ -453,15 +454,21 @@ class Node:
             if reads[i].ok:
                 reads[i] = Outcome(False, error=f"{self.disks[i].path}: replaced under this node")
 
-    def _write_all(self, round_start: float) -> bool:
-        """Write our slot everywhere; True (and renewed) when a majority made it in time."""
+    def _write_all(self, round_start: float, past_gate: bool = False) -> bool:
+        """Write our slot everywhere; True (and renewed) when a majority made it in time.
+
+        ``past_gate``: through the daemon's WriteGate, which refuses every write
+        once we are fenced: only for the slot that says so (_acknowledge_fence).
+        """
         self.counter += 1
         values = self._slot_values()
 
         def request(area: Area) -> Callable[[], None]:
             record = heartbeat.CODEC.encode(values, area.sector_size)
             offset = area.regions["heartbeat"].record_offset(self.node_id - 1)
-            return lambda: area.device.write(offset, record)
+            device = area.device.inner if past_gate and isinstance(area.device, WriteGate) \
+                else area.device
+            return lambda: device.write(offset, record)
 
         self._check_deadline(since=self.last_renew_start)  # frozen since the round began?
         outcomes = self._round([request(d.area) for d in self.disks])
@@ -667,7 +674,7 @@ class Node:
         timeout instead."""
         self.state = heartbeat.SlotState.FENCED
         try:
-            self._write_all(self.clock.monotonic())
+            self._write_all(self.clock.monotonic(), past_gate=True)
         except Exception as exc:  # nothing may keep us from fencing
             log.error("event=fence-ack-failed node=%d error=%r", self.node_id, exc)
 
