@@ -49,7 +49,6 @@ SECTOR_SIZES = (512, 4096)
 NODE_NAME_BYTES = 64
 """A node's name, as heartbeats, leases and resource records hold it (UTF-8, NUL-padded)."""
 
-HEADER_SIZE = 8  # magic, format_version, kind (the table above; header() declares them)
 CRC_SIZE = 4
 _HEADER_FAST = struct.Struct("<4sHH")
 _CRC_FAST = struct.Struct("<I")
@@ -79,8 +78,6 @@ def header(cs: Any) -> Any:
     )
 
 
-_HEADER_LEAVES = (("header.magic", 0, ("bytes", 4)), ("header.format_version", 4, ("int", "<H")),
-                  ("header.kind", 6, ("int", "<H")))
 
 
 @dataclass(frozen=True)
@@ -134,6 +131,10 @@ class Declared:
         return self.codec.build(value)
 
 
+HEADER = Declared("record_header", header)
+HEADER_SIZE = HEADER.size  # magic, format_version, kind: the table above
+
+
 class RecordCodec:
     """Encode, decode and check one kind of record.
 
@@ -171,14 +172,14 @@ class RecordCodec:
     @cached_property
     def fields(self) -> list[Field]:
         """Every leaf field of the record with its offset (docs, hex views, probes)."""
-        found = [*_HEADER_LEAVES,
+        found = [*leaves(HEADER.schema, "header"),
                  *((f"payload.{name}", HEADER_SIZE + offset, leaf)
                    for name, offset, leaf in leaves(self.declared.schema)),
                  ("crc32c", self.crc_offset, ("int", "<I"))]
         short = [name.split(".", 1)[-1] for name, _, _ in found]
         # Drop the "header."/"payload." prefix unless two fields would share a name.
         return [Field(name if short.count(name) == 1 else full, offset,
-                      Fixed(leaf).size, leaf_type(leaf))
+                      fixed_size(leaf), leaf_type(leaf))
                 for (full, offset, leaf), name in zip(found, short)]
 
     @cached_property

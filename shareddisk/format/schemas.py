@@ -74,6 +74,9 @@ SCHEMAS: dict[str, tuple] = {
           ('generation', ('int', '<Q')),
           ('owner_incarnation', ('int', '<Q')),
           ('owner_name', ('padded', 64)))),
+    'record_header':
+        ('struct',
+         (('magic', ('bytes', 4)), ('format_version', ('int', '<H')), ('kind', ('int', '<H')))),
     'resource':
         ('struct',
          (('resource_index', ('int', '<H')),
