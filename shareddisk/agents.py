@@ -128,6 +128,7 @@ class LogAgent(Agent):
 
     def online(self, ctx: AgentContext) -> None:
         ctx.guard()
+        ctx.write_ctx.settle()  # what decides replay or tidy is on a majority of disks
         record = ctx.write_ctx.record()
         if not record.active_log_disk:
             ctx.interrupted = None  # nothing is interrupted (any more)

@@ -8,8 +8,11 @@ resource, as a compare-and-swap on its version:
    (else LeaseLost: nothing written);
 2. re-read the record: its version must be the one the change was based on
    (else StaleVersion: nothing written);
-3. write the copy that does *not* hold the newest version, with version + 1,
-   the writer's id and the lease generation;
+3. write the copy that does *not* hold the newest version, with a version
+   above the stored one, above any this writer tried before and at least the
+   lease generation's floor (shareddisk/writekeys.py: a write in doubt on a
+   minority of disks must never come back above a later one), the writer's
+   id and the lease generation;
 4. publish the new version in the lease record, which peers read every
    interval to reload changed records (shareddisk/confsync.py).
 
@@ -34,6 +37,7 @@ from shareddisk.format import resource
 from shareddisk.format.resource import ResourceState, ValueType
 from shareddisk.membership import NodeIncarnation
 from shareddisk.readpath import read_resources
+from shareddisk.writekeys import WriteKeys, version_text
 
 
 
@@ -42,6 +46,7 @@ class Leases(Protocol):
     runs the Disk Paxos ballot, which sits beside this module)."""
 
     runtime: Any
+    keys: WriteKeys
 
     def verify(self, index: int, holder: NodeIncarnation, generation: int) -> Any: ...
 
@@ -287,9 +292,9 @@ def guarded_write(area: Area, leases: Leases, holder: NodeIncarnation, generatio
     stored = read_stored(area, index)
     if stored.version != expect_version:
         raise StaleVersion(f"{area.device.path}: resource {index} is at version "
-                           f"{stored.version}, the change was based on version "
-                           f"{expect_version}; nothing written")
-    version = stored.version + 1
+                           f"{version_text(stored.version)}, the change was based on version "
+                           f"{version_text(expect_version)}; nothing written")
+    version = leases.keys.above(("resource", index), generation, stored.version)
     if record is None:
         body = b""
     else:
@@ -301,6 +306,7 @@ def guarded_write(area: Area, leases: Leases, holder: NodeIncarnation, generatio
                          f" of {resource.CHUNK_DATA}): remove attributes or shorten values")
     inactive = 1 - stored.current_copy if stored.current_copy is not None else 0
     leases.verify(index, holder, generation)  # once more, right before the write
+    leases.keys.attempt(("resource", index), generation, version)
     write_copy(area, index, version, body, inactive)
     leases.record_written(index, holder, generation, version)
     leases.runtime.version_written(index, version)

@@ -23,6 +23,7 @@ from shareddisk.clock import SystemClock
 from shareddisk.errors import EXIT_CONFLICT, EXIT_DAMAGE, ShareddiskError, UsageError
 from shareddisk.params import Seconds, parse_size
 from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL
+from shareddisk.writekeys import parse_version, version_text
 
 # Commands import what only they need inside their bodies (their porcelain,
 # render, rich, progress bars): every command starts in the time of its own
@@ -55,6 +56,20 @@ class SizeText(click.ParamType):
             self.fail(f"{value!r} ({size} bytes) is not a multiple of {self.multiple} bytes",
                       param, ctx)
         return str(value)
+
+
+class VersionText(click.ParamType):
+    """A record version as tables show it (G.N) or as --json gives it (a number)."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_version(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class _Group(click.Group):
@@ -473,7 +488,8 @@ def resource_cleanup(device: str, name: str, node_id: int | None, as_json: bool)
     from shareddisk.porcelain import resources
     record, cleared = resources.cleanup(device, name, node_id=node_id)
     data = dict(record.to_json(), cleared=cleared)
-    _emit(as_json, data, f"{name}: cleared {', '.join(cleared)} (version {record.version})"
+    _emit(as_json, data, f"{name}: cleared {', '.join(cleared)} "
+          f"(version {version_text(record.version)})"
           if cleared else f"{name}: no failure to clear ({record.state.name.lower()})")
 
 
@@ -489,7 +505,8 @@ def resource_list(device: str, as_json: bool) -> None:
         from shareddisk import render
         rows = [(r["index"], r["name"], r["type"], r["state"],
                  r["owner_host"]["name"] if r["owner_host"] else None, r["active_log_disk"],
-                 ",".join(map(str, r["failover_nodes"])) or None, r["version"])
+                 ",".join(map(str, r["failover_nodes"])) or None,
+                 version_text(r["version"]))
                 for r in data["resources"]]
         return render.table(("index", "name", "type", "state", "owner", "active_log_disk",
                              "failover", "version"), rows) if rows else "no resources"
@@ -529,8 +546,9 @@ def attr_get(device: str, resource_name: str, key: str, local: bool, state_dir: 
 @click.argument("device")
 @click.argument("resource_name")
 @click.argument("assignments", nargs=-1, required=True)
-@click.option("--expect-version", type=int, default=None,
-              help="Only if the record is still at this version (else exit 5).")
+@click.option("--expect-version", type=VersionText(), default=None,
+              help="Only if the record is still at this version, G.N or the --json "
+                   "number (else exit 5).")
 @node_option
 @json_option
 def attr_set(device: str, resource_name: str, assignments: tuple[str, ...],
@@ -539,14 +557,16 @@ def attr_set(device: str, resource_name: str, assignments: tuple[str, ...],
     from shareddisk.porcelain import attrs
     record = attrs.set_values(device, resource_name, assignments,
                               expect_version=expect_version, node_id=node_id)
-    _emit(as_json, record.to_json(), f"{resource_name}: version {record.version}")
+    _emit(as_json, record.to_json(),
+          f"{resource_name}: version {version_text(record.version)}")
 
 
 @attr.command("unset")
 @click.argument("device")
 @click.argument("resource_name")
 @click.argument("keys", nargs=-1, required=True)
-@click.option("--expect-version", type=int, default=None)
+@click.option("--expect-version", type=VersionText(), default=None,
+              help="Only if the record is still at this version (see attr set).")
 @node_option
 @json_option
 def attr_unset(device: str, resource_name: str, keys: tuple[str, ...],
@@ -555,7 +575,8 @@ def attr_unset(device: str, resource_name: str, keys: tuple[str, ...],
     from shareddisk.porcelain import attrs
     record = attrs.unset_values(device, resource_name, keys, expect_version=expect_version,
                                 node_id=node_id)
-    _emit(as_json, record.to_json(), f"{resource_name}: version {record.version}")
+    _emit(as_json, record.to_json(),
+          f"{resource_name}: version {version_text(record.version)}")
 
 
 @attr.command("list")

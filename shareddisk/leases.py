@@ -53,6 +53,7 @@ from shareddisk.membership import NodeIncarnation
 from shareddisk.paxos import DiskPaxos, Leader, LeaseDisk, LeaseGeometry, Outcome
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
+from shareddisk.writekeys import WriteKeys
 
 log = logging.getLogger("shareddisk.leases")
 
@@ -129,6 +130,9 @@ class Leases:
         # Leases we won but could neither finish taking (the table write failed)
         # nor give back: {index: (holder, generation)}, for the caller to retry.
         self.stranded: dict[int, tuple[NodeIncarnation, int]] = {}
+        # The keys this process tried on resource records and log lanes under
+        # its leases (shareddisk/writekeys.py): never reused, even in doubt.
+        self.keys = WriteKeys()
 
     def paxos(self, index: int, holder: NodeIncarnation | None = None) -> DiskPaxos:
         """The ballot of lease ``index``.  Its retry pauses are drawn from a seed of

@@ -33,6 +33,7 @@ from shareddisk.leases import Leases, resource_lock
 from shareddisk.membership import NodeIncarnation
 from shareddisk.oplog import OpLog, Operation
 from shareddisk.oprequest import OpOutcome
+from shareddisk.replicas import repair_held
 
 log = logging.getLogger("shareddisk.ops")
 
@@ -58,6 +59,13 @@ class WriteContext:
         """Refuse (Fenced, LeaseLost) unless we may write; returns the lease."""
         self.alive_check()
         return self.leases.verify(self.index, self.holder, self.generation)
+
+    def settle(self) -> dict[int, int]:
+        """Bring every disk's copy of this resource (record, lease, log lane) to the
+        newest, and make sure each is on a majority (QuorumLost if not), before
+        acting on what they say: a copy seen on one disk only may be an in-doubt
+        write that a later majority read never shows (replicas.repair_held)."""
+        return repair_held(self.area, self.index, self.guard)
 
     def publish_record_version(self) -> bool:
         """Publish a record version that is on the disk but not in the lease.
@@ -101,7 +109,8 @@ class WriteContext:
         return self.record()
 
     def oplog(self, name: str) -> OpLog:
-        return OpLog(self.area, name, guard=self.guard, runtime=self.leases.runtime)
+        return OpLog(self.area, name, guard=self.guard, runtime=self.leases.runtime,
+                     generation=self.generation, keys=self.leases.keys)
 
 
 def outcome(op: Operation | None, request_id: str, status: str) -> str:

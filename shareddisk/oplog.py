@@ -65,6 +65,7 @@ from shareddisk.format.logrecord import LOG_DATA, EntryType
 from shareddisk.locks import host_lock
 from shareddisk.readpath import check_record
 from shareddisk.runtime import REAL, Runtime
+from shareddisk.writekeys import WriteKeys
 
 UNKNOWN_STEP = "?"  # step name of an operation whose BEGIN entry is no longer in the ring
 _FINISH = (EntryType.COMMIT, EntryType.ABORT)
@@ -264,8 +265,13 @@ class OpLog:
     """
 
     def __init__(self, area: Area, name: str, *, guard: Callable[[], None] | None = None,
-                 clock: Clock | None = None, runtime: Runtime = REAL):
+                 clock: Clock | None = None, runtime: Runtime = REAL,
+                 generation: int = 0, keys: WriteKeys | None = None):
         self.area = area
+        # The writer's lease generation and tried seqs (shareddisk/writekeys.py):
+        # the lease holder passes its own, shared by every OpLog it opens.
+        self.generation = generation
+        self.keys = keys if keys is not None else WriteKeys()
         self.runtime = runtime  # its same-host thread lock
         self.name = _log_name(area, name)
         self.log_index = area.layout.geometry.log_disks.index(self.name)
@@ -440,17 +446,27 @@ class OpLog:
                              f"0..{len(op.steps) - 1}")
 
     def _next(self, resource_index: int) -> tuple[int, int]:
-        """(position, seq) of the next entry in ``resource_index``'s lane."""
+        """(position, seq) of the next entry in ``resource_index``'s lane: after the
+        head, or after our own last try when that is further on (an entry in doubt
+        on disks we cannot read now: its seq and position are never reused)."""
         self._ensure()
         positions = self.lane_positions(resource_index)
         k, lane = self.lanes, positions.start
         head = max((e for e in (self._slots[p] for p in positions) if e is not None),
                    key=lambda e: e.seq, default=None)
-        if head is None:
-            return positions[0], lane + 1
-        seq = head.seq + 1
+        after = (head.seq, head.position) if head is not None else None
+        tried = self.keys.last(self._lane_key(resource_index), self.generation)
+        if tried is not None and (after is None or tried[0] > after[0]):
+            after = (tried[0], int(tried[1]))  # type: ignore[call-overload]
+        seq = self.keys.above(self._lane_key(resource_index), self.generation,
+                              after[0] if after else 0)
         seq += (lane + 1 - seq) % k  # the lane's own residue: unique across lanes
-        return positions[(positions.index(head.position) + 1) % len(positions)], seq
+        if after is None:
+            return positions[0], seq
+        return positions[(positions.index(after[1]) + 1) % len(positions)], seq
+
+    def _lane_key(self, resource_index: int) -> tuple[str, str, int]:
+        return ("log", self.name, resource_index)
 
     def _append(self, entry_type: EntryType, op: Operation | None, resource_index: int,
                 step: int, step_count: int, data: bytes,
@@ -479,6 +495,7 @@ class OpLog:
             record = logrecord.CODEC.encode(values, self.area.sector_size)
             if self.guard is not None:
                 self.guard()
+            self.keys.attempt(self._lane_key(resource_index), self.generation, seq, position)
             try:
                 self.area.device.write(offset, record)
                 self.area.device.flush()

@@ -17,6 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
+from shareddisk.writekeys import version_text
+
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
@@ -348,10 +350,12 @@ def _resource_parts(resources: list[dict[str, Any]]) -> list[Any]:
     rows, styles = [], []
     for r in used:
         rec = r["record"] or {}
-        copies = " ".join(f"{c['copy']}:{c['status']}" + (f"/v{c['version']}" if c["version"]
-                                                           is not None else "")
+        copies = " ".join(f"{c['copy']}:{c['status']}"
+                          + (f"/v{version_text(c['version'])}" if c["version"] is not None
+                             else "")
                           for c in r["copies"])
-        rows.append([r["index"], rec.get("name"), rec.get("type"), r["version"], r["current"],
+        rows.append([r["index"], rec.get("name"), rec.get("type"), version_text(r["version"]),
+                     r["current"],
                      copies, rec.get("owner_name") or None, rec.get("active_log_disk") or None,
                      "DAMAGED" if r["damage"] else None])
         styles.append(_DAMAGED if r["damage"] else None)
@@ -444,7 +448,8 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
         rows = [(r["name"], r["type"], _styled(r["state"]),
                  f"{r['owner_host']['name']} ({r['owner_id']})" if r["owner_host"] else None,
                  f"node {r['lease']['holder_id']} gen {r['lease']['generation']}" if r["lease"]
-                 else None, r["active_log_disk"], r["version"], r.get("why")) for r in resources]
+                 else None, r["active_log_disk"], version_text(r["version"]), r.get("why"))
+                for r in resources]
         parts += ["", Table(("resource", "type", "state", "owner", "lease", "active_log_disk",
                              "version", "why"), rows, right=_NUMBERS)]
     return parts
@@ -453,7 +458,8 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
 def record_text(r: dict[str, Any]) -> str:
     """A resource record (its JSON form) for ``resource add`` and ``attr list``."""
     owner = r["owner_host"]
-    lines = [f"{r['name']} (resource {r['index']}, type {r['type']}, version {r['version']})",
+    lines = [f"{r['name']} (resource {r['index']}, type {r['type']}, "
+             f"version {version_text(r['version'])})",
              f"  state            {r['state']}",
              "  owner_host       " + ("-" if owner is None else
                                        f"{owner['name']} (node {owner['id']}, incarnation "

@@ -174,7 +174,8 @@ class ReplicatedDevice:
 
     def repair(self, offset: int, length: int,
                guard: Callable[[], None] = lambda: None) -> dict[int, int]:
-        """Write the winning copy of each sector in range to the disks that differ.
+        """Write the winning copy of each sector in range to the disks that differ,
+        so that every winner is on a majority of disks.
 
         Only the holder of the lease of the resource these sectors belong to
         may call this (see the module docstring: without compare-and-swap a
@@ -185,20 +186,30 @@ class ReplicatedDevice:
         Returns {disk index: sectors written}; a disk that fails the write
         stays lagging and is not counted.  A sector no copy of which is valid
         is left alone: there is nothing right to copy.
+
+        QuorumLost when a winner is still on fewer than a majority of disks
+        afterwards: it may be an in-doubt write seen on the one disk that has
+        it, and the holder must not act on it (finding 37: a COMMIT seen on one
+        disk cleared ``active_log_disk``; that disk was then replaced and the
+        operation came back unfinished with nobody to replay it).
         """
         spans = self._spans(offset, length, "repair")
         copies = self._read_all(offset, length)
         stride = self.layout.sector_size
         plan: dict[int, list[tuple[int, bytes]]] = {}
+        held: dict[int, set[int]] = {}  # sector offset -> disks with its winner
         for region, first, count in spans:
             for i in range(count):
                 rel = self._rel(region, first + i, offset)
                 choice = self._choose(region, first + i, copies, rel)
                 if not choice.valid:
                     continue
+                held[offset + rel] = {d for d, buf in copies.items()
+                                      if buf[rel:rel + stride] == choice.data}
                 for disk in choice.stale + choice.damaged:
                     plan.setdefault(disk, []).append((offset + rel, choice.data))
         written: dict[int, int] = {}
+        failures: list[str] = []
         for disk, sectors in sorted(plan.items()):
             device = self.members[disk].device
             guard()
@@ -208,11 +219,21 @@ class ReplicatedDevice:
                 device.flush()
             except (DeviceError, OSError) as exc:
                 self._failed(disk, "repair", str(exc))
+                failures.append(f"{self.paths[disk]}: {exc}")
                 continue
             written[disk] = len(sectors)
+            for sector, _ in sectors:
+                held[sector].add(disk)
             self.states[disk].repaired_sectors += len(sectors)
             log.info("event=replica-repaired disk=%s index=%d sectors=%d offset=%d",
                      self.paths[disk], disk, len(sectors), offset)
+        short = sorted(sector for sector, disks in held.items() if len(disks) < self.majority)
+        if short:
+            unread = [self.paths[d] for d in range(len(self.members)) if d not in copies]
+            self._lost(f"repair (the newest copy of {len(short)} sector(s) from offset "
+                       f"{short[0]} stays on fewer disks"
+                       + (f"; unread: {', '.join(unread)}" if unread else "") + ")",
+                       offset, failures)
         return written
 
     def survey(self) -> list[DiskState]:

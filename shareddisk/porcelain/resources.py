@@ -31,6 +31,7 @@ from shareddisk.drivers import check_attributes, complete_attributes
 from shareddisk.errors import ConflictError, StaleVersion, UsageError
 from shareddisk.porcelain.areas import Where, acting_session, opened
 from shareddisk.session import Session
+from shareddisk.writekeys import version_text
 
 
 def _area(where: Session | Area) -> Area:
@@ -124,11 +125,17 @@ def check_update(area: Area, name: str, changes: dict[str, Value], unset: Iterab
     """What update_resource would refuse on the record as it is now (reads only);
     the record's index, which update_resource can start from."""
     current = find(area, name)
-    if expect_version is not None and current.version != expect_version:
-        raise StaleVersion(f"{area.device.path}: resource {name!r} is at version "
-                           f"{current.version}, not {expect_version}; nothing written")
+    check_version(area, current, expect_version)
     apply(area, current, changes, unset)
     return current.index
+
+
+def check_version(area: Area, current: ResourceRecord, expect_version: int | None) -> None:
+    """StaleVersion unless ``current`` is at ``expect_version`` (None: any version)."""
+    if expect_version is not None and current.version != expect_version:
+        raise StaleVersion(f"{area.device.path}: resource {current.name!r} is at version "
+                           f"{version_text(current.version)}, not "
+                           f"{version_text(expect_version)}; nothing written")
 
 
 def check_exists(area: Area, name: str) -> None:
@@ -185,9 +192,7 @@ def update_resource(session: Session, name: str, changes: dict[str, Value],
         current = read_stored(session.area, index).record
         if current is None or current.name != name:
             raise ConflictError(f"resource {name!r} was removed meanwhile")
-        if expect_version is not None and current.version != expect_version:
-            raise StaleVersion(f"{session.area.device.path}: resource {name!r} is at version "
-                               f"{current.version}, not {expect_version}; nothing written")
+        check_version(session.area, current, expect_version)
         updated = apply(session, current, changes, unset)
         version = guarded_write(session.area, session.leases, session.holder, generation,
                                 updated, index, current.version)

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shareddisk.sim.config import mixed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,4 +75,21 @@ def test_seed_7097_a_reset_target_says_fenced_only_after_stopping() -> None:
     # campaign (its mix of variants comes from the seed number).
     run = sim("--json", "--seeds", "1", "--start", "7097", "--variants")
     assert run.returncode == 0, run.stdout[-2000:]
+    assert json.loads(run.stdout)["failed"] == []
+
+
+@pytest.mark.parametrize("seed, finding", [
+    # 35: the next log entry took the seq of one in doubt on the disk that was
+    # then blanked (log-seq-reused at t=93.201).
+    (6894, 35),
+    # 36: the lease holder rewrote versions its in-doubt writes had used; when
+    # their disk came back, k1='x6' acknowledged at version 12 was lost.
+    (5532, 36),
+    # 37: a COMMIT seen on one disk only let the holder clear active_log_disk;
+    # that disk was blanked and create-volume stayed interrupted for good.
+    (6519, 37),
+])
+def test_seeds_of_in_doubt_writes_come_out_right(seed: int, finding: int) -> None:
+    run = sim("--json", "--seeds", "1", "--start", str(seed), "--variants")
+    assert run.returncode == 0, (finding, run.stdout[-2000:])
     assert json.loads(run.stdout)["failed"] == []

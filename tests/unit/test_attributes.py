@@ -11,6 +11,8 @@ node that took its lease over.  Memory devices and FakeClocks throughout.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -55,6 +57,7 @@ from shareddisk.liveness import by_watching, in_view, view_of
 from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.node import Node
 from shareddisk.timeouts import Timeouts
+from shareddisk import writekeys
 
 T = Timeouts.from_interval(1.0)
 A = NodeIncarnation(1, 1, "alpha")
@@ -264,17 +267,19 @@ def test_a_fresh_area_reads_as_free_records() -> None:
 
 def test_writes_alternate_between_the_copies_keeping_the_previous_version_whole() -> None:
     area = make_area(geometry())
-    assert write(area, record(size=1), expect=0) == 1
+    v1 = write(area, record(size=1), expect=0)
     first = read_stored(area, 0).current_copy
-    assert write(area, record(size=2), expect=1) == 2
+    v2 = write(area, record(size=2), expect=v1)
     second = read_stored(area, 0).current_copy
-    assert write(area, record(size=3), expect=2) == 3
+    v3 = write(area, record(size=3), expect=v2)
+    assert 0 < v1 < v2 < v3
     assert {first, second} == {0, 1} and read_stored(area, 0).current_copy == first
     versions = copy_versions(area)
     older_copy = versions[second * CHUNKS:(second + 1) * CHUNKS]
-    assert older_copy == [2] * CHUNKS  # the previous version is still whole in the other copy
+    assert older_copy == [v2] * CHUNKS  # the previous version is still whole in the other copy
     stored = read_stored(area, 0)
-    assert (stored.version, stored.record.attributes, stored.record.last_writer) == (3, {"size": 3}, 1)
+    assert (stored.version, stored.record.attributes, stored.record.last_writer) == \
+        (v3, {"size": 3}, 1)
     assert find(area, "sg1") == stored.record
 
 
@@ -289,51 +294,52 @@ def test_writes_to_one_resource_leave_the_others_alone() -> None:
 
 def test_a_torn_write_leaves_the_previous_version_and_the_next_write_works() -> None:
     area, dev = faulty_area()
-    write(area, record(size=1), expect=0)
-    write(area, record(size=2), expect=1)
+    v1 = write(area, record(size=1), expect=0)
+    v2 = write(area, record(size=2), expect=v1)
     region = area.regions["resource"]
     dev.rules = FaultRules((Fault("torn", offset=region.offset, length=region.length,
                                   sectors=1),))
     with pytest.raises(DeviceError, match="torn write"):
-        write(area, record(size=3), expect=2)
+        write(area, record(size=3), expect=v2)
     dev.rules = NO_FAULTS
     versions = copy_versions(area)
     copies = {tuple(versions[:CHUNKS]), tuple(versions[CHUNKS:])}
-    assert copies == {(2, 2), (3, 1)}, versions  # one chunk of v3 landed over v1's copy
+    [torn] = [c for c in copies if c != (v2, v2)]
+    assert torn[0] > v2 and torn[1] == v1, versions  # one chunk of v3 landed over v1's copy
     stored = read_stored(area, 0)
-    assert (stored.version, stored.record.attributes) == (2, {"size": 2})
-    assert write(area, record(size=4), expect=2) == 3
+    assert (stored.version, stored.record.attributes) == (v2, {"size": 2})
+    v4 = write(area, record(size=4), expect=v2)
     stored = read_stored(area, 0)
-    assert (stored.version, stored.record.attributes) == (3, {"size": 4})
-    assert write(area, record(size=5), expect=3) == 4  # and on, into the other copy
+    assert (stored.version, stored.record.attributes) == (v4, {"size": 4})
+    assert write(area, record(size=5), expect=v4) > v4  # and on, into the other copy
 
 
 def test_a_silently_torn_write_is_not_read_and_a_retry_based_on_what_is_read_works() -> None:
     area, dev = faulty_area()
-    write(area, record(size=1), expect=0)
+    v1 = write(area, record(size=1), expect=0)
     region = area.regions["resource"]
     dev.rules = FaultRules((Fault("torn", offset=region.offset, length=region.length,
                                   sectors=1, silent=True),))
-    write(area, record(size=2), expect=1)  # the disk said yes
+    write(area, record(size=2), expect=v1)  # the disk said yes
     dev.rules = NO_FAULTS
     stored = read_stored(area, 0)
-    assert (stored.version, stored.record.attributes) == (1, {"size": 1})
-    assert write(area, record(size=3), expect=stored.version) == 2
+    assert (stored.version, stored.record.attributes) == (v1, {"size": 1})
+    assert write(area, record(size=3), expect=stored.version) > v1
     assert read_stored(area, 0).record.attributes == {"size": 3}
 
 
 def test_half_a_copy_written_by_hand_reads_as_the_older_copy() -> None:
     area = make_area(geometry(chunks=4))
-    write(area, record(size=1), expect=0)
+    v1 = write(area, record(size=1), expect=0)
     stored = read_stored(area, 0)
     inactive = 1 - stored.current_copy
-    chunks = resource.split_body(0, inactive, 2, record(size=2).body(), 4)
+    chunks = resource.split_body(0, inactive, v1 + 1, record(size=2).body(), 4)
     data = b"".join(resource.CODEC.encode(c, 512) for c in chunks[:2])  # 2 of 4 chunks
     area.device.write(area.regions["resource"].record_offset(inactive * 4), data)
     again = read_stored(area, 0)
     assert (again.version, again.record.attributes, again.current_copy) == \
-        (1, {"size": 1}, stored.current_copy)
-    assert write(area, record(size=3), expect=1) == 2
+        (v1, {"size": 1}, stored.current_copy)
+    assert write(area, record(size=3), expect=v1) > v1
     assert read_stored(area, 0).record.attributes == {"size": 3}
 
 
@@ -350,11 +356,11 @@ def test_both_copies_torn_is_a_format_error_naming_the_resource() -> None:
 
 def test_removal_frees_the_record_and_the_version_keeps_counting() -> None:
     area = make_area(geometry())
-    write(area, record(size=1), expect=0)
-    assert write(area, None, expect=1) == 2
+    v1 = write(area, record(size=1), expect=0)
+    v2 = write(area, None, expect=v1)
     stored = read_stored(area, 0)
-    assert (stored.version, stored.record) == (2, None)
-    assert write(area, record("again"), expect=2) == 3
+    assert (stored.version, stored.record) == (v2, None) and v2 > v1
+    assert write(area, record("again"), expect=v2) > v2
     assert read_stored(area, 0).record.name == "again"
 
 
@@ -374,7 +380,7 @@ def test_a_record_that_just_fits_is_written() -> None:
     base = len(record(big="").body())
     fits = record(big="x" * (resource.CHUNK_DATA - base))
     assert len(fits.body()) == resource.CHUNK_DATA
-    assert write(area, fits, expect=0) == 1
+    assert write(area, fits, expect=0) > 0
     assert read_stored(area, 0).record.attributes == fits.attributes
 
 
@@ -389,7 +395,8 @@ def test_guarded_write_publishes_the_new_version_in_the_lease() -> None:
     got = read_lease(area, 0)
     assert (got["record_version"], got["generation"], got["owner_id"]) == (version, g, 1)
     stored = read_stored(area, 0).record
-    assert (stored.lease_generation, stored.last_writer, stored.version) == (g, 1, 1)
+    assert (stored.lease_generation, stored.last_writer, stored.version) == (g, 1, version)
+    assert version == writekeys.floor(g) + 1  # the first write of lease generation g
 
 
 def test_a_stale_lease_writes_nothing() -> None:
@@ -414,13 +421,15 @@ def test_a_write_without_any_lease_writes_nothing() -> None:
 
 def test_a_stale_expected_version_writes_nothing() -> None:
     area = make_area(geometry())
-    write(area, record(size=1), expect=0)
-    write(area, record(size=2), expect=1)
+    v1 = write(area, record(size=1), expect=0)
+    v2 = write(area, record(size=2), expect=v1)
     leases = Leases(area, FakeClock(), T)
     g = leases.acquire(0, A, lambda n, i: False)
     before = (resource_bytes(area), area.read_region("lease"))
-    with pytest.raises(StaleVersion, match="version 2.*based on version 1.*nothing written"):
-        guarded_write(area, leases, A, g, record(size=3), 0, 1)
+    shown = [writekeys.version_text(v) for v in (v2, v1)]
+    with pytest.raises(StaleVersion, match=r"version {}.*based on version {}.*nothing written"
+                       .format(*(re.escape(t) for t in shown))):
+        guarded_write(area, leases, A, g, record(size=3), 0, v1)
     assert (resource_bytes(area), area.read_region("lease")) == before
 
 
@@ -527,10 +536,11 @@ def test_a_frozen_holder_is_also_refused_after_a_cli_style_takeover() -> None:
     holder_b = NodeIncarnation(2, node_b.incarnation, "cli-2")
     leases_b = Leases(area, clock, T)
     g_b = leases_b.acquire(0, holder_b, by_watching(area, clock))
-    guarded_write(area, leases_b, holder_b, g_b, record(size=2), 0, 1)
+    v_a = read_stored(area, 0).version
+    v_b = guarded_write(area, leases_b, holder_b, g_b, record(size=2), 0, v_a)
     before = resource_bytes(area)
     with pytest.raises(LeaseLost):
-        guarded_write(area, leases_a, holder_a, g_a, record(size=100), 0, 1)
+        guarded_write(area, leases_a, holder_a, g_a, record(size=100), 0, v_b)
     assert resource_bytes(area) == before
     assert read_stored(area, 0).record.attributes == {"size": 2}
 

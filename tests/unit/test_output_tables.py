@@ -102,7 +102,7 @@ def test_status_table_shows_members_and_resources(image: Path) -> None:
         ["3", "cli-3", "left", "1", str(counters[3]), "not", "in", "0.0s", "-", "unwatched"],
     ]
     assert rows_after(out, "RESOURCE") == [["sg1", "storage-group", "offline", "-", "-", "-",
-                                             "1", *"no owner yet: waiting for a live node of "
+                                             "1.1", *"no owner yet: waiting for a live node of "
                                              "its failover list".split()]]
 
 
@@ -161,8 +161,8 @@ def test_dump_tables_show_the_records_in_use(image: Path) -> None:
          str(h["counter"])] for h in data["heartbeat"] if h["state"] != "empty"]
     assert [row[-1] for row in slots] == [h["wall_time"] for h in data["heartbeat"][:3]]
     [resource] = rows_after(out, "INDEX  NAME")
-    assert resource == ["0", "sg1", "storage-group", "1", "B", "A:ok/v0", "B:ok/v1", "-", "-",
-                        "-"]
+    assert resource == ["0", "sg1", "storage-group", "1.1", "B", "A:ok/v0", "B:ok/v1.1", "-",
+                        "-", "-"]
     assert "log:log0: 0 entries in use" in out
 
 

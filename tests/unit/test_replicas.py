@@ -446,3 +446,94 @@ def test_disks_are_in_disk_index_order_when_the_superblocks_say():
     for i, m in enumerate(members):
         m.superblock["disk_index"] = 2 - i
     assert replicated_area(members).members == members[::-1]
+
+
+def in_doubt_on_disk_2(area: Area, members: list[Area], leases: Leases) -> None:
+    """Two updates of resource 0 that fail on disks 0 and 1 but land on disk 2
+    (in doubt: the writer is told QuorumLost), one in each copy; then disk 2
+    stops answering, so a majority read no longer sees them."""
+    for colour in ("green", "yellow"):
+        fail(members[0], Fault("error", op="write"))
+        fail(members[1], Fault("error", op="write"))
+        with pytest.raises(QuorumLost):
+            update(area, leases, 0, colour=colour)
+    fail(members[0])
+    fail(members[1])
+    fail(members[2], Fault("error"))
+
+
+def test_a_holder_never_reuses_the_version_of_an_in_doubt_write():
+    """Campaign finding 36 (seed 5532): the holder wrote versions its in-doubt
+    writes had used; when their disk came back, the older content (higher
+    version) won over the acknowledged update."""
+    members = disks()
+    area = replicated_area(members)
+    leases = add(area, 0, colour="red")
+    in_doubt_on_disk_2(area, members, leases)
+    update(area, leases, 0, colour="blue")      # acknowledged, on disks 0 and 1
+    assert find(area, "r0").attributes == {"colour": "blue"}
+    fail(members[2])                            # the disk with the in-doubt copies returns
+    assert find(area, "r0").attributes == {"colour": "blue"}
+
+
+def test_a_new_holder_writes_above_any_in_doubt_write_of_its_predecessors():
+    """The same with a takeover between: the new holder cannot see disk 2, so
+    only the lease generation in the version can put its write above them."""
+    members = disks()
+    area = replicated_area(members)
+    leases = add(area, 0, colour="red")
+    in_doubt_on_disk_2(area, members, leases)
+    successor = NodeIncarnation(2, 7, "two")
+    theirs = leases_of(area)
+    generation = theirs.acquire(0, successor, lambda node, incarnation: False)
+    from shareddisk.attributes import guarded_write
+    from shareddisk.leases import resource_lock
+    stored = read_stored(area, 0)
+    record = stored.record
+    record.attributes["colour"] = "blue"
+    with resource_lock(area, 0, theirs.clock):
+        guarded_write(area, theirs, successor, generation, record, 0, stored.version)
+    assert find(area, "r0").attributes == {"colour": "blue"}
+    fail(members[2])
+    assert find(area, "r0").attributes == {"colour": "blue"}
+
+
+def log_in_doubt_on_disk_2(area: Area, members: list[Area], oplog: OpLog):
+    """An operation begun on every disk, then its INTENT and DONE entries in doubt:
+    they land on disk 2 only, which then stops answering."""
+    op = oplog.begin(0, "grow", {"size": 1}, ["a"])
+    for append in (oplog.intent, oplog.done):
+        fail(members[0], Fault("error", op="write"))
+        fail(members[1], Fault("error", op="write"))
+        with pytest.raises(QuorumLost):
+            append(op, 0)
+    fail(members[0])
+    fail(members[1])
+    fail(members[2], Fault("error"))
+    return op
+
+
+def test_a_log_writer_never_reuses_the_seq_of_an_in_doubt_entry():
+    """Campaign finding 35 (seed 6894): the next entry took the seq and position
+    of the in-doubt one, so the in-doubt entry after it came back as the head."""
+    members = disks()
+    area = replicated_area(members)
+    oplog = OpLog(area, "log0")
+    op = log_in_doubt_on_disk_2(area, members, oplog)
+    oplog.abort(op, "gave up")                   # acknowledged, on disks 0 and 1
+    fail(members[2])
+    fresh = OpLog(area, "log0")
+    assert fresh.head().entry_type == logrecord.EntryType.ABORT
+    assert fresh.find(op.op_id).aborted
+
+
+def test_a_new_log_writer_appends_above_the_in_doubt_entries_of_its_predecessors():
+    members = disks()
+    area = replicated_area(members)
+    op = log_in_doubt_on_disk_2(area, members, OpLog(area, "log0", generation=1))
+    successor = OpLog(area, "log0", generation=2)
+    successor.abort(successor.find(op.op_id), "taken over")
+    fail(members[2])
+    fresh = OpLog(area, "log0")
+    assert fresh.head().entry_type == logrecord.EntryType.ABORT
+    assert fresh.find(op.op_id).aborted
