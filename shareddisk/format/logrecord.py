@@ -5,8 +5,12 @@ disk ``i mod L`` (L log disks); when R resources share L < R log disks, each
 of the ``k = ceil(R / L)`` resources of a log disk appends only to its own
 lane, the positions ``p`` with ``p mod k == i // L``, with seqs congruent to
 ``i // L + 1`` modulo ``k``.  Within a lane the sequence number only grows,
-so the lane's head is found by a scan for its highest valid ``seq``; with
-one lane (R <= L) the ring is plain: positions 0, 1, 2, ..., seqs 1, 2, 3.
+so the lane's head is found by a scan for its highest valid ``seq``, and the
+next entry goes to the lane's next position.  A seq is a write key
+(shareddisk/writekeys.py): the entries of lease generation G have seqs above
+``G << 32``, and a seq (with its position) is never used twice, even when its
+write failed; so seqs jump at each new lease holder and after a failed
+append, and an operation's ``op_id`` (its BEGIN's seq) is a large number.
 An operation is a BEGIN entry (kind, parameters, planned steps), INTENT /
 DONE entries per step, then COMMIT or ABORT.
 """

@@ -8,6 +8,13 @@ does not hold the newest version; a reader takes the newest copy whose chunks
 are all valid and agree on ``version`` and ``body_length``.  A torn write
 therefore leaves the older copy intact: readers get one whole version, never
 a mix.
+
+The ``version`` is a write key (shareddisk/writekeys.py): the N-th write under
+lease generation G has version ``G << 32 | N``, shown as ``G.N``, and a writer
+never uses a version twice, even one whose write failed.  So with several
+disks the highest version is the newest write, also against a write that
+failed on most disks but landed on one (versions below ``1 << 32`` are from
+writes before this rule, or of no lease: tools and tests).
 """
 
 import enum
