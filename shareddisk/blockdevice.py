@@ -30,7 +30,8 @@ class BlockDevice(Protocol):
     size: int
     """Usable size in bytes."""
     io_mode: str
-    """``"O_DIRECT"``, ``"O_DSYNC"`` (file without O_DIRECT support) or ``"memory"``."""
+    """``"O_DIRECT|O_DSYNC"``, ``"O_DSYNC"`` (file without O_DIRECT support) or
+    ``"memory"``: every write of the first two is durable when it returns."""
     writable: bool
 
     def read(self, offset: int, length: int) -> bytes: ...

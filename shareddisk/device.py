@@ -2,8 +2,13 @@
 
 Every host in the cluster talks through the same disk, so a write must reach
 the disk itself, not this host's page cache, before another host can see it.
-That is why real devices are opened with O_DIRECT (or O_DSYNC where the file
-system refuses O_DIRECT) and why every offset and length must be a multiple of
+That is why real devices are opened with O_DIRECT (left out where the file
+system refuses it), and with O_DSYNC: a write is durable when it returns (on
+a disk with a write cache, a FUA write), as the lease ballot needs (a disk
+must never forget a vote it acknowledged, docs/PAXOS.md), at half the cost
+of a write and an fdatasync on this machine (docs/BENCHMARKS-cluster.md);
+so ``flush`` has nothing left to do.  And that is why every offset and
+length must be a multiple of
 the sector size: the on-disk format is built from whole sectors, and the
 kernel rejects unaligned direct I/O anyway. Unaligned requests are refused,
 never rounded, so a layout bug shows up as an error instead of a torn record.
@@ -51,7 +56,7 @@ __all__ = [
 BLKSSZGET = 0x1268  # logical sector size, int
 BLKGETSIZE64 = 0x80081272  # device size in bytes, u64
 
-IO_MODE_DIRECT = "O_DIRECT"
+IO_MODE_DIRECT = "O_DIRECT|O_DSYNC"
 IO_MODE_DSYNC = "O_DSYNC"
 IO_MODE_MEMORY = "memory"
 
@@ -195,14 +200,10 @@ class _FdDevice(_DeviceBase):
                         done += put
 
     def flush(self) -> None:
-        """fdatasync: pushes the data (and what reading it back needs) out and asks
-        the disk to empty its write cache; the mtime is left to the kernel."""
+        """Nothing to push: the descriptor is O_DSYNC, every write was durable
+        when it returned (the module docstring).  Still refused once closed."""
         with self._lock:
             self._check_open("flush")
-            try:
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                raise DeviceError(f"{self.path}: flush failed: {errno_text(exc)}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -266,7 +267,7 @@ class FileImage(_FdDevice):
     @staticmethod
     def _open(path: str, flags: int, sector_size: int) -> tuple[int, str]:
         try:
-            fd = os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
+            fd = os.open(path, flags | os.O_DIRECT | os.O_DSYNC | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise DeviceError(f"{path}: cannot open: {errno_text(exc)}") from exc
@@ -302,8 +303,8 @@ class BlockDeviceNode(_FdDevice):
             raise DeviceError(f"{path}: not a block device")
         if exclusive:  # O_EXCL on a block device: EBUSY while mounted or held
             try:
-                fd = os.open(path, _access_flags(writable) | os.O_DIRECT | os.O_EXCL
-                             | os.O_CLOEXEC)
+                fd = os.open(path, _access_flags(writable) | os.O_DIRECT | os.O_DSYNC
+                             | os.O_EXCL | os.O_CLOEXEC)
             except OSError as exc:
                 if exc.errno == errno.EBUSY:
                     raise DeviceBusy(f"{path}: device is in use (mounted, or held by LVM, "
@@ -311,7 +312,7 @@ class BlockDeviceNode(_FdDevice):
                                      f"to it") from exc
                 raise DeviceError(f"{path}: cannot open: {errno_text(exc)}") from exc
         else:
-            fd = _open_fd(path, _access_flags(writable) | os.O_DIRECT)
+            fd = _open_fd(path, _access_flags(writable) | os.O_DIRECT | os.O_DSYNC)
         super().__init__(path, fd, writable=writable)
         self.io_mode = IO_MODE_DIRECT
         try:

@@ -61,7 +61,7 @@ def test_init_dump_verify_on_a_loop_device(tmp_path, loops):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["device"] == dev
-    assert data["io_mode"] == "O_DIRECT"
+    assert data["io_mode"] == "O_DIRECT|O_DSYNC"
     assert data["device_sector_size"] == 512
     assert data["device_size"] == 8 * MiB
     assert data["superblock"]["sector_size"] == 512
