@@ -37,7 +37,7 @@ from shareddisk.format import resource
 from shareddisk.format.resource import ResourceState, ValueType
 from shareddisk.membership import NodeIncarnation
 from shareddisk.readpath import read_resources
-from shareddisk.writekeys import WriteKeys, version_text
+from shareddisk.writekeys import WriteKeys, key_text
 
 
 
@@ -292,9 +292,9 @@ def guarded_write(area: Area, leases: Leases, holder: NodeIncarnation, generatio
     stored = read_stored(area, index)
     if stored.version != expect_version:
         raise StaleVersion(f"{area.device.path}: resource {index} is at version "
-                           f"{version_text(stored.version)}, the change was based on version "
-                           f"{version_text(expect_version)}; nothing written")
-    version = leases.keys.above(("resource", index), generation, stored.version)
+                           f"{key_text(stored.version)}, the change was based on version "
+                           f"{key_text(expect_version)}; nothing written")
+    version = leases.keys.above(f"resource-{index}", generation, stored.version)
     if record is None:
         body = b""
     else:
@@ -306,7 +306,7 @@ def guarded_write(area: Area, leases: Leases, holder: NodeIncarnation, generatio
                          f" of {resource.CHUNK_DATA}): remove attributes or shorten values")
     inactive = 1 - stored.current_copy if stored.current_copy is not None else 0
     leases.verify(index, holder, generation)  # once more, right before the write
-    leases.keys.attempt(("resource", index), generation, version)
+    leases.keys.attempt(f"resource-{index}", generation, version)
     write_copy(area, index, version, body, inactive)
     leases.record_written(index, holder, generation, version)
     leases.runtime.version_written(index, version)

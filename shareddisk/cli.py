@@ -23,7 +23,7 @@ from shareddisk.clock import SystemClock
 from shareddisk.errors import EXIT_CONFLICT, EXIT_DAMAGE, ShareddiskError, UsageError
 from shareddisk.params import Seconds, parse_size
 from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL
-from shareddisk.writekeys import parse_version, version_text
+from shareddisk.writekeys import parse_version, key_text
 
 # Commands import what only they need inside their bodies (their porcelain,
 # render, rich, progress bars): every command starts in the time of its own
@@ -489,7 +489,7 @@ def resource_cleanup(device: str, name: str, node_id: int | None, as_json: bool)
     record, cleared = resources.cleanup(device, name, node_id=node_id)
     data = dict(record.to_json(), cleared=cleared)
     _emit(as_json, data, f"{name}: cleared {', '.join(cleared)} "
-          f"(version {version_text(record.version)})"
+          f"(version {key_text(record.version)})"
           if cleared else f"{name}: no failure to clear ({record.state.name.lower()})")
 
 
@@ -506,7 +506,7 @@ def resource_list(device: str, as_json: bool) -> None:
         rows = [(r["index"], r["name"], r["type"], r["state"],
                  r["owner_host"]["name"] if r["owner_host"] else None, r["active_log_disk"],
                  ",".join(map(str, r["failover_nodes"])) or None,
-                 version_text(r["version"]))
+                 key_text(r["version"]))
                 for r in data["resources"]]
         return render.table(("index", "name", "type", "state", "owner", "active_log_disk",
                              "failover", "version"), rows) if rows else "no resources"
@@ -558,7 +558,7 @@ def attr_set(device: str, resource_name: str, assignments: tuple[str, ...],
     record = attrs.set_values(device, resource_name, assignments,
                               expect_version=expect_version, node_id=node_id)
     _emit(as_json, record.to_json(),
-          f"{resource_name}: version {version_text(record.version)}")
+          f"{resource_name}: version {key_text(record.version)}")
 
 
 @attr.command("unset")
@@ -576,7 +576,7 @@ def attr_unset(device: str, resource_name: str, keys: tuple[str, ...],
     record = attrs.unset_values(device, resource_name, keys, expect_version=expect_version,
                                 node_id=node_id)
     _emit(as_json, record.to_json(),
-          f"{resource_name}: version {version_text(record.version)}")
+          f"{resource_name}: version {key_text(record.version)}")
 
 
 @attr.command("list")
@@ -624,7 +624,7 @@ def op(device: str, resource_name: str, kind: str, args: tuple[str, ...], size: 
               f"{resource_name}: {kind} submitted (request {request.id})")
         return
     text = (f"{resource_name}: {kind} {' '.join(args)}: {result.status}"
-            + (f" (op {result.op_id})" if result.op_id else "")
+            + (f" (op {key_text(result.op_id)})" if result.op_id else "")
             + (f": {result.error}" if result.error else ""))
     if not result.committed:
         if as_json:  # the outcome for scripts; the failure itself on stderr

@@ -130,9 +130,9 @@ class Leases:
         # Leases we won but could neither finish taking (the table write failed)
         # nor give back: {index: (holder, generation)}, for the caller to retry.
         self.stranded: dict[int, tuple[NodeIncarnation, int]] = {}
-        # The keys this process tried on resource records and log lanes under
-        # its leases (shareddisk/writekeys.py): never reused, even in doubt.
-        self.keys = WriteKeys()
+        # The keys tried on resource records and log lanes under this host's
+        # leases (shareddisk/writekeys.py): never reused, even in doubt.
+        self.keys: WriteKeys = runtime.write_keys(area.cluster_uuid)
 
     def paxos(self, index: int, holder: NodeIncarnation | None = None) -> DiskPaxos:
         """The ballot of lease ``index``.  Its retry pauses are drawn from a seed of

@@ -446,27 +446,26 @@ class OpLog:
                              f"0..{len(op.steps) - 1}")
 
     def _next(self, resource_index: int) -> tuple[int, int]:
-        """(position, seq) of the next entry in ``resource_index``'s lane: after the
-        head, or after our own last try when that is further on (an entry in doubt
-        on disks we cannot read now: its seq and position are never reused)."""
+        """(position, seq) of the next entry in ``resource_index``'s lane: the
+        position after the head a read shows, with a seq above the head and
+        above every seq we tried (shareddisk/writekeys.py).  A failed append of
+        ours may sit at that very position on a disk we cannot read now: the
+        higher seq buries it there for good.  (Skipping past it instead would
+        spend a position of the lane per failure, until LogFull.)"""
         self._ensure()
         positions = self.lane_positions(resource_index)
         k, lane = self.lanes, positions.start
         head = max((e for e in (self._slots[p] for p in positions) if e is not None),
                    key=lambda e: e.seq, default=None)
-        after = (head.seq, head.position) if head is not None else None
-        tried = self.keys.last(self._lane_key(resource_index), self.generation)
-        if tried is not None and (after is None or tried[0] > after[0]):
-            after = (tried[0], int(tried[1]))  # type: ignore[call-overload]
         seq = self.keys.above(self._lane_key(resource_index), self.generation,
-                              after[0] if after else 0)
+                              head.seq if head is not None else 0)
         seq += (lane + 1 - seq) % k  # the lane's own residue: unique across lanes
-        if after is None:
+        if head is None:
             return positions[0], seq
-        return positions[(positions.index(after[1]) + 1) % len(positions)], seq
+        return positions[(positions.index(head.position) + 1) % len(positions)], seq
 
-    def _lane_key(self, resource_index: int) -> tuple[str, str, int]:
-        return ("log", self.name, resource_index)
+    def _lane_key(self, resource_index: int) -> str:
+        return f"log-{self.name}-{resource_index}"
 
     def _append(self, entry_type: EntryType, op: Operation | None, resource_index: int,
                 step: int, step_count: int, data: bytes,

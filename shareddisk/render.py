@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
-from shareddisk.writekeys import version_text
+from shareddisk.writekeys import key_text
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -351,10 +351,10 @@ def _resource_parts(resources: list[dict[str, Any]]) -> list[Any]:
     for r in used:
         rec = r["record"] or {}
         copies = " ".join(f"{c['copy']}:{c['status']}"
-                          + (f"/v{version_text(c['version'])}" if c["version"] is not None
+                          + (f"/v{key_text(c['version'])}" if c["version"] is not None
                              else "")
                           for c in r["copies"])
-        rows.append([r["index"], rec.get("name"), rec.get("type"), version_text(r["version"]),
+        rows.append([r["index"], rec.get("name"), rec.get("type"), key_text(r["version"]),
                      r["current"],
                      copies, rec.get("owner_name") or None, rec.get("active_log_disk") or None,
                      "DAMAGED" if r["damage"] else None])
@@ -448,7 +448,7 @@ def _status_parts(report: dict[str, Any]) -> list[Any]:
         rows = [(r["name"], r["type"], _styled(r["state"]),
                  f"{r['owner_host']['name']} ({r['owner_id']})" if r["owner_host"] else None,
                  f"node {r['lease']['holder_id']} gen {r['lease']['generation']}" if r["lease"]
-                 else None, r["active_log_disk"], version_text(r["version"]), r.get("why"))
+                 else None, r["active_log_disk"], key_text(r["version"]), r.get("why"))
                 for r in resources]
         parts += ["", Table(("resource", "type", "state", "owner", "lease", "active_log_disk",
                              "version", "why"), rows, right=_NUMBERS)]
@@ -459,7 +459,7 @@ def record_text(r: dict[str, Any]) -> str:
     """A resource record (its JSON form) for ``resource add`` and ``attr list``."""
     owner = r["owner_host"]
     lines = [f"{r['name']} (resource {r['index']}, type {r['type']}, "
-             f"version {version_text(r['version'])})",
+             f"version {key_text(r['version'])})",
              f"  state            {r['state']}",
              "  owner_host       " + ("-" if owner is None else
                                        f"{owner['name']} (node {owner['id']}, incarnation "
@@ -476,7 +476,7 @@ def log_text(report: dict[str, Any]) -> str:
     for disk in report["log_disks"]:
         head = disk["head"]
         lines.append(f"log:{disk['name']}  {disk['entries_in_use']} of {disk['capacity']} entries "
-                     f"in use, head " + (f"seq {head['seq']} at position {head['position']}"
+                     f"in use, head " + (f"seq {key_text(head['seq'])} at position {head['position']}"
                                           if head else "none"))
         for d in disk["damaged"]:
             lines.append(f"  DAMAGED entry at position {d['position']} (offset {d['offset']}): "
@@ -485,7 +485,7 @@ def log_text(report: dict[str, Any]) -> str:
         for op in disk["operations"]:
             steps = " ".join(f"{s['name'] or s['index']}:{s['state']}" for s in op["steps"])
             params = json.dumps(op["params"], sort_keys=True) if op["params"] else ""
-            rows.append((op["op_id"], op["resource_index"], op["kind"] or "?", op["status"],
+            rows.append((key_text(op["op_id"]), op["resource_index"], op["kind"] or "?", op["status"],
                          params if len(params) <= 48 else params[:45] + "...", steps or None))
         if rows:
             lines.append(table(("op", "resource", "kind", "status", "params", "steps"), rows))

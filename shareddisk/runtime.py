@@ -33,6 +33,7 @@ from shareddisk import statefile
 from shareddisk.blockdevice import BlockDevice
 from shareddisk.clock import Clock
 from shareddisk.device import open_device
+from shareddisk.writekeys import WriteKeys
 
 if TYPE_CHECKING:
     # diskio (with concurrent.futures and queue) is imported by the first disk
@@ -126,6 +127,12 @@ class Runtime:
 
     def lease_acquired(self, leases: Any, index: int, holder: Any, generation: int) -> None:
         """``holder`` took (or confirmed) resource ``index``'s lease at ``generation``."""
+
+    def write_keys(self, cluster_uuid: str) -> WriteKeys:
+        """The record keys tried under this host's leases (shareddisk/writekeys.py),
+        in files shared by this host's processes: a command borrowing its
+        daemon's lease goes above the daemon's tries, and the daemon above its."""
+        return WriteKeys(statefile.run_dir() / cluster_uuid / "keys")
 
     def version_written(self, index: int, version: int) -> None:
         """A guarded write put version ``version`` of resource ``index``'s record down."""

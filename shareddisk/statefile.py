@@ -18,6 +18,13 @@ from shareddisk.errors import DeviceError
 
 INCARNATION_FILE = "incarnation"
 DEFAULT_STATE_ROOT = "/var/lib/shareddisk"
+RUN_ROOT = "/run/shareddisk"
+"""This host's files that last no longer than a boot: daemon views, write keys."""
+
+
+def run_dir() -> Path:
+    """``RUN_ROOT``, or ``$SHAREDDISK_RUN_DIR`` when set (tests, unprivileged runs)."""
+    return Path(os.environ.get("SHAREDDISK_RUN_DIR") or RUN_ROOT)
 
 
 def default_state_dir(cluster_uuid: str, node_id: int) -> Path:

@@ -34,14 +34,10 @@ from shareddisk.area import Area
 from shareddisk.format import heartbeat
 from shareddisk.locks import try_host_lock
 from shareddisk.membership import PeerState, majority
+from shareddisk.statefile import run_dir
 
 log = logging.getLogger("shareddisk.view")
-RUN_ROOT = "/run/shareddisk"
 VIEW_FORMAT = 1
-
-
-def run_dir() -> Path:
-    return Path(os.environ.get("SHAREDDISK_RUN_DIR") or RUN_ROOT)
 
 
 def view_path(cluster_uuid: str, node_id: int) -> Path:

@@ -20,14 +20,26 @@ that was acknowledged after it.  Two rules ensure that:
   lane are written only under its lease.
 
 Generation 0 means "no lease" (tests and tools writing a fresh area): only
-the first rule applies.  The marks are a writer's memory; a new process is a
-new incarnation and takes a new generation, so they need not outlive it.
+the first rule applies.
+
+The marks belong to the lease holder, not to one process: a command on the
+host of a running daemon borrows the daemon's incarnation, and so its lease
+and generation (shareddisk/session.py).  So the runtime keeps them in one
+small file per record in this host's run directory
+(``/run/shareddisk/<cluster-uuid>/keys/``, a tmpfs: a reboot is a new
+incarnation, whose generations need none of them), read and written under
+the record's same-host lock that every writer of it takes; only the newest
+generation's mark is kept.  A simulation keeps them in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
-from typing import Hashable
+from pathlib import Path
+
+from shareddisk.errors import DeviceError
 
 GENERATION_SHIFT = 32
 """Keys of lease generation g are above g << 32: 2**32 - 1 writes per lease tenure."""
@@ -43,53 +55,110 @@ def generation_of(key: int) -> int:
     return key >> GENERATION_SHIFT
 
 
-class WriteKeys:
-    """One writer's highest attempted key per record, for its lease generation."""
+Mark = tuple[int, int, int]
+"""(lease generation, highest key tried, where: a log entry's position, else -1)."""
 
-    def __init__(self) -> None:
-        self._marks: dict[Hashable, tuple[int, int, object]] = {}
+
+class WriteKeys:
+    """A lease holder's highest tried key per record, for its newest generation.
+
+    Records are named by the writer ("resource-3", "log-log0-3").  Without a
+    ``directory`` the marks live in this object; with one, in a file per
+    record there, shared by every process of this host (module docstring).
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory
+        self._marks: dict[str, Mark] = {}
         self._lock = threading.Lock()
 
-    def last(self, record: Hashable, generation: int) -> tuple[int, object] | None:
+    def last(self, record: str, generation: int) -> tuple[int, int] | None:
         """(key, where) of the last write tried on ``record`` under ``generation``."""
-        with self._lock:
-            mark = self._marks.get(record)
+        mark = self._load(record)
         if mark is None or mark[0] != generation:
             return None
         return mark[1], mark[2]
 
-    def above(self, record: Hashable, generation: int, stored: int) -> int:
+    def above(self, record: str, generation: int, stored: int) -> int:
         """The lowest key the next write of ``record`` may use, ``stored`` being the
         highest key a read shows now."""
         last = self.last(record, generation)
         return max(stored, last[0] if last else 0, floor(generation)) + 1
 
-    def attempt(self, record: Hashable, generation: int, key: int, where: object = None) -> None:
+    def attempt(self, record: str, generation: int, key: int, where: int = -1) -> None:
         """Note a write of ``key`` (at ``where``) before it is issued: from then on
-        it may be on some disk, whatever the write's outcome."""
-        with self._lock:
-            mark = self._marks.get(record)
-            if mark is None or mark[0] != generation or key > mark[1]:
-                self._marks[record] = (generation, key, where)
+        it may be on some disk, whatever the write's outcome.  A mark of a newer
+        generation stays (this writer's lease is over; its write will be refused)."""
+        mark = self._load(record)
+        if mark is None or generation > mark[0] or (generation == mark[0] and key > mark[1]):
+            self._store(record, (generation, key, where))
+
+    def _load(self, record: str) -> Mark | None:
+        if self.directory is None:
+            with self._lock:
+                return self._marks.get(record)
+        path = self.directory / record
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DeviceError(f"{path}: cannot read the write key tried last: {exc}") from None
+        try:
+            generation, key, where = (int(v) for v in text.split())
+        except ValueError:
+            raise DeviceError(f"{path}: not a write key mark ({text[:40]!r}); it is "
+                              f"rewritten whole, so something else wrote it") from None
+        return generation, key, where
+
+    def _store(self, record: str, mark: Mark) -> None:
+        if self.directory is None:
+            with self._lock:
+                self._marks[record] = mark
+            return
+        path = self.directory / record
+        # Not tempfile: a command would import it (and shutil, random, bz2...)
+        # for one small file; the record's lock keeps other writers out.
+        tmp = self.directory / f".{record}.{os.getpid()}.{threading.get_ident()}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(" ".join(map(str, mark)) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise DeviceError(f"{path}: cannot record the write key about to be used "
+                              f"(nothing written to the disks): {exc}") from None
 
 
-def version_text(key: int) -> str:
+def key_text(key: int) -> str:
     """A key as people read it: ``G.N``, the N-th write under lease generation G
-    (``N`` alone for a key written before the generation was part of it)."""
+    (``N`` alone for a key written before the generation was part of it).  For
+    a log seq (and an operation id, its BEGIN's seq) N also counts the other
+    lanes' residues, so it grows by the number of lanes per entry."""
     generation = generation_of(key)
     count = key - floor(generation)
     return f"{generation}.{count}" if generation else str(count)
 
 
 def parse_version(text: str) -> int:
-    """The key ``version_text`` shows, or the plain number ``--json`` gives;
-    ValueError for anything else."""
+    """The version ``key_text`` shows (``G.N``), or the plain number ``--json``
+    gives; ValueError, saying why, for anything no version can be."""
     head, dot, tail = text.strip().partition(".")
-    if not head.isdigit() or (dot and not tail.isdigit()):
+    digits = set("0123456789")
+    if not head or not set(head) <= digits or (dot and (not tail or not set(tail) <= digits)):
         raise ValueError(f"{text!r} is not a record version (G.N as tables show it, "
                          f"or the number --json gives)")
     if not dot:
-        return int(head)
-    if int(tail) >= 1 << GENERATION_SHIFT:
-        raise ValueError(f"{text!r}: the count after the dot must be below 2**{GENERATION_SHIFT}")
-    return floor(int(head)) + int(tail)
+        key = int(head)
+    else:
+        generation, count = int(head), int(tail)
+        if not 1 <= count < 1 << GENERATION_SHIFT:
+            raise ValueError(f"{text!r}: the count after the dot is 1 to "
+                             f"{(1 << GENERATION_SHIFT) - 1}")
+        key = floor(generation) + count
+    if key >= 1 << 64:
+        raise ValueError(f"{text!r} is beyond any record version (64 bits)")
+    return key

@@ -60,3 +60,12 @@ def pytest_report_header(config: pytest.Config) -> str:
     if config.getoption("tier") == "fast":
         return "tier: fast (./tools/test --full runs every test)"
     return "tier: full"
+
+
+@pytest.fixture(autouse=True)
+def _run_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own run directory (daemon views, write keys:
+    shareddisk/statefile.py), inherited by the daemons and commands it starts:
+    nothing is left in /run/shareddisk, and no test sees another's write keys
+    (test areas share cluster uuids).  A test may set its own."""
+    monkeypatch.setenv("SHAREDDISK_RUN_DIR", str(tmp_path_factory.mktemp("run")))

@@ -31,7 +31,7 @@ from shareddisk.drivers import check_attributes, complete_attributes
 from shareddisk.errors import ConflictError, StaleVersion, UsageError
 from shareddisk.porcelain.areas import Where, acting_session, opened
 from shareddisk.session import Session
-from shareddisk.writekeys import version_text
+from shareddisk.writekeys import key_text
 
 
 def _area(where: Session | Area) -> Area:
@@ -134,8 +134,8 @@ def check_version(area: Area, current: ResourceRecord, expect_version: int | Non
     """StaleVersion unless ``current`` is at ``expect_version`` (None: any version)."""
     if expect_version is not None and current.version != expect_version:
         raise StaleVersion(f"{area.device.path}: resource {current.name!r} is at version "
-                           f"{version_text(current.version)}, not "
-                           f"{version_text(expect_version)}; nothing written")
+                           f"{key_text(current.version)}, not "
+                           f"{key_text(expect_version)}; nothing written")
 
 
 def check_exists(area: Area, name: str) -> None:

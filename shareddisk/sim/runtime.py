@@ -26,6 +26,7 @@ from shareddisk.diskio import DiskWorker, Outcome
 from shareddisk.errors import DeviceError
 from shareddisk.runtime import Flag, Runtime, ThreadLock
 from shareddisk.sim.disks import DataView
+from shareddisk.writekeys import WriteKeys
 from shareddisk.sim.scheduler import SimEvent, SimLock
 from shareddisk.sim.workers import SimFuture, SimWorker
 
@@ -53,8 +54,16 @@ class SimRuntime(Runtime):
         self.sim = sim
         self.locks: dict[tuple[str, int, int], SimLock] = {}
         self.uuids = random.Random(uuid_seed)
+        self.keys: dict[tuple[str, Any], WriteKeys] = {}
 
     # -- machinery -------------------------------------------------------------------
+
+    def write_keys(self, cluster_uuid: str) -> WriteKeys:
+        """One host's write keys, in memory: its daemon and its commands share them
+        as the run directory's files do on a real host."""
+        task = self.sim.sched.current
+        host = task.host if task is not None else None
+        return self.keys.setdefault((cluster_uuid, host), WriteKeys())
 
     def disk_worker(self, name: str, clock: Clock, threaded: bool) -> Any:
         """A simulated thread for a daemon's disk (a host's task), else a real one in line."""

@@ -384,14 +384,14 @@ def test_a_write_records_its_lease_and_a_stale_expect_version_exits_5(cluster: C
     raw = resource_region(c.image)
 
     # --expect-version as tables show it: G.N
-    stale = writekeys.version_text(first.version)
+    stale = writekeys.key_text(first.version)
     assert "." in stale
     done = c.command("attr", "set", str(c.image), RESOURCE, f"{KEY}:int=99",
                      "--expect-version", stale, "--node-id", "3")
     assert done.returncode == EXIT_CONFLICT, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("shareddisk: error:"), done.stderr
-    assert f"version {writekeys.version_text(second.version)}, not {stale};" in lines[0], \
+    assert f"version {writekeys.key_text(second.version)}, not {stale};" in lines[0], \
         lines[0]
     assert done.stdout == ""
     assert resource_region(c.image) == raw

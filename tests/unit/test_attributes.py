@@ -426,7 +426,7 @@ def test_a_stale_expected_version_writes_nothing() -> None:
     leases = Leases(area, FakeClock(), T)
     g = leases.acquire(0, A, lambda n, i: False)
     before = (resource_bytes(area), area.read_region("lease"))
-    shown = [writekeys.version_text(v) for v in (v2, v1)]
+    shown = [writekeys.key_text(v) for v in (v2, v1)]
     with pytest.raises(StaleVersion, match=r"version {}.*based on version {}.*nothing written"
                        .format(*(re.escape(t) for t in shown))):
         guarded_write(area, leases, A, g, record(size=3), 0, v1)

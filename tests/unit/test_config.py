@@ -235,7 +235,7 @@ def test_read_only_fields_are_refused(session, area, sg1, field) -> None:
 def test_a_stale_expected_version_is_refused_and_the_record_unchanged(session, area, sg1) -> None:
     now = session.update_resource("sg1", {"size": 65}).version
     before = area.read_region("resource")
-    shown = [re.escape(writekeys.version_text(v)) for v in (now, sg1.version)]
+    shown = [re.escape(writekeys.key_text(v)) for v in (now, sg1.version)]
     with pytest.raises(StaleVersion, match="is at version {}, not {}".format(*shown)):
         session.update_resource("sg1", {"size": 99}, expect_version=sg1.version)
     assert area.read_region("resource") == before

@@ -537,3 +537,52 @@ def test_a_new_log_writer_appends_above_the_in_doubt_entries_of_its_predecessors
     fresh = OpLog(area, "log0")
     assert fresh.head().entry_type == logrecord.EntryType.ABORT
     assert fresh.find(op.op_id).aborted
+
+
+def test_a_command_borrowing_its_daemons_lease_goes_above_the_daemons_in_doubt_write():
+    """A command on the daemon's host borrows its incarnation, so its lease and
+    generation (session.py), with Leases of its own: the tried keys must come
+    from this host's shared store, not from one process's memory (found in
+    review of the write keys: the command reused the daemon's in-doubt version)."""
+    members = disks()
+    area = replicated_area(members)
+    daemon = add(area, 0, colour="red")
+    fail(members[1], Fault("error", op="write"))
+    fail(members[2], Fault("error", op="write"))
+    with pytest.raises(QuorumLost):
+        update(area, daemon, 0, colour="green")      # in doubt, on disk 0 only
+    fail(members[1])
+    fail(members[2])
+    fail(members[0], Fault("error"))                 # disk 0 stops answering
+    command = leases_of(area)                        # another process's Leases
+    generation, new = command.take(0, HOLDER, lambda node, incarnation: True)
+    assert not new and generation == read_lease(area, 0)["generation"]  # the daemon's
+    update(area, command, 0, colour="blue")          # acknowledged on disks 1 and 2
+    fail(members[0])                                 # disk 0 is back
+    fail(members[2], Fault("error"))                 # and disk 2 goes
+    assert find(area, "r0").attributes == {"colour": "blue"}
+
+
+def test_failed_appends_spend_no_position_of_the_lane():
+    """An operation that exactly fills its lane still commits after appends that
+    failed on every disk: the next append takes the position after the head with
+    a higher seq (found in review: skipping the failed position ended in LogFull)."""
+    members = disks()
+    area = replicated_area(members)
+    oplog = OpLog(area, "log0", generation=1)
+    steps = (len(oplog.lane_positions(0)) - 2) // 2
+    op = oplog.begin(0, "grow", {"size": 1}, [f"s{i}" for i in range(steps)])
+    oplog.intent(op, 0)
+    for member in members:
+        fail(member, Fault("error", op="write"))
+    for _ in range(2):
+        with pytest.raises(QuorumLost):
+            oplog.done(op, 0)
+    for member in members:
+        fail(member)
+    oplog.done(op, 0)
+    for i in range(1, steps):
+        oplog.intent(op, i)
+        oplog.done(op, i)
+    oplog.commit(op)
+    assert OpLog(area, "log0").find(op.op_id).committed
