@@ -488,8 +488,8 @@ class Ledger:
         if stored.version < seen:
             sim.violation("record-version-regressed",
                           f"resource {index}: the newest whole copy is version "
-                          f"{stored.version}, version {seen} was on the disk before")
-        self.versions[index] = max(seen, stored.version)
+                          f"{stored.version}, version {seen} was on a majority of disks before")
+        self.versions[index] = max(seen, sim.committed_version(index))
         record = stored.record
         for key in CLIENT_KEYS:
             best = self.best_ack.get((index, key))
@@ -555,6 +555,21 @@ class Checks:
                 self.violation("two-owners",
                                f"resource {index} is online on {' and '.join(names)}, each "
                                f"with a lease it believes valid")
+
+    def committed_version(self, index: int) -> int:
+        """The newest version of record ``index`` that a majority of disks have (or
+        have gone past).  A write that failed on most disks but landed on one is
+        in doubt: the majority read shows it while that disk answers, and it may
+        vanish with the disk (a blank one in its place) without anything
+        acknowledged being lost (finding 40); a version a majority took may not."""
+        versions = []
+        for area in self.raw_areas:
+            try:
+                versions.append(read_stored(area, index).version)
+            except FormatError:
+                versions.append(0)
+        versions.sort(reverse=True)
+        return versions[len(versions) // 2]
 
     def stored_record(self, index: int) -> Any:
         """Resource ``index``'s record as the cluster reads it: the checks' one way to
