@@ -306,10 +306,16 @@ class ExecScripts:
 
     def host_reset(self, host: "Host") -> None:
         """The host is reset (its watchdog, a fence action that resets): every
-        process on it ends, its scripts too."""
+        process on it ends, its scripts and its commands too (finding 41: a
+        command borrowing the fenced daemon's incarnation outlived the reset,
+        and its write held up in a stalled disk landed after the declaration)."""
         for proc in list(self._exec()["running"]):
             if proc.host is host:
                 proc.kill("host reset")
+        current = self.sched.current
+        for task in list(self.sched.tasks):
+            if task.host is host and task.role == "client" and task is not current:
+                self.sched.kill(task, SimCrash("host reset"))
 
     def _exec_wait_pause(self, proc: ScriptProcess) -> None:
         """A host paused whole (a VM's pause) stops its scripts too."""

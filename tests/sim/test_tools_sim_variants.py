@@ -96,3 +96,15 @@ def test_seeds_of_in_doubt_writes_come_out_right(seed: int, finding: int) -> Non
     run = sim("--json", "--seeds", "1", "--start", str(seed), "--variants")
     assert run.returncode == 0, (finding, run.stdout[-2000:])
     assert json.loads(run.stdout)["failed"] == []
+
+
+def test_seed_359_a_reset_host_takes_its_commands_with_it() -> None:
+    # Finding 41: node 1 fenced (fence action reset) while a command on its
+    # host, borrowing its incarnation, waited on a stalled disk; the command
+    # outlived the reset and its write landed after node 3 declared node 1
+    # dead (write-after-declared-dead at t=70.000).  A reset ends every
+    # process of the host, the commands too.
+    run = sim("--json", "--seeds", "1", "--start", "359", "--variants", "--cli", "session",
+              "--freeze-mode", "anywhere")
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert json.loads(run.stdout)["failed"] == []
