@@ -23,8 +23,16 @@ RUN_ROOT = "/run/shareddisk"
 
 
 def run_dir() -> Path:
-    """``RUN_ROOT``, or ``$SHAREDDISK_RUN_DIR`` when set (tests, unprivileged runs)."""
-    return Path(os.environ.get("SHAREDDISK_RUN_DIR") or RUN_ROOT)
+    """``$SHAREDDISK_RUN_DIR`` when set (tests); else ``RUN_ROOT`` for root, and for
+    another user ``$XDG_RUNTIME_DIR/shareddisk`` when set (their own tmpfs: they
+    may not write /run/shareddisk)."""
+    chosen = os.environ.get("SHAREDDISK_RUN_DIR")
+    if chosen:
+        return Path(chosen)
+    user_run = os.environ.get("XDG_RUNTIME_DIR")
+    if user_run and os.geteuid() != 0:
+        return Path(user_run) / "shareddisk"
+    return Path(RUN_ROOT)
 
 
 def default_state_dir(cluster_uuid: str, node_id: int) -> Path:

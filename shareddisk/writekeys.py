@@ -130,7 +130,9 @@ class WriteKeys:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise DeviceError(f"{path}: cannot record the write key about to be used "
-                              f"(nothing written to the disks): {exc}") from None
+                              f"(nothing written to the disks): {exc.strerror or exc}; "
+                              f"SHAREDDISK_RUN_DIR may name a directory this user can "
+                              f"write (docs/OPERATIONS.md, Files on each host)") from None
 
 
 def key_text(key: int) -> str:

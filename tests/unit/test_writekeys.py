@@ -4,6 +4,7 @@ generation, shared by this host's processes, shown and read back as G.N."""
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 from hypothesis import given
@@ -90,3 +91,17 @@ def test_a_version_reads_back_as_it_is_shown(generation: int, count: int) -> Non
 def test_what_no_version_can_be_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_version(text)
+
+
+def test_the_run_directory_root_a_user_and_the_override(monkeypatch, tmp_path) -> None:
+    from shareddisk.statefile import RUN_ROOT, run_dir
+    monkeypatch.delenv("SHAREDDISK_RUN_DIR")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert str(run_dir()) == RUN_ROOT
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert run_dir() == tmp_path / "shareddisk"  # a user's own tmpfs: /run/user/UID
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert str(run_dir()) == RUN_ROOT  # nowhere better: a refused write names the variable
+    monkeypatch.setenv("SHAREDDISK_RUN_DIR", str(tmp_path / "mine"))
+    assert run_dir() == tmp_path / "mine"
