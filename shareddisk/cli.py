@@ -23,7 +23,7 @@ from shareddisk.clock import SystemClock
 from shareddisk.errors import EXIT_CONFLICT, EXIT_DAMAGE, ShareddiskError, UsageError
 from shareddisk.params import Seconds, parse_size
 from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL
-from shareddisk.writekeys import parse_version, key_text
+from shareddisk.writekeys import key_text, parse_version
 
 # Commands import what only they need inside their bodies (their porcelain,
 # render, rich, progress bars): every command starts in the time of its own

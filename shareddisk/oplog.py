@@ -494,7 +494,7 @@ class OpLog:
             record = logrecord.CODEC.encode(values, self.area.sector_size)
             if self.guard is not None:
                 self.guard()
-            self.keys.attempt(self._lane_key(resource_index), self.generation, seq, position)
+            self.keys.attempt(self._lane_key(resource_index), self.generation, seq)
             try:
                 self.area.device.write(offset, record)
                 self.area.device.flush()

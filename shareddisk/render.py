@@ -475,9 +475,9 @@ def log_text(report: dict[str, Any]) -> str:
     lines = []
     for disk in report["log_disks"]:
         head = disk["head"]
+        shown = f"seq {key_text(head['seq'])} at position {head['position']}" if head else "none"
         lines.append(f"log:{disk['name']}  {disk['entries_in_use']} of {disk['capacity']} entries "
-                     f"in use, head " + (f"seq {key_text(head['seq'])} at position {head['position']}"
-                                          if head else "none"))
+                     f"in use, head {shown}")
         for d in disk["damaged"]:
             lines.append(f"  DAMAGED entry at position {d['position']} (offset {d['offset']}): "
                          f"{d['error']}")
@@ -485,7 +485,8 @@ def log_text(report: dict[str, Any]) -> str:
         for op in disk["operations"]:
             steps = " ".join(f"{s['name'] or s['index']}:{s['state']}" for s in op["steps"])
             params = json.dumps(op["params"], sort_keys=True) if op["params"] else ""
-            rows.append((key_text(op["op_id"]), op["resource_index"], op["kind"] or "?", op["status"],
+            rows.append((key_text(op["op_id"]), op["resource_index"], op["kind"] or "?",
+                         op["status"],
                          params if len(params) <= 48 else params[:45] + "...", steps or None))
         if rows:
             lines.append(table(("op", "resource", "kind", "status", "params", "steps"), rows))

@@ -55,8 +55,8 @@ def generation_of(key: int) -> int:
     return key >> GENERATION_SHIFT
 
 
-Mark = tuple[int, int, int]
-"""(lease generation, highest key tried, where: a log entry's position, else -1)."""
+Mark = tuple[int, int]
+"""(lease generation, highest key tried)."""
 
 
 class WriteKeys:
@@ -72,26 +72,26 @@ class WriteKeys:
         self._marks: dict[str, Mark] = {}
         self._lock = threading.Lock()
 
-    def last(self, record: str, generation: int) -> tuple[int, int] | None:
-        """(key, where) of the last write tried on ``record`` under ``generation``."""
+    def last(self, record: str, generation: int) -> int | None:
+        """The highest key tried on ``record`` under ``generation``."""
         mark = self._load(record)
         if mark is None or mark[0] != generation:
             return None
-        return mark[1], mark[2]
+        return mark[1]
 
     def above(self, record: str, generation: int, stored: int) -> int:
         """The lowest key the next write of ``record`` may use, ``stored`` being the
         highest key a read shows now."""
         last = self.last(record, generation)
-        return max(stored, last[0] if last else 0, floor(generation)) + 1
+        return max(stored, last or 0, floor(generation)) + 1
 
-    def attempt(self, record: str, generation: int, key: int, where: int = -1) -> None:
-        """Note a write of ``key`` (at ``where``) before it is issued: from then on
+    def attempt(self, record: str, generation: int, key: int) -> None:
+        """Note a write of ``key`` before it is issued: from then on
         it may be on some disk, whatever the write's outcome.  A mark of a newer
         generation stays (this writer's lease is over; its write will be refused)."""
         mark = self._load(record)
         if mark is None or generation > mark[0] or (generation == mark[0] and key > mark[1]):
-            self._store(record, (generation, key, where))
+            self._store(record, (generation, key))
 
     def _load(self, record: str) -> Mark | None:
         if self.directory is None:
@@ -105,11 +105,11 @@ class WriteKeys:
         except OSError as exc:
             raise DeviceError(f"{path}: cannot read the write key tried last: {exc}") from None
         try:
-            generation, key, where = (int(v) for v in text.split())
+            generation, key = (int(v) for v in text.split())
         except ValueError:
             raise DeviceError(f"{path}: not a write key mark ({text[:40]!r}); it is "
                               f"rewritten whole, so something else wrote it") from None
-        return generation, key, where
+        return generation, key
 
     def _store(self, record: str, mark: Mark) -> None:
         if self.directory is None:

@@ -26,9 +26,9 @@ from shareddisk.diskio import DiskWorker, Outcome
 from shareddisk.errors import DeviceError
 from shareddisk.runtime import Flag, Runtime, ThreadLock
 from shareddisk.sim.disks import DataView
-from shareddisk.writekeys import WriteKeys
 from shareddisk.sim.scheduler import SimEvent, SimLock
 from shareddisk.sim.workers import SimFuture, SimWorker
+from shareddisk.writekeys import WriteKeys
 
 
 # --- workarounds for library bugs the simulation finds --------------------------------

@@ -35,13 +35,8 @@ def test_a_new_generation_starts_above_everything_an_older_one_could_try(keys) -
     assert keys.above("resource-0", 4, stored=floor(3) + 7) == floor(4) + 1
     keys.attempt("resource-0", 4, floor(4) + 1)
     keys.attempt("resource-0", 3, floor(3) + 2000)  # a stale writer: its mark is not kept
-    assert keys.last("resource-0", 4) == (floor(4) + 1, -1)
+    assert keys.last("resource-0", 4) == floor(4) + 1
     assert keys.last("resource-0", 3) is None
-
-
-def test_the_log_mark_keeps_its_position(keys) -> None:
-    keys.attempt("log-log0-2", 5, floor(5) + 3, 17)
-    assert keys.last("log-log0-2", 5) == (floor(5) + 3, 17)
 
 
 def test_two_processes_of_one_host_share_the_marks(tmp_path) -> None:
