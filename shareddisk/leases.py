@@ -119,7 +119,8 @@ def resource_lock(area: Area, index: int, clock: Clock | None = None,
 class Leases:
     """Acquire, check and release resource leases on one area (and its disks)."""
 
-    def __init__(self, area: Area, clock: Clock, timeouts: Timeouts, runtime: Runtime = REAL):
+    def __init__(self, area: Area, clock: Clock, timeouts: Timeouts, runtime: Runtime = REAL,
+                 keys: WriteKeys | None = None):
         self.area = area
         self.clock = clock
         self.timeouts = timeouts  # kept for callers; no lease step waits on a timeout
@@ -131,8 +132,10 @@ class Leases:
         # nor give back: {index: (holder, generation)}, for the caller to retry.
         self.stranded: dict[int, tuple[NodeIncarnation, int]] = {}
         # The keys tried on resource records and log lanes under this host's
-        # leases (shareddisk/writekeys.py): never reused, even in doubt.
-        self.keys: WriteKeys = runtime.write_keys(area.cluster_uuid)
+        # leases (shareddisk/writekeys.py): never reused, even in doubt.  The
+        # runtime's are shared with this host's other processes; a caller that
+        # is the only writer under its leases may pass its own.
+        self.keys = keys if keys is not None else runtime.write_keys(area.cluster_uuid)
 
     def paxos(self, index: int, holder: NodeIncarnation | None = None) -> DiskPaxos:
         """The ballot of lease ``index``.  Its retry pauses are drawn from a seed of

@@ -17,9 +17,15 @@ nothing away, so ``pytest tests/integration/test_failover.py`` runs the file.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Module and session fixtures run before the per-test run directory below
+# exists: they and what they start get one of this process's own, never /run.
+os.environ.setdefault("SHAREDDISK_RUN_DIR", tempfile.mkdtemp(prefix="shareddisk-run-"))
 
 TESTS = Path(__file__).resolve().parent
 FULL_ONLY_DIRS = ("integration",)

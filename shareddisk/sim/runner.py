@@ -39,6 +39,7 @@ from shareddisk.sim.lifecycle import Lifecycle
 from shareddisk.sim.runtime import WORKAROUNDS, SimRuntime
 from shareddisk.sim.scheduler import Scheduler, SimClock, Task
 from shareddisk.timeouts import Timeouts
+from shareddisk.writekeys import WriteKeys
 
 
 @dataclass
@@ -137,7 +138,9 @@ class Simulation(Lifecycle, Clients, Chaos, Checks, ExecScripts):
         self.raw_areas = [Area.open(dev) for dev in self.disks]
         self.data: dict[str, MemoryDevice] = {}
         area0 = replicated_area(self.raw_areas)  # records on every disk, as nodes keep them
-        leases = Leases(area0, self.clock, self.timeouts)
+        # the setup is the only writer under its leases: its write keys in memory,
+        # not in this host's run directory (which would outlive the run)
+        leases = Leases(area0, self.clock, self.timeouts, keys=WriteKeys())
         setup = NodeIncarnation(1, 0, "setup")
         for r in range(cfg.resources):
             name = f"sim-data-r{r}"
