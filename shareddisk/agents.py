@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shareddisk.attributes import owner_guard
 from shareddisk.drivers.base import Driver
+from shareddisk.loggers import logger
 from shareddisk.operations import WriteContext, close, finish
 from shareddisk.oplog import OpLog, Operation
 from shareddisk.runtime import Runtime
 
-log = logging.getLogger("shareddisk.agents")
+log = logger("shareddisk.agents")
 
 
 @dataclass

@@ -9,7 +9,6 @@ code its class names (README.md).
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from shareddisk import __version__
 from shareddisk.area import DEFAULT_LOG_SIZE, DEFAULT_RESOURCES
 from shareddisk.clock import SystemClock
 from shareddisk.errors import EXIT_CONFLICT, EXIT_DAMAGE, ShareddiskError, UsageError
+from shareddisk.loggers import logger
 from shareddisk.params import Seconds, parse_size
 from shareddisk.timeouts import MAX_INTERVAL, MIN_INTERVAL
 from shareddisk.writekeys import key_text, parse_version
@@ -152,16 +152,9 @@ def main(verbose: bool) -> None:
     (/dev/sdb,/dev/sdc,/dev/sdd); one of them is enough on a host whose
     daemon runs (its list names the others).
     """
-    _quiet_logging(verbose)
-
-
-def _quiet_logging(verbose: bool) -> None:
-    """A command says what went wrong in its one error line; the library's log lines
-    (a failed disk write, a renewal that failed) stay silent unless asked for.
-    Without a handler, Python would print warnings to stderr (logging.lastResort)."""
-    library = logging.getLogger("shareddisk")
-    if not any(isinstance(h, logging.NullHandler) for h in library.handlers):
-        library.addHandler(logging.NullHandler())
+    # A command says what went wrong in its one error line; the library's log
+    # lines (a failed disk write, a renewal that failed) stay silent unless
+    # asked for (shareddisk/loggers.py gives them a NullHandler).
     if verbose:
         _setup_logging(verbose=False)
 
@@ -305,7 +298,7 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
     def on_hup(signum: int, frame: object) -> None:
         # SIGHUP's default would kill the daemon without writing `left` (peers would
         # wait out the dead timeout): it is ignored, and said so.
-        logging.getLogger("shareddisk.daemon").warning(
+        logger("shareddisk.daemon").warning(
             "event=sighup action=ignored reason=%r", "options are read at start; restart "
             "the daemon (systemctl restart) to change them")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,10 @@ from shareddisk.attributes import ResourceRecord, read_all, read_stored
 from shareddisk.clock import Clock
 from shareddisk.errors import DeviceError, FormatError, QuorumError, UsageError
 from shareddisk.format import lease
+from shareddisk.loggers import logger
 from shareddisk.runtime import REAL, Runtime
 
-log = logging.getLogger("shareddisk.config")
+log = logger("shareddisk.config")
 STATE_FILE = "resources.json"
 
 # (record or None when removed, changed keys) for one resource index

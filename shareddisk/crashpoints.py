@@ -28,14 +28,12 @@ The names (docs/CRASHPOINTS.md lists them with what has happened by then):
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 
 ENV = "SHAREDDISK_CRASHPOINT"
 CRASH_EXIT = 99
-log = logging.getLogger("shareddisk.crashpoint")
 
 
 def crashpoint(name: str) -> None:
@@ -46,7 +44,9 @@ def crashpoint(name: str) -> None:
     target, _, mode = wanted.partition(":")
     if target != name:
         return
-    log.critical("event=crashpoint name=%s mode=%s pid=%d", name, mode or "exit", os.getpid())
+    import logging  # here, not at start-up: only a test's crash point logs this
+    logging.getLogger("shareddisk.crashpoint").critical(
+        "event=crashpoint name=%s mode=%s pid=%d", name, mode or "exit", os.getpid())
     for handler in logging.getLogger().handlers:
         handler.flush()
     if mode == "stop":

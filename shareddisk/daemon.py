@@ -21,7 +21,6 @@ fence_grace, runs the fence action and writes nothing.
 from __future__ import annotations
 
 import contextlib
-import logging
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +30,7 @@ from shareddisk.confsync import ConfigSync
 from shareddisk.device import WriteGate
 from shareddisk.errors import DeviceError, LockHeld, ShareddiskError
 from shareddisk.fencing import FenceAction, Writers
+from shareddisk.loggers import logger
 from shareddisk.manager import ClusterManager, View
 from shareddisk.membership import NodeIncarnation
 from shareddisk.node import Node
@@ -40,7 +40,7 @@ from shareddisk.session import node_slot_lock
 from shareddisk.watchdog import HardwareWatchdog
 from shareddisk.statefile import IncarnationMemory, default_state_dir
 
-log = logging.getLogger("shareddisk.daemon")
+log = logger("shareddisk.daemon")
 SHUTDOWN_WAIT = 30.0  # seconds to let a running operation finish on SIGTERM
 
 

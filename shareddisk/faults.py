@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import math
 import os
 import random
@@ -88,6 +87,7 @@ from typing import Any, Callable, Mapping, Self
 from shareddisk.blockdevice import BlockDevice, BytesLike, errno_text
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import DeviceError, UsageError
+from shareddisk.loggers import logger
 
 __all__ = [
     "FAULTS_ENV",
@@ -101,7 +101,7 @@ __all__ = [
     "write_rules_file",
 ]
 
-log = logging.getLogger("shareddisk.faults")
+log = logger("shareddisk.faults")
 
 FAULTS_ENV = "SHAREDDISK_FAULTS"
 RECHECK_SECONDS = 0.05

@@ -9,7 +9,6 @@ shutdown scripts, because a node that lost its disks must not wait on them.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import subprocess
@@ -18,8 +17,9 @@ import threading
 from typing import Callable, Iterator, Protocol
 
 from shareddisk.errors import DeviceError, Fenced
+from shareddisk.loggers import logger
 
-log = logging.getLogger("shareddisk.fence")
+log = logger("shareddisk.fence")
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 
 

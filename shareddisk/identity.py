@@ -24,7 +24,6 @@ its identity (cluster uuid and layout) with the one the node opened.
 
 from __future__ import annotations
 
-import logging
 import uuid as uuidlib
 from typing import Any
 
@@ -32,8 +31,9 @@ from shareddisk.area import Area
 from shareddisk.errors import FormatError
 from shareddisk.foreign import MAX_ROT_BYTES, differing_bytes
 from shareddisk.format import superblock
+from shareddisk.loggers import logger
 
-log = logging.getLogger("shareddisk.identity")
+log = logger("shareddisk.identity")
 
 KEYS = ("cluster_uuid", "sector_size", "area_size", "backup_offset", "node_count",
         "resource_count", "resource_chunks", "log_disk_count", "heartbeat", "mailbox",

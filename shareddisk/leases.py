@@ -40,7 +40,6 @@ table sector (shareddisk/locks.py).
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 from typing import Any, Callable, Iterator
 
@@ -49,13 +48,14 @@ from shareddisk.clock import Clock, SystemClock
 from shareddisk.errors import DeviceError, FormatError, LeaseLost, QuorumError, ShareddiskError
 from shareddisk.format import lease
 from shareddisk.locks import host_lock
+from shareddisk.loggers import logger
 from shareddisk.membership import NodeIncarnation
 from shareddisk.paxos import DiskPaxos, Leader, LeaseDisk, LeaseGeometry, Outcome
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
 from shareddisk.writekeys import WriteKeys
 
-log = logging.getLogger("shareddisk.leases")
+log = logger("shareddisk.leases")
 
 # (node_id, incarnation) -> True alive, False gone (dead, left, or a later life exists)
 Liveness = Callable[[int, int], bool]

@@ -26,7 +26,6 @@ replayed here), then mark the resource online.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from shareddisk.format.mailbox import Message
 from shareddisk.format.resource import ResourceState
 from shareddisk.leases import Leases, resource_lock
 from shareddisk.liveness import View, in_view
+from shareddisk.loggers import logger
 from shareddisk.membership import NodeIncarnation, PeerState
 from shareddisk.operations import WriteContext, outcome, run_operation
 from shareddisk.oprequest import OpOutcome, OpRequest
@@ -52,7 +52,7 @@ from shareddisk.replicas import repair_held
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.timeouts import Timeouts
 
-log = logging.getLogger("shareddisk.manager")
+log = logger("shareddisk.manager")
 
 RECOVER_TRIES = 3  # ticks an owner retries a failed replay before it gives the resource up
 

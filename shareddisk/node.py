@@ -23,7 +23,6 @@ daemon (I/O on worker threads).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -37,13 +36,14 @@ from shareddisk.errors import DeviceError, Fenced, FormatError, LockHeld, Quorum
 from shareddisk.fencing import ExitFence, FenceAction
 from shareddisk.format import heartbeat, mailbox
 from shareddisk.format import lease as lease_fmt
+from shareddisk.loggers import logger
 from shareddisk.membership import Membership, Transition, majority
 from shareddisk.replicas import Unavailable
 from shareddisk.runtime import REAL, Runtime
 from shareddisk.statefile import IncarnationMemory
 from shareddisk.timeouts import Timeouts
 
-log = logging.getLogger("shareddisk.node")
+log = logger("shareddisk.node")
 _IDX = heartbeat.CODEC.raw_index
 
 

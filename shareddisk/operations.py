@@ -20,7 +20,6 @@ next write.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -30,12 +29,13 @@ from shareddisk.clock import Clock
 from shareddisk.drivers.base import Driver
 from shareddisk.errors import ConflictError
 from shareddisk.leases import Leases, resource_lock
+from shareddisk.loggers import logger
 from shareddisk.membership import NodeIncarnation
 from shareddisk.oplog import OpLog, Operation
 from shareddisk.oprequest import OpOutcome
 from shareddisk.replicas import repair_held
 
-log = logging.getLogger("shareddisk.ops")
+log = logger("shareddisk.ops")
 
 
 @dataclass

@@ -36,7 +36,6 @@ so its write-back cannot race another writer of them.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -48,9 +47,10 @@ from shareddisk.blockdevice import BytesLike
 from shareddisk.errors import DeviceError, FormatError, QuorumLost, ShareddiskError, UsageError
 from shareddisk.format.record import is_blank
 from shareddisk.identity import identity
+from shareddisk.loggers import logger
 from shareddisk.readpath import check_record, expectations
 
-log = logging.getLogger("shareddisk.replicas")
+log = logger("shareddisk.replicas")
 
 REPLICATED = ("lease", "resource")
 """Fixed regions held on every disk; the ``log:`` regions are too."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import threading
 from pathlib import Path
@@ -33,10 +32,11 @@ from typing import Any, Callable
 from shareddisk.area import Area
 from shareddisk.format import heartbeat
 from shareddisk.locks import try_host_lock
+from shareddisk.loggers import logger
 from shareddisk.membership import PeerState, majority
 from shareddisk.statefile import run_dir
 
-log = logging.getLogger("shareddisk.view")
+log = logger("shareddisk.view")
 VIEW_FORMAT = 1
 
 

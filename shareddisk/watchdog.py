@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
-import logging
 import os
 import stat
 import struct
@@ -38,9 +37,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shareddisk.errors import DeviceError, UsageError
+from shareddisk.loggers import logger
 from shareddisk.timeouts import Timeouts
 
-log = logging.getLogger("shareddisk.watchdog")
+log = logger("shareddisk.watchdog")
 
 DEFAULT_DEVICE = "/dev/watchdog"
 

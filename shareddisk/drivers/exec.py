@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import signal
@@ -81,8 +80,9 @@ from shareddisk.clock import Clock, SystemClock
 from shareddisk.drivers.base import check_args
 from shareddisk.errors import DeviceError, UsageError
 from shareddisk.fencing import WRITERS, Writers
+from shareddisk.loggers import logger
 
-log = logging.getLogger("shareddisk.drivers.exec")
+log = logger("shareddisk.drivers.exec")
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_STEPS = ["apply"]

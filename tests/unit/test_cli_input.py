@@ -279,12 +279,13 @@ def test_library_log_lines_stay_silent_unless_verbose(image, tmp_path):
     """A warning logged by the library during a command that succeeds (here, a disk
     that fails its reads is logged by the status reader, if at all) never reaches
     stderr without -v; with -v it does."""
-    code = ("import logging, sys\n"
+    code = ("import sys\n"
             "from shareddisk.cli import main\n"
+            "from shareddisk.loggers import logger\n"
             "import shareddisk.cli as cli\n"
             "real = cli._emit\n"
             "def emit(*a, **k):\n"
-            "    logging.getLogger('shareddisk.test').warning('event=leak')\n"
+            "    logger('shareddisk.test').warning('event=leak')  # as library modules log\n"
             "    real(*a, **k)\n"
             "cli._emit = emit\n"
             "main()\n")
