@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from shareddisk.format import heartbeat
 from shareddisk.timeouts import Timeouts
@@ -70,13 +71,14 @@ _RUNNING = frozenset(_SLOT_STATES[s] for s in heartbeat.RUNNING)
 _STOPPED = frozenset(_SLOT_STATES[s] for s in heartbeat.SlotState if s not in heartbeat.RUNNING)
 
 
-@dataclass(frozen=True)
-class NodeIncarnation:
+class NodeIncarnation(NamedTuple):
     """One life of a node: its id, its heartbeat incarnation, and its name.
 
     A lease is held by one (its holder); a resource record names one as the
     resource's owner (owner_host).  Id and incarnation say which life it is;
-    the name is for people.  Node id 0 names nobody (a free lease).
+    the name is for people.  Node id 0 names nobody (a free lease).  A
+    NamedTuple, not a frozen dataclass: cheaper to define at start-up
+    (shareddisk/paxos.py says why), and every command imports it.
     """
 
     node_id: int
@@ -128,8 +130,7 @@ class Peer:
         return None if since is None else max(0.0, now - since)
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
     node_id: int
     old: PeerState
     new: PeerState

@@ -42,7 +42,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from collections.abc import Sequence as SequenceABC
-from typing import Any, Callable, Generator, Iterable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterable, Iterator, NamedTuple, Sequence
 
 from shareddisk.clock import Clock
 from shareddisk.device import BlockDevice
@@ -64,13 +64,15 @@ MAX_NODE_ID = NODE_MASK
 
 
 # --- values -------------------------------------------------------------------
+# The immutable ones are NamedTuples: a frozen dataclass compiles five methods
+# when its module is imported (~0.8 ms each here), a NamedTuple one, and every
+# command that touches a lease imports this module (issue 17's start-up).
 
 
 FREE = NodeIncarnation(0, 0, "")
 
 
-@dataclass(frozen=True)
-class Leader:
+class Leader(NamedTuple):
     """The published outcome of instance ``generation``: its owner (or FREE)."""
 
     generation: int
@@ -105,8 +107,7 @@ class LeaseGeometry:
 # --- disk operations the generators yield --------------------------------------
 
 
-@dataclass(frozen=True)
-class Read:
+class Read(NamedTuple):
     """Read blocks [first, first + count) of disk ``disk``; each block atomically.
 
     Answer: a list of ``count`` sectors, or None when the disk could not be read.
@@ -117,8 +118,7 @@ class Read:
     count: int
 
 
-@dataclass(frozen=True)
-class Write:
+class Write(NamedTuple):
     """Write one block (one sector) of disk ``disk``.  Answer: True done, False failed."""
 
     disk: int
@@ -126,8 +126,7 @@ class Write:
     data: bytes
 
 
-@dataclass(frozen=True)
-class Pause:
+class Pause(NamedTuple):
     """Between two ballot attempts: back off ``attempt`` (liveness only). Answer: None."""
 
     attempt: int
@@ -161,8 +160,7 @@ class Outcome:
 # --- decoding what a disk holds --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DBlock:
+class DBlock(NamedTuple):
     node_id: int
     lver: int
     mbal: int
@@ -648,8 +646,7 @@ def with_retries(make: Callable[[int], Step], attempts: int) -> Step:
 # --- running the steps on devices -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LeaseDisk:
+class LeaseDisk(NamedTuple):
     """Where one lease starts on one disk, and how to tell the disk is still the
     one the cluster wrote (``identity``: False for a disk replaced by a blank
     one; see DiskPaxos.run)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from shareddisk.area import LOG_PREFIX, Area, Region
 from shareddisk.crc import crc32c
@@ -195,8 +195,7 @@ class CopyStatus(enum.Enum):
     TORN = "torn"        # valid chunks that do not make one copy (an interrupted write)
 
 
-@dataclass(frozen=True)
-class CopyCheck:
+class CopyCheck(NamedTuple):
     """What one copy (0 is A, 1 is B) of a resource record holds."""
 
     copy: int

@@ -62,8 +62,7 @@ Where the magic values come from (checked against the projects' sources):
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 __all__ = ["HEAD_BYTES", "SCAN_HEAD_BYTES", "TAIL_BYTES", "SAMPLE_EVERY", "SAMPLE_BYTES", "Signature",
            "detect_signatures", "sample_offsets"]
@@ -86,8 +85,7 @@ SAMPLE_BYTES = 4096
 """How much the caller should read at each sample offset."""
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     """One piece of recognised on-disk data.
 
     name: short id ("shareddisk", "sbd", "sanlock", "ext4", "xfs", "lvm2",
@@ -101,8 +99,7 @@ class Signature:
     description: str
 
 
-@dataclass(frozen=True)
-class _Probe:
+class _Probe(NamedTuple):
     """One row of the signature table.
 
     offsets: where the magic may be.  A value >= 0 is a byte offset from the

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from shareddisk.clock import Clock, SystemClock
 from shareddisk.device import BlockDevice, open_device
@@ -72,8 +72,7 @@ _KIND_OFFSET = 6  # the record kind field (shareddisk/format/record.py)
 Opener = Callable[..., BlockDevice]
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(NamedTuple):
     """A volume table header: the geometry every entry write depends on."""
 
     uuid: bytes
@@ -103,8 +102,7 @@ class Table:
                     capacity=self.capacity)
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(NamedTuple):
     """One used entry of the table."""
 
     slot: int

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from shareddisk.crc import crc32c
 from shareddisk.errors import (
@@ -80,8 +79,7 @@ def header(cs: Any) -> Any:
 
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One leaf field of a record, with its byte offset."""
 
     name: str

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
@@ -436,7 +436,7 @@ def test_the_search_finds_a_ballot_that_ignores_accepted_values(monkeypatch) -> 
 
     def blind(geo, disk, raw):
         view = real(geo, disk, raw)
-        view.dblocks = {k: replace(b, bal=0) for k, b in view.dblocks.items()}
+        view.dblocks = {k: b._replace(bal=0) for k, b in view.dblocks.items()}
         return view
 
     monkeypatch.setattr(paxos, "decode_view", blind)
