@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import click
@@ -268,7 +267,7 @@ def _setup_logging(verbose: bool) -> None:
               help="Heartbeat interval in seconds (default: the area's, set at init).")
 @click.option("--fence", "fence_name", type=click.Choice(["exit", "reboot"]), default="exit",
               show_default=True, help="What to do when this node must fence itself.")
-@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--state-dir", type=click.Path(), default=None,
               help="Where the local copy of the resource records lives "
                    "(default: /var/lib/shareddisk/<cluster-uuid>/node<ID>).")
 @click.option("--metrics-address", default=None, metavar="HOST:PORT",
@@ -282,7 +281,7 @@ def _setup_logging(verbose: bool) -> None:
                                       "io timeout, rounded up; the driver may grant more).")
 @click.option("-v", "--verbose", is_flag=True)
 def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | None,
-        fence_name: str, state_dir: Path | None, metrics_address: str | None,
+        fence_name: str, state_dir: str | None, metrics_address: str | None,
         watchdog_path: str | None, watchdog_timeout: int | None, verbose: bool) -> None:
     """Run the node daemon on DEVICES (one or more areas of one cluster)."""
     from shareddisk.notify import sd_notify
@@ -518,11 +517,11 @@ def attr() -> None:
 @click.argument("key")
 @click.option("--local", "local", is_flag=True,
               help="Read this host's synchronized copy (works while the disk is unreachable).")
-@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--state-dir", type=click.Path(), default=None,
               help="The daemon's --state-dir (with --local).")
 @node_option
 @json_option
-def attr_get(device: str, resource_name: str, key: str, local: bool, state_dir: Path | None,
+def attr_get(device: str, resource_name: str, key: str, local: bool, state_dir: str | None,
              node_id: int | None, as_json: bool) -> None:
     """Print one attribute (or built-in field) of RESOURCE_NAME."""
     from shareddisk.porcelain import attrs

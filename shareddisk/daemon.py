@@ -47,10 +47,10 @@ SHUTDOWN_WAIT = 30.0  # seconds to let a running operation finish on SIGTERM
 class Daemon:
     def __init__(self, areas: list[Area], node_id: int, *, clock: Clock, name: str = "",
                  interval: float | None = None, fence: FenceAction | None = None,
-                 state_dir: Path | None = None, threaded_io: bool = True,
+                 state_dir: str | Path | None = None, threaded_io: bool = True,
                  writers: Writers | None = None, watchdog: HardwareWatchdog | None = None,
                  runtime: Runtime = REAL):
-        state_dir = state_dir or default_state_dir(areas[0].cluster_uuid, node_id)
+        state_dir = Path(state_dir or default_state_dir(areas[0].cluster_uuid, node_id))
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

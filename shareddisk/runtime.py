@@ -22,9 +22,9 @@ drivers/image.py).
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from shareddisk import crashpoints
@@ -36,6 +36,8 @@ from shareddisk.device import open_device
 from shareddisk.writekeys import WriteKeys
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     # diskio (with concurrent.futures and queue) is imported by the first disk
     # worker or round asked for: `attr set` and `status` with a local daemon
     # start without it (issue 17, docs/BENCHMARKS.md).
@@ -132,7 +134,7 @@ class Runtime:
         """The record keys tried under this host's leases (shareddisk/writekeys.py),
         in files shared by this host's processes: a command borrowing its
         daemon's lease goes above the daemon's tries, and the daemon above its."""
-        return WriteKeys(statefile.run_dir() / cluster_uuid / "keys")
+        return WriteKeys(os.path.join(statefile.run_dir(), cluster_uuid, "keys"))
 
     def version_written(self, index: int, version: int) -> None:
         """A guarded write put version ``version`` of resource ``index``'s record down."""

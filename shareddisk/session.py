@@ -17,8 +17,8 @@ record must be a node with a heartbeat.  A CLI command given ``--node-id N``:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from shareddisk.area import Area
@@ -37,6 +37,8 @@ from shareddisk.replicas import members_of, readable_member, repair_held
 from shareddisk.timeouts import Timeouts
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from shareddisk.node import Node
 
 SESSION_WAIT = 30.0  # seconds to wait for another session of the same node on this host
@@ -75,7 +77,7 @@ class Session:
         self.holder: NodeIncarnation | None = None
         # The node's state dir on this host (given, or the default one if a daemon
         # made it): its incarnation memory is shared with the daemon.
-        if state_dir is None and default_state_dir(area.cluster_uuid, node_id).is_dir():
+        if state_dir is None and os.path.isdir(default_state_dir(area.cluster_uuid, node_id)):
             state_dir = default_state_dir(area.cluster_uuid, node_id)
         self.incarnations = IncarnationMemory(state_dir, area.cluster_uuid, node_id,
                                               write=runtime.write_atomically) \

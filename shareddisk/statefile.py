@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from pathlib import Path
 from typing import Callable
 
 from shareddisk.errors import DeviceError
+
+# Paths here are strings: a command's start-up (attr set, status) handles a few,
+# and pathlib would bring urllib.parse and ipaddress with it (issue 17).
 
 INCARNATION_FILE = "incarnation"
 DEFAULT_STATE_ROOT = "/var/lib/shareddisk"
@@ -22,29 +24,31 @@ RUN_ROOT = "/run/shareddisk"
 """This host's files that last no longer than a boot: daemon views, write keys."""
 
 
-def run_dir() -> Path:
+def run_dir() -> str:
     """``$SHAREDDISK_RUN_DIR`` when set (tests); else ``RUN_ROOT`` for root, and for
     another user ``$XDG_RUNTIME_DIR/shareddisk`` when set (their own tmpfs: they
     may not write /run/shareddisk)."""
     chosen = os.environ.get("SHAREDDISK_RUN_DIR")
     if chosen:
-        return Path(chosen)
+        return chosen
     user_run = os.environ.get("XDG_RUNTIME_DIR")
     if user_run and os.geteuid() != 0:
-        return Path(user_run) / "shareddisk"
-    return Path(RUN_ROOT)
+        return os.path.join(user_run, "shareddisk")
+    return RUN_ROOT
 
 
-def default_state_dir(cluster_uuid: str, node_id: int) -> Path:
+def default_state_dir(cluster_uuid: str, node_id: int) -> str:
     """Where node ``node_id`` of a cluster keeps its files unless told otherwise."""
-    return Path(DEFAULT_STATE_ROOT) / cluster_uuid / f"node{node_id}"
+    return os.path.join(DEFAULT_STATE_ROOT, cluster_uuid, f"node{node_id}")
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
     import tempfile  # here: a command writing no state file (attr set) starts without it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    parent, name = os.path.split(os.fspath(path))
+    parent = parent or "."
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -58,7 +62,7 @@ def write_atomically(path: Path, text: str) -> None:
     # The rename itself must survive a host crash (the incarnation memory relies
     # on it), so the directory is flushed too.
     with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)
         finally:
@@ -75,9 +79,9 @@ class IncarnationMemory:
     new number here (fsync'd) before its first heartbeat.
     """
 
-    def __init__(self, state_dir: Path, cluster_uuid: str, node_id: int, *,
-                 write: Callable[[Path, str], None] | None = None):
-        self.path = state_dir / INCARNATION_FILE
+    def __init__(self, state_dir: str | os.PathLike[str], cluster_uuid: str, node_id: int, *,
+                 write: Callable[[str, str], None] | None = None):
+        self.path = os.path.join(state_dir, INCARNATION_FILE)
         self.cluster_uuid = cluster_uuid
         self.node_id = node_id
         self.write = write or write_atomically  # a runtime's (shareddisk/runtime.py)
@@ -85,7 +89,8 @@ class IncarnationMemory:
     def last(self) -> int:
         """0 when there is none (a new state dir, another cluster's, or unreadable)."""
         try:
-            data = json.loads(self.path.read_text())
+            with open(self.path) as f:
+                data = json.loads(f.read())
         except FileNotFoundError:
             return 0
         except (OSError, ValueError) as exc:

@@ -26,8 +26,7 @@ import contextlib
 import json
 import os
 import threading
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from shareddisk.area import Area
 from shareddisk.format import heartbeat
@@ -36,12 +35,17 @@ from shareddisk.loggers import logger
 from shareddisk.membership import PeerState, majority
 from shareddisk.statefile import run_dir
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 log = logger("shareddisk.view")
 VIEW_FORMAT = 1
 
 
-def view_path(cluster_uuid: str, node_id: int) -> Path:
-    return run_dir() / cluster_uuid / f"node{node_id}.json"
+def view_path(cluster_uuid: str, node_id: int) -> str:
+    """A string, like every path a command's start-up handles: pathlib brings
+    urllib.parse and ipaddress with it (issue 17)."""
+    return os.path.join(run_dir(), cluster_uuid, f"node{node_id}.json")
 
 
 def watchdog_label(timeouts: Any) -> str:
@@ -96,8 +100,9 @@ def node_view(node: Any, cluster_uuid: str) -> dict[str, Any]:
 class ViewPublisher:
     """Writes the newest view on its own thread; the heartbeat loop never waits for it."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: str | Path):
+        from pathlib import Path  # a daemon's: commands only read views
+        self.path = Path(path)
         self._latest: dict[str, Any] | None = None
         self._wake = threading.Event()
         self._closed = False
@@ -140,10 +145,11 @@ class ViewPublisher:
             self.path.unlink()
 
 
-def read_view(path: Path) -> dict[str, Any] | None:
+def read_view(path: str | Path) -> dict[str, Any] | None:
     """The view in ``path``, or None when there is none or it cannot be read."""
     try:
-        data = json.loads(path.read_text())
+        with open(path) as f:
+            data = json.loads(f.read())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("format") == VIEW_FORMAT else None
@@ -157,9 +163,11 @@ def local_disk_paths(area: Area) -> tuple[str, ...] | None:
     host whose daemon runs, the daemon's own list names the others.  The
     caller still checks each disk's identity (a stale view cannot smuggle in a
     wrong disk)."""
-    folder = run_dir() / area.cluster_uuid
+    folder = os.path.join(run_dir(), area.cluster_uuid)
     try:
-        files = sorted(folder.glob("node*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        files = sorted((os.path.join(folder, name) for name in os.listdir(folder)
+                        if name.startswith("node") and name.endswith(".json")),
+                       key=os.path.getmtime, reverse=True)
     except OSError:
         return None
     for path in files:

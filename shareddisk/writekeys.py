@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from pathlib import Path
 
 from shareddisk.errors import DeviceError
 
@@ -67,8 +66,10 @@ class WriteKeys:
     record there, shared by every process of this host (module docstring).
     """
 
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        # A string: pathlib (with urllib.parse and ipaddress) is more than a
+        # command's start-up should import for two file names (issue 17).
+        self.directory = os.fspath(directory) if directory is not None else None
         self._marks: dict[str, Mark] = {}
         self._lock = threading.Lock()
 
@@ -97,9 +98,10 @@ class WriteKeys:
         if self.directory is None:
             with self._lock:
                 return self._marks.get(record)
-        path = self.directory / record
+        path = os.path.join(self.directory, record)
         try:
-            text = path.read_text()
+            with open(path) as f:
+                text = f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -116,19 +118,19 @@ class WriteKeys:
             with self._lock:
                 self._marks[record] = mark
             return
-        path = self.directory / record
+        path = os.path.join(self.directory, record)
         # Not tempfile: a command would import it (and shutil, random, bz2...)
         # for one small file; the record's lock keeps other writers out.
-        tmp = self.directory / f".{record}.{os.getpid()}.{threading.get_ident()}"
+        tmp = os.path.join(self.directory, f".{record}.{os.getpid()}.{threading.get_ident()}")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(self.directory, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             with os.fdopen(fd, "w") as f:
                 f.write(" ".join(map(str, mark)) + "\n")
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+                os.unlink(tmp)
             raise DeviceError(f"{path}: cannot record the write key about to be used "
                               f"(nothing written to the disks): {exc.strerror or exc}; "
                               f"SHAREDDISK_RUN_DIR may name a directory this user can "

@@ -7,13 +7,15 @@ is unreachable; everything else reads or writes the disk.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from shareddisk.attributes import ResourceRecord, find, parse_assignment
 from shareddisk.errors import FormatError, ShareddiskError, UsageError
 from shareddisk.porcelain import resources
 from shareddisk.porcelain.areas import Where, acting_node, opened
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class DamagedLocalCopy(FormatError):
@@ -21,7 +23,7 @@ class DamagedLocalCopy(FormatError):
 
 
 def get(where: Where, name: str, key: str, *, local: bool = False,
-        state_dir: Path | None = None, node_id: int | None = None) -> dict[str, Any]:
+        state_dir: str | Path | None = None, node_id: int | None = None) -> dict[str, Any]:
     """One attribute (or built-in field) of ``name``: its value, the record's version,
     where it was read (disk or local) and, for the local copy, how old it is."""
     if local:
@@ -44,9 +46,12 @@ def get(where: Where, name: str, key: str, *, local: bool = False,
             "source": "local" if local else "disk", "age_seconds": age}
 
 
-def local_copy(where: Where, state_dir: Path | None, node_id: int | None) -> dict[str, Any]:
+def local_copy(where: Where, state_dir: str | Path | None,
+               node_id: int | None) -> dict[str, Any]:
     """This host's synchronized copy of the records (in ``state_dir``, else the
     acting node's default one, found from the disk), checked for its shape."""
+    from pathlib import Path
+
     from shareddisk.clock import SystemClock
     from shareddisk.confsync import STATE_FILE, read_local
     from shareddisk.statefile import default_state_dir
@@ -59,6 +64,7 @@ def local_copy(where: Where, state_dir: Path | None, node_id: int | None) -> dic
             raise UsageError(f"cannot find the local copy without the disk ({exc}); "
                              f"give --state-dir") from None
         state_dir = default_state_dir(uuid, node)
+    state_dir = Path(state_dir)
     try:
         data = read_local(state_dir, SystemClock())
     except TypeError:  # valid JSON but not an object: read_local cannot stamp its age

@@ -21,7 +21,7 @@ from shareddisk.porcelain.areas import Areas, check_node
 
 def run(devices: Sequence[str], node_id: int, *, should_stop: Callable[[], bool],
         name: str = "", interval: float | None = None, fence_name: str = "exit",
-        state_dir: Path | None = None, metrics_address: str | None = None,
+        state_dir: str | Path | None = None, metrics_address: str | None = None,
         watchdog_path: str | None = None, watchdog_timeout: int | None = None) -> None:
     """Run node ``node_id``'s daemon on ``devices`` until ``should_stop()``."""
     from shareddisk.daemon import Daemon

@@ -158,8 +158,9 @@ class SimRuntime(Runtime):
     def crashpoint(self, name: str) -> None:
         self.sim._crashpoint(name)
 
-    def write_atomically(self, path: Path, text: str) -> None:
+    def write_atomically(self, path: str | Path, text: str) -> None:
         """Without fsync: the state dir is not what is under test."""
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)

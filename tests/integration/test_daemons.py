@@ -297,7 +297,7 @@ def test_a_refused_second_daemon_of_a_node_leaves_the_running_ones_resource_onli
     os.truncate(data, 64 << 20)
     uuid = json.loads(cluster.cli("dump", str(cluster.image), "--region", "superblock",
                                   "--json"))["superblock"]["cluster_uuid"]
-    state = default_state_dir(uuid, 1)
+    state = Path(default_state_dir(uuid, 1))
     try:
         cluster.cli("resource", "add", str(cluster.image), "sg1", "--type", "storage-group",
                     "--failover-nodes", "1", "--attr", f"data_devices:list={data}",

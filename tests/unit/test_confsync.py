@@ -135,7 +135,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(fs, monkeypat
 
 
 def test_default_state_dir() -> None:
-    assert default_state_dir("u-u-i-d", 3) == Path("/var/lib/shareddisk/u-u-i-d/node3")
+    assert default_state_dir("u-u-i-d", 3) == "/var/lib/shareddisk/u-u-i-d/node3"
 
 
 # -- poll --------------------------------------------------------------------------------

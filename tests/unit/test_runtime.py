@@ -184,7 +184,7 @@ class Recording(Runtime):
         return super().open_data(path, writable)
 
     def write_atomically(self, path, text):
-        self.asked.append(("write_atomically", path.name))
+        self.asked.append(("write_atomically", os.path.basename(path)))
         super().write_atomically(path, text)
 
     def between_steps(self, clock, seconds):

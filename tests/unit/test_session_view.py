@@ -61,7 +61,7 @@ def publish(area: Area, *, age: float = 0.0, pid: int | None = None,
             else SystemClock().monotonic() - age, "renewed_ago": renewed_ago,
             "nodes": [{"id": 1, "name": "n1", "state": state, "incarnation": incarnation,
                        "counter": 10, "self": True}]}
-    path = view_path(area.cluster_uuid, 1)
+    path = Path(view_path(area.cluster_uuid, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(view))
 

@@ -10,12 +10,15 @@ construct declarations: a codec builds them on first use.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
+import shareddisk
 from shareddisk.format import CODECS
 from shareddisk.format.record import Kind, RecordCodec
 
@@ -78,15 +81,25 @@ def test_what_attr_set_imports_leaves_out_state_file_writes_and_disk_workers() -
     # a worker starts.  It runs no logged operation either (a lease holder's
     # repair of lagging disks is shareddisk.replicas').  Its modules' loggers
     # import logging (with traceback, tokenize, string) when they first log
-    # (shareddisk/loggers.py).
+    # (shareddisk/loggers.py).  The paths it handles (run directory, write
+    # keys, views, state dir) are strings: pathlib brings urllib.parse and
+    # ipaddress.
     left_out = {"tempfile", "shutil", "shareddisk.diskio", "concurrent.futures", "queue",
                 "shareddisk.operations", "shareddisk.oplog", "shareddisk.oprequest",
-                "logging", "traceback"}
-    done = subprocess.run([sys.executable, "-c", "import sys, shareddisk.cli, shareddisk.session, "
-                           "shareddisk.porcelain.attrs, shareddisk.view, shareddisk.drivers.image;"
-                           f" print(sorted({left_out!r} & set(sys.modules)))"],
-                          capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.strip() == "[]"
+                "logging", "traceback", "pathlib", "urllib.parse"}
+    # Without site (-S): an editable install's path finder (the development
+    # venv) imports pathlib before anything else; a wheel's install has none.
+    # The source tree and the venv's packages are put on the path instead.
+    path = os.pathsep.join([str(Path(shareddisk.__file__).resolve().parent.parent),
+                            sysconfig.get_paths()["purelib"]])
+    done = subprocess.run([sys.executable, "-S", "-c", "import sys; bare = set(sys.modules)\n"
+                           "import shareddisk.cli, shareddisk.session, "
+                           "shareddisk.porcelain.attrs, shareddisk.view, shareddisk.drivers.image\n"
+                           f"print(sorted({left_out!r} & (set(sys.modules) - bare)), "
+                           f"sorted({left_out!r} & bare))"],
+                          capture_output=True, text=True, timeout=60, check=True,
+                          env=dict(os.environ, PYTHONPATH=path))
+    assert done.stdout.strip() == "[] []"
 
 
 def test_opening_a_device_leaves_out_the_node_s_disk_machinery(area_image: Path) -> None:

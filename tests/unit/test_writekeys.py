@@ -95,8 +95,8 @@ def test_the_run_directory_root_a_user_and_the_override(monkeypatch, tmp_path) -
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert str(run_dir()) == RUN_ROOT
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert run_dir() == tmp_path / "shareddisk"  # a user's own tmpfs: /run/user/UID
+    assert run_dir() == str(tmp_path / "shareddisk")  # a user's own tmpfs: /run/user/UID
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     assert str(run_dir()) == RUN_ROOT  # nowhere better: a refused write names the variable
     monkeypatch.setenv("SHAREDDISK_RUN_DIR", str(tmp_path / "mine"))
-    assert run_dir() == tmp_path / "mine"
+    assert run_dir() == str(tmp_path / "mine")
