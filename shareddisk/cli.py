@@ -9,7 +9,6 @@ code its class names (README.md).
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -301,6 +300,7 @@ def run(devices: tuple[str, ...], node_id: int, name: str, interval: float | Non
             "event=sighup action=ignored reason=%r", "options are read at start; restart "
             "the daemon (systemctl restart) to change them")
 
+    import signal  # the daemon's: a command's start-up does without it (issue 17)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_hup)

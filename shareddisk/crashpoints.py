@@ -29,7 +29,6 @@ The names (docs/CRASHPOINTS.md lists them with what has happened by then):
 from __future__ import annotations
 
 import os
-import signal
 import threading
 
 ENV = "SHAREDDISK_CRASHPOINT"
@@ -44,7 +43,8 @@ def crashpoint(name: str) -> None:
     target, _, mode = wanted.partition(":")
     if target != name:
         return
-    import logging  # here, not at start-up: only a test's crash point logs this
+    import logging  # here, not at start-up: only a test's crash point gets this far
+    import signal
     logging.getLogger("shareddisk.crashpoint").critical(
         "event=crashpoint name=%s mode=%s pid=%d", name, mode or "exit", os.getpid())
     for handler in logging.getLogger().handlers:

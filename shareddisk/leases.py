@@ -40,7 +40,6 @@ table sector (shareddisk/locks.py).
 from __future__ import annotations
 
 import contextlib
-import random
 from typing import Any, Callable, Iterator
 
 from shareddisk.area import Area, check_resource_index
@@ -89,7 +88,7 @@ def freed(values: dict[str, Any], generation: int) -> dict[str, Any]:
 
 def lease_paxos(area: Area, index: int, clock: Clock, *,
                 write_check: Callable[[], None] = lambda: None,
-                rng: random.Random | None = None) -> DiskPaxos:
+                seed: str | None = None) -> DiskPaxos:
     """The ballot of resource ``index`` over every disk of ``area`` (disk-index order)."""
     check_resource_index(area, index)
     nodes = area.superblock["node_count"]
@@ -97,7 +96,7 @@ def lease_paxos(area: Area, index: int, clock: Clock, *,
                        identity=m.still_this_disk)
              for m in area.members]
     return DiskPaxos(disks, LeaseGeometry(index, nodes, area.sector_size), clock,
-                     rng=rng, write_check=write_check)
+                     seed=seed, write_check=write_check)
 
 
 def read_holder(area: Area, index: int, clock: Clock | None = None) -> Leader:
@@ -141,8 +140,8 @@ class Leases:
         """The ballot of lease ``index``.  Its retry pauses are drawn from a seed of
         the caller and the clock, so a simulation replays them."""
         who = f"{holder.node_id}:{holder.incarnation}" if holder is not None else "-"
-        rng = random.Random(f"{who}:{index}:{self.clock.monotonic()!r}")
-        return lease_paxos(self.area, index, self.clock, write_check=self.alive_check, rng=rng)
+        return lease_paxos(self.area, index, self.clock, write_check=self.alive_check,
+                           seed=f"{who}:{index}:{self.clock.monotonic()!r}")
 
     def holder(self, index: int) -> Leader:
         """The ballot's current leader of lease ``index`` (the authority)."""

@@ -39,7 +39,6 @@ every interleaving.  docs/PAXOS.md has the why of each step.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from collections.abc import Sequence as SequenceABC
 from typing import Any, Callable, Generator, Iterable, Iterator, NamedTuple, Sequence
@@ -661,12 +660,14 @@ class DiskPaxos:
 
     ``backoff`` is how long, at most, to wait before retrying a ballot that a
     rival's ballot aborted (random, so duelling acquirers stop colliding): it
-    only helps progress; no decision waits on any clock.
+    only helps progress; no decision waits on any clock.  The waits are drawn
+    from ``random.Random(seed)`` (a caller's seed replays them in a
+    simulation), made at the first retry: most ballots never wait, and a
+    command's start-up does without the random module (issue 17).
     """
 
     def __init__(self, disks: Sequence[LeaseDisk], geometry: LeaseGeometry, clock: Clock, *,
-                 attempts: int = 6, backoff: float = 0.005,
-                 rng: random.Random | None = None,
+                 attempts: int = 6, backoff: float = 0.005, seed: str | None = None,
                  write_check: Callable[[], None] = lambda: None):
         if not disks:
             raise UsageError("a lease needs at least one disk")
@@ -680,7 +681,8 @@ class DiskPaxos:
         self.clock = clock
         self.attempts = attempts
         self.backoff = backoff
-        self.rng = rng or random.Random()
+        self.seed = seed
+        self._rng: Any = None
         # Run before every write (raises to stop: a node past its renew deadline
         # must write nothing); the ballot stays safe wherever it stops.
         self.write_check = write_check
@@ -719,7 +721,10 @@ class DiskPaxos:
                     else:
                         answer = True
                 else:
-                    self.clock.sleep(self.rng.uniform(0, self.backoff * op.attempt))
+                    if self._rng is None:
+                        import random
+                        self._rng = random.Random(self.seed)
+                    self.clock.sleep(self._rng.uniform(0, self.backoff * op.attempt))
                     answer = None
         except StopIteration as stop:
             return stop.value

@@ -83,10 +83,11 @@ def test_what_attr_set_imports_leaves_out_state_file_writes_and_disk_workers() -
     # import logging (with traceback, tokenize, string) when they first log
     # (shareddisk/loggers.py).  The paths it handles (run directory, write
     # keys, views, state dir) are strings: pathlib brings urllib.parse and
-    # ipaddress.
+    # ipaddress.  Signal handlers are the daemon's; a ballot's random back-off
+    # is made at its first retry.
     left_out = {"tempfile", "shutil", "shareddisk.diskio", "concurrent.futures", "queue",
                 "shareddisk.operations", "shareddisk.oplog", "shareddisk.oprequest",
-                "logging", "traceback", "pathlib", "urllib.parse"}
+                "logging", "traceback", "pathlib", "urllib.parse", "signal", "random"}
     # Without site (-S): an editable install's path finder (the development
     # venv) imports pathlib before anything else; a wheel's install has none.
     # The source tree and the venv's packages are put on the path instead.
