@@ -510,6 +510,11 @@ class Unavailable:
             self.reason = str(exc)
             device.close()
             return None
+        # From now on the stand-in's area is that disk's: its superblock, which
+        # differs from the copy it was made from in the disk's own fields
+        # (created_ns), is what its identity check compares against
+        # (Area.still_this_disk; stand_in() shares ``expected`` with the area).
+        expected.update(area.superblock)
         log.info("event=disk-back disk=%s index=%s", self.path, expected.get("disk_index"))
         return device
 
@@ -624,7 +629,7 @@ def stand_in(template: Area, path: str, reason: str, disk_index: int | None = No
              monotonic: Callable[[], float] | None = None) -> Area:
     """An area for a disk that did not open, with ``template``'s layout (as disk
     ``disk_index``), whose I/O fails (until ``reopen`` finds the disk back)."""
-    superblock = dict(template.superblock)
+    superblock = dict(template.superblock)  # the disk's own once it is back (Unavailable)
     if disk_index is not None:
         superblock["disk_index"] = disk_index
     device = Unavailable(path, template.layout.area_size, template.sector_size, reason,

@@ -44,6 +44,32 @@ def test_a_stand_in_takes_its_disk_back_once_it_answers(tmp_path):
         assert read_all(area) is not None
 
 
+def test_a_disk_taken_back_counts_in_the_lease_ballot(tmp_path):
+    """Found by tests/integration/test_one_disk_of_three_gone.py once the ballot's
+    first survey read one sector of a dblock: that read asks whether the disk is
+    still the one the cluster wrote, and a stand-in compared the real superblock
+    with the copy it was made from, which differs in ``created_ns`` (each disk's
+    own).  The disk it took back never counted toward a majority again."""
+    from shareddisk.clock import FakeClock
+    from shareddisk.leases import Leases
+    from shareddisk.membership import NodeIncarnation
+    from shareddisk.timeouts import Timeouts
+    paths = three(tmp_path)
+    os.rename(paths[0], paths[0] + ".away")
+    with opened(paths, writable=True) as area:
+        stand_in = area.members[0].device
+        stand_in.retry_after = stand_in.next_try = 0.0
+        os.rename(paths[0] + ".away", paths[0])
+        stand_in.read(0, 512)  # taken back
+        assert area.members[0].still_this_disk()
+        # the ballot needs disk 0 once disk 1 is gone
+        area.members[1].device.close()
+        area.members[1].device = Unavailable(paths[1], 0, 512, "gone")
+        leases = Leases(area, FakeClock(), Timeouts.from_interval(1.0))
+        holder = NodeIncarnation(1, 1, "n1")
+        assert leases.acquire(0, holder, lambda node, incarnation: False) == 1
+
+
 def test_a_stand_in_waits_between_tries(tmp_path):
     paths = three(tmp_path)
     os.rename(paths[0], paths[0] + ".away")
