@@ -480,7 +480,13 @@ class ClusterManager:
             agents.take_offline(owned.ctx)
             owned.ctx.event("offline", "manager", reason=why.replace(" ", "-"))
             lease = owned.ctx.write_ctx
-        assert lease is not None, f"resource {index} given up without its lease"
+        if lease is None:
+            # Dropped meanwhile by the fence's stop hook (stop_local runs on its
+            # own worker while a tick tends the resource; the tick's monitor then
+            # fails): already offline here, and a fenced node writes nothing.
+            log.info("event=give-up-skipped resource=%d reason=%s why=%s", index,
+                     "already-offline", why.replace(" ", "-"))
+            return
         try:
             lease.update(owner_host=None, state=state, **attrs)
             self._release(index, lease.holder, lease.generation)

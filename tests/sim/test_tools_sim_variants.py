@@ -78,6 +78,15 @@ def test_seed_7097_a_reset_target_says_fenced_only_after_stopping() -> None:
     assert json.loads(run.stdout)["failed"] == []
 
 
+def test_seed_1630_a_fence_during_a_tick_gives_nothing_up() -> None:
+    # Finding 42: the fence's stop hook dropped r1 while the manager's tick was
+    # tending it; the tick's monitor failed and giving r1 up found no lease
+    # (an AssertionError in the manager, t=63.671), on b2e0f43.
+    run = sim("--json", "--seeds", "1", "--start", "1630", "--variants")
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert json.loads(run.stdout)["failed"] == []
+
+
 @pytest.mark.parametrize("seed, finding", [
     # 35: the next log entry took the seq of one in doubt on the disk that was
     # then blanked (log-seq-reused at t=93.201).

@@ -201,6 +201,27 @@ def test_an_owner_whose_lease_was_taken_stops_locally_and_writes_nothing(cluster
     assert cluster.definition(2).exists()
 
 
+def test_a_fence_that_drops_the_resource_while_a_tick_tends_it_writes_nothing(
+        cluster, monkeypatch) -> None:
+    """The fence's stop hook (stop_local, on its own worker) takes the resource
+    offline while the manager's tick is tending it: the tick's monitor fails,
+    and giving the resource up must find nothing to give up, not crash (seed
+    1630 of ``tools/sim --variants``: "given up without its lease"), and
+    write nothing (a fenced node writes nothing)."""
+    cluster.start()
+    manager = cluster.managers[1]
+
+    def fenced_meanwhile(ctx) -> bool:
+        manager.stop_local("fenced")
+        return False
+
+    monkeypatch.setattr("shareddisk.manager.agents.monitor", fenced_meanwhile)
+    before = (cluster.area.read_region("resource"), cluster.area.read_region("lease"))
+    cluster.tick(1)
+    assert 0 not in manager.owned
+    assert (cluster.area.read_region("resource"), cluster.area.read_region("lease")) == before
+
+
 def test_a_stopped_resource_goes_offline_and_nobody_takes_it_over(cluster) -> None:
     cluster.start()
     cluster.managers[1].request(Message.STOP, 3, 0)  # ``resource stop`` from node 3
