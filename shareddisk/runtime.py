@@ -134,7 +134,7 @@ class Runtime:
         """The record keys tried under this host's leases (shareddisk/writekeys.py),
         in files shared by this host's processes: a command borrowing its
         daemon's lease goes above the daemon's tries, and the daemon above its."""
-        return WriteKeys(os.path.join(statefile.run_dir(), cluster_uuid, "keys"))
+        return WriteKeys(os.path.join(statefile.cluster_run_dir(cluster_uuid), "keys"))
 
     def version_written(self, index: int, version: int) -> None:
         """A guarded write put version ``version`` of resource ``index``'s record down."""

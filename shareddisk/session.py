@@ -77,8 +77,9 @@ class Session:
         self.holder: NodeIncarnation | None = None
         # The node's state dir on this host (given, or the default one if a daemon
         # made it): its incarnation memory is shared with the daemon.
-        if state_dir is None and os.path.isdir(default_state_dir(area.cluster_uuid, node_id)):
-            state_dir = default_state_dir(area.cluster_uuid, node_id)
+        if state_dir is None:
+            default = default_state_dir(area.cluster_uuid, node_id)
+            state_dir = default if os.path.isdir(default) else None
         self.incarnations = IncarnationMemory(state_dir, area.cluster_uuid, node_id,
                                               write=runtime.write_atomically) \
             if state_dir is not None else None

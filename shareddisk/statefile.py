@@ -37,6 +37,11 @@ def run_dir() -> str:
     return RUN_ROOT
 
 
+def cluster_run_dir(cluster_uuid: str) -> str:
+    """This host's run directory for one cluster: its daemons' views, its write keys."""
+    return os.path.join(run_dir(), cluster_uuid)
+
+
 def default_state_dir(cluster_uuid: str, node_id: int) -> str:
     """Where node ``node_id`` of a cluster keeps its files unless told otherwise."""
     return os.path.join(DEFAULT_STATE_ROOT, cluster_uuid, f"node{node_id}")

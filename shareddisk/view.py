@@ -33,7 +33,7 @@ from shareddisk.format import heartbeat
 from shareddisk.locks import try_host_lock
 from shareddisk.loggers import logger
 from shareddisk.membership import PeerState, majority
-from shareddisk.statefile import run_dir
+from shareddisk.statefile import cluster_run_dir
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,7 +45,7 @@ VIEW_FORMAT = 1
 def view_path(cluster_uuid: str, node_id: int) -> str:
     """A string, like every path a command's start-up handles: pathlib brings
     urllib.parse and ipaddress with it (issue 17)."""
-    return os.path.join(run_dir(), cluster_uuid, f"node{node_id}.json")
+    return os.path.join(cluster_run_dir(cluster_uuid), f"node{node_id}.json")
 
 
 def watchdog_label(timeouts: Any) -> str:
@@ -163,7 +163,7 @@ def local_disk_paths(area: Area) -> tuple[str, ...] | None:
     host whose daemon runs, the daemon's own list names the others.  The
     caller still checks each disk's identity (a stale view cannot smuggle in a
     wrong disk)."""
-    folder = os.path.join(run_dir(), area.cluster_uuid)
+    folder = cluster_run_dir(area.cluster_uuid)
     try:
         files = sorted((os.path.join(folder, name) for name in os.listdir(folder)
                         if name.startswith("node") and name.endswith(".json")),
