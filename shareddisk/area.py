@@ -27,7 +27,7 @@ import re
 import struct
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from shareddisk import foreign
 from shareddisk.device import BlockDevice
@@ -68,9 +68,11 @@ LOG_PREFIX = "log:"
 MAX_DISKS = 9
 
 
-@dataclass(frozen=True)
-class Region:
-    """A run of equal records: one sector each, ``count`` of them from ``offset``."""
+class Region(NamedTuple):
+    """A run of equal records: one sector each, ``count`` of them from ``offset``.
+
+    Region, Geometry and Layout are NamedTuples: values, and cheaper to define
+    at start-up than frozen dataclasses (docs/BENCHMARKS.md)."""
 
     name: str
     codec: RecordCodec
@@ -100,8 +102,7 @@ class Region:
         return self.offset + index * self.stride
 
 
-@dataclass(frozen=True)
-class Geometry:
+class Geometry(NamedTuple):
     """What an area is made of: the inputs of the layout."""
 
     sector_size: int
@@ -143,8 +144,9 @@ def check_name(name: str, what: str, max_bytes: int) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
+    """Where every region of an area sits (compute_layout)."""
+
     geometry: Geometry
     regions: dict[str, Region]
     area_size: int  # bytes needed, the backup superblock sector included

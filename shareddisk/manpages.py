@@ -5,7 +5,7 @@ One page per command: ``shareddisk(1)`` lists the commands, and
 usage, description and options, as ``--help`` does.  ``shareddisk
 install-units`` writes them to ``share/man/man1`` (they are generated there,
 from the installed version, rather than shipped pre-built: a page built from
-a cli.py other than the one installed would tell the wrong options).
+a CLI other than the one installed would tell the wrong options).
 """
 
 from __future__ import annotations
@@ -33,12 +33,19 @@ def _paragraphs(text: str) -> str:
     return "\n.PP\n".join(out)
 
 
+def subcommands(group: click.Group) -> Iterator[tuple[str, click.Command]]:
+    """The commands of ``group`` by name, hidden ones left out (asked of the group,
+    which may load them: the CLI imports a command's module when it is named)."""
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is not None and not command.hidden:
+            yield name, command
+
+
 def walk(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     """Every command below ``group``, with its path of names (groups too)."""
-    for name in sorted(group.commands):
-        command = group.commands[name]
-        if command.hidden:
-            continue
+    for name, command in subcommands(group):
         path = (*prefix, name)
         yield path, command
         if isinstance(command, click.Group):
@@ -66,12 +73,10 @@ def page(prog: str, path: tuple[str, ...], command: click.Command, version: str,
             lines += [".TP", f"\\fB{_escape(record[0])}\\fR", _escape(record[1]) or "\\&"]
     if isinstance(command, click.Group):
         lines.append(".SH COMMANDS")
-        for name in sorted(command.commands):
-            sub = command.commands[name]
-            if not sub.hidden:
-                lines += [".TP", f"\\fB{_escape(name)}\\fR",
-                          f"{_escape(sub.get_short_help_str(80))} See "
-                          f"\\fB{_escape('-'.join((prog, *path, name)))}\\fR(1)."]
+        for name, sub in subcommands(command):
+            lines += [".TP", f"\\fB{_escape(name)}\\fR",
+                      f"{_escape(sub.get_short_help_str(80))} See "
+                      f"\\fB{_escape('-'.join((prog, *path, name)))}\\fR(1)."]
     lines += [".SH EXIT STATUS",
               "0 success, 2 usage error, 3 on\\-disk damage or format error, 4 device or "
               "I/O error, 5 conflict (lock held, owner guard, stale version), 6 quorum lost "

@@ -37,7 +37,7 @@ may call it dead; that slack also absorbs rate differences between hosts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 60.0
@@ -45,8 +45,11 @@ MAX_WATCHDOG = 65535  # seconds: what a slot can publish (docs/FORMAT.md)
 RETRY_MAX_INTERVALS = 8  # the longest backoff of a failed takeover, in intervals
 
 
-@dataclass(frozen=True)
-class Timeouts:
+class Timeouts(NamedTuple):
+    """A node's interval, I/O timeout and granted watchdog timeout, and every
+    timeout and wait derived from them.  A NamedTuple: a value, and cheaper to
+    define at start-up than a frozen dataclass (docs/BENCHMARKS.md)."""
+
     interval: float
     io_timeout: float
     watchdog: float = 0.0  # the granted hardware watchdog timeout, 0 without one

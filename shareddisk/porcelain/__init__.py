@@ -1,7 +1,7 @@
 """The commands as library functions: one per command of the ``shareddisk`` CLI.
 
 Each takes plain values (device paths, names, node ids), does what the
-command does, and returns what it found or changed; the CLI (shareddisk/cli.py)
+command does, and returns what it found or changed; the CLI (shareddisk/cli/)
 only parses arguments, calls one of these and prints the result.  Tests call
 them directly.  The modules are grouped by command group: ``initialize``
 (init), ``examine`` (dump, verify), ``resources`` (resource add/remove/

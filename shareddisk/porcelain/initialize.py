@@ -10,7 +10,6 @@ asked for, else the widest logical sector size of the devices.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import uuid as uuidlib
 from typing import Any, Callable, ContextManager, Sequence
@@ -66,7 +65,7 @@ def init(devices: Sequence[str], *, nodes: int, resources: int = DEFAULT_RESOURC
                 opened.append(dev)
             if sector_size is None:
                 widest = max(dev.sector_size for dev in opened)
-                geometry = dataclasses.replace(geometry, sector_size=max(512, widest))
+                geometry = geometry._replace(sector_size=max(512, widest))
             for dev in opened:
                 check_device(dev, geometry, force=force, ignore_live=True)
             if force and not ignore_live_nodes:  # all devices watched at once

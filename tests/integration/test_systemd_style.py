@@ -152,7 +152,7 @@ def test_unit_is_type_notify_with_a_watchdog_and_an_environment_file() -> None:
 
 
 def test_example_environment_gives_a_command_line_run_accepts() -> None:
-    from shareddisk.cli import run
+    from shareddisk.cli.nodes import run
 
     env = parse_env_file(ENV_EXAMPLE.read_text())
     exec_start = unit_value(parse_unit(UNIT.read_text()), "Service", "ExecStart")

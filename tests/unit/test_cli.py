@@ -484,6 +484,32 @@ def test_version_and_help():
         assert command in result.out
 
 
+def test_every_command_a_cli_module_defines_is_in_the_table_and_listed():
+    """The top-level group imports a command's module only when it is named
+    (shareddisk/cli/__init__.py): a command missing from COMMANDS would be
+    defined but never reachable, and one listed under a wrong name would fail."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import shareddisk.cli as cli
+    from shareddisk.cli import COMMANDS, load
+
+    defined = {}
+    for info in pkgutil.iter_modules(cli.__path__):
+        module = importlib.import_module(f"shareddisk.cli.{info.name}")
+        commands = [c for c in vars(module).values() if isinstance(c, click.Command)]
+        below = {id(sub) for c in commands if isinstance(c, click.Group)
+                 for sub in c.commands.values()}
+        defined.update({c.name: info.name for c in commands if id(c) not in below})
+    assert {name: where.partition(":")[0] for name, where in COMMANDS.items()} == defined
+    assert all(load(name).name == name for name in COMMANDS)
+    listed = run("--help").out
+    for name in COMMANDS:
+        assert f"  {name} " in listed, name
+
+
 # --- run --watchdog, and the watchdog commands --------------------------------------------
 
 

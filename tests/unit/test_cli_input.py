@@ -282,12 +282,12 @@ def test_library_log_lines_stay_silent_unless_verbose(image, tmp_path):
     code = ("import sys\n"
             "from shareddisk.cli import main\n"
             "from shareddisk.loggers import logger\n"
-            "import shareddisk.cli as cli\n"
-            "real = cli._emit\n"
-            "def emit(*a, **k):\n"
+            "from shareddisk.porcelain import attrs\n"
+            "real = attrs.listing\n"
+            "def listing(*a, **k):\n"
             "    logger('shareddisk.test').warning('event=leak')  # as library modules log\n"
-            "    real(*a, **k)\n"
-            "cli._emit = emit\n"
+            "    return real(*a, **k)\n"
+            "attrs.listing = listing\n"
             "main()\n")
     for verbose, shown in (([], False), (["-v"], True)):
         proc = subprocess.run([sys.executable, "-c", code, *verbose, "attr", "list", str(image),

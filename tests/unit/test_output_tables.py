@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from shareddisk import cli, render
+from shareddisk.cli import nodes
 from shareddisk.porcelain import resources as config
 from shareddisk.area import Area, Geometry
 from shareddisk.clock import FakeClock
@@ -290,7 +291,7 @@ def test_live_view_redraws_in_place_on_a_terminal(image: Path,
         reader = _Interrupted([Area.open(dev)], FakeClock())
         reader.read_once()  # as `status` does before it starts the view
         with pytest.raises(KeyboardInterrupt):
-            cli._watch_live(reader)
+            nodes._watch_live(reader)
     text = screen.getvalue()
     assert _Interrupted.calls == 3  # redrawn after each of two intervals
     assert text.count("Cluster  lab") >= 3  # drawn, then redrawn twice

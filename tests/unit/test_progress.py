@@ -154,7 +154,7 @@ def forced_bar(monkeypatch: pytest.MonkeyPatch) -> FakeTTY:
     def on_screen(description: str, **kw):
         return real(description, **{**kw, "stream": screen, "delay": 0, "transient": False})
 
-    monkeypatch.setattr(cli, "terminal_bar", on_screen)
+    monkeypatch.setattr(progress, "terminal_bar", on_screen)  # what the CLI imports
     return screen
 
 

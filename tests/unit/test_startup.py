@@ -74,6 +74,18 @@ def test_attr_set_imports_no_output_or_progress_modules(area_image: Path) -> Non
     assert done["code"] == 0 and "shareddisk.render" in done["modules"]
 
 
+def test_a_command_line_loads_only_the_module_of_its_command(area_image: Path) -> None:
+    # The thirty-odd other commands' options are not built (shareddisk/cli/__init__.py).
+    done = probe("attr", "set", str(area_image), "sg1", "k=v", "--node-id", "1")
+    assert done["code"] == 0
+    assert [m for m in done["modules"] if m.startswith("shareddisk.cli")] == \
+        ["shareddisk.cli", "shareddisk.cli.attrs", "shareddisk.cli.common"]
+    # The control: status loads the module of the node commands instead.
+    done = probe("status", str(area_image), "--json")
+    assert [m for m in done["modules"] if m.startswith("shareddisk.cli")] == \
+        ["shareddisk.cli", "shareddisk.cli.common", "shareddisk.cli.nodes"]
+
+
 def test_what_attr_set_imports_leaves_out_state_file_writes_and_disk_workers() -> None:
     # A command borrowing its daemon's incarnation writes no state file and
     # starts no disk worker: tempfile (with shutil, random, bz2, lzma) is imported
