@@ -8,7 +8,9 @@ order — storage, log, recovery — on the node that just took a resource over:
   locally from the synchronized attributes (a file under the state dir) and
   checks that the group's devices are present;
 - the log agent reads the log disk named by ``active_log_disk`` and reports
-  the interrupted operation, if any;
+  the interrupted operation of the request the record names (``op_running``),
+  if any; it aborts any other unfinished one of the resource, a *stray*
+  (operations.of_request);
 - the recovery agent replays that operation's remaining steps, commits it
   and clears ``active_log_disk``.
 
@@ -30,7 +32,7 @@ from typing import Any
 from shareddisk.attributes import owner_guard
 from shareddisk.drivers.base import Driver
 from shareddisk.loggers import logger
-from shareddisk.operations import WriteContext, close, finish
+from shareddisk.operations import WriteContext, close, finish, of_request
 from shareddisk.oplog import OpLog, Operation
 from shareddisk.runtime import Runtime
 
@@ -133,10 +135,13 @@ class LogAgent(Agent):
         if not record.active_log_disk:
             ctx.interrupted = None  # nothing is interrupted (any more)
             return
-        oplog = OpLog(ctx.write_ctx.area, record.active_log_disk, runtime=ctx.runtime)
-        ops = oplog.interrupted(ctx.write_ctx.index)
-        ctx.interrupted = ops[-1] if ops else None
+        oplog = ctx.write_ctx.oplog(record.active_log_disk)
+        running = str(record.attributes.get("op_running") or "")
+        ctx.interrupted, strays = of_request(oplog.interrupted(ctx.write_ctx.index), running)
         ctx.interrupted_log = record.active_log_disk
+        for op in strays:
+            oplog.abort(op, f"stray: request {op.params.get('request', '')!r} is not running")
+            ctx.event("agent-abort", self.name, op=op.op_id, reason="stray")
         if ctx.interrupted is None:
             ctx.event("agent-log", self.name, log=record.active_log_disk, interrupted="none")
         else:

@@ -113,6 +113,27 @@ class WriteContext:
                      generation=self.generation, keys=self.leases.keys)
 
 
+def of_request(interrupted: list[Operation], request_id: str
+               ) -> tuple[Operation | None, list[Operation]]:
+    """The interrupted operation of request ``request_id`` (the record's
+    ``op_running``) among a resource's unfinished ones, oldest first, and the
+    others: *strays*.
+
+    A stray is an operation whose BEGIN was in doubt (it reached a minority of
+    disks), which its owner then closed as abandoned (recovery read a majority
+    without it), and which came back with the disk holding it.  Its request's
+    outcome is told (``last_op``): it must never run, and an unfinished entry
+    would end the lane in LogFull when it wraps to it, so it is aborted.  An
+    operation whose BEGIN entry was lost names no request: when none names
+    ``request_id``, the newest such one is taken for it (it can only be
+    abandoned)."""
+    known = [op for op in interrupted if not op.begin_lost]
+    mine = [op for op in known if str(op.params.get("request", "")) == request_id]
+    current = mine[-1] if mine else next(
+        (op for op in reversed(interrupted) if op.begin_lost), None)
+    return current, [op for op in interrupted if op is not current]
+
+
 def outcome(op: Operation | None, request_id: str, status: str) -> str:
     """The ``last_op`` text of request ``request_id`` (shareddisk/oprequest.py)."""
     return OpOutcome(request_id, status, op.op_id if op else None,
