@@ -95,6 +95,10 @@ class Ledger:
                                 a request begins at most once, an operation is
                                 committed (or aborted) at most once, appends to a
                                 log disk never overwrite each other
+    abandoned-request-committed  a request the record told abandoned (``last_op``,
+                                on a majority of disks) never commits after: its
+                                BEGIN, in doubt on one disk, may come back (a stray)
+                                but must never run
     incarnation-reused          two processes never write as one incarnation
 
     (The exec driver's scripts are checked where they write, in
@@ -129,6 +133,7 @@ class Ledger:
         self.log_positions: dict[tuple[str, int], tuple[int, int]] = {}  # -> (op_id, resource)
         self.ops: dict[tuple[str, int], OpTrack] = {}
         self.request_begins: dict[str, list[tuple[str, int]]] = {}
+        self.abandoned: dict[str, float] = {}  # request -> when a majority first said so
         self.writes = Counter()
         # offset -> the bytes last checked there: the resource structures are written to
         # every disk, and each write is checked once, on the first disk it reaches
@@ -389,6 +394,12 @@ class Ledger:
                 sim.violation("op-finished-twice",
                               f"log {log_name} op {op_id} ({op.kind}, request {op.request}) "
                               f"committed {len(op.commits)} and aborted {len(op.aborts)} times")
+            told = self.abandoned.get(op.request) if op.request else None
+            if told is not None:
+                sim.violation("abandoned-request-committed",
+                              f"log {log_name} op {op_id} ({op.kind}, request {op.request}) "
+                              f"committed by {_who(who)}, but the record told the request "
+                              f"abandoned at t={sim.rel(told):.3f}")
         elif kind == EntryType.ABORT:
             op.aborts.append((who, now))
             sim.stats["ops_aborted"] += 1
@@ -473,6 +484,18 @@ class Ledger:
         att.end, att.error = self.sim.sched.now, error
         self.sim.stats["updates_failed"] += 1
 
+    def _note_abandoned(self, last_op: Any) -> None:
+        """A request a record on a majority of disks calls abandoned (an in-doubt
+        write of the record, on fewer, may vanish and is not counted)."""
+        try:
+            outcome = json.loads(last_op) if isinstance(last_op, str) else None
+        except ValueError:
+            return
+        if isinstance(outcome, dict) and outcome.get("status") == "abandoned":
+            request = str(outcome.get("request") or "")
+            if request:
+                self.abandoned.setdefault(request, self.sim.sched.now)
+
     def check_dirty(self) -> None:
         while self.dirty:
             self.check_record(self.dirty.pop())
@@ -489,8 +512,11 @@ class Ledger:
             sim.violation("record-version-regressed",
                           f"resource {index}: the newest whole copy is version "
                           f"{stored.version}, version {seen} was on a majority of disks before")
-        self.versions[index] = max(seen, sim.committed_version(index))
+        committed = sim.committed_version(index)
+        self.versions[index] = max(seen, committed)
         record = stored.record
+        if record is not None and stored.version <= committed:
+            self._note_abandoned(record.attributes.get("last_op"))
         for key in CLIENT_KEYS:
             best = self.best_ack.get((index, key))
             if best is None:

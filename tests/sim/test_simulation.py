@@ -453,6 +453,26 @@ def release_without_heartbeat(s: Simulation) -> None:
     s.at(20.05, lambda: s.stop(s.hosts[1]))
 
 
+def stray_begin_replayed(s: Simulation) -> None:
+    """An operation's BEGIN reaches disk 0 only (host 1's log writes to disks 1 and
+    2 fail), then host 1 cannot use disk 0 while its recovery reads the log from
+    disks 1 and 2: no BEGIN there, so the request is closed as abandoned.  Disk 0
+    answers again, the BEGIN with it: a stray.  Node 1 starts the next request
+    and dies before that one's BEGIN; its successor replayed the stray (a
+    request told abandoned) and lost the one the record named."""
+    log0 = _region(s, "log:log0")
+
+    def begin_on_disk_0_only() -> None:
+        for disk in (1, 2):
+            _fault(s, 1, disk, 0.5, op="write", **log0)()
+        s.sched.call_at(s.sched.now + 0.5, _fault(s, 1, 0, 6.0))  # then all of disk 0
+
+    s.at(12.0, lambda: s.arm(s.hosts[1], "op-after-active-log", action=begin_on_disk_0_only))
+    request(s, 12.1, 1, 0, "create-volume", {"name": "v0", "size": MIB})
+    s.at(22.0, lambda: s.arm(s.hosts[1], "op-after-active-log"))  # a crash there
+    request(s, 22.1, 1, 0, "create-volume", {"name": "v1", "size": MIB})
+
+
 BUGS = {
     "takeover-keeps-lease": takeover_keeps_lease,
     "online-state-not-written": online_state_not_written,
@@ -468,6 +488,7 @@ BUGS = {
     "dead-by-minority-reads": dead_by_minority_reads,
     "unpublished-move-splits-successor": unpublished_move,
     "release-without-heartbeat": release_without_heartbeat,
+    "stray-begin-replayed": stray_begin_replayed,
 }
 
 
