@@ -99,6 +99,9 @@ class Ledger:
                                 on a majority of disks) never commits after: its
                                 BEGIN, in doubt on one disk, may come back (a stray)
                                 but must never run
+    request-without-outcome     (after the quiet period) every request a record
+                                named running (``op_running``) got an outcome in
+                                ``last_op``: none is dropped by closing another
     incarnation-reused          two processes never write as one incarnation
 
     (The exec driver's scripts are checked where they write, in
@@ -133,7 +136,12 @@ class Ledger:
         self.log_positions: dict[tuple[str, int], tuple[int, int]] = {}  # -> (op_id, resource)
         self.ops: dict[tuple[str, int], OpTrack] = {}
         self.request_begins: dict[str, list[tuple[str, int]]] = {}
-        self.abandoned: dict[str, float] = {}  # request -> when a majority first said so
+        # request -> when a record on a majority of disks first said it was abandoned
+        # (last_op), named it running (op_running), gave its outcome (last_op)
+        self.abandoned: dict[str, float] = {}
+        self.started: dict[str, float] = {}
+        self.outcomes: dict[str, float] = {}
+        self.copies: dict[tuple[int, int], set[int]] = {}  # (index, version) -> disks
         self.writes = Counter()
         # offset -> the bytes last checked there: the resource structures are written to
         # every disk, and each write is checked once, on the first disk it reaches
@@ -176,6 +184,8 @@ class Ledger:
                           f"declared it dead at t={sim.rel(when):.3f}")
         if self.paxos.offset <= offset < self.paxos.end:
             self._paxos_write(who, view.index, offset, data)
+        if self.resource.offset <= offset < self.resource.end:
+            self._count_copy(view.index, offset)
         if not (self.lease.offset <= offset < self.lease.end
                 or self.resource.offset <= offset < self.resource.end
                 or any(r.offset <= offset < r.end for r in self.logs.values())):
@@ -484,17 +494,37 @@ class Ledger:
         att.end, att.error = self.sim.sched.now, error
         self.sim.stats["updates_failed"] += 1
 
-    def _note_abandoned(self, last_op: Any) -> None:
-        """A request a record on a majority of disks calls abandoned (an in-doubt
-        write of the record, on fewer, may vanish and is not counted)."""
+    def _count_copy(self, disk: int, offset: int) -> None:
+        """A copy of a resource record landed on ``disk``: once a majority of disks
+        took its version, what it says of requests counts (a write in doubt, on
+        fewer disks, may vanish and is not counted)."""
+        index = (offset - self.resource.offset) // (2 * self.chunks * self.ss)
+        try:
+            stored = read_stored(self.sim.raw_areas[disk], index)
+        except FormatError:
+            return
+        took = self.copies.setdefault((index, stored.version), set())
+        took.add(disk)
+        if len(took) == len(self.sim.raw_areas) // 2 + 1 and stored.record is not None:
+            self._note_requests(stored.record.attributes)
+
+    def _note_requests(self, attributes: dict[str, Any]) -> None:
+        """The request a record on a majority of disks names running, and the
+        outcome of the last one it gives."""
+        now = self.sim.sched.now
+        running = attributes.get("op_running")
+        if running:
+            self.started.setdefault(str(running), now)
+        last_op = attributes.get("last_op")
         try:
             outcome = json.loads(last_op) if isinstance(last_op, str) else None
         except ValueError:
             return
-        if isinstance(outcome, dict) and outcome.get("status") == "abandoned":
-            request = str(outcome.get("request") or "")
-            if request:
-                self.abandoned.setdefault(request, self.sim.sched.now)
+        request = str(outcome.get("request") or "") if isinstance(outcome, dict) else ""
+        if request:
+            self.outcomes.setdefault(request, now)
+            if outcome.get("status") == "abandoned":
+                self.abandoned.setdefault(request, now)
 
     def check_dirty(self) -> None:
         while self.dirty:
@@ -512,11 +542,8 @@ class Ledger:
             sim.violation("record-version-regressed",
                           f"resource {index}: the newest whole copy is version "
                           f"{stored.version}, version {seen} was on a majority of disks before")
-        committed = sim.committed_version(index)
-        self.versions[index] = max(seen, committed)
+        self.versions[index] = max(seen, sim.committed_version(index))
         record = stored.record
-        if record is not None and stored.version <= committed:
-            self._note_abandoned(record.attributes.get("last_op"))
         for key in CLIENT_KEYS:
             best = self.best_ack.get((index, key))
             if best is None:
@@ -652,6 +679,12 @@ class Checks:
                                f"log {name}: operation {op.op_id} ({op.kind}) of resource "
                                f"{op.resource_index} still interrupted (steps done "
                                f"{sorted(op.done)} of {len(op.steps)}) with every node up")
+        for request, when in sorted(self.ledger.started.items(), key=lambda kv: kv[1]):
+            if request not in self.ledger.outcomes:
+                self.violation("request-without-outcome",
+                               f"request {request} was running at t={self.rel(when):.3f} "
+                               f"(op_running, on a majority of disks) and no last_op ever "
+                               f"gave its outcome")
         for op in self.ledger.ops.values():
             if len(op.commits) + len(op.aborts) != 1:
                 self.violation("op-not-finished-once",
