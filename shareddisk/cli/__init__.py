@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from shareddisk import __version__
-from shareddisk.cli.common import fail, setup_logging
+from shareddisk.cli.common import complete_device_paths, fail, setup_logging
 from shareddisk.errors import ShareddiskError
 from shareddisk.params import parse_size
 
@@ -54,7 +54,6 @@ class _Group(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            from shareddisk.cli.common import complete_device_paths
             command = load(cmd_name)
             complete_device_paths(command)
             self.add_command(command)

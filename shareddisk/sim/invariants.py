@@ -26,7 +26,7 @@ from shareddisk.porcelain.examine import verify_area
 from shareddisk.membership import Transition
 from shareddisk.oplog import OpLog
 from shareddisk.paxos import Leader, LeaseGeometry, decode_view, leader_from, newest_leader
-from shareddisk.replicas import replicated_area
+from shareddisk.replicas import majority, replicated_area
 from shareddisk.sim.config import CLIENT_KEYS
 from shareddisk.sim.disks import HostDisk
 from shareddisk.sim.hosts import Host
@@ -505,7 +505,7 @@ class Ledger:
             return
         took = self.copies.setdefault((index, stored.version), set())
         took.add(disk)
-        if len(took) == len(self.sim.raw_areas) // 2 + 1 and stored.record is not None:
+        if len(took) == majority(len(self.sim.raw_areas)) and stored.record is not None:
             self._note_requests(stored.record.attributes)
 
     def _note_requests(self, attributes: dict[str, Any]) -> None:
